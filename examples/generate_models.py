@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Generate the ONNX models used by Ferry's examples and tests.
+
+Run from anywhere:
+
+    python3 examples/generate_models.py            # writes into the repo
+    python3 examples/generate_models.py --check    # also runs each model with onnxruntime
+
+It (over)writes only the model files (`<model>/<version>/model.onnx`); the
+`config.pbtxt` files next to them are hand-written and committed as they are.
+Everything is deterministic: weights come from fixed numpy seeds and the
+output bytes are identical from run to run.
+
+Models written
+--------------
+examples/model_repository/
+  simple/1/model.onnx           INPUT0, INPUT1 INT32 [batch, 16] -> OUTPUT0 = sum, OUTPUT1 = difference
+  mlp_classifier/{1,2}/model.onnx
+                                features FP32 [batch, 32] -> Relu(64) -> 10 logits
+                                -> probabilities FP32 [batch, 10] (Softmax), label INT64 [batch, 1] (ArgMax)
+  linear_auto/1/model.onnx      x FP32 [batch, 8] -> y FP32 [batch, 3] = x @ W + b   (no config.pbtxt)
+tests/model_repository/
+  identity_types/1/model.onnx   IN_<DT> -> Identity -> OUT_<DT> for every Triton datatype except BF16, dims [n]
+  identity_typed/1/model.onnx   the same, limited to the datatypes that have a typed `contents` field
+  identity_bf16/1/model.onnx    IN_BF16 -> Identity -> OUT_BF16
+  corrupt/1/model.onnx          garbage bytes (not a protobuf model)
+  bad_config/1/model.onnx       the linear model again (its config.pbtxt is the broken part)
+  add_one_batched/1/model.onnx  x FP32 [batch, 4] -> y = x + 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+IR_VERSION = 8  # loadable by onnxruntime >= 1.10 and by Triton's ORT backend of the same era
+PRODUCER = "ferry-generate_models"
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO_ROOT / "examples" / "model_repository"
+TESTS = REPO_ROOT / "tests" / "model_repository"
+
+# Triton datatype -> ONNX element type, in the order of Triton's DataType enum.
+TRITON_TO_ONNX = {
+    "BOOL": TensorProto.BOOL,
+    "UINT8": TensorProto.UINT8,
+    "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32,
+    "UINT64": TensorProto.UINT64,
+    "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
+}
+# Datatypes with no field in InferTensorContents: they can only travel as raw bytes.
+RAW_ONLY = {"FP16", "BF16"}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name=PRODUCER,
+        producer_version="1",
+    )
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _write(model_or_bytes, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = model_or_bytes if isinstance(model_or_bytes, bytes) else model_or_bytes.SerializeToString()
+    path.write_bytes(data)
+    return path
+
+
+def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(array, name=name)
+
+
+def _weights(seed: int, *shapes) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0.0, 0.5, size=s).astype(np.float32) for s in shapes]
+
+
+# --------------------------------------------------------------------------- models
+
+
+def simple() -> onnx.ModelProto:
+    """Triton's classic `simple` model: element-wise sum and difference of two INT32 vectors."""
+    shape = ["batch", 16]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"], name="add"),
+            helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"], name="sub"),
+        ],
+        "simple",
+        inputs=[
+            helper.make_tensor_value_info("INPUT0", TensorProto.INT32, shape),
+            helper.make_tensor_value_info("INPUT1", TensorProto.INT32, shape),
+        ],
+        outputs=[
+            helper.make_tensor_value_info("OUTPUT0", TensorProto.INT32, shape),
+            helper.make_tensor_value_info("OUTPUT1", TensorProto.INT32, shape),
+        ],
+    )
+    return _model(graph)
+
+
+def mlp_classifier(seed: int) -> onnx.ModelProto:
+    """32 features -> 64 hidden (Relu) -> 10 logits -> softmax probabilities and argmax label."""
+    w1, b1, w2, b2 = _weights(seed, (32, 64), (64,), (64, 10), (10,))
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["features", "W1"], ["h_mm"], name="fc1"),
+            helper.make_node("Add", ["h_mm", "B1"], ["h_pre"], name="fc1_bias"),
+            helper.make_node("Relu", ["h_pre"], ["hidden"], name="relu"),
+            helper.make_node("MatMul", ["hidden", "W2"], ["l_mm"], name="fc2"),
+            helper.make_node("Add", ["l_mm", "B2"], ["logits"], name="fc2_bias"),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=-1),
+            helper.make_node("ArgMax", ["logits"], ["label"], name="argmax", axis=1, keepdims=1),
+        ],
+        "mlp_classifier",
+        inputs=[helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 32])],
+        outputs=[
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch", 1]),
+        ],
+        initializer=[_init("W1", w1), _init("B1", b1), _init("W2", w2), _init("B2", b2)],
+    )
+    return _model(graph)
+
+
+def linear(seed: int = 7) -> onnx.ModelProto:
+    """y = x @ W + b with x FP32 [batch, 8] and y FP32 [batch, 3]."""
+    w, b = _weights(seed, (8, 3), (3,))
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["xw"], name="matmul"),
+            helper.make_node("Add", ["xw", "b"], ["y"], name="bias"),
+        ],
+        "linear",
+        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[_init("W", w), _init("b", b)],
+    )
+    return _model(graph)
+
+
+def identity(datatypes: list[str], name: str) -> onnx.ModelProto:
+    """One IN_<DT> -> Identity -> OUT_<DT> pair per datatype, each a 1-D tensor of any length."""
+    nodes, inputs, outputs = [], [], []
+    for dt in datatypes:
+        elem = TensorProto.BFLOAT16 if dt == "BF16" else TRITON_TO_ONNX[dt]
+        dim = [f"n_{dt.lower()}"]  # independent lengths: each pair may be sized on its own
+        inputs.append(helper.make_tensor_value_info(f"IN_{dt}", elem, dim))
+        outputs.append(helper.make_tensor_value_info(f"OUT_{dt}", elem, dim))
+        nodes.append(helper.make_node("Identity", [f"IN_{dt}"], [f"OUT_{dt}"], name=f"identity_{dt.lower()}"))
+    return _model(helper.make_graph(nodes, name, inputs, outputs))
+
+
+def add_one_batched() -> onnx.ModelProto:
+    """y = x + 1 with x FP32 [batch, 4]."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "one"], ["y"], name="add_one")],
+        "add_one_batched",
+        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[_init("one", np.array(1.0, dtype=np.float32))],
+    )
+    return _model(graph)
+
+
+def corrupt_bytes() -> bytes:
+    """Deterministic bytes that are not a parseable ONNX ModelProto."""
+    rng = np.random.default_rng(1234)
+    return b"this is not an onnx model\n\xff\xff\xff\xff" + rng.integers(0, 256, size=200, dtype=np.uint8).tobytes()
+
+
+def generate() -> list[Path]:
+    typed = [dt for dt in TRITON_TO_ONNX if dt not in RAW_ONLY]
+    written = [
+        _write(simple(), EXAMPLES / "simple" / "1" / "model.onnx"),
+        _write(mlp_classifier(seed=1), EXAMPLES / "mlp_classifier" / "1" / "model.onnx"),
+        _write(mlp_classifier(seed=2), EXAMPLES / "mlp_classifier" / "2" / "model.onnx"),
+        _write(linear(), EXAMPLES / "linear_auto" / "1" / "model.onnx"),
+        _write(identity(list(TRITON_TO_ONNX), "identity_types"), TESTS / "identity_types" / "1" / "model.onnx"),
+        _write(identity(typed, "identity_typed"), TESTS / "identity_typed" / "1" / "model.onnx"),
+        _write(identity(["BF16"], "identity_bf16"), TESTS / "identity_bf16" / "1" / "model.onnx"),
+        _write(corrupt_bytes(), TESTS / "corrupt" / "1" / "model.onnx"),
+        _write(linear(), TESTS / "bad_config" / "1" / "model.onnx"),
+        _write(add_one_batched(), TESTS / "add_one_batched" / "1" / "model.onnx"),
+    ]
+    return written
+
+
+# --------------------------------------------------------------------------- optional self-check
+
+
+def _run_bf16(sess, feeds_u16: dict) -> None:
+    """Run a session whose tensors are BF16 through IO binding.
+
+    onnxruntime's Python `run()` cannot take or return bfloat16 arrays
+    ("Numpy_type 256 can't be converted to MLDataType"), but its CPU kernels
+    run BF16 fine when the data is handed over as OrtValues of type BFLOAT16.
+    """
+    import onnxruntime as ort
+
+    binding = sess.io_binding()
+    for name, arr in feeds_u16.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy_with_onnx_type(arr, TensorProto.BFLOAT16))
+    for out in sess.get_outputs():
+        binding.bind_output(out.name, "cpu")
+    sess.run_with_iobinding(binding)
+
+
+def check(paths: list[Path]) -> int:
+    """Load every generated model with onnxruntime (CPU) and run it once on zeros.
+
+    `corrupt` must fail to load; every other model must load and run.
+    """
+    import onnxruntime as ort
+
+    ort_np = {
+        "tensor(bool)": np.bool_, "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16,
+        "tensor(uint32)": np.uint32, "tensor(uint64)": np.uint64, "tensor(int8)": np.int8,
+        "tensor(int16)": np.int16, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
+        "tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64,
+        "tensor(string)": np.object_,
+    }
+    failures = 0
+    for path in paths:
+        rel = path.relative_to(REPO_ROOT)
+        expect_failure = path.parent.parent.name == "corrupt"
+        try:
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            feeds, bf16_feeds = {}, {}
+            for i in sess.get_inputs():
+                shape = [d if isinstance(d, int) else 2 for d in i.shape]
+                if i.type == "tensor(bfloat16)":
+                    bf16_feeds[i.name] = np.zeros(shape, dtype=np.uint16)
+                elif i.type == "tensor(string)":
+                    feeds[i.name] = np.full(shape, "", dtype=np.object_)
+                else:
+                    feeds[i.name] = np.zeros(shape, dtype=ort_np[i.type])
+            if bf16_feeds:
+                _run_bf16(sess, bf16_feeds)
+            else:
+                sess.run(None, feeds)
+        except Exception as exc:  # noqa: BLE001 - report and continue
+            if expect_failure:
+                print(f"ok      {rel} fails to load as intended ({type(exc).__name__})")
+            else:
+                failures += 1
+                print(f"FAILED  {rel}: {type(exc).__name__}: {exc}")
+            continue
+        if expect_failure:
+            failures += 1
+            print(f"FAILED  {rel}: loaded although it should be garbage")
+        else:
+            print(f"ok      {rel}")
+    return 1 if failures else 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="run each model once with onnxruntime (CPU)")
+    args = parser.parse_args(argv)
+    paths = generate()
+    for p in paths:
+        print(f"wrote   {p.relative_to(REPO_ROOT)} ({p.stat().st_size} bytes)")
+    return check(paths) if args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,16 @@
+//! Ferry's wire types: the messages and service stubs of Triton's `inference.GRPCInferenceService` and the
+//! `inference.ModelConfig` schema, generated from `proto/inference/*.proto` so that every Triton client speaks
+//! to Ferry unchanged.
+
+/// Messages and service stubs of the `inference` protobuf package.
+#[allow(missing_docs, clippy::all, clippy::pedantic, unused_qualifications)]
+pub mod inference {
+    include!(concat!(env!("OUT_DIR"), "/inference.rs"));
+}
+
+/// The encoded `FileDescriptorSet` of every Ferry proto. Server reflection serves it, and `config.pbtxt`
+/// files are parsed against the `inference.ModelConfig` descriptor it holds.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ferry_descriptor.bin"));
+
+pub use inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+pub use inference::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};

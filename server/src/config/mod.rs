@@ -1,0 +1,10 @@
+//! Model configuration: parsing `config.pbtxt`, completing it from the ONNX model, and validating it into a
+//! [`ModelSpec`].
+
+mod complete;
+mod pbtxt;
+mod spec;
+
+pub use complete::{ModelSignature, ModelTensor, complete_config, needs_signature};
+pub use pbtxt::{model_config_descriptor, parse_model_config};
+pub use spec::{ConfigSource, InstancePlan, ModelSpec, TensorSpec, VersionPolicy};

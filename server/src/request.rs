@@ -1,0 +1,458 @@
+//! Turning a `ModelInferRequest` into an [`InferRequest`] checked against the model's spec: the one place
+//! where request contents are validated. Everything after this trusts shapes, sizes and names.
+
+use bytes::Bytes;
+use ferry_proto::inference::{InferTensorContents, ModelInferRequest, model_infer_request::InferInputTensor};
+
+use crate::{
+    DataType, Error,
+    config::{ModelSpec, TensorSpec},
+};
+
+/// The elements of one input tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    /// Fixed-size elements, little-endian and row-major, exactly `elements × element size` bytes.
+    Fixed(Bytes),
+    /// BYTES elements, one slice each.
+    Strings(Vec<Bytes>),
+}
+
+/// One input of a validated request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputTensor {
+    /// Position of the input in the model spec.
+    pub index: usize,
+    /// The shape the client sent, batch dimension included.
+    pub shape: Vec<i64>,
+    /// The shape ONNX Runtime receives: `shape`, or the batch dimension and the config's `reshape`.
+    pub model_shape: Vec<i64>,
+    /// The elements.
+    pub data: TensorData,
+}
+
+/// A request that fits its model: every input present once, with the right type, shape and byte size, and
+/// every requested output known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferRequest {
+    /// The client's request id, echoed in the response.
+    pub id: String,
+    /// The inputs, in the order the client sent them.
+    pub inputs: Vec<InputTensor>,
+    /// Positions in the model spec of the outputs to return, in the order requested.
+    pub outputs: Vec<usize>,
+    /// Rows in this request: its first dimension for a batching model, otherwise 1.
+    pub batch_size: usize,
+}
+
+impl InferRequest {
+    /// Validates `request` against `spec`, taking its tensor payloads without copying raw contents.
+    pub fn parse(request: ModelInferRequest, spec: &ModelSpec) -> Result<Self, Error> {
+        let ModelInferRequest {
+            id,
+            inputs: wire_inputs,
+            outputs: wire_outputs,
+            raw_input_contents,
+            ..
+        } = request;
+        let uses_raw = !raw_input_contents.is_empty();
+        if uses_raw {
+            if let Some(typed) = wire_inputs
+                .iter()
+                .find(|i| i.contents.as_ref().is_some_and(has_values))
+            {
+                return Err(Error::invalid(format!(
+                    "input '{}' sets contents while the request also uses raw_input_contents; a request uses \
+                     one or the other for all its inputs",
+                    typed.name
+                )));
+            }
+            if raw_input_contents.len() != wire_inputs.len() {
+                return Err(Error::invalid(format!(
+                    "raw_input_contents has {} entries but the request has {} inputs; expected one entry per input",
+                    raw_input_contents.len(),
+                    wire_inputs.len()
+                )));
+            }
+        }
+        let mut raw = raw_input_contents.into_iter();
+        let mut inputs = Vec::with_capacity(wire_inputs.len());
+        let mut batch: Option<(usize, String)> = None;
+        for wire in wire_inputs {
+            let Some((index, tensor)) = spec.input(&wire.name) else {
+                let names: Vec<&str> = spec.inputs.iter().map(|t| t.name.as_str()).collect();
+                return Err(Error::invalid(format!(
+                    "unknown input '{}' for model '{}'; expected inputs: {}",
+                    wire.name,
+                    spec.name,
+                    names.join(", ")
+                )));
+            };
+            if inputs.iter().any(|i: &InputTensor| i.index == index) {
+                return Err(Error::invalid(format!(
+                    "input '{}' is given more than once",
+                    wire.name
+                )));
+            }
+            let elements = check_shape(&wire, tensor, spec.max_batch_size)?;
+            if spec.max_batch_size > 0 {
+                let rows = wire.shape[0] as usize;
+                match &batch {
+                    Some((expected, first)) if *expected != rows => {
+                        return Err(Error::invalid(format!(
+                            "input '{}' has batch size {rows} but input '{first}' has batch size {expected}; all \
+                             inputs of a request share the batch size",
+                            wire.name
+                        )));
+                    }
+                    Some(_) => {}
+                    None => batch = Some((rows, wire.name.clone())),
+                }
+            }
+            let data = match raw.next() {
+                Some(bytes) => raw_data(bytes, &wire.name, tensor.data_type, elements)?,
+                None => typed_data(wire.contents.as_ref(), &wire.name, tensor.data_type, elements)?,
+            };
+            let model_shape = match &tensor.reshape {
+                Some(reshape) => {
+                    let batch_dims = if spec.max_batch_size > 0 {
+                        &wire.shape[..1]
+                    } else {
+                        &[][..]
+                    };
+                    batch_dims.iter().chain(reshape).copied().collect()
+                }
+                None => wire.shape.clone(),
+            };
+            inputs.push(InputTensor {
+                index,
+                shape: wire.shape,
+                model_shape,
+                data,
+            });
+        }
+        if let Some(missing) = spec
+            .inputs
+            .iter()
+            .enumerate()
+            .find(|(index, t)| !t.optional && !inputs.iter().any(|i| i.index == *index))
+        {
+            return Err(Error::invalid(format!(
+                "missing input '{}' for model '{}' (expected {} {:?})",
+                missing.1.name,
+                spec.name,
+                missing.1.data_type,
+                full_dims(missing.1, spec.max_batch_size)
+            )));
+        }
+        let outputs = requested_outputs(wire_outputs.iter().map(|o| o.name.as_str()), spec)?;
+        Ok(InferRequest {
+            id,
+            inputs,
+            outputs,
+            batch_size: batch.map_or(1, |(rows, _)| rows),
+        })
+    }
+}
+
+fn has_values(contents: &InferTensorContents) -> bool {
+    !(contents.bool_contents.is_empty()
+        && contents.int_contents.is_empty()
+        && contents.int64_contents.is_empty()
+        && contents.uint_contents.is_empty()
+        && contents.uint64_contents.is_empty()
+        && contents.fp32_contents.is_empty()
+        && contents.fp64_contents.is_empty()
+        && contents.bytes_contents.is_empty())
+}
+
+/// The config's shape with the batch dimension, as clients see it.
+pub fn full_dims(tensor: &TensorSpec, max_batch_size: usize) -> Vec<i64> {
+    let batch = (max_batch_size > 0).then_some(-1);
+    batch.into_iter().chain(tensor.dims.iter().copied()).collect()
+}
+
+/// Checks data type and shape, returning the number of elements.
+fn check_shape(wire: &InferInputTensor, tensor: &TensorSpec, max_batch_size: usize) -> Result<usize, Error> {
+    let name = &wire.name;
+    if wire.datatype != tensor.data_type.wire_name() {
+        return Err(Error::invalid(format!(
+            "input '{name}' has datatype {} but the model expects {}",
+            wire.datatype, tensor.data_type
+        )));
+    }
+    let expected = full_dims(tensor, max_batch_size);
+    if wire.shape.len() != expected.len() {
+        return Err(Error::invalid(format!(
+            "input '{name}' has shape {:?} (rank {}) but the model expects shape {expected:?} (rank {})",
+            wire.shape,
+            wire.shape.len(),
+            expected.len()
+        )));
+    }
+    if let Some(position) = wire
+        .shape
+        .iter()
+        .zip(&expected)
+        .position(|(given, want)| *given < 0 || (*want != -1 && given != want))
+    {
+        return Err(Error::invalid(format!(
+            "input '{name}' has shape {:?} but the model expects shape {expected:?}: dimension {position} is {}",
+            wire.shape, wire.shape[position]
+        )));
+    }
+    if max_batch_size > 0 {
+        let rows = wire.shape[0];
+        if rows < 1 || rows as usize > max_batch_size {
+            return Err(Error::invalid(format!(
+                "input '{name}' has batch size {rows} but the model's max_batch_size is {max_batch_size}; \
+                 send between 1 and {max_batch_size} rows"
+            )));
+        }
+    }
+    wire.shape
+        .iter()
+        .try_fold(1usize, |n, d| n.checked_mul(*d as usize))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "input '{name}' has shape {:?}, which is too large",
+                wire.shape
+            ))
+        })
+}
+
+/// Checks the size of raw contents and, for BYTES, splits the length-prefixed elements without copying.
+fn raw_data(bytes: Bytes, name: &str, data_type: DataType, elements: usize) -> Result<TensorData, Error> {
+    let Some(size) = data_type.element_size() else {
+        return split_length_prefixed(bytes, name, elements).map(TensorData::Strings);
+    };
+    let expected = elements.checked_mul(size).unwrap_or(usize::MAX);
+    if bytes.len() != expected {
+        return Err(Error::invalid(format!(
+            "input '{name}' has {} bytes of raw contents but its shape holds {elements} {data_type} elements of \
+             {size} bytes, {expected} bytes in all",
+            bytes.len()
+        )));
+    }
+    if data_type == DataType::Bool
+        && let Some(position) = bytes.iter().position(|b| *b > 1)
+    {
+        return Err(Error::invalid(format!(
+            "input '{name}' element {position} is byte {} but BOOL elements are 0 or 1",
+            bytes[position]
+        )));
+    }
+    Ok(TensorData::Fixed(bytes))
+}
+
+/// Splits raw BYTES contents: each element is a 4-byte little-endian length followed by that many bytes.
+pub fn split_length_prefixed(bytes: Bytes, name: &str, elements: usize) -> Result<Vec<Bytes>, Error> {
+    let mut items = Vec::with_capacity(elements.min(bytes.len() / 4));
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let Some(prefix) = bytes.get(at..at + 4) else {
+            return Err(Error::invalid(format!(
+                "input '{name}' BYTES element {} has a truncated 4-byte length prefix at byte {at}",
+                items.len()
+            )));
+        };
+        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        let start = at + 4;
+        let end = start
+            .checked_add(len)
+            .filter(|end| *end <= bytes.len())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "input '{name}' BYTES element {} claims {len} bytes but only {} remain",
+                    items.len(),
+                    bytes.len() - start
+                ))
+            })?;
+        if items.len() == elements {
+            return Err(Error::invalid(format!(
+                "input '{name}' raw contents hold more than the {elements} BYTES elements its shape holds"
+            )));
+        }
+        items.push(bytes.slice(start..end));
+        at = end;
+    }
+    if items.len() != elements {
+        return Err(Error::invalid(format!(
+            "input '{name}' raw contents hold {} BYTES elements but its shape holds {elements}",
+            items.len()
+        )));
+    }
+    Ok(items)
+}
+
+/// Converts typed `contents` to the tensor's raw form, checking the count and each value's range.
+fn typed_data(
+    contents: Option<&InferTensorContents>,
+    name: &str,
+    data_type: DataType,
+    elements: usize,
+) -> Result<TensorData, Error> {
+    let empty = InferTensorContents::default();
+    let contents = contents.unwrap_or(&empty);
+    let check_count = |field: &str, given: usize| {
+        if given == elements {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "input '{name}' ({data_type}) has {given} values in contents.{field} but its shape holds {elements}"
+            )))
+        }
+    };
+    let bytes = match data_type {
+        DataType::Bool => {
+            check_count("bool_contents", contents.bool_contents.len())?;
+            contents.bool_contents.iter().map(|b| u8::from(*b)).collect()
+        }
+        DataType::Int8 => narrow(
+            &contents.int_contents,
+            i8::to_le_bytes,
+            "int_contents",
+            name,
+            data_type,
+            elements,
+        )?,
+        DataType::Int16 => narrow(
+            &contents.int_contents,
+            i16::to_le_bytes,
+            "int_contents",
+            name,
+            data_type,
+            elements,
+        )?,
+        DataType::Int32 => {
+            check_count("int_contents", contents.int_contents.len())?;
+            contents
+                .int_contents
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
+        }
+        DataType::Int64 => {
+            check_count("int64_contents", contents.int64_contents.len())?;
+            contents
+                .int64_contents
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
+        }
+        DataType::Uint8 => narrow(
+            &contents.uint_contents,
+            u8::to_le_bytes,
+            "uint_contents",
+            name,
+            data_type,
+            elements,
+        )?,
+        DataType::Uint16 => narrow(
+            &contents.uint_contents,
+            u16::to_le_bytes,
+            "uint_contents",
+            name,
+            data_type,
+            elements,
+        )?,
+        DataType::Uint32 => {
+            check_count("uint_contents", contents.uint_contents.len())?;
+            contents
+                .uint_contents
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
+        }
+        DataType::Uint64 => {
+            check_count("uint64_contents", contents.uint64_contents.len())?;
+            contents
+                .uint64_contents
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
+        }
+        DataType::Fp32 => {
+            check_count("fp32_contents", contents.fp32_contents.len())?;
+            contents
+                .fp32_contents
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
+        }
+        DataType::Fp64 => {
+            check_count("fp64_contents", contents.fp64_contents.len())?;
+            contents
+                .fp64_contents
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
+        }
+        DataType::Bytes => {
+            check_count("bytes_contents", contents.bytes_contents.len())?;
+            return Ok(TensorData::Strings(contents.bytes_contents.clone()));
+        }
+        DataType::Fp16 | DataType::Bf16 => {
+            return Err(Error::invalid(format!(
+                "input '{name}' is {data_type}, which has no typed contents field; send it in raw_input_contents"
+            )));
+        }
+    };
+    Ok(TensorData::Fixed(Bytes::from(bytes)))
+}
+
+/// Converts integers carried in a wider typed-contents field (`int_contents` for INT8 and INT16,
+/// `uint_contents` for UINT8 and UINT16) to `T`, rejecting values out of `T`'s range.
+fn narrow<W: Copy + std::fmt::Display, T: TryFrom<W>, const N: usize>(
+    values: &[W],
+    to_le_bytes: fn(T) -> [u8; N],
+    field: &str,
+    name: &str,
+    data_type: DataType,
+    elements: usize,
+) -> Result<Vec<u8>, Error> {
+    if values.len() != elements {
+        return Err(Error::invalid(format!(
+            "input '{name}' ({data_type}) has {} values in contents.{field} but its shape holds {elements}",
+            values.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(elements * N);
+    for (position, value) in values.iter().enumerate() {
+        let narrowed = T::try_from(*value).map_err(|_| {
+            Error::invalid(format!(
+                "input '{name}' element {position} is {value}, which does not fit in {data_type}"
+            ))
+        })?;
+        out.extend_from_slice(&to_le_bytes(narrowed));
+    }
+    Ok(out)
+}
+
+/// Positions of the requested outputs; all outputs, in config order, when none is named.
+fn requested_outputs<'a>(
+    names: impl Iterator<Item = &'a str>,
+    spec: &ModelSpec,
+) -> Result<Vec<usize>, Error> {
+    let mut outputs = Vec::new();
+    for name in names {
+        let Some((index, _)) = spec.output(name) else {
+            let known: Vec<&str> = spec.outputs.iter().map(|t| t.name.as_str()).collect();
+            return Err(Error::invalid(format!(
+                "unknown requested output '{name}' for model '{}'; outputs: {}",
+                spec.name,
+                known.join(", ")
+            )));
+        };
+        if outputs.contains(&index) {
+            return Err(Error::invalid(format!(
+                "output '{name}' is requested more than once"
+            )));
+        }
+        outputs.push(index);
+    }
+    if outputs.is_empty() {
+        outputs = (0..spec.outputs.len()).collect();
+    }
+    Ok(outputs)
+}
