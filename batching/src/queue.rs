@@ -135,7 +135,7 @@ mod tests {
         let queue = WorkQueue::bounded(2);
         assert!(queue.submit(job(0)).is_ok());
         assert!(queue.submit(job(1)).is_ok());
-        let (rejected, error) = queue.submit(job(2)).err().expect("third job must be rejected");
+        let (rejected, error) = queue.submit(job(2)).expect_err("third job must be rejected");
         assert_eq!(rejected.id, 2);
         assert_eq!(error, QueueError::Full { capacity: 2 });
         assert_eq!(queue.len(), 2);

@@ -1,1 +1,52 @@
-//! x
+//! Fixtures shared by Ferry's benchmarks: model specs and wire requests of chosen sizes, built the way a
+//! client would send them, so that benchmarks measure Ferry's work and not their own set-up.
+
+use bytes::Bytes;
+use ferry_proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
+use ferry_server::{
+    DataType,
+    config::{InstancePlan, ModelSpec, TensorSpec, VersionPolicy},
+};
+
+/// A batching FP32 model with one input of `width` features and one output.
+pub fn fp32_spec(width: i64, max_batch_size: usize) -> ModelSpec {
+    let tensor = |name: &str| TensorSpec {
+        name: name.into(),
+        data_type: DataType::Fp32,
+        dims: vec![width],
+        reshape: None,
+        optional: false,
+    };
+    ModelSpec {
+        name: "bench".into(),
+        max_batch_size,
+        inputs: vec![tensor("x")],
+        outputs: vec![tensor("y")],
+        version_policy: VersionPolicy::Latest(1),
+        instances: InstancePlan {
+            count: 1,
+            intra_op_threads: None,
+            inter_op_threads: None,
+        },
+        model_filename: "model.onnx".into(),
+        config: Default::default(),
+    }
+}
+
+/// A request of `rows` × `width` FP32 values in raw contents.
+pub fn fp32_request(rows: i64, width: i64) -> ModelInferRequest {
+    let values = (rows * width) as usize;
+    ModelInferRequest {
+        model_name: "bench".into(),
+        id: "bench".into(),
+        inputs: vec![InferInputTensor {
+            name: "x".into(),
+            datatype: "FP32".into(),
+            shape: vec![rows, width],
+            parameters: Default::default(),
+            contents: None,
+        }],
+        raw_input_contents: vec![Bytes::from(vec![0u8; values * 4])],
+        ..Default::default()
+    }
+}

@@ -8,6 +8,7 @@ pub mod config;
 mod datatype;
 mod error;
 pub mod grpc;
+mod limits;
 pub mod model;
 pub mod onnx;
 pub mod repository;
@@ -21,7 +22,7 @@ use ferry_proto::GrpcInferenceServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-/// The largest gRPC message Ferry accepts or sends: generous for tensors, bounded against abuse.
+/// The largest gRPC message Ferry accepts or sends by default: generous for tensors, bounded against abuse.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// What a server needs to start.
@@ -31,12 +32,15 @@ pub struct ServerOptions {
     pub model_repositories: Vec<PathBuf>,
     /// Where ONNX Runtime was found.
     pub onnxruntime: onnx::LibrarySource,
+    /// The largest gRPC message accepted or sent; larger requests get `RESOURCE_EXHAUSTED`.
+    pub max_message_bytes: usize,
 }
 
 /// A server with its models loaded, ready to serve.
 #[derive(Debug, Clone)]
 pub struct Server {
     registry: Arc<repository::Registry>,
+    max_message_bytes: usize,
 }
 
 impl Server {
@@ -47,6 +51,7 @@ impl Server {
         let registry = repository::Registry::load(&environment, &options.model_repositories)?;
         Ok(Server {
             registry: Arc::new(registry),
+            max_message_bytes: options.max_message_bytes,
         })
     }
 
@@ -63,10 +68,14 @@ impl Server {
     ) -> Result<(), tonic::transport::Error> {
         let service =
             GrpcInferenceServiceServer::new(grpc::InferenceService::new(Arc::clone(&self.registry)))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                .max_decoding_message_size(self.max_message_bytes)
+                .max_encoding_message_size(self.max_message_bytes);
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            // Outermost, so that it sees the statuses tonic produces before any handler runs.
+            .layer(tower::util::MapResponseLayer::new(
+                limits::resource_exhausted_for_oversized,
+            ))
             .add_service(service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await

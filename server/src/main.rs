@@ -38,6 +38,10 @@ struct Flags {
     #[arg(long, default_value_t = 0, value_name = "LEVEL")]
     log_verbose: u8,
 
+    /// The largest gRPC message accepted or sent, in bytes; larger requests get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = ferry_server::MAX_MESSAGE_BYTES, value_name = "BYTES")]
+    grpc_max_message_bytes: usize,
+
     /// Path of libonnxruntime.so. Without it Ferry looks in ORT_DYLIB_PATH, then the project's .venv, then
     /// the onnxruntime package of python3, then the system library path.
     #[arg(long, env = "ORT_DYLIB_PATH", value_name = "FILE")]
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
     let options = ServerOptions {
         model_repositories: flags.model_repositories.clone(),
         onnxruntime,
+        max_message_bytes: flags.grpc_max_message_bytes,
     };
     let server = match Server::start(&options) {
         Ok(server) => server,

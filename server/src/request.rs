@@ -226,7 +226,7 @@ fn raw_data(bytes: Bytes, name: &str, data_type: DataType, elements: usize) -> R
     let Some(size) = data_type.element_size() else {
         return split_length_prefixed(bytes, name, elements).map(TensorData::Strings);
     };
-    let expected = elements.checked_mul(size).unwrap_or(usize::MAX);
+    let expected = elements.saturating_mul(size);
     if bytes.len() != expected {
         return Err(Error::invalid(format!(
             "input '{name}' has {} bytes of raw contents but its shape holds {elements} {data_type} elements of \
@@ -455,4 +455,324 @@ fn requested_outputs<'a>(
         outputs = (0..spec.outputs.len()).collect();
     }
     Ok(outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_proto::inference::model_infer_request::InferRequestedOutputTensor;
+
+    use super::*;
+    use crate::config::{InstancePlan, VersionPolicy};
+
+    fn tensor(name: &str, data_type: DataType, dims: &[i64]) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            data_type,
+            dims: dims.to_vec(),
+            reshape: None,
+            optional: false,
+        }
+    }
+
+    fn spec(max_batch_size: usize, inputs: Vec<TensorSpec>) -> ModelSpec {
+        ModelSpec {
+            name: "m".into(),
+            max_batch_size,
+            inputs,
+            outputs: vec![
+                tensor("out", DataType::Fp32, &[-1]),
+                tensor("aux", DataType::Int64, &[1]),
+            ],
+            version_policy: VersionPolicy::Latest(1),
+            instances: InstancePlan {
+                count: 1,
+                intra_op_threads: None,
+                inter_op_threads: None,
+            },
+            model_filename: "model.onnx".into(),
+            config: Default::default(),
+        }
+    }
+
+    fn wire(
+        name: &str,
+        datatype: DataType,
+        shape: &[i64],
+        contents: Option<InferTensorContents>,
+    ) -> InferInputTensor {
+        InferInputTensor {
+            name: name.into(),
+            datatype: datatype.wire_name().into(),
+            shape: shape.to_vec(),
+            parameters: Default::default(),
+            contents,
+        }
+    }
+
+    fn raw_request(inputs: Vec<InferInputTensor>, raw: Vec<Vec<u8>>) -> ModelInferRequest {
+        ModelInferRequest {
+            model_name: "m".into(),
+            id: "id-7".into(),
+            inputs,
+            raw_input_contents: raw.into_iter().map(Bytes::from).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn message(result: Result<InferRequest, Error>) -> String {
+        match result {
+            Err(Error::InvalidRequest(message)) => message,
+            other => panic!("expected an invalid request, got {other:?}"),
+        }
+    }
+
+    /// Typed contents for three elements of `data_type`, and the raw bytes they must become.
+    fn typed_and_raw(data_type: DataType) -> (InferTensorContents, Vec<u8>) {
+        let mut contents = InferTensorContents::default();
+        let raw: Vec<u8> = match data_type {
+            DataType::Bool => {
+                contents.bool_contents = vec![true, false, true];
+                vec![1, 0, 1]
+            }
+            DataType::Int8 => {
+                contents.int_contents = vec![-128, 0, 127];
+                [-128i8, 0, 127].iter().flat_map(|v| v.to_le_bytes()).collect()
+            }
+            DataType::Int16 => {
+                contents.int_contents = vec![-32768, 1, 32767];
+                [-32768i16, 1, 32767]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect()
+            }
+            DataType::Int32 => {
+                contents.int_contents = vec![i32::MIN, 0, i32::MAX];
+                [i32::MIN, 0, i32::MAX]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect()
+            }
+            DataType::Int64 => {
+                contents.int64_contents = vec![i64::MIN, 0, i64::MAX];
+                [i64::MIN, 0, i64::MAX]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect()
+            }
+            DataType::Uint8 => {
+                contents.uint_contents = vec![0, 1, 255];
+                vec![0, 1, 255]
+            }
+            DataType::Uint16 => {
+                contents.uint_contents = vec![0, 1, 65535];
+                [0u16, 1, 65535].iter().flat_map(|v| v.to_le_bytes()).collect()
+            }
+            DataType::Uint32 => {
+                contents.uint_contents = vec![0, 1, u32::MAX];
+                [0u32, 1, u32::MAX].iter().flat_map(|v| v.to_le_bytes()).collect()
+            }
+            DataType::Uint64 => {
+                contents.uint64_contents = vec![0, 1, u64::MAX];
+                [0u64, 1, u64::MAX].iter().flat_map(|v| v.to_le_bytes()).collect()
+            }
+            DataType::Fp32 => {
+                contents.fp32_contents = vec![-1.5, 0.0, f32::MAX];
+                [-1.5f32, 0.0, f32::MAX]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect()
+            }
+            DataType::Fp64 => {
+                contents.fp64_contents = vec![-1.5, 0.0, f64::MIN_POSITIVE];
+                [-1.5f64, 0.0, f64::MIN_POSITIVE]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect()
+            }
+            DataType::Bytes => {
+                contents.bytes_contents = vec![
+                    Bytes::from_static(b"a"),
+                    Bytes::new(),
+                    Bytes::from_static(b"\0\xff"),
+                ];
+                vec![1, 0, 0, 0, b'a', 0, 0, 0, 0, 2, 0, 0, 0, 0, 0xff]
+            }
+            DataType::Fp16 | DataType::Bf16 => {
+                vec![0, 60, 0, 0, 0, 188]
+            }
+        };
+        (contents, raw)
+    }
+
+    #[test]
+    fn every_type_parses_from_raw_and_typed_to_the_same_tensor() {
+        for data_type in DataType::ALL {
+            let spec = spec(0, vec![tensor("x", data_type, &[-1])]);
+            let (contents, raw) = typed_and_raw(data_type);
+            let from_raw = InferRequest::parse(
+                raw_request(vec![wire("x", data_type, &[3], None)], vec![raw]),
+                &spec,
+            )
+            .unwrap_or_else(|e| panic!("{data_type} raw: {e}"));
+            assert_eq!(from_raw.inputs[0].shape, [3]);
+            let typed = raw_request(vec![wire("x", data_type, &[3], Some(contents))], vec![]);
+            match data_type {
+                DataType::Fp16 | DataType::Bf16 => {
+                    let message = message(InferRequest::parse(typed, &spec));
+                    assert!(message.contains("raw_input_contents"), "{message}");
+                }
+                _ => {
+                    let from_typed = InferRequest::parse(typed, &spec)
+                        .unwrap_or_else(|e| panic!("{data_type} typed: {e}"));
+                    assert_eq!(from_typed.inputs[0].data, from_raw.inputs[0].data, "{data_type}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_elements_are_split_without_copying() {
+        let spec = spec(0, vec![tensor("x", DataType::Bytes, &[-1])]);
+        let raw = Bytes::from(vec![2, 0, 0, 0, b'h', b'i', 0, 0, 0, 0]);
+        let request = ModelInferRequest {
+            inputs: vec![wire("x", DataType::Bytes, &[2], None)],
+            raw_input_contents: vec![raw.clone()],
+            ..Default::default()
+        };
+        let parsed = InferRequest::parse(request, &spec).expect("valid");
+        let TensorData::Strings(items) = &parsed.inputs[0].data else {
+            panic!("BYTES must parse to strings");
+        };
+        assert_eq!(items, &[Bytes::from_static(b"hi"), Bytes::new()]);
+        assert_eq!(
+            items[0].as_ptr(),
+            raw[4..].as_ptr(),
+            "the element is a slice of the received bytes"
+        );
+    }
+
+    #[test]
+    fn bytes_prefixes_that_lie_are_rejected() {
+        for (raw, needle) in [
+            (vec![9, 0, 0, 0, b'a'], "claims 9 bytes"),
+            (vec![1, 0, 0], "truncated"),
+            (vec![1, 0, 0, 0, b'a', 1, 0, 0, 0, b'b'], "more than the 1"),
+            (vec![], "hold 0 BYTES elements"),
+        ] {
+            let elements = 1;
+            let error = split_length_prefixed(Bytes::from(raw), "x", elements).expect_err(needle);
+            assert!(error.to_string().contains(needle), "{error} lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_narrow_values_are_rejected() {
+        let spec = spec(0, vec![tensor("x", DataType::Int8, &[1])]);
+        let contents = InferTensorContents {
+            int_contents: vec![300],
+            ..Default::default()
+        };
+        let message = message(InferRequest::parse(
+            raw_request(vec![wire("x", DataType::Int8, &[1], Some(contents))], vec![]),
+            &spec,
+        ));
+        assert!(message.contains("300") && message.contains("INT8"), "{message}");
+    }
+
+    #[test]
+    fn bool_bytes_must_be_zero_or_one() {
+        let spec = spec(0, vec![tensor("x", DataType::Bool, &[2])]);
+        let message = message(InferRequest::parse(
+            raw_request(vec![wire("x", DataType::Bool, &[2], None)], vec![vec![1, 7]]),
+            &spec,
+        ));
+        assert!(
+            message.contains("element 1") && message.contains('7'),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn batching_models_take_the_batch_from_the_first_dimension() {
+        let spec = spec(4, vec![tensor("x", DataType::Fp32, &[2])]);
+        let parsed = InferRequest::parse(
+            raw_request(vec![wire("x", DataType::Fp32, &[3, 2], None)], vec![vec![0; 24]]),
+            &spec,
+        )
+        .expect("valid");
+        assert_eq!(parsed.batch_size, 3);
+        assert_eq!(parsed.id, "id-7");
+        assert_eq!(parsed.outputs, [0, 1], "all outputs when none is requested");
+        let message = message(InferRequest::parse(
+            raw_request(vec![wire("x", DataType::Fp32, &[0, 2], None)], vec![vec![]]),
+            &spec,
+        ));
+        assert!(message.contains("batch size 0"), "{message}");
+    }
+
+    #[test]
+    fn reshaped_inputs_reach_the_model_in_their_model_shape() {
+        let mut scalar = tensor("x", DataType::Fp32, &[1]);
+        scalar.reshape = Some(vec![]);
+        let spec = spec(4, vec![scalar]);
+        let parsed = InferRequest::parse(
+            raw_request(vec![wire("x", DataType::Fp32, &[2, 1], None)], vec![vec![0; 8]]),
+            &spec,
+        )
+        .expect("valid");
+        assert_eq!(parsed.inputs[0].shape, [2, 1]);
+        assert_eq!(parsed.inputs[0].model_shape, [2]);
+    }
+
+    #[test]
+    fn optional_inputs_may_be_left_out() {
+        let mut optional = tensor("b", DataType::Fp32, &[1]);
+        optional.optional = true;
+        let spec = spec(0, vec![tensor("a", DataType::Fp32, &[1]), optional]);
+        let parsed = InferRequest::parse(
+            raw_request(vec![wire("a", DataType::Fp32, &[1], None)], vec![vec![0; 4]]),
+            &spec,
+        )
+        .expect("b is optional");
+        assert_eq!(parsed.inputs.len(), 1);
+    }
+
+    #[test]
+    fn requested_outputs_are_checked() {
+        let spec = spec(0, vec![tensor("a", DataType::Fp32, &[1])]);
+        let requested = |names: &[&str]| {
+            let mut request = raw_request(vec![wire("a", DataType::Fp32, &[1], None)], vec![vec![0; 4]]);
+            request.outputs = names
+                .iter()
+                .map(|n| InferRequestedOutputTensor {
+                    name: (*n).into(),
+                    parameters: Default::default(),
+                })
+                .collect();
+            InferRequest::parse(request, &spec)
+        };
+        assert_eq!(requested(&["aux"]).expect("known").outputs, [1]);
+        assert!(message(requested(&["nope"])).contains("'nope'"));
+        assert!(message(requested(&["out", "out"])).contains("more than once"));
+    }
+
+    #[test]
+    fn raw_entries_must_match_inputs_one_to_one() {
+        let spec = spec(0, vec![tensor("a", DataType::Fp32, &[1])]);
+        let request = raw_request(
+            vec![wire("a", DataType::Fp32, &[1], None)],
+            vec![vec![0; 4], vec![0; 4]],
+        );
+        assert!(message(InferRequest::parse(request, &spec)).contains("2 entries"));
+    }
+
+    #[test]
+    fn huge_shapes_do_not_overflow() {
+        let spec = spec(0, vec![tensor("a", DataType::Fp32, &[-1, -1])]);
+        let request = raw_request(
+            vec![wire("a", DataType::Fp32, &[i64::MAX, i64::MAX], None)],
+            vec![vec![0; 4]],
+        );
+        assert!(message(InferRequest::parse(request, &spec)).contains("too large"));
+    }
 }

@@ -150,7 +150,9 @@ fn utf8_len(first: u8) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use ferry_proto::inference::{DataType, model_version_policy::PolicyChoice};
+    use ferry_proto::inference::{
+        DataType, model_config::SchedulingChoice, model_version_policy::PolicyChoice,
+    };
 
     use super::*;
 
@@ -187,11 +189,12 @@ dynamic_batching { preferred_batch_size: [ 4, 8 ] max_queue_delay_microseconds: 
         assert_eq!(config.output[0].dims, [-1, 3]);
         assert_eq!(config.instance_group[0].count, 2);
         assert_eq!(config.parameters["intra_op_thread_count"].string_value, "1");
-        let batching = config
-            .dynamic_batching
-            .as_ref()
-            .map(|b| b.preferred_batch_size.clone());
-        assert_eq!(batching, Some(vec![4, 8]));
+        match &config.scheduling_choice {
+            Some(SchedulingChoice::DynamicBatching(batching)) => {
+                assert_eq!(batching.preferred_batch_size, [4, 8])
+            }
+            other => panic!("unexpected scheduling {other:?}"),
+        }
         match config.version_policy.and_then(|p| p.policy_choice) {
             Some(PolicyChoice::Specific(specific)) => assert_eq!(specific.versions, [1, 3]),
             other => panic!("unexpected policy {other:?}"),

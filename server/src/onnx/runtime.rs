@@ -121,8 +121,13 @@ pub fn start(source: &LibrarySource) -> Result<Environment, String> {
     if let Some(environment) = started.as_ref() {
         return Ok(environment.clone());
     }
-    let builder = ort::init_from(&source.path)
-        .map_err(|error| format!("loading ONNX Runtime from {}: {error}", source.path.display()))?;
+    let builder = ort::init_from(&source.path).map_err(|error| {
+        format!(
+            "cannot load ONNX Runtime from {} (found by {}): {error}. {MISSING_LIBRARY_HELP}",
+            source.path.display(),
+            source.found_by
+        )
+    })?;
     let environment = builder
         .with_name("ferry")
         .build()

@@ -179,3 +179,109 @@ impl AsRef<[u8]> for OrtBuffer {
         unsafe { std::slice::from_raw_parts(data, self.len) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn environment() -> Environment {
+        let source = super::super::find_library(None).expect(super::super::MISSING_LIBRARY_HELP);
+        super::super::start(&source).expect("ONNX Runtime starts")
+    }
+
+    /// Raw contents of three elements of each type, with values at the edges of each type's range.
+    fn sample(data_type: DataType) -> TensorData {
+        let fixed = |bytes: Vec<u8>| TensorData::Fixed(Bytes::from(bytes));
+        match data_type {
+            DataType::Bool => fixed(vec![1, 0, 1]),
+            DataType::Uint8 | DataType::Int8 => fixed(vec![0, 127, 255]),
+            DataType::Uint16 | DataType::Int16 | DataType::Fp16 | DataType::Bf16 => {
+                fixed(vec![0, 0, 0xff, 0x7f, 0x80, 0xff])
+            }
+            DataType::Uint32 | DataType::Int32 | DataType::Fp32 => fixed(
+                [0u32, 0x3f80_0000, u32::MAX - 1]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+            ),
+            DataType::Uint64 | DataType::Int64 | DataType::Fp64 => fixed(
+                [0u64, 1, u64::MAX - 1]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+            ),
+            DataType::Bytes => TensorData::Strings(vec![
+                Bytes::from_static(b"plain"),
+                Bytes::from_static(b"\0nul and \xff not utf-8"),
+                Bytes::new(),
+            ]),
+        }
+    }
+
+    #[test]
+    fn every_type_round_trips_through_onnx_runtime_values() {
+        let _environment = environment();
+        for data_type in DataType::ALL {
+            let data = sample(data_type);
+            let value =
+                to_ort_value("x", data_type, &[3], &data).unwrap_or_else(|e| panic!("{data_type}: {e}"));
+            let (shape, raw) = from_ort_value(value, "x").unwrap_or_else(|e| panic!("{data_type}: {e}"));
+            assert_eq!(shape, [3], "{data_type}");
+            let expected = match &data {
+                TensorData::Fixed(bytes) => bytes.to_vec(),
+                TensorData::Strings(items) => items
+                    .iter()
+                    .flat_map(|item| {
+                        (item.len() as u32)
+                            .to_le_bytes()
+                            .into_iter()
+                            .chain(item.iter().copied())
+                    })
+                    .collect(),
+            };
+            assert_eq!(raw.as_ref(), expected.as_slice(), "{data_type}");
+        }
+    }
+
+    #[test]
+    fn an_identity_model_runs_every_type() {
+        let environment = environment();
+        let model = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/model_repository/identity_types/1/model.onnx"
+        );
+        let plan = InstancePlan {
+            count: 1,
+            intra_op_threads: Some(1),
+            inter_op_threads: None,
+        };
+        let mut session = open_session(&environment, Path::new(model), &plan).expect("model loads");
+        let signature = signature(&session);
+        let types: Vec<DataType> = signature.inputs.iter().filter_map(|t| t.data_type).collect();
+        assert!(
+            types.contains(&DataType::Bytes) && types.contains(&DataType::Fp16),
+            "{types:?}"
+        );
+        let inputs: Vec<(String, DynValue)> = signature
+            .inputs
+            .iter()
+            .map(|t| {
+                let data_type = t.data_type.expect("supported type");
+                let value = to_ort_value(&t.name, data_type, &[3], &sample(data_type)).expect("value");
+                (t.name.clone(), value)
+            })
+            .collect();
+        let mut outputs = session.run(inputs).expect("runs");
+        for tensor in &signature.outputs {
+            let data_type = tensor.data_type.expect("supported type");
+            let (_, raw) = from_ort_value(outputs.remove(&tensor.name).expect("produced"), &tensor.name)
+                .expect("output");
+            let (_, expected) = from_ort_value(
+                to_ort_value("x", data_type, &[3], &sample(data_type)).expect("value"),
+                "x",
+            )
+            .expect("expected");
+            assert_eq!(raw, expected, "{}", tensor.name);
+        }
+    }
+}

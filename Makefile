@@ -1,0 +1,38 @@
+# Ferry's set-up, serve and test commands. Everything a fresh machine needs beyond Rust and Python 3 with pip
+# is installed here: ONNX Runtime and the test clients go into a project-local .venv.
+
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+GRPC_PORT ?= 8001
+
+.PHONY: setup serve test lint bench models
+
+## setup: create .venv with ONNX Runtime (libonnxruntime.so), onnx, numpy, tritonclient and pytest
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+## serve: serve the bundled example model repository on gRPC port $(GRPC_PORT)
+serve: setup
+	cargo run --release -p ferry-server --bin ferry -- --model-repository examples/model_repository --grpc-port $(GRPC_PORT)
+
+## test: run every test: unit, end-to-end over loopback gRPC, and the Python tritonclient interop suite
+test: setup
+	cargo test --workspace --all-targets
+	cargo test --workspace --doc
+
+## lint: formatting and clippy with warnings denied
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## bench: micro-benchmarks of the request path
+bench: setup
+	cargo bench -p ferry-benches
+
+## models: regenerate the committed ONNX files from examples/generate_models.py
+models: setup
+	$(PYTHON) examples/generate_models.py

@@ -1,0 +1,61 @@
+//! The `ferry` binary's command line: help text and the one-line errors a user sees at start-up.
+
+use std::process::Command;
+
+fn ferry() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+}
+
+#[test]
+fn help_explains_the_triton_flags() {
+    let output = ferry().arg("--help").output().expect("ferry runs");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--model-repository",
+        "--grpc-port",
+        "--http-port",
+        "--metrics-port",
+        "--grpc-address",
+        "--log-verbose",
+        "--onnxruntime-lib",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    assert!(
+        help.contains("not served yet"),
+        "unserved ports are documented as such"
+    );
+}
+
+#[test]
+fn an_unloadable_onnxruntime_library_is_one_line_naming_the_fix() {
+    let repository = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/model_repository");
+    let output = ferry()
+        .args([
+            "--model-repository",
+            repository,
+            "--onnxruntime-lib",
+            "/nonexistent/libonnxruntime.so",
+        ])
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .expect("ferry runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(lines[0].contains("/nonexistent/libonnxruntime.so"), "{stderr}");
+    assert!(lines[0].contains("pip install onnxruntime"), "{stderr}");
+}
+
+#[test]
+fn a_missing_repository_is_reported() {
+    let output = ferry()
+        .args(["--model-repository", "/nonexistent/models", "--grpc-port", "0"])
+        .output()
+        .expect("ferry runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/models"), "{stderr}");
+}
