@@ -1,1 +1,44 @@
-//! x
+//! A Rust client for Ferry and any other server speaking Triton's gRPC protocol (KServe v2).
+//!
+//! [`Client`] hides the protobuf plumbing: inputs are built from slices or `ndarray` arrays, encoded as
+//! raw little-endian contents, and outputs are read back as typed vectors or arrays with their datatype
+//! and size checked. The generated messages ([`proto`]) and stub ([`GrpcInferenceServiceClient`]) stay
+//! reachable for anything the typed client does not cover.
+//!
+//! ```no_run
+//! use ferry_client::{Client, InferInput, InferRequest};
+//!
+//! # async fn run() -> Result<(), ferry_client::ClientError> {
+//! let client = Client::connect("http://127.0.0.1:8001").await?;
+//! let request = InferRequest::new("identity_types")
+//!     .with_input(InferInput::new("IN_BYTES", [2]).with_bytes(&["hello", "world"]));
+//! let result = client.infer(request).await?;
+//! for item in result.output_bytes("OUT_BYTES")? {
+//!     println!("{}", String::from_utf8_lossy(&item));
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod element;
+mod error;
+mod request;
+mod response;
+
+pub use client::Client;
+pub use element::TensorElement;
+pub use error::ClientError;
+pub use ferry_proto::GrpcInferenceServiceClient;
+/// The generated messages of the `inference` protobuf package, for fields and RPCs the typed client
+/// does not surface.
+pub use ferry_proto::inference as proto;
+pub use request::{InferInput, InferRequest};
+pub use response::InferResult;
+
+/// Re-exported so callers build `BYTES` outputs' element type from the same version this crate uses.
+pub use bytes;
+/// Re-exported so `f16` and `bf16` tensors use the same `half` version as [`TensorElement`].
+pub use half;
+/// Re-exported so arrays passed to [`InferInput::from_array`] come from the same `ndarray` version.
+pub use ndarray;
