@@ -1,12 +1,19 @@
-//! Request scheduling for Ferry, free of gRPC and ONNX Runtime.
+//! Ferry's dynamic batcher, free of gRPC and ONNX Runtime.
 //!
-//! A model version owns one [`WorkQueue`]; the front end submits jobs to it and every model instance, each on
-//! its own OS thread, takes the next job when it becomes free. The queue is bounded so that overload is
-//! answered at once ([`QueueError::Full`]) instead of growing without limit, and jobs whose client has gone
-//! away are dropped before they cost any compute.
+//! Requests of one model version queue by priority level in a [`BatcherState`], which decides, given the
+//! time, which of them an idle model instance runs next as one batch, following Triton's `dynamic_batching`
+//! rules ([`BatchingPolicy`]). A [`Scheduler`] shares that state between the request handlers that submit
+//! and the instance threads that block waiting for batches. Each request carries a [`Ticket`] that its caller
+//! can withdraw: a request whose client went away or whose deadline passed is never run.
 
 #![forbid(unsafe_code)]
 
-mod queue;
+mod policy;
+mod scheduler;
+mod state;
+mod ticket;
 
-pub use queue::{Consumer, Job, QueueError, WorkQueue};
+pub use policy::{BatchingPolicy, QueuePolicy, TimeoutAction};
+pub use scheduler::Scheduler;
+pub use state::{Admitted, Batch, BatchItem, BatcherState, EnqueueError, Next, Payload, Rejected, Request};
+pub use ticket::{Ticket, TicketState};

@@ -29,6 +29,7 @@ pub fn fp32_spec(width: i64, max_batch_size: usize) -> ModelSpec {
             inter_op_threads: None,
         },
         model_filename: "model.onnx".into(),
+        batching: ferry_batching::BatchingPolicy::greedy(max_batch_size),
         config: Default::default(),
     }
 }

@@ -35,6 +35,9 @@ pub enum Error {
     /// The request breaks the model's contract: the message names the tensor or field and both values.
     #[error("{0}")]
     InvalidRequest(String),
+    /// The request waited in the queue past its timeout and was never run.
+    #[error("{0}")]
+    QueueTimeout(String),
     /// A bounded resource is exhausted (a full queue); the client may retry later.
     #[error("{0}")]
     Overloaded(String),
@@ -64,7 +67,7 @@ impl Error {
     pub fn grpc_code(&self) -> Code {
         match self {
             Error::UnknownModel { .. } | Error::UnknownVersion { .. } => Code::NotFound,
-            Error::ModelNotReady { .. } => Code::Unavailable,
+            Error::ModelNotReady { .. } | Error::QueueTimeout(_) => Code::Unavailable,
             Error::InvalidRequest(_) | Error::Config { .. } | Error::ModelLoad(_) => Code::InvalidArgument,
             Error::Overloaded(_) => Code::ResourceExhausted,
             Error::Execution(_) => Code::Internal,

@@ -22,7 +22,12 @@ use crate::{
 /// The name ServerMetadata reports.
 pub const SERVER_NAME: &str = "ferry";
 /// The protocol extensions Ferry serves, as ServerMetadata lists them.
-pub const EXTENSIONS: &[&str] = &["model_configuration", "model_repository"];
+pub const EXTENSIONS: &[&str] = &[
+    "model_configuration",
+    "model_repository",
+    "schedule_policy",
+    "statistics",
+];
 
 /// The gRPC service; cheap to clone, all state is in the registry.
 #[derive(Debug, Clone)]
@@ -175,9 +180,16 @@ impl GrpcInferenceService for InferenceService {
 
     async fn model_statistics(
         &self,
-        _: Request<pb::ModelStatisticsRequest>,
+        request: Request<pb::ModelStatisticsRequest>,
     ) -> Reply<pb::ModelStatisticsResponse> {
-        unimplemented("ModelStatistics")
+        let request = request.into_inner();
+        let model_stats = self
+            .registry
+            .ready_versions(&request.name, &request.version)?
+            .iter()
+            .map(|model| model.stats.snapshot(&model.spec.name, model.version))
+            .collect();
+        Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
     }
 
     async fn repository_index(

@@ -13,6 +13,7 @@ pub mod model;
 pub mod onnx;
 pub mod repository;
 pub mod request;
+pub mod stats;
 
 use std::{future::Future, path::PathBuf, sync::Arc};
 

@@ -1,45 +1,56 @@
-//! A loaded model version: its instances, each an ONNX Runtime session on a thread of its own, fed from one
-//! bounded queue.
+//! A loaded model version: its instances, each an ONNX Runtime session on a thread of its own, fed batches
+//! by one scheduler that follows the model's batching policy.
 
-use std::{path::Path, sync::Arc, thread};
+use std::{
+    path::Path,
+    sync::Arc,
+    thread,
+    time::{Duration, Instant},
+};
 
-use ferry_batching::{Job, WorkQueue};
-use ort::environment::Environment;
+use ferry_batching::{Batch, EnqueueError, Payload, Request, Scheduler, Ticket, TicketState};
+use ort::{environment::Environment, session::Session};
 use tokio::sync::oneshot;
 
 use crate::{
     Error,
-    config::{ModelSignature, ModelSpec},
-    onnx::{self, OutputTensor},
+    config::{InstancePlan, ModelSignature, ModelSpec},
+    onnx::{self, BatchRunner, OutputTensor},
     request::InferRequest,
+    stats::VersionStats,
 };
 
-/// How many requests may wait for a model version's instances before new ones are refused.
-pub const QUEUE_CAPACITY: usize = 4096;
-
-/// A request waiting for an instance, with the channel its answer goes back on.
+/// A queued request with the channel its answer goes back on.
 struct InferJob {
     request: InferRequest,
     reply: oneshot::Sender<Result<Vec<OutputTensor>, Error>>,
 }
 
-impl Job for InferJob {
-    fn is_abandoned(&self) -> bool {
-        // The receiver is dropped when the client cancels or its deadline passes.
-        self.reply.is_closed()
+impl Payload for InferJob {
+    fn batches_with(&self, other: &Self) -> bool {
+        // Inputs are in spec order (see `InferRequest::parse`), so position by position comparison suffices.
+        let (mine, theirs) = (&self.request.inputs, &other.request.inputs);
+        mine.len() == theirs.len()
+            && mine.iter().zip(theirs).all(|(a, b)| {
+                a.index == b.index
+                    && a.shape.get(1..) == b.shape.get(1..)
+                    && std::mem::discriminant(&a.data) == std::mem::discriminant(&b.data)
+            })
     }
 }
 
 /// One served version of a model.
 ///
-/// Dropping the last handle closes the queue; each instance finishes the jobs already queued and its thread
-/// ends, releasing the session.
+/// Dropping it closes the scheduler: requests already queued still run, then the instance threads end and
+/// release their sessions.
 pub struct ModelVersion {
     /// The model's validated configuration.
     pub spec: Arc<ModelSpec>,
     /// The version number (its folder's name).
     pub version: u64,
-    queue: WorkQueue<InferJob>,
+    /// Counters for the ModelStatistics RPC.
+    pub stats: Arc<VersionStats>,
+    scheduler: Arc<Scheduler<InferJob>>,
 }
 
 impl std::fmt::Debug for ModelVersion {
@@ -47,8 +58,14 @@ impl std::fmt::Debug for ModelVersion {
         f.debug_struct("ModelVersion")
             .field("model", &self.spec.name)
             .field("version", &self.version)
-            .field("queued", &self.queue.len())
+            .field("queued", &self.scheduler.queued())
             .finish()
+    }
+}
+
+impl Drop for ModelVersion {
+    fn drop(&mut self) {
+        self.scheduler.close();
     }
 }
 
@@ -61,7 +78,6 @@ impl ModelVersion {
         version: u64,
         model_path: &Path,
     ) -> Result<Self, Error> {
-        let queue: WorkQueue<InferJob> = WorkQueue::bounded(QUEUE_CAPACITY);
         let path_text = model_path.display().to_string();
         let mut sessions = Vec::with_capacity(spec.instances.count);
         for _ in 0..spec.instances.count {
@@ -69,49 +85,163 @@ impl ModelVersion {
             if sessions.is_empty() {
                 spec.check_signature(&onnx::signature(&session), &path_text)?;
             }
-            sessions.push(session);
+            sessions.push((session, BatchRunner::new()?));
         }
-        for (instance, mut session) in sessions.into_iter().enumerate() {
-            let consumer = queue.consumer();
-            let spec = Arc::clone(&spec);
+        let scheduler = Arc::new(Scheduler::new(spec.batching.clone()));
+        let stats = Arc::new(VersionStats::default());
+        for (instance, (session, runner)) in sessions.into_iter().enumerate() {
+            let worker = Instance {
+                session,
+                runner,
+                spec: Arc::clone(&spec),
+                scheduler: Arc::clone(&scheduler),
+                stats: Arc::clone(&stats),
+            };
             thread::Builder::new()
                 .name(format!("{}-v{version}-{instance}", spec.name))
-                .spawn(move || {
-                    while let Some(job) = consumer.next() {
-                        let result = onnx::run(&mut session, &spec, &job.request);
-                        // The client may have gone while the model ran; nothing waits for the result then.
-                        let _ = job.reply.send(result);
-                    }
-                })
+                .spawn(move || worker.serve())
                 .map_err(|error| Error::ModelLoad(format!("starting an instance thread: {error}")))?;
         }
-        Ok(ModelVersion { spec, version, queue })
+        Ok(ModelVersion {
+            spec,
+            version,
+            stats,
+            scheduler,
+        })
     }
 
-    /// Queues a validated request and waits for its outputs. Dropping the returned future withdraws the
-    /// request: an instance skips it if it has not started it yet.
+    /// Queues a validated request and waits for its outputs.
+    ///
+    /// The wait ends with a timeout error when the request's queue timeout passes before an instance takes it.
+    /// Dropping the returned future (the client went away, or its gRPC deadline passed) withdraws the request:
+    /// if no instance has taken it yet, it never runs.
     pub async fn infer(&self, request: InferRequest) -> Result<Vec<OutputTensor>, Error> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .submit(InferJob { request, reply })
-            .map_err(|(_, error)| {
-                Error::Overloaded(format!(
-                    "model '{}' version {} cannot take the request: {error}",
-                    self.spec.name, self.version
-                ))
-            })?;
-        answer.await.map_err(|_| {
-            Error::Execution(format!(
+        let started = Instant::now();
+        let result = self.queue_and_wait(request).await;
+        self.stats.record_request(result.is_ok(), started.elapsed());
+        result
+    }
+
+    async fn queue_and_wait(&self, request: InferRequest) -> Result<Vec<OutputTensor>, Error> {
+        let (reply, mut answer) = oneshot::channel();
+        let ticket = Ticket::new();
+        let batch_request = Request {
+            rows: request.batch_size,
+            priority: request.priority,
+            timeout: request.timeout,
+            payload: InferJob { request, reply },
+            ticket: ticket.clone(),
+        };
+        let admitted = self
+            .scheduler
+            .submit(batch_request)
+            .map_err(|rejected| self.rejection(rejected.error))?;
+        let _withdraw_on_drop = WithdrawOnDrop(ticket.clone());
+        if let Some(reject_at) = admitted.reject_at {
+            let timer = tokio::time::sleep_until(reject_at.into());
+            tokio::select! {
+                result = &mut answer => return self.answer(result, &ticket),
+                () = timer => {
+                    if ticket.withdraw() || ticket.state() == TicketState::Expired {
+                        return Err(self.timed_out());
+                    }
+                    // Taken just in time: it runs, and its answer is on the way.
+                }
+            }
+        }
+        let result = answer.await;
+        self.answer(result, &ticket)
+    }
+
+    fn answer(
+        &self,
+        result: Result<Result<Vec<OutputTensor>, Error>, oneshot::error::RecvError>,
+        ticket: &Ticket,
+    ) -> Result<Vec<OutputTensor>, Error> {
+        match result {
+            Ok(outputs) => outputs,
+            Err(_) if ticket.state() == TicketState::Expired => Err(self.timed_out()),
+            Err(_) => Err(Error::Execution(format!(
                 "model '{}' version {} stopped before answering",
                 self.spec.name, self.version
-            ))
-        })?
+            ))),
+        }
+    }
+
+    fn timed_out(&self) -> Error {
+        Error::QueueTimeout(format!(
+            "request for model '{}' version {} timed out in the queue",
+            self.spec.name, self.version
+        ))
+    }
+
+    fn rejection(&self, error: EnqueueError) -> Error {
+        let context = format!("model '{}' version {}", self.spec.name, self.version);
+        match error {
+            EnqueueError::QueueFull { .. } => Error::Overloaded(format!("{context}: {error}")),
+            EnqueueError::Closed => Error::ModelNotReady {
+                model: self.spec.name.clone(),
+                reason: error.to_string(),
+            },
+            EnqueueError::InvalidPriority { .. } | EnqueueError::TooManyRows { .. } => {
+                Error::InvalidRequest(format!("{context}: {error}"))
+            }
+        }
+    }
+}
+
+/// Withdraws a request that is still queued when its caller stops waiting, whatever the reason.
+struct WithdrawOnDrop(Ticket);
+
+impl Drop for WithdrawOnDrop {
+    fn drop(&mut self) {
+        self.0.withdraw();
+    }
+}
+
+/// One model instance: a session, its reusable buffers, and the loop that runs batches on its thread.
+struct Instance {
+    session: Session,
+    runner: BatchRunner,
+    spec: Arc<ModelSpec>,
+    scheduler: Arc<Scheduler<InferJob>>,
+    stats: Arc<VersionStats>,
+}
+
+impl Instance {
+    fn serve(mut self) {
+        while let Some(batch) = self.scheduler.next_batch() {
+            self.run(batch);
+        }
+    }
+
+    fn run(&mut self, batch: Batch<InferJob>) {
+        let requests: Vec<&InferRequest> = batch.items.iter().map(|item| &item.payload.request).collect();
+        let result = self.runner.run(&mut self.session, &self.spec, &requests);
+        let queue_times: Vec<Duration> = batch.items.iter().map(|item| item.queued_for).collect();
+        let sequence = batch.sequence;
+        let rows = batch.rows;
+        self.scheduler.deliver(sequence, || match result {
+            Ok((outputs, times)) => {
+                self.stats.record_batch(rows, queue_times, times);
+                for (item, outputs) in batch.items.into_iter().zip(outputs) {
+                    // The client may have gone while the model ran; nothing waits for the result then.
+                    let _ = item.payload.reply.send(Ok(outputs));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(model = %self.spec.name, %error, rows, "batch failed");
+                for item in batch.items {
+                    let _ = item.payload.reply.send(Err(error.clone()));
+                }
+            }
+        });
     }
 }
 
 /// Opens a session only to read the model's signature, for auto-completing a config before the spec exists.
 pub fn read_signature(environment: &Environment, model_path: &Path) -> Result<ModelSignature, Error> {
-    let plan = crate::config::InstancePlan {
+    let plan = InstancePlan {
         count: 1,
         intra_op_threads: Some(1),
         inter_op_threads: None,

@@ -196,6 +196,25 @@ impl Registry {
         }
     }
 
+    /// The ready versions a statistics request covers: every model when `name` is empty, every version of
+    /// the model when `version` is empty.
+    pub fn ready_versions(&self, name: &str, version: &str) -> Result<Vec<Arc<ModelVersion>>, Error> {
+        if !version.is_empty() {
+            return self.resolve(name, version).map(|model| vec![model]);
+        }
+        let models = self.models.load();
+        if name.is_empty() {
+            return Ok(models
+                .values()
+                .flat_map(|e| e.ready_versions().cloned())
+                .collect());
+        }
+        let entry = models.get(name).ok_or_else(|| Error::UnknownModel {
+            model: name.to_owned(),
+        })?;
+        Ok(entry.ready_versions().cloned().collect())
+    }
+
     /// Every model and version with its state, sorted by name and version.
     pub fn index(&self) -> Vec<IndexEntry> {
         let models = self.models.load();

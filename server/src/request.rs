@@ -1,8 +1,13 @@
 //! Turning a `ModelInferRequest` into an [`InferRequest`] checked against the model's spec: the one place
 //! where request contents are validated. Everything after this trusts shapes, sizes and names.
 
+use std::{collections::HashMap, time::Duration};
+
 use bytes::Bytes;
-use ferry_proto::inference::{InferTensorContents, ModelInferRequest, model_infer_request::InferInputTensor};
+use ferry_proto::inference::{
+    InferParameter, InferTensorContents, ModelInferRequest, infer_parameter::ParameterChoice,
+    model_infer_request::InferInputTensor,
+};
 
 use crate::{
     DataType, Error,
@@ -43,6 +48,10 @@ pub struct InferRequest {
     pub outputs: Vec<usize>,
     /// Rows in this request: its first dimension for a batching model, otherwise 1.
     pub batch_size: usize,
+    /// The `priority` parameter: 0 for the model's default level, 1 for the highest.
+    pub priority: u64,
+    /// The `timeout` parameter (microseconds on the wire): a shorter queue timeout, where the model allows.
+    pub timeout: Option<Duration>,
 }
 
 impl InferRequest {
@@ -50,11 +59,14 @@ impl InferRequest {
     pub fn parse(request: ModelInferRequest, spec: &ModelSpec) -> Result<Self, Error> {
         let ModelInferRequest {
             id,
+            parameters,
             inputs: wire_inputs,
             outputs: wire_outputs,
             raw_input_contents,
             ..
         } = request;
+        let priority = unsigned_parameter(&parameters, "priority")?.unwrap_or(0);
+        let timeout = unsigned_parameter(&parameters, "timeout")?.map(Duration::from_micros);
         let uses_raw = !raw_input_contents.is_empty();
         if uses_raw {
             if let Some(typed) = wire_inputs
@@ -146,12 +158,33 @@ impl InferRequest {
             )));
         }
         let outputs = requested_outputs(wire_outputs.iter().map(|o| o.name.as_str()), spec)?;
+        // Spec order, whatever order the client sent: requests that batch together line up input by input.
+        inputs.sort_unstable_by_key(|input| input.index);
         Ok(InferRequest {
             id,
             inputs,
             outputs,
             batch_size: batch.map_or(1, |(rows, _)| rows),
+            priority,
+            timeout,
         })
+    }
+}
+
+/// A request parameter that must be a non-negative integer (`priority`, `timeout`), sent as int64 or uint64.
+fn unsigned_parameter(parameters: &HashMap<String, InferParameter>, key: &str) -> Result<Option<u64>, Error> {
+    let Some(parameter) = parameters.get(key) else {
+        return Ok(None);
+    };
+    match parameter.parameter_choice {
+        Some(ParameterChoice::Uint64Param(value)) => Ok(Some(value)),
+        Some(ParameterChoice::Int64Param(value)) if value >= 0 => Ok(Some(value as u64)),
+        Some(ParameterChoice::Int64Param(value)) => Err(Error::invalid(format!(
+            "parameter '{key}' must be 0 or more, got {value}"
+        ))),
+        ref other => Err(Error::invalid(format!(
+            "parameter '{key}' must be an integer (int64_param or uint64_param), got {other:?}"
+        ))),
     }
 }
 
@@ -490,6 +523,7 @@ mod tests {
                 inter_op_threads: None,
             },
             model_filename: "model.onnx".into(),
+            batching: ferry_batching::BatchingPolicy::unbatched(None),
             config: Default::default(),
         }
     }
@@ -754,6 +788,44 @@ mod tests {
         assert_eq!(requested(&["aux"]).expect("known").outputs, [1]);
         assert!(message(requested(&["nope"])).contains("'nope'"));
         assert!(message(requested(&["out", "out"])).contains("more than once"));
+    }
+
+    #[test]
+    fn inputs_are_put_in_spec_order_and_scheduling_parameters_are_read() {
+        let spec = spec(
+            0,
+            vec![
+                tensor("a", DataType::Fp32, &[1]),
+                tensor("b", DataType::Fp32, &[1]),
+            ],
+        );
+        let mut request = raw_request(
+            vec![
+                wire("b", DataType::Fp32, &[1], None),
+                wire("a", DataType::Fp32, &[1], None),
+            ],
+            vec![vec![0; 4], vec![1; 4]],
+        );
+        let int = |value| InferParameter {
+            parameter_choice: Some(ParameterChoice::Int64Param(value)),
+        };
+        request.parameters.insert("priority".into(), int(2));
+        request.parameters.insert("timeout".into(), int(1500));
+        let parsed = InferRequest::parse(request.clone(), &spec).expect("valid");
+        assert_eq!(parsed.inputs.iter().map(|i| i.index).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(parsed.inputs[0].data, TensorData::Fixed(Bytes::from(vec![1; 4])));
+        assert_eq!(parsed.priority, 2);
+        assert_eq!(parsed.timeout, Some(Duration::from_micros(1500)));
+        request.parameters.insert("priority".into(), int(-1));
+        assert!(message(InferRequest::parse(request.clone(), &spec)).contains("'priority'"));
+        request.parameters.insert(
+            "timeout".into(),
+            InferParameter {
+                parameter_choice: Some(ParameterChoice::StringParam("soon".into())),
+            },
+        );
+        request.parameters.remove("priority");
+        assert!(message(InferRequest::parse(request, &spec)).contains("'timeout'"));
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use ferry_proto::inference::{
     InferTensorContents, ModelConfigRequest, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
-    ModelReadyRequest, ModelStatisticsRequest, RepositoryIndexRequest, ServerLiveRequest,
-    ServerMetadataRequest, ServerReadyRequest,
+    ModelReadyRequest, RepositoryIndexRequest, ServerLiveRequest, ServerMetadataRequest, ServerReadyRequest,
+    TraceSettingRequest,
     model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
 };
 use ferry_tests::TestServer;
@@ -525,11 +525,11 @@ async fn unimplemented_rpcs_name_themselves() {
     let server = TestServer::with_all_models().await.expect("server");
     let mut client = server.raw_client().await.expect("client");
     let status = client
-        .model_statistics(ModelStatisticsRequest::default())
+        .trace_setting(TraceSettingRequest::default())
         .await
         .expect_err("not served yet");
     assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("ModelStatistics"));
+    assert!(status.message().contains("TraceSetting"));
     server.stop().await;
 }
 

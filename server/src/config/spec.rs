@@ -6,7 +6,10 @@ use ferry_proto::inference::{
     model_version_policy::PolicyChoice,
 };
 
+use ferry_batching::BatchingPolicy;
+
 use super::{
+    batching::batching_policy,
     complete::{ModelSignature, ONNX_BACKEND, ONNX_PLATFORM},
     pbtxt::line_of_offset,
 };
@@ -80,6 +83,8 @@ pub struct ModelSpec {
     pub instances: InstancePlan,
     /// The model file inside each version folder.
     pub model_filename: String,
+    /// How requests are queued and grouped into batches.
+    pub batching: BatchingPolicy,
     /// The completed configuration, as the ModelConfig RPC reports it.
     pub config: ModelConfig,
 }
@@ -94,7 +99,8 @@ pub struct ConfigSource<'a> {
 }
 
 impl ConfigSource<'_> {
-    fn error(&self, locate: &[&str], message: impl Into<String>) -> Error {
+    /// A config error at the line of the last of `locate`, each searched after the previous one.
+    pub(super) fn error(&self, locate: &[&str], message: impl Into<String>) -> Error {
         Error::Config {
             path: self.path.to_owned(),
             line: self.text.map_or(0, |text| locate_line(text, locate)),
@@ -207,6 +213,7 @@ impl ModelSpec {
             }
             _ => {}
         }
+        let batching = batching_policy(&config, max_batch_size, source)?;
         let version_policy = VersionPolicy::from_config(&config);
         let instances = instance_plan(&config, source)?;
         let model_filename = if config.default_model_filename.is_empty() {
@@ -222,6 +229,7 @@ impl ModelSpec {
             version_policy,
             instances,
             model_filename,
+            batching,
             config: ModelConfig {
                 name: folder_name.to_owned(),
                 ..config

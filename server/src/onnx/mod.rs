@@ -1,8 +1,10 @@
 //! The ONNX Runtime backend: finding the library, opening sessions, running requests.
 
+mod batch;
 mod runtime;
 mod session;
 mod strings;
 
+pub use batch::{BatchRunner, OutputTensor};
 pub use runtime::{LibrarySource, MISSING_LIBRARY_HELP, find_library, start};
-pub use session::{OutputTensor, open_session, run, signature};
+pub use session::{open_session, signature};

@@ -32,11 +32,20 @@ fn check(status: OrtStatusPtr) -> Result<(), String> {
 }
 
 /// A string tensor of `shape` holding `items`, which validation sized to the shape's element count.
-pub fn strings_tensor(shape: &[i64], items: &[Bytes]) -> Result<DynTensor, String> {
+pub fn strings_tensor<'a>(
+    shape: &[i64],
+    items: impl IntoIterator<Item = &'a Bytes>,
+) -> Result<DynTensor, String> {
     let mut tensor = DynTensor::new(&Allocator::default(), TensorElementType::String, shape.to_vec())
         .map_err(|e| e.to_string())?;
+    let count = tensor.shape().num_elements();
     let api = ort::api();
-    for (index, item) in items.iter().enumerate() {
+    for (index, item) in items.into_iter().enumerate() {
+        if index >= count {
+            return Err(format!(
+                "more strings than the {count} elements of shape {shape:?}"
+            ));
+        }
         let mut buffer: *mut std::ffi::c_char = std::ptr::null_mut();
         // SAFETY: `tensor` is a live string tensor with `items.len()` elements; ONNX Runtime resizes element
         // `index` to `item.len()` bytes and returns a buffer of that size, which is filled before any other call.
@@ -55,9 +64,10 @@ pub fn strings_tensor(shape: &[i64], items: &[Bytes]) -> Result<DynTensor, Strin
     Ok(tensor)
 }
 
-/// The elements of a string tensor in Triton's raw BYTES form: each a 4-byte little-endian length, then the
-/// bytes.
-pub fn strings_to_raw(tensor: &DynTensor) -> Result<Bytes, String> {
+/// The elements of a string tensor in Triton's raw BYTES form (each a 4-byte little-endian length, then the
+/// bytes), with the offset where each element starts and, last, the total length: element `i` is
+/// `raw[starts[i]..starts[i + 1]]`.
+pub fn strings_to_raw(tensor: &DynTensor) -> Result<(Bytes, Vec<usize>), String> {
     let api = ort::api();
     let count = tensor.shape().num_elements();
     let mut total = 0usize;
@@ -79,13 +89,16 @@ pub fn strings_to_raw(tensor: &DynTensor) -> Result<Bytes, String> {
         }
     }
     let mut raw = Vec::with_capacity(total + 4 * count);
+    let mut starts = Vec::with_capacity(count + 1);
     for (index, start) in offsets.iter().enumerate() {
         let end = offsets.get(index + 1).copied().unwrap_or(total);
         let item = content
             .get(*start..end)
             .ok_or("ONNX Runtime reported string offsets out of order")?;
+        starts.push(raw.len());
         raw.extend_from_slice(&(item.len() as u32).to_le_bytes());
         raw.extend_from_slice(item);
     }
-    Ok(Bytes::from(raw))
+    starts.push(raw.len());
+    Ok((Bytes::from(raw), starts))
 }

@@ -1,0 +1,188 @@
+//! Turning a config's scheduling settings (`dynamic_batching`, or none) into the batcher's policy, with
+//! Triton's checks on impossible values.
+
+use std::time::Duration;
+
+use ferry_batching::{BatchingPolicy, QueuePolicy, TimeoutAction};
+use ferry_proto::inference::{
+    ModelConfig, ModelDynamicBatching, ModelQueuePolicy, model_config::SchedulingChoice,
+    model_queue_policy::TimeoutAction as ConfigTimeoutAction,
+};
+
+use super::spec::ConfigSource;
+use crate::Error;
+
+/// How many requests a priority level holds when its `max_queue_size` is 0 (Triton's "unlimited"): a bound
+/// that turns overload into RESOURCE_EXHAUSTED answers instead of unbounded memory.
+pub const DEFAULT_MAX_QUEUE_SIZE: usize = 4096;
+
+/// The batching policy of a validated config whose `max_batch_size` is `max_batch_size`.
+pub fn batching_policy(
+    config: &ModelConfig,
+    max_batch_size: usize,
+    source: ConfigSource<'_>,
+) -> Result<BatchingPolicy, Error> {
+    let Some(SchedulingChoice::DynamicBatching(batching)) = &config.scheduling_choice else {
+        return Ok(BatchingPolicy::unbatched(Some(DEFAULT_MAX_QUEUE_SIZE)));
+    };
+    let mut preferred = Vec::with_capacity(batching.preferred_batch_size.len());
+    for &size in &batching.preferred_batch_size {
+        match usize::try_from(size) {
+            Ok(size) if (1..=max_batch_size).contains(&size) => preferred.push(size),
+            _ => {
+                return Err(source.error(
+                    &["preferred_batch_size"],
+                    format!(
+                        "preferred_batch_size {size} must be between 1 and max_batch_size {max_batch_size}"
+                    ),
+                ));
+            }
+        }
+    }
+    let (levels, default_level) = priority_levels(batching, source)?;
+    Ok(BatchingPolicy {
+        dynamic: true,
+        max_batch_size,
+        preferred_batch_sizes: preferred,
+        max_queue_delay: Duration::from_micros(batching.max_queue_delay_microseconds),
+        preserve_ordering: batching.preserve_ordering,
+        levels,
+        default_level,
+    })
+}
+
+fn priority_levels(
+    batching: &ModelDynamicBatching,
+    source: ConfigSource<'_>,
+) -> Result<(Vec<QueuePolicy>, usize), Error> {
+    let default_policy = batching
+        .default_queue_policy
+        .as_ref()
+        .map(queue_policy)
+        .unwrap_or_default();
+    if batching.priority_levels == 0 {
+        if !batching.priority_queue_policy.is_empty() {
+            return Err(source.error(
+                &["priority_queue_policy"],
+                "priority_queue_policy needs priority_levels greater than 0",
+            ));
+        }
+        return Ok((vec![default_policy], 0));
+    }
+    let levels = usize::try_from(batching.priority_levels).unwrap_or(usize::MAX);
+    if levels > 1 << 16 {
+        return Err(source.error(
+            &["priority_levels"],
+            format!("priority_levels is {levels}; at most 65536 levels are supported"),
+        ));
+    }
+    let default_level = batching.default_priority_level;
+    if !(1..=batching.priority_levels).contains(&default_level) {
+        return Err(source.error(
+            &["default_priority_level"],
+            format!(
+                "default_priority_level must be between 1 and priority_levels {levels}, got {default_level}"
+            ),
+        ));
+    }
+    let mut policies = vec![default_policy; levels];
+    for (level, policy) in &batching.priority_queue_policy {
+        if !(1..=batching.priority_levels).contains(level) {
+            return Err(source.error(
+                &["priority_queue_policy"],
+                format!("priority_queue_policy names level {level}, but levels are 1 to {levels}"),
+            ));
+        }
+        policies[*level as usize - 1] = queue_policy(policy);
+    }
+    Ok((policies, default_level as usize - 1))
+}
+
+fn queue_policy(policy: &ModelQueuePolicy) -> QueuePolicy {
+    QueuePolicy {
+        timeout_action: match policy.timeout_action() {
+            ConfigTimeoutAction::Reject => TimeoutAction::Reject,
+            ConfigTimeoutAction::Delay => TimeoutAction::Delay,
+        },
+        default_timeout: (policy.default_timeout_microseconds > 0)
+            .then(|| Duration::from_micros(policy.default_timeout_microseconds)),
+        allow_timeout_override: policy.allow_timeout_override,
+        max_queue_size: Some(if policy.max_queue_size == 0 {
+            DEFAULT_MAX_QUEUE_SIZE
+        } else {
+            policy.max_queue_size as usize
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_model_config;
+
+    fn policy(text: &str) -> Result<BatchingPolicy, Error> {
+        let config = parse_model_config(text, "c")?;
+        let source = ConfigSource {
+            path: "c",
+            text: Some(text),
+        };
+        batching_policy(&config, config.max_batch_size as usize, source)
+    }
+
+    #[test]
+    fn no_dynamic_batching_runs_requests_alone() {
+        let policy = policy("max_batch_size: 8\n").expect("valid");
+        assert!(!policy.dynamic);
+    }
+
+    #[test]
+    fn dynamic_batching_settings_are_carried_over() {
+        let text = "max_batch_size: 16\ndynamic_batching {\n  preferred_batch_size: [ 4, 8 ]\n  \
+                    max_queue_delay_microseconds: 250\n  preserve_ordering: true\n  priority_levels: 2\n  \
+                    default_priority_level: 2\n  default_queue_policy { max_queue_size: 7 }\n  \
+                    priority_queue_policy { key: 1 value { timeout_action: DELAY default_timeout_microseconds: 90 \
+                    allow_timeout_override: true } }\n}\n";
+        let policy = policy(text).expect("valid");
+        assert!(policy.dynamic && policy.preserve_ordering);
+        assert_eq!(policy.max_batch_size, 16);
+        assert_eq!(policy.preferred_batch_sizes, [4, 8]);
+        assert_eq!(policy.max_queue_delay, Duration::from_micros(250));
+        assert_eq!(policy.default_level, 1);
+        assert_eq!(policy.levels[0].timeout_action, TimeoutAction::Delay);
+        assert_eq!(policy.levels[0].default_timeout, Some(Duration::from_micros(90)));
+        assert!(policy.levels[0].allow_timeout_override);
+        assert_eq!(policy.levels[1].max_queue_size, Some(7));
+        assert_eq!(policy.levels[0].max_queue_size, Some(DEFAULT_MAX_QUEUE_SIZE));
+    }
+
+    #[test]
+    fn impossible_settings_name_the_field_and_line() {
+        for (text, field, line) in [
+            (
+                "max_batch_size: 4\ndynamic_batching { preferred_batch_size: [ 8 ] }\n",
+                "preferred_batch_size",
+                2,
+            ),
+            (
+                "max_batch_size: 4\ndynamic_batching {\n priority_levels: 2\n default_priority_level: 3\n}\n",
+                "default_priority_level",
+                4,
+            ),
+            (
+                "max_batch_size: 4\ndynamic_batching {\n priority_levels: 2\n default_priority_level: 1\n priority_queue_policy { key: 5 value { } }\n}\n",
+                "priority_queue_policy",
+                5,
+            ),
+        ] {
+            match policy(text) {
+                Err(Error::Config {
+                    line: at, message, ..
+                }) => {
+                    assert!(message.contains(field), "{message}");
+                    assert_eq!(at, line, "{message}");
+                }
+                other => panic!("{field}: expected a config error, got {other:?}"),
+            }
+        }
+    }
+}
