@@ -185,6 +185,18 @@ def add_one_batched() -> onnx.ModelProto:
     return _model(graph)
 
 
+def gather_table() -> onnx.ModelProto:
+    """y = table[index] for a constant table of 10 values: an index outside 0..9 fails inside ONNX Runtime."""
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "index"], ["y"], name="lookup", axis=0)],
+        "gather_table",
+        inputs=[helper.make_tensor_value_info("index", TensorProto.INT64, ["batch", 1])],
+        outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[_init("table", np.arange(10, dtype=np.float32) * 10.0)],
+    )
+    return _model(graph)
+
+
 def corrupt_bytes() -> bytes:
     """Deterministic bytes that are not a parseable ONNX ModelProto."""
     rng = np.random.default_rng(1234)
@@ -204,6 +216,11 @@ def generate() -> list[Path]:
         _write(corrupt_bytes(), TESTS / "corrupt" / "1" / "model.onnx"),
         _write(linear(), TESTS / "bad_config" / "1" / "model.onnx"),
         _write(add_one_batched(), TESTS / "add_one_batched" / "1" / "model.onnx"),
+        # The same graph under batching configs: a fixed long delay, a bounded queue with timeouts, greedy.
+        _write(add_one_batched(), TESTS / "add_one_dynamic" / "1" / "model.onnx"),
+        _write(add_one_batched(), TESTS / "add_one_queue" / "1" / "model.onnx"),
+        _write(add_one_batched(), TESTS / "add_one_greedy" / "1" / "model.onnx"),
+        _write(gather_table(), TESTS / "gather_table" / "1" / "model.onnx"),
     ]
     return written
 

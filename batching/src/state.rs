@@ -317,7 +317,7 @@ impl<P: Payload> BatcherState<P> {
     fn take(&mut self, picks: &[Pick], now: Instant) -> Batch<P> {
         let mut ordered: Vec<(usize, Pick)> = picks.iter().copied().enumerate().collect();
         // Remove from the back of each queue first so that earlier indices stay valid.
-        ordered.sort_by(|a, b| (b.1.level, b.1.index).cmp(&(a.1.level, a.1.index)));
+        ordered.sort_by_key(|(_, pick)| std::cmp::Reverse((pick.level, pick.index)));
         let mut removed: Vec<(usize, Entry<P>)> = ordered
             .into_iter()
             .filter_map(|(position, pick)| self.levels[pick.level].remove(pick.index).map(|e| (position, e)))

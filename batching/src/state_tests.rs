@@ -365,3 +365,126 @@ fn queue_time_is_reported_per_request() {
     let waits: Vec<Duration> = batch.items.iter().map(|i| i.queued_for).collect();
     assert_eq!(waits, [ms(10), ms(4)]);
 }
+
+mod properties {
+    use std::collections::{HashMap, HashSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One step of a random interleaving.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A request arrives: rows, shape, priority (0 = default), timeout override in ms.
+        Arrive {
+            rows: usize,
+            shape: u32,
+            priority: u64,
+            timeout_ms: Option<u64>,
+        },
+        /// The caller of the n-th request still queued gives up.
+        Cancel(usize),
+        /// Time passes.
+        Wait(u64),
+        /// An instance asks for a batch.
+        Batch,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (1usize..=4, 0u32..2, 0u64..=2, proptest::option::of(1u64..30)).prop_map(
+                |(rows, shape, priority, timeout_ms)| Step::Arrive { rows, shape, priority, timeout_ms }
+            ),
+            1 => (0usize..8).prop_map(Step::Cancel),
+            2 => (0u64..15).prop_map(Step::Wait),
+            3 => Just(Step::Batch),
+        ]
+    }
+
+    fn policy(action: TimeoutAction, delay_ms: u64, preferred: Vec<usize>) -> BatchingPolicy {
+        let level = QueuePolicy {
+            timeout_action: action,
+            default_timeout: Some(ms(20)),
+            allow_timeout_override: true,
+            max_queue_size: Some(16),
+        };
+        BatchingPolicy {
+            preferred_batch_sizes: preferred,
+            levels: vec![level, QueuePolicy::default()],
+            default_level: 1,
+            ..delayed(6, delay_ms)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the interleaving, every batch respects the size and shape rules, no request runs twice,
+        /// a request withdrawn or expired never runs, and every other request runs exactly once.
+        #[test]
+        fn every_live_request_runs_exactly_once(
+            steps in proptest::collection::vec(step(), 1..120),
+            delay_on in any::<bool>(),
+            reject in any::<bool>(),
+            preferred in proptest::collection::vec(1usize..=6, 0..3),
+        ) {
+            let action = if reject { TimeoutAction::Reject } else { TimeoutAction::Delay };
+            let mut h = Harness::new(policy(action, if delay_on { 5 } else { 0 }, preferred));
+            let mut clock = 0u64;
+            let mut tickets: HashMap<u32, (Ticket, usize, u32)> = HashMap::new();
+            let mut ran: HashSet<u32> = HashSet::new();
+            let check = |batch: Batch<Job>, tickets: &HashMap<u32, (Ticket, usize, u32)>, ran: &mut HashSet<u32>| {
+                prop_assert!(batch.rows <= 6);
+                prop_assert_eq!(batch.rows, batch.items.iter().map(|i| i.rows).sum::<usize>());
+                let shape = batch.items[0].payload.shape;
+                for item in &batch.items {
+                    let (ticket, rows, _) = &tickets[&item.payload.id];
+                    prop_assert_eq!(item.payload.shape, shape);
+                    prop_assert_eq!(item.rows, *rows);
+                    prop_assert_eq!(ticket.state(), TicketState::Taken);
+                    prop_assert!(ran.insert(item.payload.id), "request {} ran twice", item.payload.id);
+                }
+                Ok(())
+            };
+            for step in steps {
+                match step {
+                    Step::Arrive { rows, shape, priority, timeout_ms } => {
+                        if let Ok((id, ticket)) = h.push_with(clock, rows, shape, priority, timeout_ms.map(ms)) {
+                            tickets.insert(id, (ticket, rows, shape));
+                        }
+                    }
+                    Step::Cancel(n) => {
+                        let mut queued: Vec<_> = tickets.iter().filter(|(_, t)| t.0.is_queued()).collect();
+                        queued.sort_by_key(|(id, _)| **id);
+                        if let Some((_, (ticket, _, _))) = queued.get(n) {
+                            ticket.withdraw();
+                        }
+                    }
+                    Step::Wait(n) => clock += n,
+                    Step::Batch => {
+                        if let Next::Batch(batch) = h.next(clock) {
+                            check(batch, &tickets, &mut ran)?;
+                        }
+                    }
+                }
+            }
+            // Drain: long after every delay, everything still queued runs.
+            clock += 1_000;
+            loop {
+                match h.next(clock) {
+                    Next::Batch(batch) => check(batch, &tickets, &mut ran)?,
+                    Next::Idle => break,
+                    Next::WaitUntil(_) => prop_assert!(false, "nothing should wait after every delay"),
+                }
+            }
+            for (id, (ticket, _, _)) in &tickets {
+                match ticket.state() {
+                    TicketState::Taken => prop_assert!(ran.contains(id)),
+                    TicketState::Withdrawn | TicketState::Expired => prop_assert!(!ran.contains(id)),
+                    TicketState::Queued => prop_assert!(false, "request {} was never decided", id),
+                }
+            }
+        }
+    }
+}

@@ -291,3 +291,162 @@ impl AsRef<[u8]> for OrtBuffer {
         unsafe { std::slice::from_raw_parts(data, self.len) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, sync::Arc};
+
+    use ferry_proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{
+        config::{ConfigSource, ModelSpec, complete_config, parse_model_config},
+        onnx::{self, find_library, open_session, signature},
+    };
+
+    const TESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/model_repository");
+
+    /// A session and spec of a test model, loaded the way the repository loads it.
+    fn load(model: &str) -> (Session, Arc<ModelSpec>) {
+        let source = find_library(None).expect(onnx::MISSING_LIBRARY_HELP);
+        let environment = onnx::start(&source).expect("ONNX Runtime starts");
+        let dir = Path::new(TESTS).join(model);
+        let text = std::fs::read_to_string(dir.join("config.pbtxt")).expect("config");
+        let mut config = parse_model_config(&text, "config.pbtxt").expect("parses");
+        complete_config(&mut config, None, "config.pbtxt").expect("completes");
+        let spec = ModelSpec::from_config(
+            config,
+            model,
+            ConfigSource {
+                path: "c",
+                text: Some(&text),
+            },
+        )
+        .expect("valid");
+        let plan = spec.instances;
+        let session = open_session(&environment, &dir.join("1/model.onnx"), &plan).expect("model loads");
+        spec.check_signature(&signature(&session), "model.onnx")
+            .expect("matches");
+        (session, Arc::new(spec))
+    }
+
+    fn request(spec: &ModelSpec, inputs: Vec<(&str, &str, Vec<i64>, Bytes)>) -> InferRequest {
+        let (wire, raw): (Vec<_>, Vec<_>) = inputs
+            .into_iter()
+            .map(|(name, datatype, shape, bytes)| {
+                let tensor = InferInputTensor {
+                    name: name.into(),
+                    datatype: datatype.into(),
+                    shape,
+                    parameters: Default::default(),
+                    contents: None,
+                };
+                (tensor, bytes)
+            })
+            .unzip();
+        let request = ModelInferRequest {
+            inputs: wire,
+            raw_input_contents: raw,
+            ..Default::default()
+        };
+        InferRequest::parse(request, spec).expect("valid request")
+    }
+
+    /// Raw contents of three elements of each type, with values at the edges of each type's range.
+    fn sample(data_type: DataType) -> Bytes {
+        Bytes::from(match data_type {
+            DataType::Bool => vec![1, 0, 1],
+            DataType::Uint8 | DataType::Int8 => vec![0, 127, 255],
+            DataType::Uint16 | DataType::Int16 | DataType::Fp16 | DataType::Bf16 => {
+                vec![0, 0, 0xff, 0x7f, 0x80, 0xff]
+            }
+            DataType::Uint32 | DataType::Int32 | DataType::Fp32 => [0u32, 0x3f80_0000, u32::MAX - 1]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            DataType::Uint64 | DataType::Int64 | DataType::Fp64 => [0u64, 1, u64::MAX - 1]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            DataType::Bytes => {
+                let items: [&[u8]; 3] = [b"plain", b"\0nul and \xff not utf-8", b""];
+                items
+                    .iter()
+                    .flat_map(|item| {
+                        (item.len() as u32)
+                            .to_le_bytes()
+                            .into_iter()
+                            .chain(item.iter().copied())
+                    })
+                    .collect()
+            }
+        })
+    }
+
+    #[test]
+    fn every_type_goes_through_onnx_runtime_unchanged() {
+        let (mut session, spec) = load("identity_types");
+        let mut runner = BatchRunner::new().expect("runner");
+        let inputs = spec
+            .inputs
+            .iter()
+            .map(|t| {
+                (
+                    t.name.as_str(),
+                    t.data_type.wire_name(),
+                    vec![3],
+                    sample(t.data_type),
+                )
+            })
+            .collect();
+        let request = request(&spec, inputs);
+        let (outputs, _) = runner.run(&mut session, &spec, &[&request]).expect("runs");
+        assert_eq!(outputs[0].len(), spec.outputs.len());
+        for output in &outputs[0] {
+            let tensor = &spec.outputs[output.index];
+            assert_eq!(output.shape, [3], "{}", tensor.name);
+            assert_eq!(output.data, sample(tensor.data_type), "{}", tensor.name);
+        }
+    }
+
+    fn rows_of(values: &[f32]) -> Bytes {
+        values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// However requests are grouped, each gets back exactly its own rows, in its own order, with its own
+        /// shape; and the instance's reused buffers never leak one batch's rows into the next.
+        #[test]
+        fn each_request_gets_its_own_rows(
+            batches in proptest::collection::vec(proptest::collection::vec((1usize..=4, -1000i32..1000), 1..5), 1..6)
+        ) {
+            let (mut session, spec) = load("add_one_greedy");
+            let mut runner = BatchRunner::new().expect("runner");
+            for batch in batches {
+                let requests: Vec<(usize, Vec<f32>, InferRequest)> = batch
+                    .iter()
+                    .map(|&(rows, seed)| {
+                        let values: Vec<f32> = (0..rows * 4).map(|i| seed as f32 + i as f32 / 8.0).collect();
+                        let request = request(&spec, vec![("x", "FP32", vec![rows as i64, 4], rows_of(&values))]);
+                        (rows, values, request)
+                    })
+                    .collect();
+                let refs: Vec<&InferRequest> = requests.iter().map(|(_, _, r)| r).collect();
+                let (outputs, _) = runner.run(&mut session, &spec, &refs).expect("runs");
+                prop_assert_eq!(outputs.len(), requests.len());
+                for ((rows, values, _), output) in requests.iter().zip(&outputs) {
+                    prop_assert_eq!(&output[0].shape, &vec![*rows as i64, 4]);
+                    let expected: Vec<f32> = values.iter().map(|v| v + 1.0).collect();
+                    prop_assert_eq!(output[0].data.clone(), rows_of(&expected));
+                }
+            }
+        }
+    }
+}
