@@ -21,7 +21,7 @@ pub use datatype::DataType;
 pub use error::Error;
 use ferry_proto::GrpcInferenceServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 /// The largest gRPC message Ferry accepts or sends by default: generous for tensors, bounded against abuse.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -71,14 +71,15 @@ impl Server {
             GrpcInferenceServiceServer::new(grpc::InferenceService::new(Arc::clone(&self.registry)))
                 .max_decoding_message_size(self.max_message_bytes)
                 .max_encoding_message_size(self.max_message_bytes);
+        // Small responses must not wait for Nagle's algorithm; the listener, not the builder, sets it here.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             // Outermost, so that it sees the statuses tonic produces before any handler runs.
             .layer(tower::util::MapResponseLayer::new(
                 limits::resource_exhausted_for_oversized,
             ))
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
     }
 }

@@ -55,7 +55,8 @@ pub fn needs_signature(config: &ModelConfig) -> bool {
 ///
 /// Tensors the config lists keep their settings; missing tensors, data types and dims come from the model.
 /// When the config lists no tensors at all and the model supports batching, `max_batch_size` becomes
-/// [`DEFAULT_MAX_BATCH_SIZE`]; a model that batches gets `dynamic_batching {}` unless another scheduler is set.
+/// [`DEFAULT_MAX_BATCH_SIZE`]; a completed model that batches gets `dynamic_batching {}` unless another
+/// scheduler is set.
 pub fn complete_config(
     config: &mut ModelConfig,
     signature: Option<&ModelSignature>,
@@ -67,9 +68,12 @@ pub fn complete_config(
     if config.backend.is_empty() {
         config.backend = ONNX_BACKEND.to_owned();
     }
-    if let Some(signature) = signature {
-        complete_tensors(config, signature, path)?;
-    }
+    let Some(signature) = signature else {
+        // Like Triton's ONNX Runtime backend, a config that lists its inputs and outputs is taken as it is:
+        // no scheduler is added to it.
+        return Ok(());
+    };
+    complete_tensors(config, signature, path)?;
     if config.max_batch_size > 1 && config.scheduling_choice.is_none() {
         config.scheduling_choice = Some(
             ferry_proto::inference::model_config::SchedulingChoice::DynamicBatching(
@@ -262,10 +266,10 @@ mod tests {
         assert!(!needs_signature(&config));
         complete_config(&mut config, None, "c").expect("completes");
         assert_eq!(config.backend, ONNX_BACKEND);
-        assert!(matches!(
-            config.scheduling_choice,
-            Some(SchedulingChoice::DynamicBatching(_))
-        ));
+        assert!(
+            config.scheduling_choice.is_none(),
+            "a complete config gets no scheduler it did not ask for"
+        );
     }
 
     #[test]

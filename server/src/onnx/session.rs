@@ -31,6 +31,8 @@ pub fn open_session(
     let mut builder = Session::builder(environment)
         .map_err(fail)?
         .with_intra_threads(intra)
+        .map_err(|e| fail(e.into()))?
+        .with_intra_op_spinning(false)
         .map_err(|e| fail(e.into()))?;
     if let Some(inter) = plan.inter_op_threads {
         builder = builder.with_inter_threads(inter).map_err(|e| fail(e.into()))?;
