@@ -47,21 +47,7 @@ pub struct Client {
 impl Client {
     /// Connects to `endpoint`, given as `host:port` or as a URI such as `http://host:port`.
     pub async fn connect(endpoint: impl Into<String>) -> Result<Self, ClientError> {
-        let endpoint = endpoint.into();
-        let uri = if endpoint.contains("://") {
-            endpoint.clone()
-        } else {
-            format!("http://{endpoint}")
-        };
-        let channel = Endpoint::from_shared(uri.clone())
-            .map_err(|source| ClientError::InvalidEndpoint { endpoint, source })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .connect()
-            .await
-            .map_err(|source| ClientError::Transport {
-                endpoint: uri,
-                source,
-            })?;
+        let channel = connect_channel(endpoint.into(), |endpoint| endpoint).await?;
         Ok(Self::from_channel(channel))
     }
 
@@ -180,4 +166,27 @@ impl Client {
         let request = request.into_proto()?;
         Ok(self.raw().model_infer(request).await?.into_inner().into())
     }
+}
+
+/// Opens one HTTP/2 connection to `endpoint` (`host:port` or a URI), letting `configure` tune the endpoint
+/// first; shared with the load generator so both accept the same addresses and fail with the same errors.
+pub(crate) async fn connect_channel(
+    endpoint: String,
+    configure: impl FnOnce(Endpoint) -> Endpoint,
+) -> Result<Channel, ClientError> {
+    let uri = if endpoint.contains("://") {
+        endpoint.clone()
+    } else {
+        format!("http://{endpoint}")
+    };
+    let dialer = Endpoint::from_shared(uri.clone())
+        .map_err(|source| ClientError::InvalidEndpoint { endpoint, source })?
+        .connect_timeout(CONNECT_TIMEOUT);
+    configure(dialer)
+        .connect()
+        .await
+        .map_err(|source| ClientError::Transport {
+            endpoint: uri,
+            source,
+        })
 }

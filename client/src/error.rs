@@ -17,6 +17,14 @@ pub enum ClientError {
         source: tonic::transport::Error,
     },
 
+    /// A load test's settings describe no run at all (no connections, nothing in flight, no window, a rate
+    /// that is not a positive number); caught before any connection is opened.
+    #[error("invalid load test: {reason}")]
+    InvalidLoad {
+        /// Which setting is wrong and what it must be.
+        reason: &'static str,
+    },
+
     /// The connection could not be established, so no RPC ever reached a server.
     #[error("cannot connect to {endpoint}")]
     Transport {
@@ -126,7 +134,7 @@ impl From<tonic::Status> for ClientError {
 
 /// The canonical upper-case name of a gRPC code (`NOT_FOUND`), the spelling users grep for in server logs
 /// and other Triton clients; tonic's own `Display` prints a sentence instead.
-fn code_name(code: tonic::Code) -> &'static str {
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::Ok => "OK",

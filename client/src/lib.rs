@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+pub mod bench;
 mod client;
 mod element;
 mod error;

@@ -3,19 +3,22 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use ferry_client::bench::{LoadConfig, run_load};
 use ferry_client::proto::model_metadata_response::TensorMetadata;
 use ferry_client::{Client, InferRequest};
 
 mod cli {
     //! The pieces of the command line that are worth testing on their own.
     pub mod json;
+    pub mod report;
     pub mod table;
 }
 
-use cli::{json, table};
+use cli::{json, report, table};
 
 /// Talk to a Ferry or Triton server over its gRPC (KServe v2) protocol.
 #[derive(Debug, Parser)]
@@ -41,6 +44,8 @@ enum Command {
     Config(ModelArgs),
     /// Run one inference with inputs given as JSON and print the outputs as JSON.
     Infer(InferArgs),
+    /// Send one request over and over and report throughput, latency percentiles and errors by status.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +66,60 @@ struct InferArgs {
     outputs: Vec<String>,
     #[command(flatten)]
     inputs: InputsSource,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    inputs: InputsSource,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = at_least_one)]
+    concurrency: usize,
+    /// HTTP/2 connections to spread the requests over, round-robin.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = at_least_one)]
+    connections: usize,
+    /// Start this many requests per second whatever the latency (open loop), still at most --concurrency
+    /// in flight; by default a new request starts as soon as one is answered (closed loop).
+    #[arg(long, value_name = "PER_SECOND", allow_negative_numbers = true, value_parser = per_second)]
+    rate: Option<f64>,
+    /// Seconds of traffic sent before measuring and left out of the report.
+    #[arg(long, default_value = "2", value_name = "SECS", allow_negative_numbers = true, value_parser = seconds)]
+    warmup: Duration,
+    /// Seconds to measure.
+    #[arg(long, default_value = "10", value_name = "SECS", allow_negative_numbers = true, value_parser = seconds)]
+    duration: Duration,
+    /// Print the report as one JSON object (durations in microseconds, elapsed in seconds).
+    #[arg(long)]
+    json: bool,
+}
+
+/// A count that must be at least one (connections, requests in flight), refused with a plain message.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(count) => Ok(count),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
+/// A request rate, which only makes sense positive and finite.
+fn per_second(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a positive number of requests per second"
+        )),
+    }
+}
+
+/// A non-negative number of seconds, fractions allowed (`0.5`).
+fn seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is not a non-negative number of seconds"))
 }
 
 /// Where the inputs come from: a JSON object of
@@ -90,17 +149,20 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::connect(cli.url).await?;
+    // Connect per command: the load generator opens connections of its own, as many as asked.
+    let connect = || Client::connect(cli.url.clone());
     match cli.command {
-        Command::Health => health(&client).await,
-        Command::Models => models(&client).await,
-        Command::Metadata(args) => metadata(&client, &args).await,
+        Command::Health => health(&connect().await?).await,
+        Command::Models => models(&connect().await?).await,
+        Command::Metadata(args) => metadata(&connect().await?, &args).await,
         Command::Config(args) => {
+            let client = connect().await?;
             let config = client.model_config(&args.model, args.version.as_deref()).await?;
             println!("{}", json::config_to_json(&config)?);
             Ok(())
         }
-        Command::Infer(args) => infer(&client, args).await,
+        Command::Infer(args) => infer(&connect().await?, args).await,
+        Command::Bench(args) => bench(cli.url.clone(), args).await,
     }
 }
 
@@ -154,20 +216,7 @@ fn tensor_row(tensor: &TensorMetadata) -> [String; 3] {
 }
 
 async fn infer(client: &Client, args: InferArgs) -> anyhow::Result<()> {
-    let text = match (args.inputs.inputs_json, args.inputs.inputs_file) {
-        (Some(text), _) => text,
-        (None, Some(path)) => {
-            std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?
-        }
-        (None, None) => bail!("give the inputs with --inputs-json or --inputs-file"),
-    };
-    let mut request = InferRequest::new(args.model.model);
-    if let Some(version) = args.model.version {
-        request = request.with_version(version);
-    }
-    for input in json::parse_inputs(&text)? {
-        request = request.with_input(input);
-    }
+    let mut request = build_request(args.model, args.inputs)?;
     for output in args.outputs {
         request = request.with_output(output);
     }
@@ -176,7 +225,46 @@ async fn infer(client: &Client, args: InferArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn bench(url: String, args: BenchArgs) -> anyhow::Result<()> {
+    let config = LoadConfig {
+        url,
+        connections: args.connections,
+        concurrency: args.concurrency,
+        rate: args.rate,
+        warmup: args.warmup,
+        duration: args.duration,
+        request: build_request(args.model, args.inputs)?.into_proto()?,
+    };
+    let load = run_load(config).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&load)?);
+    } else {
+        println!("{}", report::render(&load, args.rate.is_some()));
+    }
+    Ok(())
+}
+
+/// The request `infer` and `bench` share: the model, its version if given, and the inputs JSON.
+fn build_request(model: ModelArgs, inputs: InputsSource) -> anyhow::Result<InferRequest> {
+    let text = match (inputs.inputs_json, inputs.inputs_file) {
+        (Some(text), _) => text,
+        (None, Some(path)) => {
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        (None, None) => bail!("give the inputs with --inputs-json or --inputs-file"),
+    };
+    let mut request = InferRequest::new(model.model);
+    if let Some(version) = model.version {
+        request = request.with_version(version);
+    }
+    for input in json::parse_inputs(&text)? {
+        request = request.with_input(input);
+    }
+    Ok(request)
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use clap::CommandFactory;
 
@@ -193,5 +281,40 @@ mod tests {
         assert!(parse(&["--inputs-json", "{}"]).is_ok());
         assert!(parse(&[]).is_err());
         assert!(parse(&["--inputs-json", "{}", "--inputs-file", "x.json"]).is_err());
+    }
+
+    #[test]
+    fn bench_has_defaults_and_rejects_what_cannot_run() {
+        let parse = |args: &[&str]| {
+            let base = ["ferry-client", "bench", "m", "--inputs-json", "{}"];
+            match Cli::try_parse_from([&base, args].concat())?.command {
+                Command::Bench(args) => Ok::<_, clap::Error>(args),
+                other => panic!("parsed as {other:?}"),
+            }
+        };
+        let defaults = parse(&[]).unwrap();
+        assert_eq!((defaults.concurrency, defaults.connections), (8, 1));
+        assert_eq!(
+            (defaults.warmup, defaults.duration),
+            (Duration::from_secs(2), Duration::from_secs(10))
+        );
+        assert_eq!((defaults.rate, defaults.json), (None, false));
+
+        let open = parse(&["--rate", "200", "--warmup", "0.5", "--json"]).unwrap();
+        assert_eq!(
+            (open.rate, open.warmup, open.json),
+            (Some(200.0), Duration::from_millis(500), true)
+        );
+
+        for wrong in [
+            ["--concurrency", "0"],
+            ["--connections", "0"],
+            ["--rate", "-5"],
+            ["--rate", "0"],
+            ["--duration", "-1"],
+            ["--warmup", "x"],
+        ] {
+            assert!(parse(&wrong).is_err(), "{wrong:?}");
+        }
     }
 }
