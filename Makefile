@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 GRPC_PORT ?= 8001
 
-.PHONY: setup serve test lint bench models
+.PHONY: setup serve test lint bench bench-serving models
 
 ## setup: create .venv with ONNX Runtime (libonnxruntime.so), onnx, numpy, tritonclient and pytest
 setup: $(VENV)/.installed
@@ -29,9 +29,13 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## bench: micro-benchmarks of the request path
+## bench: criterion micro-benchmarks of request parsing and the batcher
 bench: setup
-	cargo bench -p ferry-benches
+	cargo bench -p ferry-benches --bench request_parsing --bench batcher
+
+## bench-serving: Ferry over loopback gRPC vs in-process ONNX Runtime; writes benches/results/serving.{md,svg}
+bench-serving: setup
+	cargo bench -p ferry-benches --bench serving
 
 ## models: regenerate the committed ONNX files from examples/generate_models.py
 models: setup

@@ -1,6 +1,9 @@
 //! Fixtures shared by Ferry's benchmarks: model specs and wire requests of chosen sizes, built the way a
 //! client would send them, so that benchmarks measure Ferry's work and not their own set-up.
 
+pub mod plot;
+pub mod reference;
+
 use bytes::Bytes;
 use ferry_proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
 use ferry_server::{
