@@ -45,6 +45,7 @@ PRODUCER = "ferry-generate_models"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "examples" / "model_repository"
 TESTS = REPO_ROOT / "tests" / "model_repository"
+ASSETS = REPO_ROOT / "tests" / "assets"
 
 # Triton datatype -> ONNX element type, in the order of Triton's DataType enum.
 TRITON_TO_ONNX = {
@@ -173,14 +174,14 @@ def identity(datatypes: list[str], name: str) -> onnx.ModelProto:
     return _model(helper.make_graph(nodes, name, inputs, outputs))
 
 
-def add_one_batched() -> onnx.ModelProto:
-    """y = x + 1 with x FP32 [batch, 4]."""
+def add_one_batched(k: float = 1.0) -> onnx.ModelProto:
+    """y = x + k with x FP32 [batch, 4] (k = 1 unless given)."""
     graph = helper.make_graph(
         [helper.make_node("Add", ["x", "one"], ["y"], name="add_one")],
         "add_one_batched",
         inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
-        initializer=[_init("one", np.array(1.0, dtype=np.float32))],
+        initializer=[_init("one", np.array(k, dtype=np.float32))],
     )
     return _model(graph)
 
@@ -221,6 +222,8 @@ def generate() -> list[Path]:
         _write(add_one_batched(), TESTS / "add_one_queue" / "1" / "model.onnx"),
         _write(add_one_batched(), TESTS / "add_one_greedy" / "1" / "model.onnx"),
         _write(gather_table(), TESTS / "gather_table" / "1" / "model.onnx"),
+        # Files the lifecycle tests copy into repositories of their own: y = x + k tells which file answered.
+        *[_write(add_one_batched(float(k)), ASSETS / f"add_{k}.onnx") for k in (1, 2, 3, 20)],
     ]
     return written
 

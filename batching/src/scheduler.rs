@@ -2,7 +2,10 @@
 //! which block until the batcher gives them a batch.
 
 use std::{
-    sync::{Condvar, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Condvar, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Instant,
 };
 
@@ -19,6 +22,9 @@ struct Shared<P> {
 
 /// The queue of one model version. Handlers call [`Scheduler::submit`]; each instance thread loops on
 /// [`Scheduler::next_batch`], runs the batch, and answers through [`Scheduler::deliver`].
+///
+/// Instances may come and go while it runs: each waits with a `retired` flag of its own, and
+/// [`Scheduler::wake_all`] makes a retired instance stop at once instead of at the next request.
 ///
 /// The lock is held only to queue a request or to decide a batch, never while a model runs.
 #[derive(Debug)]
@@ -68,10 +74,14 @@ impl<P: Payload> Scheduler<P> {
         Ok(admitted)
     }
 
-    /// Blocks until there is a batch to run; `None` once the scheduler is closed and its queue drained.
-    pub fn next_batch(&self) -> Option<Batch<P>> {
+    /// Blocks until there is a batch to run; `None` once the scheduler is closed and its queue drained, or
+    /// as soon as `retired` is set (an instance being removed stops between batches).
+    pub fn next_batch(&self, retired: &AtomicBool) -> Option<Batch<P>> {
         let mut shared = self.lock();
         loop {
+            if retired.load(Ordering::Acquire) {
+                return None;
+            }
             let now = Instant::now();
             match shared.state.next_batch(now) {
                 Next::Batch(batch) => {
@@ -127,8 +137,97 @@ impl<P: Payload> Scheduler<P> {
         self.arrivals.notify_all();
     }
 
+    /// Wakes every waiting instance so that those whose `retired` flag was just set stop.
+    pub fn wake_all(&self) {
+        let _shared = self.lock();
+        self.arrivals.notify_all();
+    }
+
     /// Requests waiting now (withdrawn ones not yet cleared included).
     pub fn queued(&self) -> usize {
         self.lock().state.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, thread, time::Duration};
+
+    use super::*;
+    use crate::{BatchingPolicy, Ticket};
+
+    struct Item;
+
+    impl Payload for Item {
+        fn batches_with(&self, _: &Self) -> bool {
+            true
+        }
+    }
+
+    fn request() -> Request<Item> {
+        Request {
+            payload: Item,
+            rows: 1,
+            priority: 0,
+            timeout: None,
+            ticket: Ticket::new(),
+        }
+    }
+
+    #[test]
+    fn a_closed_scheduler_drains_its_queue_then_stops_its_instances() {
+        let scheduler = Scheduler::new(BatchingPolicy::greedy(8));
+        assert!(scheduler.submit(request()).is_ok());
+        scheduler.close();
+        assert!(scheduler.submit(request()).is_err(), "closed to new requests");
+        let running = AtomicBool::new(false);
+        let batch = scheduler
+            .next_batch(&running)
+            .expect("the queued request still runs");
+        assert_eq!(batch.items.len(), 1);
+        assert!(scheduler.next_batch(&running).is_none());
+    }
+
+    #[test]
+    fn a_retired_instance_stops_while_waiting() {
+        let scheduler = Arc::new(Scheduler::<Item>::new(BatchingPolicy::greedy(8)));
+        let retired = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (scheduler, retired) = (Arc::clone(&scheduler), Arc::clone(&retired));
+            thread::spawn(move || scheduler.next_batch(&retired).is_none())
+        };
+        thread::sleep(Duration::from_millis(20));
+        retired.store(true, Ordering::Release);
+        scheduler.wake_all();
+        assert!(
+            waiter.join().expect("instance thread"),
+            "it stopped without a batch"
+        );
+    }
+
+    #[test]
+    fn ordered_delivery_waits_for_earlier_batches() {
+        let mut policy = BatchingPolicy::greedy(1);
+        policy.preserve_ordering = true;
+        let scheduler = Arc::new(Scheduler::new(policy));
+        for _ in 0..2 {
+            assert!(scheduler.submit(request()).is_ok());
+        }
+        let running = AtomicBool::new(false);
+        let first = scheduler.next_batch(&running).expect("first");
+        let second = scheduler.next_batch(&running).expect("second");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let late = {
+            let (scheduler, order) = (Arc::clone(&scheduler), Arc::clone(&order));
+            thread::spawn(move || scheduler.deliver(second.sequence, || order.lock().expect("order").push(1)))
+        };
+        thread::sleep(Duration::from_millis(20));
+        assert!(
+            order.lock().expect("order").is_empty(),
+            "the second batch waits for the first"
+        );
+        scheduler.deliver(first.sequence, || order.lock().expect("order").push(0));
+        late.join().expect("deliverer");
+        assert_eq!(*order.lock().expect("order"), [0, 1]);
     }
 }

@@ -6,7 +6,10 @@
     reason = "criterion_group! generates an undocumented public function"
 )]
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::AtomicBool,
+    time::{Duration, Instant},
+};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ferry_batching::{BatcherState, BatchingPolicy, Next, Payload, Request, Scheduler, Ticket};
@@ -71,6 +74,7 @@ fn scheduler_round(c: &mut Criterion) {
     let mut group = c.benchmark_group("scheduler_submit_to_batch");
     for backlog in [0usize, 10_000] {
         let scheduler = Scheduler::new(policy(1));
+        let running = AtomicBool::new(false);
         for _ in 0..backlog {
             assert!(scheduler.submit(request()).is_ok());
         }
@@ -78,7 +82,7 @@ fn scheduler_round(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("queued", backlog), |b| {
             b.iter(|| {
                 let _ = scheduler.submit(request());
-                scheduler.next_batch().map(|batch| batch.rows)
+                scheduler.next_batch(&running).map(|batch| batch.rows)
             });
         });
     }

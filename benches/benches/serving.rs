@@ -6,15 +6,9 @@
 //! made `.venv`). `FERRY_BENCH_SECONDS` sets the measured seconds per point (default 4), `FERRY_BENCH_ONLY`
 //! limits the run to one model, and `FERRY_BENCH_THREADS` sets `intra_op_thread_count` of both models.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bytes::Bytes;
 use ferry_benches::{
     plot::{self, Panel, Series},
@@ -25,7 +19,7 @@ use ferry_client::{
     bench::{LoadConfig, LoadReport, run_load},
     proto::{ModelInferRequest, ModelStatisticsRequest, model_infer_request::InferInputTensor},
 };
-use ferry_server::{MAX_MESSAGE_BYTES, Server, ServerOptions, onnx};
+use ferry_server::{MAX_MESSAGE_BYTES, Server, ServerOptions, onnx, repository::RepositoryOptions};
 
 /// The two models: name and input width (see `generate_bench_models.py`).
 const MODELS: [(&str, usize); 2] = [("compute_mlp", 512), ("small_mlp", 32)];
@@ -45,28 +39,6 @@ struct Point {
 /// Whether `FERRY_BENCH_ONLY` (a model name, unset for both) selects this model.
 fn selected(model: &str) -> bool {
     std::env::var("FERRY_BENCH_ONLY").map_or(true, |only| only == model)
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The benchmark models, generated for this run.
-fn bench_models() -> anyhow::Result<PathBuf> {
-    let dir = std::env::var_os("FERRY_BENCH_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/bench-models"));
-    // Always written afresh, so that the configs follow FERRY_BENCH_THREADS of this run.
-    let python = repo_root().join(".venv/bin/python");
-    let status = Command::new(&python)
-        .arg(repo_root().join("benches/generate_bench_models.py"))
-        .arg(&dir)
-        .status()
-        .with_context(|| format!("running {} (run `make setup` first)", python.display()))?;
-    if !status.success() {
-        bail!("generating the benchmark models failed: {status}");
-    }
-    Ok(dir)
 }
 
 fn request(model: &str, width: usize) -> ModelInferRequest {
@@ -107,10 +79,10 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(4);
-    let models = bench_models()?;
+    let models = ferry_benches::bench_models().map_err(anyhow::Error::msg)?;
     let onnxruntime = onnx::find_library(None).context(onnx::MISSING_LIBRARY_HELP)?;
     let options = ServerOptions {
-        model_repositories: vec![models.clone()],
+        repository: RepositoryOptions::new(vec![models.clone()]),
         onnxruntime: onnxruntime.clone(),
         max_message_bytes: MAX_MESSAGE_BYTES,
     };
@@ -216,7 +188,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    let results = repo_root().join("benches/results");
+    let results = ferry_benches::repo_root().join("benches/results");
     std::fs::create_dir_all(&results)?;
     let threads = plans
         .values()

@@ -4,6 +4,11 @@
 pub mod plot;
 pub mod reference;
 
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
 use bytes::Bytes;
 use ferry_proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
 use ferry_server::{
@@ -53,4 +58,28 @@ pub fn fp32_request(rows: i64, width: i64) -> ModelInferRequest {
         raw_input_contents: vec![Bytes::from(vec![0u8; values * 4])],
         ..Default::default()
     }
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Writes the benchmark models (`benches/generate_bench_models.py`) and returns their repository:
+/// `FERRY_BENCH_MODELS`, or `target/bench-models`. Written afresh each time, so that the configs follow
+/// `FERRY_BENCH_THREADS` of this run.
+pub fn bench_models() -> Result<PathBuf, String> {
+    let dir = std::env::var_os("FERRY_BENCH_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/bench-models"));
+    let python = repo_root().join(".venv/bin/python");
+    let status = Command::new(&python)
+        .arg(repo_root().join("benches/generate_bench_models.py"))
+        .arg(&dir)
+        .status()
+        .map_err(|error| format!("running {} (run `make setup` first): {error}", python.display()))?;
+    if !status.success() {
+        return Err(format!("generating the benchmark models failed: {status}"));
+    }
+    Ok(dir)
 }

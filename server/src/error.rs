@@ -1,4 +1,4 @@
-//! Ferry's one error type and the one place that maps it to a gRPC status.
+//! Ferry's one error type and the one place that maps it to a gRPC status, and a gRPC status to HTTP.
 
 use tonic::{Code, Status};
 
@@ -38,7 +38,7 @@ pub enum Error {
     /// The request waited in the queue past its timeout and was never run.
     #[error("{0}")]
     QueueTimeout(String),
-    /// A bounded resource is exhausted (a full queue); the client may retry later.
+    /// A full queue; the client may retry later.
     #[error("{0}")]
     Overloaded(String),
     /// A `config.pbtxt` is malformed or impossible.
@@ -57,6 +57,9 @@ pub enum Error {
     /// ONNX Runtime failed while running a request.
     #[error("onnx runtime failed: {0}")]
     Execution(String),
+    /// A load or unload request outside explicit model control mode.
+    #[error("{0}")]
+    ModelControlDisabled(String),
     /// The RPC exists in the protocol but Ferry does not serve it yet.
     #[error("{0} is not implemented by this server")]
     Unimplemented(&'static str),
@@ -67,9 +70,12 @@ impl Error {
     pub fn grpc_code(&self) -> Code {
         match self {
             Error::UnknownModel { .. } | Error::UnknownVersion { .. } => Code::NotFound,
-            Error::ModelNotReady { .. } | Error::QueueTimeout(_) => Code::Unavailable,
+            // Triton answers a full queue with UNAVAILABLE ("Exceeds maximum queue size"), like a timeout.
+            Error::ModelNotReady { .. }
+            | Error::QueueTimeout(_)
+            | Error::ModelControlDisabled(_)
+            | Error::Overloaded(_) => Code::Unavailable,
             Error::InvalidRequest(_) | Error::Config { .. } | Error::ModelLoad(_) => Code::InvalidArgument,
-            Error::Overloaded(_) => Code::ResourceExhausted,
             Error::Execution(_) => Code::Internal,
             Error::Unimplemented(_) => Code::Unimplemented,
         }
@@ -78,6 +84,20 @@ impl Error {
     /// A shorthand for the most common error: a request that breaks the model's contract.
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidRequest(message.into())
+    }
+}
+
+/// The HTTP status the REST front end answers for a gRPC status code: Triton's own mapping
+/// (`HttpCodeFromError` in its `http_server.cc`), so that REST clients see what they would see from Triton.
+/// A request body over the size limit is refused before it reaches this mapping (413).
+pub fn http_status(code: Code) -> http::StatusCode {
+    match code {
+        Code::Ok => http::StatusCode::OK,
+        Code::Internal => http::StatusCode::INTERNAL_SERVER_ERROR,
+        Code::NotFound => http::StatusCode::NOT_FOUND,
+        Code::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unimplemented => http::StatusCode::NOT_IMPLEMENTED,
+        _ => http::StatusCode::BAD_REQUEST,
     }
 }
 
@@ -97,8 +117,8 @@ mod tests {
         assert_eq!(Status::from(unknown).code(), Code::NotFound);
         assert_eq!(Status::from(Error::invalid("x")).code(), Code::InvalidArgument);
         assert_eq!(
-            Status::from(Error::Overloaded("full".into())).code(),
-            Code::ResourceExhausted
+            Status::from(Error::Overloaded("Exceeds maximum queue size".into())).code(),
+            Code::Unavailable
         );
         assert_eq!(
             Status::from(Error::Execution("boom".into())).code(),
@@ -112,5 +132,24 @@ mod tests {
         let status = Status::from(Error::Unimplemented("ModelStreamInfer"));
         assert_eq!(status.code(), Code::Unimplemented);
         assert!(status.message().contains("ModelStreamInfer"));
+    }
+
+    #[test]
+    fn http_statuses_follow_triton() {
+        use http::StatusCode;
+        assert_eq!(http_status(Code::Ok), StatusCode::OK);
+        assert_eq!(http_status(Code::Internal), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(http_status(Code::NotFound), StatusCode::NOT_FOUND);
+        assert_eq!(http_status(Code::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(http_status(Code::Unimplemented), StatusCode::NOT_IMPLEMENTED);
+        for other in [
+            Code::ResourceExhausted,
+            Code::InvalidArgument,
+            Code::Cancelled,
+            Code::AlreadyExists,
+            Code::Unknown,
+        ] {
+            assert_eq!(http_status(other), StatusCode::BAD_REQUEST, "{other:?}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use ferry_proto::{
     GrpcInferenceService,
     inference::{
         self as pb, model_infer_response::InferOutputTensor, model_metadata_response::TensorMetadata,
-        repository_index_response::ModelIndex,
+        model_repository_parameter::ParameterChoice, repository_index_response::ModelIndex,
     },
 };
 use tokio_stream::Stream;
@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::{
     Error,
     config::{ModelSpec, TensorSpec},
-    repository::Registry,
+    repository::{LoadRequest, Registry},
     request::{InferRequest, full_dims},
 };
 
@@ -75,6 +75,39 @@ fn model_metadata(spec: &ModelSpec, versions: Vec<String>) -> pb::ModelMetadataR
     }
 }
 
+/// Reads a load request's parameters: `config` (JSON text) and `file:<version>/<path>` (bytes).
+fn load_request(request: pb::RepositoryModelLoadRequest) -> Result<LoadRequest, Error> {
+    let mut load = LoadRequest {
+        name: request.model_name,
+        ..LoadRequest::default()
+    };
+    for (key, parameter) in request.parameters {
+        let value = parameter.parameter_choice;
+        match (key.as_str(), value) {
+            ("config", Some(ParameterChoice::StringParam(json))) => load.config_json = Some(json),
+            ("config", other) => {
+                return Err(Error::invalid(format!(
+                    "parameter 'config' must be a string of JSON, got {other:?}"
+                )));
+            }
+            (file, Some(ParameterChoice::BytesParam(bytes))) if file.starts_with("file:") => {
+                load.files.push((file["file:".len()..].to_owned(), bytes));
+            }
+            (file, _) if file.starts_with("file:") => {
+                return Err(Error::invalid(format!(
+                    "parameter '{file}' must carry the file's bytes (bytes_param)"
+                )));
+            }
+            (other, _) => {
+                return Err(Error::invalid(format!(
+                    "unknown load parameter '{other}'; expected 'config' or 'file:<version>/<path>'"
+                )));
+            }
+        }
+    }
+    Ok(load)
+}
+
 #[tonic::async_trait]
 impl GrpcInferenceService for InferenceService {
     async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Reply<pb::ServerLiveResponse> {
@@ -82,8 +115,10 @@ impl GrpcInferenceService for InferenceService {
     }
 
     async fn server_ready(&self, _: Request<pb::ServerReadyRequest>) -> Reply<pb::ServerReadyResponse> {
-        // Models finish loading before the server accepts connections, so a server that answers is ready.
-        Ok(Response::new(pb::ServerReadyResponse { ready: true }))
+        // Start-up loading ends before the server accepts connections; after that, readiness follows the models.
+        Ok(Response::new(pb::ServerReadyResponse {
+            ready: self.registry.is_ready(),
+        }))
     }
 
     async fn model_ready(&self, request: Request<pb::ModelReadyRequest>) -> Reply<pb::ModelReadyResponse> {
@@ -214,16 +249,28 @@ impl GrpcInferenceService for InferenceService {
 
     async fn repository_model_load(
         &self,
-        _: Request<pb::RepositoryModelLoadRequest>,
+        request: Request<pb::RepositoryModelLoadRequest>,
     ) -> Reply<pb::RepositoryModelLoadResponse> {
-        unimplemented("RepositoryModelLoad")
+        let load = load_request(request.into_inner())?;
+        let registry = Arc::clone(&self.registry);
+        // Loading opens sessions and warms them up: never on an async worker.
+        tokio::task::spawn_blocking(move || registry.load_request(load))
+            .await
+            .map_err(|error| Status::internal(format!("the load task failed: {error}")))??;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
     async fn repository_model_unload(
         &self,
-        _: Request<pb::RepositoryModelUnloadRequest>,
+        request: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Reply<pb::RepositoryModelUnloadResponse> {
-        unimplemented("RepositoryModelUnload")
+        let request = request.into_inner();
+        // `unload_dependents` is accepted: Ferry has no ensembles, so a model has no dependents to unload.
+        let registry = Arc::clone(&self.registry);
+        tokio::task::spawn_blocking(move || registry.unload_request(&request.model_name))
+            .await
+            .map_err(|error| Status::internal(format!("the unload task failed: {error}")))??;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 
     async fn system_shared_memory_status(

@@ -1,13 +1,15 @@
 //! Ferry's server: a Triton-compatible inference server for ONNX models.
 //!
-//! [`Server::start`] loads a model repository on ONNX Runtime and [`Server::serve`] answers Triton's gRPC
-//! protocol on a listener; the `ferry` binary wires them to command-line flags. Tests use the same two calls
-//! on an ephemeral loopback port.
+//! [`Server::start`] loads a model repository on ONNX Runtime, [`Server::serve`] answers Triton's gRPC
+//! protocol on a listener and [`Server::serve_http`] its HTTP/REST protocol on another; the `ferry` binary
+//! wires them to command-line flags. Tests make the same calls on ephemeral loopback ports.
 
 pub mod config;
 mod datatype;
 mod error;
 pub mod grpc;
+pub mod health;
+pub mod http;
 mod limits;
 pub mod model;
 pub mod onnx;
@@ -15,7 +17,7 @@ pub mod repository;
 pub mod request;
 pub mod stats;
 
-use std::{future::Future, path::PathBuf, sync::Arc};
+use std::{future::Future, sync::Arc};
 
 pub use datatype::DataType;
 pub use error::Error;
@@ -29,8 +31,8 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 /// What a server needs to start.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// Model repositories in Triton's layout.
-    pub model_repositories: Vec<PathBuf>,
+    /// The model repositories and how they are managed.
+    pub repository: repository::RepositoryOptions,
     /// Where ONNX Runtime was found.
     pub onnxruntime: onnx::LibrarySource,
     /// The largest gRPC message accepted or sent; larger requests get `RESOURCE_EXHAUSTED`.
@@ -45,13 +47,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts ONNX Runtime and loads every model of the repositories. Blocks while models load, so call it
-    /// from a blocking context (or before the async runtime starts serving).
+    /// Starts ONNX Runtime and loads the models the control mode asks for. Blocks while models load, so call
+    /// it from a blocking context (or before the async runtime starts serving).
     pub fn start(options: &ServerOptions) -> Result<Self, anyhow::Error> {
         let environment = onnx::start(&options.onnxruntime).map_err(anyhow::Error::msg)?;
-        let registry = repository::Registry::load(&environment, &options.model_repositories)?;
+        let registry = repository::Registry::start(environment, options.repository.clone())?;
         Ok(Server {
-            registry: Arc::new(registry),
+            registry,
             max_message_bytes: options.max_message_bytes,
         })
     }
@@ -61,25 +63,58 @@ impl Server {
         &self.registry
     }
 
-    /// Serves gRPC on `listener` until `shutdown` completes.
+    /// Serves gRPC on `listener` until `shutdown` completes: Triton's inference service, gRPC health checking
+    /// and server reflection.
     pub async fn serve(
         &self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), tonic::transport::Error> {
+    ) -> Result<(), anyhow::Error> {
         let service =
             GrpcInferenceServiceServer::new(grpc::InferenceService::new(Arc::clone(&self.registry)))
                 .max_decoding_message_size(self.max_message_bytes)
                 .max_encoding_message_size(self.max_message_bytes);
         // Small responses must not wait for Nagle's algorithm; the listener, not the builder, sets it here.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Long-lived streams (health Watch) end when shutdown begins; otherwise shutdown would wait on them.
+        let (stopping, stopping_signal) = tokio::sync::watch::channel(false);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopping.send(true);
+        };
+        let health = health::HealthService::new(Arc::clone(&self.registry), stopping_signal);
+        let health = tonic_health::pb::health_server::HealthServer::new(health);
+        // Reflection lets grpcurl, ghz and other tools call Ferry without its proto files.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(ferry_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
         tonic::transport::Server::builder()
             // Outermost, so that it sees the statuses tonic produces before any handler runs.
             .layer(tower::util::MapResponseLayer::new(
                 limits::resource_exhausted_for_oversized,
             ))
             .add_service(service)
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
+            .await?;
+        Ok(())
+    }
+
+    /// Serves Triton's HTTP/REST protocol (KServe v2) on `listener` until `shutdown` completes. Requests go
+    /// through the same gRPC service as [`Server::serve`], so both protocols validate, infer and fail alike;
+    /// request bodies are bounded by the same message size limit.
+    pub async fn serve_http(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let service = grpc::InferenceService::new(Arc::clone(&self.registry));
+        http::serve(service, self.max_message_bytes, listener, shutdown).await
     }
 }

@@ -1,12 +1,15 @@
-//! `ferry`: serves ONNX models from Triton-layout model repositories over Triton's gRPC protocol.
+//! `ferry`: serves ONNX models from Triton-layout model repositories over Triton's gRPC and HTTP/REST protocols.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use ferry_server::{Server, ServerOptions, onnx};
+use ferry_server::{
+    Server, ServerOptions, onnx,
+    repository::{ControlMode, RepositoryOptions},
+};
 use tracing_subscriber::EnvFilter;
 
-/// Serve ONNX models over Triton's gRPC inference protocol (KServe v2).
+/// Serve ONNX models over Triton's gRPC and HTTP/REST inference protocols (KServe v2).
 ///
 /// Flags keep Triton's names where Triton has them, so existing launch scripts carry over.
 #[derive(Debug, Parser)]
@@ -25,7 +28,11 @@ struct Flags {
     #[arg(long, default_value_t = 8001, value_name = "PORT")]
     grpc_port: u16,
 
-    /// Port of the KServe v2 HTTP/REST server. Accepted for compatibility; not served yet.
+    /// Address the HTTP/REST server binds to.
+    #[arg(long, default_value = "0.0.0.0", value_name = "ADDRESS")]
+    http_address: std::net::IpAddr,
+
+    /// Port of the KServe v2 HTTP/REST server (Triton's REST API, served alongside gRPC).
     #[arg(long, default_value_t = 8000, value_name = "PORT")]
     http_port: u16,
 
@@ -38,6 +45,26 @@ struct Flags {
     #[arg(long, default_value_t = 0, value_name = "LEVEL")]
     log_verbose: u8,
 
+    /// How the set of served models may change: `none` loads every model at start and ignores later changes;
+    /// `poll` also follows the repositories on disk (see --repository-poll-secs); `explicit` loads only
+    /// --load-model models at start and then what RepositoryModelLoad and RepositoryModelUnload ask for.
+    #[arg(long, value_enum, default_value_t = ControlModeFlag::None, value_name = "MODE", ignore_case = true)]
+    model_control_mode: ControlModeFlag,
+
+    /// In poll mode, seconds between two looks at the repositories. A change is loaded once two looks in a
+    /// row see the same files, so a model still being copied is never loaded half-written.
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    repository_poll_secs: u64,
+
+    /// In explicit mode, a model to load at start; repeat for several, or give `*` (alone) for all.
+    #[arg(long = "load-model", value_name = "NAME")]
+    load_models: Vec<String>,
+
+    /// Whether the server reports ready only when every model it knows is ready (true, as in Triton), or
+    /// as soon as it has started (false).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    strict_readiness: bool,
+
     /// The largest gRPC message accepted or sent, in bytes; larger requests get RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = ferry_server::MAX_MESSAGE_BYTES, value_name = "BYTES")]
     grpc_max_message_bytes: usize,
@@ -46,6 +73,24 @@ struct Flags {
     /// the onnxruntime package of python3, then the system library path.
     #[arg(long, env = "ORT_DYLIB_PATH", value_name = "FILE")]
     onnxruntime_lib: Option<PathBuf>,
+}
+
+/// `--model-control-mode` values, named as in Triton.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ControlModeFlag {
+    None,
+    Poll,
+    Explicit,
+}
+
+impl From<ControlModeFlag> for ControlMode {
+    fn from(flag: ControlModeFlag) -> Self {
+        match flag {
+            ControlModeFlag::None => ControlMode::None,
+            ControlModeFlag::Poll => ControlMode::Poll,
+            ControlModeFlag::Explicit => ControlMode::Explicit,
+        }
+    }
 }
 
 fn init_logging(verbose: u8) {
@@ -67,8 +112,23 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     tracing::info!(path = %onnxruntime.path.display(), found_by = onnxruntime.found_by, "using ONNX Runtime");
+    if flags.load_models.iter().any(|m| m == "*") && flags.load_models.len() > 1 {
+        eprintln!("ferry: --load-model=* must be the only --load-model");
+        return ExitCode::FAILURE;
+    }
+    if flags.model_control_mode == ControlModeFlag::Poll && flags.repository_poll_secs == 0 {
+        eprintln!("ferry: --repository-poll-secs must be greater than 0 in poll mode");
+        return ExitCode::FAILURE;
+    }
+    let repository = RepositoryOptions {
+        control_mode: flags.model_control_mode.into(),
+        poll_interval: Duration::from_secs(flags.repository_poll_secs),
+        startup_models: flags.load_models.clone(),
+        strict_readiness: flags.strict_readiness,
+        ..RepositoryOptions::new(flags.model_repositories.clone())
+    };
     let options = ServerOptions {
-        model_repositories: flags.model_repositories.clone(),
+        repository,
         onnxruntime,
         max_message_bytes: flags.grpc_max_message_bytes,
     };
@@ -87,23 +147,38 @@ fn main() -> ExitCode {
         }
     };
     let address = SocketAddr::new(flags.grpc_address, flags.grpc_port);
+    let http_address = SocketAddr::new(flags.http_address, flags.http_port);
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(address).await?;
+        let http_listener = tokio::net::TcpListener::bind(http_address)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot listen for HTTP on {http_address}: {error}"))?;
         tracing::info!(%address, "gRPC server listening (inference.GRPCInferenceService)");
+        tracing::info!(address = %http_address, "HTTP/REST server listening (KServe v2)");
         tracing::info!(
-            http_port = flags.http_port,
             metrics_port = flags.metrics_port,
-            "the HTTP/REST and metrics ports are not served yet"
+            "the metrics port is not served yet"
         );
-        let shutdown = async {
-            // If the signal handler cannot be installed the server runs until killed, which is still correct.
+        // One signal stops both servers; each waits on its own receiver of it.
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        tokio::spawn(async move {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
+            let _ = stop.send(());
+        });
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<()>| async move {
+            let _ = stopped.changed().await;
         };
-        server
-            .serve(listener, shutdown)
-            .await
-            .map_err(anyhow::Error::from)
+        let grpc_stopped = until_stopped(stopped.clone());
+        let http_stopped = until_stopped(stopped);
+        let http = async {
+            server
+                .serve_http(http_listener, http_stopped)
+                .await
+                .map_err(anyhow::Error::from)
+        };
+        // Either server failing ends both: ferry serves both protocols or exits.
+        tokio::try_join!(server.serve(listener, grpc_stopped), http).map(|_| ())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

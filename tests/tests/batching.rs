@@ -201,7 +201,7 @@ async fn a_request_whose_client_gave_up_never_runs() {
 }
 
 #[tokio::test]
-async fn a_full_queue_answers_resource_exhausted_at_once() {
+async fn a_full_queue_answers_unavailable_at_once() {
     let server = start().await;
     let client = server.raw_client().await.expect("client");
     // Two requests fill add_one_queue's queue (max_queue_size 2) while it waits for 8 rows.
@@ -222,8 +222,12 @@ async fn a_full_queue_answers_resource_exhausted_at_once() {
         .model_infer(add_one_request("add_one_queue", 1, 0.0))
         .await
         .expect_err("queue full");
-    assert_eq!(status.code(), Code::ResourceExhausted, "{}", status.message());
-    assert!(status.message().contains("full"), "{}", status.message());
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert!(
+        status.message().contains("Exceeds maximum queue size"),
+        "{}",
+        status.message()
+    );
     assert!(started.elapsed() < Duration::from_millis(500), "refused at once");
     for task in waiting {
         assert!(

@@ -3,7 +3,10 @@
 
 use std::{
     path::Path,
-    sync::Arc,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -19,6 +22,8 @@ use crate::{
     request::InferRequest,
     stats::VersionStats,
 };
+
+mod warmup;
 
 /// A queued request with the channel its answer goes back on.
 struct InferJob {
@@ -51,6 +56,10 @@ pub struct ModelVersion {
     /// Counters for the ModelStatistics RPC.
     pub stats: Arc<VersionStats>,
     scheduler: Arc<Scheduler<InferJob>>,
+    /// One `retired` flag per running instance.
+    instances: Mutex<Vec<Arc<AtomicBool>>>,
+    /// Requests every new instance runs, each the given number of times, before it takes traffic.
+    warmup: Vec<(InferRequest, u32)>,
 }
 
 impl std::fmt::Debug for ModelVersion {
@@ -59,6 +68,7 @@ impl std::fmt::Debug for ModelVersion {
             .field("model", &self.spec.name)
             .field("version", &self.version)
             .field("queued", &self.scheduler.queued())
+            .field("instances", &self.instance_count())
             .finish()
     }
 }
@@ -78,36 +88,93 @@ impl ModelVersion {
         version: u64,
         model_path: &Path,
     ) -> Result<Self, Error> {
-        let path_text = model_path.display().to_string();
-        let mut sessions = Vec::with_capacity(spec.instances.count);
-        for _ in 0..spec.instances.count {
-            let session = onnx::open_session(environment, model_path, &spec.instances)?;
-            if sessions.is_empty() {
-                spec.check_signature(&onnx::signature(&session), &path_text)?;
-            }
-            sessions.push((session, BatchRunner::new()?));
-        }
-        let scheduler = Arc::new(Scheduler::new(spec.batching.clone()));
-        let stats = Arc::new(VersionStats::default());
-        for (instance, (session, runner)) in sessions.into_iter().enumerate() {
-            let worker = Instance {
-                session,
-                runner,
-                spec: Arc::clone(&spec),
-                scheduler: Arc::clone(&scheduler),
-                stats: Arc::clone(&stats),
-            };
-            thread::Builder::new()
-                .name(format!("{}-v{version}-{instance}", spec.name))
-                .spawn(move || worker.serve())
-                .map_err(|error| Error::ModelLoad(format!("starting an instance thread: {error}")))?;
-        }
-        Ok(ModelVersion {
+        let first = onnx::open_session(environment, model_path, &spec.instances)?;
+        spec.check_signature(&onnx::signature(&first), &model_path.display().to_string())?;
+        let model_dir = model_path
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."));
+        let model = ModelVersion {
+            scheduler: Arc::new(Scheduler::new(spec.batching.clone())),
+            stats: Arc::new(VersionStats::default()),
+            instances: Mutex::new(Vec::new()),
+            warmup: warmup::requests(&spec, model_dir)?,
             spec,
             version,
-            stats,
-            scheduler,
-        })
+        };
+        model.start_instance(first)?;
+        model.set_instances(environment, model_path, model.spec.instances)?;
+        Ok(model)
+    }
+
+    /// Adds or retires instances until `plan.count` run. Retired instances finish the batch they run and stop;
+    /// the others keep their sessions, so a config change that only touches `instance_group` reloads nothing.
+    pub fn set_instances(
+        &self,
+        environment: &Environment,
+        model_path: &Path,
+        plan: InstancePlan,
+    ) -> Result<(), Error> {
+        let running = self
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        if plan.count < running {
+            let mut instances = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
+            for retired in instances.drain(plan.count..) {
+                retired.store(true, Ordering::Release);
+            }
+            drop(instances);
+            self.scheduler.wake_all();
+        }
+        for _ in running..plan.count {
+            self.start_instance(onnx::open_session(environment, model_path, &plan)?)?;
+        }
+        Ok(())
+    }
+
+    /// How many instances run now.
+    pub fn instance_count(&self) -> usize {
+        self.instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Warms a new session up with the config's `model_warmup` requests (or one zero-filled request) and
+    /// starts its thread. Like Triton, warm-up runs on the instance itself, not through the queue, so it
+    /// neither waits for batching delays nor shows in the statistics.
+    fn start_instance(&self, mut session: Session) -> Result<(), Error> {
+        let mut runner = BatchRunner::new()?;
+        for (request, count) in &self.warmup {
+            for _ in 0..*count {
+                runner
+                    .run(&mut session, &self.spec, &[request])
+                    .map_err(|error| Error::ModelLoad(format!("warm-up failed: {error}")))?;
+            }
+        }
+        let retired = Arc::new(AtomicBool::new(false));
+        let worker = Instance {
+            session,
+            runner,
+            spec: Arc::clone(&self.spec),
+            scheduler: Arc::clone(&self.scheduler),
+            stats: Arc::clone(&self.stats),
+            retired: Arc::clone(&retired),
+        };
+        let mut instances = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
+        thread::Builder::new()
+            .name(format!(
+                "{}-v{}-{}",
+                self.spec.name,
+                self.version,
+                instances.len()
+            ))
+            .spawn(move || worker.serve())
+            .map_err(|error| Error::ModelLoad(format!("starting an instance thread: {error}")))?;
+        instances.push(retired);
+        Ok(())
     }
 
     /// Queues a validated request and waits for its outputs.
@@ -178,7 +245,9 @@ impl ModelVersion {
     fn rejection(&self, error: EnqueueError) -> Error {
         let context = format!("model '{}' version {}", self.spec.name, self.version);
         match error {
-            EnqueueError::QueueFull { .. } => Error::Overloaded(format!("{context}: {error}")),
+            EnqueueError::QueueFull { .. } => {
+                Error::Overloaded(format!("Exceeds maximum queue size: {context}: {error}"))
+            }
             EnqueueError::Closed => Error::ModelNotReady {
                 model: self.spec.name.clone(),
                 reason: error.to_string(),
@@ -206,11 +275,12 @@ struct Instance {
     spec: Arc<ModelSpec>,
     scheduler: Arc<Scheduler<InferJob>>,
     stats: Arc<VersionStats>,
+    retired: Arc<AtomicBool>,
 }
 
 impl Instance {
     fn serve(mut self) {
-        while let Some(batch) = self.scheduler.next_batch() {
+        while let Some(batch) = self.scheduler.next_batch(&self.retired) {
             self.run(batch);
         }
     }

@@ -1,0 +1,647 @@
+//! An inference request body to the gRPC `ModelInferRequest`, and the `ModelInferResponse` back to a body.
+//!
+//! Every input becomes an entry of `raw_input_contents`: binary inputs as slices of the received body, JSON
+//! inputs as the raw bytes their `data` converts to. The shared core then validates names, datatypes, shapes
+//! and byte sizes once for both protocols. This layer checks only what the core cannot see: the JSON's
+//! structure, the JSON elements and the binary sizes.
+
+use std::collections::HashMap;
+
+use axum::{
+    body::Body,
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use ferry_proto::inference::{
+    ModelInferRequest, ModelInferResponse,
+    model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
+};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{
+    HttpError,
+    binary::{self, BinaryTail, ChunkedBody},
+    json::{infer_parameter, infer_parameters_json},
+    tensor::{JsonTensor, json_to_raw, kind},
+};
+use crate::DataType;
+
+/// A REST inference request translated for the core, with what the core does not need: how to send each
+/// output back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestInferRequest {
+    /// The request for `GrpcInferenceService::model_infer`.
+    pub request: ModelInferRequest,
+    /// Which outputs go back as binary data.
+    pub outputs: OutputForms,
+}
+
+/// Which outputs the response carries as binary data rather than JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputForms {
+    /// The request-level `binary_data_output`: the form of outputs without their own `binary_data`.
+    pub default_binary: bool,
+    /// Each output's own `binary_data`, which overrides the default.
+    pub per_output: HashMap<String, bool>,
+}
+
+impl OutputForms {
+    /// Whether output `name` is sent as binary data.
+    pub fn is_binary(&self, name: &str) -> bool {
+        self.per_output.get(name).copied().unwrap_or(self.default_binary)
+    }
+}
+
+/// Translates the body of `POST /v2/models/{model}[/versions/{version}]/infer`.
+pub fn parse_request(
+    model: &str,
+    version: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<RestInferRequest, HttpError> {
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
+        && encoding.as_bytes() != b"identity"
+    {
+        return Err(HttpError::unsupported(format!(
+            "Content-Encoding '{}' is not supported; send the request uncompressed",
+            String::from_utf8_lossy(encoding.as_bytes())
+        )));
+    }
+    let (json, tail) = match binary::header_length(headers, body.len())? {
+        None => (body, BinaryTail::new(Bytes::new(), false)),
+        Some(0) => {
+            return Err(HttpError::bad_request(
+                "Inference-Header-Content-Length 0 (a raw binary request without a JSON header) is not supported; \
+                 send a JSON header that names the input and gives its binary_data_size",
+            ));
+        }
+        Some(length) => (body.slice(..length), BinaryTail::new(body.slice(length..), true)),
+    };
+    let value: Value = serde_json::from_slice(&json).map_err(|error| {
+        HttpError::bad_request(format!("the inference request header is not valid JSON: {error}"))
+    })?;
+    let Value::Object(mut object) = value else {
+        return Err(HttpError::bad_request(format!(
+            "the inference request must be a JSON object, got {}",
+            kind(&value)
+        )));
+    };
+    let id = match object.remove("id") {
+        None => String::new(),
+        Some(Value::String(id)) => id,
+        Some(other) => {
+            return Err(HttpError::bad_request(format!(
+                "'id' must be a string, got {}",
+                kind(&other)
+            )));
+        }
+    };
+    let mut forms = OutputForms::default();
+    let mut parameters = HashMap::new();
+    for (key, value) in optional_object(object.remove("parameters"), "the request's 'parameters'")? {
+        if key == "binary_data_output" {
+            forms.default_binary = boolean(&value, "parameter 'binary_data_output'")?;
+        } else {
+            parameters.insert(key.clone(), infer_parameter(&key, &value)?);
+        }
+    }
+    let (inputs, raw_input_contents) = parse_inputs(object.remove("inputs"), tail)?;
+    let outputs = parse_outputs(object.remove("outputs"), &mut forms)?;
+    Ok(RestInferRequest {
+        request: ModelInferRequest {
+            model_name: model.to_owned(),
+            model_version: version.to_owned(),
+            id,
+            parameters,
+            inputs,
+            outputs,
+            raw_input_contents,
+        },
+        outputs: forms,
+    })
+}
+
+fn parse_inputs(
+    inputs: Option<Value>,
+    mut tail: BinaryTail,
+) -> Result<(Vec<InferInputTensor>, Vec<Bytes>), HttpError> {
+    let inputs = match inputs {
+        Some(Value::Array(inputs)) => inputs,
+        Some(other) => {
+            return Err(HttpError::bad_request(format!(
+                "'inputs' must be an array, got {}",
+                kind(&other)
+            )));
+        }
+        None => {
+            return Err(HttpError::bad_request(
+                "the inference request has no 'inputs' array",
+            ));
+        }
+    };
+    let mut tensors = Vec::with_capacity(inputs.len());
+    let mut contents = Vec::with_capacity(inputs.len());
+    for (position, input) in inputs.into_iter().enumerate() {
+        let Value::Object(mut input) = input else {
+            return Err(HttpError::bad_request(format!(
+                "inputs[{position}] must be a JSON object, got {}",
+                kind(&input)
+            )));
+        };
+        let name = string(input.remove("name"), &format!("inputs[{position}]"), "name")?;
+        let datatype_name = string(input.remove("datatype"), &format!("input '{name}'"), "datatype")?;
+        let datatype = DataType::from_wire_name(&datatype_name).ok_or_else(|| {
+            HttpError::bad_request(format!("input '{name}' has unknown datatype '{datatype_name}'"))
+        })?;
+        let shape = parse_shape(input.remove("shape"), &name)?;
+        let mut binary_size = None;
+        let mut parameters = HashMap::new();
+        for (key, value) in optional_object(
+            input.remove("parameters"),
+            &format!("input '{name}' 'parameters'"),
+        )? {
+            match key.as_str() {
+                "binary_data_size" => {
+                    binary_size = Some(value.as_u64().ok_or_else(|| {
+                        HttpError::bad_request(format!(
+                            "input '{name}' binary_data_size must be a non-negative integer, got {value}"
+                        ))
+                    })?);
+                }
+                "shared_memory_region" | "shared_memory_offset" | "shared_memory_byte_size" => {
+                    return Err(HttpError::unsupported(format!(
+                        "input '{name}' uses shared memory ('{key}'), which Ferry does not serve"
+                    )));
+                }
+                _ => {
+                    parameters.insert(key.clone(), infer_parameter(&key, &value)?);
+                }
+            }
+        }
+        let raw = match (input.remove("data"), binary_size) {
+            (Some(data), None) => Bytes::from(json_to_raw(&name, datatype, &data, elements(&shape, &name)?)?),
+            (None, Some(size)) => tail.take(&name, size)?,
+            (data, _) => {
+                return Err(HttpError::bad_request(format!(
+                    "input '{name}' must have exactly one of 'data' and the parameter 'binary_data_size'; it has {}",
+                    if data.is_some() { "both" } else { "neither" }
+                )));
+            }
+        };
+        tensors.push(InferInputTensor {
+            name,
+            datatype: datatype_name,
+            shape,
+            parameters,
+            contents: None,
+        });
+        contents.push(raw);
+    }
+    tail.finish()?;
+    Ok((tensors, contents))
+}
+
+fn parse_shape(shape: Option<Value>, name: &str) -> Result<Vec<i64>, HttpError> {
+    let Some(Value::Array(dims)) = shape else {
+        return Err(HttpError::bad_request(format!(
+            "input '{name}' has no 'shape' array"
+        )));
+    };
+    dims.iter()
+        .map(|dim| {
+            dim.as_u64().and_then(|d| i64::try_from(d).ok()).ok_or_else(|| {
+                HttpError::bad_request(format!(
+                    "input '{name}' shape {} holds {dim}; dimensions are non-negative integers",
+                    Value::Array(dims.clone())
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The element count of `shape`, refusing shapes whose product overflows.
+fn elements(shape: &[i64], name: &str) -> Result<usize, HttpError> {
+    shape
+        .iter()
+        .try_fold(1usize, |count, dim| {
+            count.checked_mul(usize::try_from(*dim).ok()?)
+        })
+        .ok_or_else(|| HttpError::bad_request(format!("input '{name}' shape {shape:?} is too large")))
+}
+
+fn parse_outputs(
+    outputs: Option<Value>,
+    forms: &mut OutputForms,
+) -> Result<Vec<InferRequestedOutputTensor>, HttpError> {
+    let outputs = match outputs {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(outputs)) => outputs,
+        Some(other) => {
+            return Err(HttpError::bad_request(format!(
+                "'outputs' must be an array, got {}",
+                kind(&other)
+            )));
+        }
+    };
+    let mut requested = Vec::with_capacity(outputs.len());
+    for (position, output) in outputs.into_iter().enumerate() {
+        let Value::Object(mut output) = output else {
+            return Err(HttpError::bad_request(format!(
+                "outputs[{position}] must be a JSON object, got {}",
+                kind(&output)
+            )));
+        };
+        let name = string(output.remove("name"), &format!("outputs[{position}]"), "name")?;
+        let mut parameters = HashMap::new();
+        for (key, value) in optional_object(
+            output.remove("parameters"),
+            &format!("output '{name}' 'parameters'"),
+        )? {
+            match key.as_str() {
+                "binary_data" => {
+                    let binary = boolean(&value, &format!("output '{name}' parameter 'binary_data'"))?;
+                    forms.per_output.insert(name.clone(), binary);
+                }
+                "classification"
+                | "shared_memory_region"
+                | "shared_memory_offset"
+                | "shared_memory_byte_size" => {
+                    return Err(HttpError::unsupported(format!(
+                        "output '{name}' asks for '{key}', which Ferry does not serve"
+                    )));
+                }
+                _ => {
+                    parameters.insert(key.clone(), infer_parameter(&key, &value)?);
+                }
+            }
+        }
+        requested.push(InferRequestedOutputTensor { name, parameters });
+    }
+    Ok(requested)
+}
+
+/// A required string field `field` of `owner`.
+fn string(value: Option<Value>, owner: &str, field: &str) -> Result<String, HttpError> {
+    match value {
+        Some(Value::String(text)) => Ok(text),
+        Some(other) => Err(HttpError::bad_request(format!(
+            "{owner} '{field}' must be a string, got {}",
+            kind(&other)
+        ))),
+        None => Err(HttpError::bad_request(format!("{owner} has no '{field}'"))),
+    }
+}
+
+fn boolean(value: &Value, what: &str) -> Result<bool, HttpError> {
+    value
+        .as_bool()
+        .ok_or_else(|| HttpError::bad_request(format!("{what} must be a boolean, got {}", kind(value))))
+}
+
+/// An optional JSON object; `what` names it in the error when it is something else.
+fn optional_object(value: Option<Value>, what: &str) -> Result<Map<String, Value>, HttpError> {
+    match value {
+        None => Ok(Map::new()),
+        Some(Value::Object(map)) => Ok(map),
+        Some(other) => Err(HttpError::bad_request(format!(
+            "{what} must be a JSON object, got {}",
+            kind(&other)
+        ))),
+    }
+}
+
+#[derive(Serialize)]
+struct ResponseHeader<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    parameters: Map<String, Value>,
+    outputs: Vec<OutputHeader<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputHeader<'a> {
+    name: &'a str,
+    datatype: &'a str,
+    shape: &'a [i64],
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    parameters: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<JsonTensor<'a>>,
+}
+
+/// The REST answer to `response`: JSON alone, or when any output is binary, the JSON header followed by the
+/// binary outputs in order, with `Inference-Header-Content-Length` and `application/octet-stream` as Triton
+/// sends them.
+pub fn build_response(response: &ModelInferResponse, forms: &OutputForms) -> Result<Response, HttpError> {
+    if response.raw_output_contents.len() != response.outputs.len() {
+        return Err(HttpError::internal(format!(
+            "the response has {} outputs but {} raw contents",
+            response.outputs.len(),
+            response.raw_output_contents.len()
+        )));
+    }
+    let mut blobs = Vec::new();
+    let mut outputs = Vec::with_capacity(response.outputs.len());
+    let mut any_binary = false;
+    for (tensor, raw) in response.outputs.iter().zip(&response.raw_output_contents) {
+        let mut parameters = infer_parameters_json(&tensor.parameters);
+        let data = if forms.is_binary(&tensor.name) {
+            any_binary = true;
+            parameters.insert("binary_data_size".into(), Value::from(raw.len()));
+            blobs.push(raw.clone());
+            None
+        } else {
+            let datatype = DataType::from_wire_name(&tensor.datatype).ok_or_else(|| {
+                HttpError::internal(format!(
+                    "output '{}' has unknown datatype '{}'",
+                    tensor.name, tensor.datatype
+                ))
+            })?;
+            Some(JsonTensor::new(&tensor.name, datatype, raw)?)
+        };
+        outputs.push(OutputHeader {
+            name: &tensor.name,
+            datatype: &tensor.datatype,
+            shape: &tensor.shape,
+            parameters,
+            data,
+        });
+    }
+    let header = ResponseHeader {
+        model_name: &response.model_name,
+        model_version: &response.model_version,
+        id: &response.id,
+        parameters: infer_parameters_json(&response.parameters),
+        outputs,
+    };
+    let json = serde_json::to_vec(&header)
+        .map_err(|error| HttpError::internal(format!("cannot write the response as JSON: {error}")))?;
+    if !any_binary {
+        let mut reply = (StatusCode::OK, json).into_response();
+        reply
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Ok(reply);
+    }
+    let json_length = HeaderValue::from(json.len());
+    let body = ChunkedBody::new(std::iter::once(Bytes::from(json)).chain(blobs));
+    let mut reply = Response::new(Body::new(body));
+    let headers = reply.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(binary::HEADER_LENGTH, json_length);
+    Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_proto::inference::{infer_parameter::ParameterChoice, model_infer_response::InferOutputTensor};
+    use serde_json::json;
+
+    use super::*;
+
+    fn headers(length: Option<usize>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(length) = length {
+            headers.insert(binary::HEADER_LENGTH, HeaderValue::from(length));
+        }
+        headers
+    }
+
+    fn parse(body: Value) -> Result<RestInferRequest, String> {
+        let body = Bytes::from(body.to_string());
+        parse_request("m", "", &headers(None), body).map_err(|e| e.message)
+    }
+
+    fn with_binary(header: Value, blobs: &[&[u8]]) -> (HeaderMap, Bytes) {
+        let json = header.to_string();
+        let mut body = json.clone().into_bytes();
+        for blob in blobs {
+            body.extend_from_slice(blob);
+        }
+        (headers(Some(json.len())), Bytes::from(body))
+    }
+
+    #[test]
+    fn json_inputs_become_raw_contents() {
+        let parsed = parse(json!({
+            "id": "r1",
+            "parameters": {"priority": 1, "binary_data_output": true},
+            "inputs": [{"name": "a", "shape": [2], "datatype": "INT16", "data": [1, -1], "parameters": {"p": "q"}}],
+            "outputs": [{"name": "y", "parameters": {"binary_data": false}}]
+        }))
+        .expect("valid");
+        let request = parsed.request;
+        assert_eq!(request.model_name, "m");
+        assert_eq!(request.id, "r1");
+        assert_eq!(request.inputs[0].shape, [2]);
+        assert_eq!(request.inputs[0].datatype, "INT16");
+        assert!(request.inputs[0].parameters.contains_key("p"));
+        assert_eq!(request.raw_input_contents, [Bytes::from(vec![1, 0, 255, 255])]);
+        assert_eq!(
+            request
+                .parameters
+                .get("priority")
+                .and_then(|p| p.parameter_choice.clone()),
+            Some(ParameterChoice::Int64Param(1))
+        );
+        assert!(!request.parameters.contains_key("binary_data_output"));
+        assert_eq!(request.outputs[0].name, "y");
+        assert!(parsed.outputs.is_binary("other"));
+        assert!(!parsed.outputs.is_binary("y"));
+    }
+
+    #[test]
+    fn binary_inputs_are_slices_of_the_body() {
+        let (headers, body) = with_binary(
+            json!({"inputs": [
+                {"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}},
+                {"name": "b", "shape": [1], "datatype": "INT8", "data": [7]},
+                {"name": "c", "shape": [2], "datatype": "FP16", "parameters": {"binary_data_size": 4}}
+            ]}),
+            &[&[1, 2, 3, 4], &[5, 6, 7, 8]],
+        );
+        let parsed = parse_request("m", "2", &headers, body.clone()).expect("valid");
+        let raw = &parsed.request.raw_input_contents;
+        assert_eq!(raw[0], Bytes::from_static(&[1, 2, 3, 4]));
+        assert_eq!(raw[0].as_ptr(), body[body.len() - 8..].as_ptr(), "no copy");
+        assert_eq!(raw[1], Bytes::from_static(&[7]));
+        assert_eq!(raw[2], Bytes::from_static(&[5, 6, 7, 8]));
+        assert_eq!(parsed.request.model_version, "2");
+    }
+
+    #[test]
+    fn malformed_requests_name_what_is_wrong() {
+        let input = |extra: Value| {
+            let mut input = json!({"name": "a", "shape": [1], "datatype": "INT32", "data": [1]});
+            for (k, v) in extra.as_object().expect("object") {
+                if v.is_null() {
+                    input.as_object_mut().expect("object").remove(k);
+                } else {
+                    input[k] = v.clone();
+                }
+            }
+            json!({"inputs": [input]})
+        };
+        let cases = [
+            (json!([1]), "must be a JSON object, got an array"),
+            (json!({}), "no 'inputs'"),
+            (json!({"inputs": {}}), "'inputs' must be an array"),
+            (json!({"inputs": [3]}), "inputs[0] must be a JSON object"),
+            (json!({"id": 5, "inputs": []}), "'id' must be a string"),
+            (
+                json!({"parameters": [], "inputs": []}),
+                "'parameters' must be a JSON object",
+            ),
+            (
+                json!({"parameters": {"binary_data_output": 1}, "inputs": []}),
+                "binary_data_output",
+            ),
+            (json!({"parameters": {"k": null}, "inputs": []}), "parameter 'k'"),
+            (input(json!({"name": null})), "inputs[0] has no 'name'"),
+            (input(json!({"name": 3})), "'name' must be a string"),
+            (input(json!({"datatype": null})), "no 'datatype'"),
+            (input(json!({"datatype": "FP99"})), "unknown datatype 'FP99'"),
+            (input(json!({"shape": null})), "no 'shape'"),
+            (input(json!({"shape": [-1]})), "non-negative"),
+            (input(json!({"shape": [1.5]})), "non-negative"),
+            (input(json!({"shape": [u64::MAX]})), "non-negative"),
+            (input(json!({"shape": [i64::MAX, i64::MAX]})), "too large"),
+            (input(json!({"data": null})), "neither"),
+            (input(json!({"parameters": {"binary_data_size": 4}})), "both"),
+            (
+                input(json!({"data": null, "parameters": {"binary_data_size": -4}})),
+                "non-negative integer",
+            ),
+            (
+                input(json!({"data": null, "parameters": {"binary_data_size": 4}})),
+                "no Inference-Header-Content-Length",
+            ),
+            (
+                input(json!({"parameters": {"shared_memory_region": "r"}})),
+                "shared memory",
+            ),
+            (input(json!({"data": [1, 2]})), "2 values"),
+            (json!({"inputs": [], "outputs": {}}), "'outputs' must be an array"),
+            (
+                json!({"inputs": [], "outputs": ["y"]}),
+                "outputs[0] must be a JSON object",
+            ),
+            (json!({"inputs": [], "outputs": [{}]}), "outputs[0] has no 'name'"),
+            (
+                json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"binary_data": "yes"}}]}),
+                "binary_data",
+            ),
+            (
+                json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"classification": 2}}]}),
+                "classification",
+            ),
+        ];
+        for (body, needle) in cases {
+            let message = parse(body.clone()).expect_err(needle);
+            assert!(message.contains(needle), "{body}: '{message}' lacks '{needle}'");
+        }
+        let error = parse_request("m", "", &headers(None), Bytes::from_static(b"{\"inputs\": ["))
+            .expect_err("bad JSON");
+        assert!(error.message.contains("not valid JSON"), "{error}");
+    }
+
+    #[test]
+    fn binary_sizes_must_add_up() {
+        let header = |size: u64| json!({"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": size}}]});
+        let (h, body) = with_binary(header(8), &[&[0; 4]]);
+        let error = parse_request("m", "", &h, body).expect_err("overrun");
+        assert!(
+            error.message.contains("binary_data_size 8") && error.message.contains("4 bytes"),
+            "{error}"
+        );
+        let (h, body) = with_binary(header(4), &[&[0; 6]]);
+        let error = parse_request("m", "", &h, body).expect_err("left over");
+        assert!(
+            error.message.contains("6 bytes") && error.message.contains("add up to 4"),
+            "{error}"
+        );
+        let (_, body) = with_binary(header(4), &[&[0; 4]]);
+        let error = parse_request("m", "", &headers(Some(0)), body.clone()).expect_err("raw binary");
+        assert!(error.message.contains("not supported"), "{error}");
+        let error = parse_request("m", "", &headers(Some(3)), body).expect_err("JSON cut short");
+        assert!(error.message.contains("not valid JSON"), "{error}");
+        let mut encoded = headers(None);
+        encoded.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        let error = parse_request("m", "", &encoded, Bytes::from_static(b"{}")).expect_err("gzip");
+        assert_eq!(error.status, StatusCode::NOT_IMPLEMENTED);
+    }
+
+    fn response() -> ModelInferResponse {
+        let output = |name: &str, datatype: &str| InferOutputTensor {
+            name: name.into(),
+            datatype: datatype.into(),
+            shape: vec![2],
+            parameters: HashMap::new(),
+            contents: None,
+        };
+        ModelInferResponse {
+            model_name: "m".into(),
+            model_version: "1".into(),
+            id: String::new(),
+            parameters: HashMap::new(),
+            outputs: vec![output("a", "INT32"), output("b", "BOOL")],
+            raw_output_contents: vec![
+                Bytes::from(
+                    [5i32, -6]
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect::<Vec<u8>>(),
+                ),
+                Bytes::from_static(&[1, 0]),
+            ],
+        }
+    }
+
+    async fn body_of(reply: Response) -> (HeaderMap, Vec<u8>) {
+        let (parts, body) = reply.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+        (parts.headers, bytes.to_vec())
+    }
+
+    #[tokio::test]
+    async fn json_responses_carry_data() {
+        let (headers, body) =
+            body_of(build_response(&response(), &OutputForms::default()).expect("builds")).await;
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert!(headers.get(binary::HEADER_LENGTH).is_none());
+        let value: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(
+            value,
+            json!({"model_name": "m", "model_version": "1", "outputs": [
+                {"name": "a", "datatype": "INT32", "shape": [2], "data": [5, -6]},
+                {"name": "b", "datatype": "BOOL", "shape": [2], "data": [true, false]}
+            ]})
+        );
+    }
+
+    #[tokio::test]
+    async fn binary_outputs_follow_the_json_header() {
+        let mut forms = OutputForms::default();
+        forms.per_output.insert("b".into(), true);
+        let (headers, body) = body_of(build_response(&response(), &forms).expect("builds")).await;
+        assert_eq!(headers[header::CONTENT_TYPE], "application/octet-stream");
+        let length: usize = headers[binary::HEADER_LENGTH]
+            .to_str()
+            .expect("ASCII")
+            .parse()
+            .expect("number");
+        let value: Value = serde_json::from_slice(&body[..length]).expect("JSON header");
+        assert_eq!(value["outputs"][0]["data"], json!([5, -6]));
+        assert_eq!(value["outputs"][1]["parameters"], json!({"binary_data_size": 2}));
+        assert!(value["outputs"][1].get("data").is_none());
+        assert_eq!(&body[length..], &[1, 0]);
+    }
+}

@@ -1,0 +1,183 @@
+//! Protobuf messages and parameters as Triton's REST JSON.
+//!
+//! Triton's REST answers for metadata, config, statistics and the repository index are the JSON form of the
+//! same protobuf messages gRPC sends, with the `.proto` field names, every field present, 64-bit integers as
+//! numbers and enums by name. Converting through `prost-reflect` and the embedded descriptor set gives that
+//! form for every message without a hand-written mirror that could drift from the protos.
+
+use std::collections::HashMap;
+
+use ferry_proto::inference::{
+    InferParameter, ModelRepositoryParameter, infer_parameter, model_repository_parameter,
+};
+use prost_reflect::{DynamicMessage, SerializeOptions};
+use serde_json::{Map, Value};
+
+use super::{HttpError, tensor::kind};
+
+/// `message`, whose protobuf full name is `full_name` (such as `inference.ModelConfig`), as Triton's JSON.
+pub fn proto_to_json(message: &impl prost::Message, full_name: &str) -> Result<Value, HttpError> {
+    let pool = crate::config::model_config_descriptor().parent_pool();
+    let descriptor = pool
+        .get_message_by_name(full_name)
+        .ok_or_else(|| HttpError::internal(format!("{full_name} is not in the embedded descriptor set")))?;
+    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
+        .map_err(|error| HttpError::internal(format!("cannot re-read {full_name}: {error}")))?;
+    let options = SerializeOptions::new()
+        .stringify_64_bit_integers(false)
+        .use_proto_field_name(true)
+        .skip_default_fields(false);
+    dynamic
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .map_err(|error| HttpError::internal(format!("cannot write {full_name} as JSON: {error}")))
+}
+
+/// A request or tensor `parameters` value as the protobuf parameter: strings, booleans, integers (`uint64`
+/// beyond the `int64` range) and other numbers (`double`). `key` names the parameter in errors.
+pub fn infer_parameter(key: &str, value: &Value) -> Result<InferParameter, HttpError> {
+    use infer_parameter::ParameterChoice;
+    let choice = match value {
+        Value::String(text) => ParameterChoice::StringParam(text.clone()),
+        Value::Bool(flag) => ParameterChoice::BoolParam(*flag),
+        Value::Number(number) => {
+            if let Some(int) = number.as_i64() {
+                ParameterChoice::Int64Param(int)
+            } else if let Some(uint) = number.as_u64() {
+                ParameterChoice::Uint64Param(uint)
+            } else {
+                // serde_json holds every other number as a finite f64.
+                ParameterChoice::DoubleParam(number.as_f64().unwrap_or_default())
+            }
+        }
+        other => {
+            return Err(HttpError::bad_request(format!(
+                "parameter '{key}' is {}; parameters must be strings, booleans or numbers",
+                kind(other)
+            )));
+        }
+    };
+    Ok(InferParameter {
+        parameter_choice: Some(choice),
+    })
+}
+
+/// A protobuf parameter as its JSON value; an unset one is `null`.
+pub fn infer_parameter_json(parameter: &InferParameter) -> Value {
+    use infer_parameter::ParameterChoice;
+    match &parameter.parameter_choice {
+        Some(ParameterChoice::StringParam(text)) => Value::from(text.clone()),
+        Some(ParameterChoice::BoolParam(flag)) => Value::from(*flag),
+        Some(ParameterChoice::Int64Param(int)) => Value::from(*int),
+        Some(ParameterChoice::Uint64Param(uint)) => Value::from(*uint),
+        Some(ParameterChoice::DoubleParam(double)) => Value::from(*double),
+        None => Value::Null,
+    }
+}
+
+/// A map of protobuf parameters as a JSON object.
+pub fn infer_parameters_json(parameters: &HashMap<String, InferParameter>) -> Map<String, Value> {
+    parameters
+        .iter()
+        .map(|(key, parameter)| (key.clone(), infer_parameter_json(parameter)))
+        .collect()
+}
+
+/// A model-control (`load`, `unload`) parameter: `config` and other strings stay strings, except that
+/// `file:<path>` values are base64 as in Triton and are decoded to bytes; booleans and integers pass as such.
+pub fn repository_parameter(key: &str, value: &Value) -> Result<ModelRepositoryParameter, HttpError> {
+    use base64::Engine as _;
+    use model_repository_parameter::ParameterChoice;
+    let choice = match value {
+        Value::String(text) if key.starts_with("file:") => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|error| {
+                    HttpError::bad_request(format!("parameter '{key}' is not valid base64: {error}"))
+                })?;
+            ParameterChoice::BytesParam(bytes.into())
+        }
+        Value::String(text) => ParameterChoice::StringParam(text.clone()),
+        Value::Bool(flag) => ParameterChoice::BoolParam(*flag),
+        Value::Number(number) if number.is_i64() => {
+            ParameterChoice::Int64Param(number.as_i64().unwrap_or_default())
+        }
+        other => {
+            return Err(HttpError::bad_request(format!(
+                "parameter '{key}' is {}; model control parameters must be strings, booleans or integers",
+                kind(other)
+            )));
+        }
+    };
+    Ok(ModelRepositoryParameter {
+        parameter_choice: Some(choice),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_proto::inference::{ModelConfig, ModelInput};
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn messages_use_proto_names_numbers_and_enum_names() {
+        let config = ModelConfig {
+            name: "m".into(),
+            max_batch_size: 8,
+            input: vec![ModelInput {
+                name: "x".into(),
+                data_type: crate::DataType::Fp32.to_config() as i32,
+                dims: vec![-1, 16],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let value = proto_to_json(&config, "inference.ModelConfig").expect("converts");
+        assert_eq!(value["name"], "m");
+        assert_eq!(value["max_batch_size"], 8);
+        assert_eq!(value["input"][0]["dims"], json!([-1, 16]));
+        assert_eq!(value["input"][0]["data_type"], "TYPE_FP32");
+        assert_eq!(value["platform"], "", "fields at their default are present");
+        assert!(proto_to_json(&config, "inference.Nope").is_err());
+    }
+
+    #[test]
+    fn parameters_keep_their_json_type() {
+        use infer_parameter::ParameterChoice;
+        let choice = |v: Value| infer_parameter("k", &v).expect("valid").parameter_choice;
+        assert_eq!(choice(json!("s")), Some(ParameterChoice::StringParam("s".into())));
+        assert_eq!(choice(json!(true)), Some(ParameterChoice::BoolParam(true)));
+        assert_eq!(choice(json!(-3)), Some(ParameterChoice::Int64Param(-3)));
+        assert_eq!(
+            choice(json!(u64::MAX)),
+            Some(ParameterChoice::Uint64Param(u64::MAX))
+        );
+        assert_eq!(choice(json!(0.5)), Some(ParameterChoice::DoubleParam(0.5)));
+        let error = infer_parameter("k", &json!([1])).expect_err("arrays are not parameters");
+        assert!(error.message.contains("'k'"), "{error}");
+        for v in [json!("s"), json!(true), json!(-3), json!(u64::MAX), json!(0.5)] {
+            assert_eq!(infer_parameter_json(&infer_parameter("k", &v).expect("valid")), v);
+        }
+    }
+
+    #[test]
+    fn files_are_base64_and_become_bytes() {
+        use model_repository_parameter::ParameterChoice;
+        let file = repository_parameter("file:1/model.onnx", &json!("aGk=")).expect("valid");
+        assert_eq!(
+            file.parameter_choice,
+            Some(ParameterChoice::BytesParam(b"hi".to_vec().into()))
+        );
+        let config = repository_parameter("config", &json!("{}")).expect("valid");
+        assert_eq!(
+            config.parameter_choice,
+            Some(ParameterChoice::StringParam("{}".into()))
+        );
+        let flag = repository_parameter("unload_dependents", &json!(true)).expect("valid");
+        assert_eq!(flag.parameter_choice, Some(ParameterChoice::BoolParam(true)));
+        let error = repository_parameter("file:1/model.onnx", &json!("!!")).expect_err("not base64");
+        assert!(error.message.contains("base64"), "{error}");
+        assert!(repository_parameter("k", &json!(null)).is_err());
+    }
+}

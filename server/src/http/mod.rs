@@ -1,0 +1,53 @@
+//! The KServe v2 / Triton HTTP REST front end.
+//!
+//! REST is a second skin over the gRPC front end, not a second server: each handler translates the HTTP
+//! request into the protobuf request of the matching RPC, calls the same [`InferenceService`] that serves
+//! gRPC, and translates the protobuf answer (or the `tonic::Status`) back into JSON and binary tensors. So
+//! validation, inference, statistics and model control have one code path, and a status code means the same
+//! thing on both protocols (`crate::error::http_status` maps one to the other).
+//!
+//! - [`routes`]: Triton's paths and the handlers.
+//! - [`infer`]: an inference request body to `ModelInferRequest`, and the response back.
+//! - [`tensor`]: JSON tensor data to raw little-endian bytes and back.
+//! - [`binary`]: the binary tensor data extension (`Inference-Header-Content-Length`).
+//! - [`json`]: protobuf messages and parameters as Triton's JSON.
+//! - [`error`]: `{"error": "<message>"}` answers.
+
+pub mod binary;
+pub mod error;
+pub mod infer;
+pub mod json;
+pub mod routes;
+pub mod tensor;
+
+use std::future::Future;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+
+pub use error::HttpError;
+pub use routes::router;
+
+/// The one gRPC-to-HTTP status mapping, re-exported so that clients and tests can check REST against gRPC.
+pub use crate::error::http_status;
+
+use crate::grpc::InferenceService;
+
+/// Serves REST on `listener` until `shutdown` completes, answering every request through `service`.
+/// Request bodies above `max_body_bytes` are refused with 413 before they are buffered.
+pub async fn serve(
+    service: InferenceService,
+    max_body_bytes: usize,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    // Small responses must not wait for Nagle's algorithm, as on the gRPC port.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY on an HTTP connection");
+        }
+    });
+    axum::serve(listener, router(service, max_body_bytes))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,360 @@
+//! Triton's REST paths (`src/http_server.cc`) and their handlers. Each handler builds the protobuf request of
+//! one RPC, calls the shared [`InferenceService`], and writes the answer as Triton's REST API does.
+
+use std::collections::HashMap;
+
+use axum::{
+    Router,
+    extract::{
+        DefaultBodyLimit, FromRequestParts, RawPathParams, State,
+        rejection::{BytesRejection, RawPathParamsRejection},
+    },
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use bytes::Bytes;
+use ferry_proto::{GrpcInferenceService, inference as pb};
+use http::{HeaderMap, StatusCode, Uri, request::Parts};
+use serde_json::{Map, Value};
+use tonic::Request;
+
+use super::{
+    HttpError,
+    error::json_response,
+    infer,
+    json::{proto_to_json, repository_parameter},
+    tensor::kind,
+};
+use crate::grpc::InferenceService;
+
+/// What every handler shares: the gRPC service that does the work and the body limit it was built with.
+#[derive(Debug, Clone)]
+struct Shared {
+    service: InferenceService,
+    max_body_bytes: usize,
+}
+
+/// The REST API over `service`, refusing request bodies above `max_body_bytes` with 413.
+pub fn router(service: InferenceService, max_body_bytes: usize) -> Router {
+    const MODEL: &str = "/v2/models/{model}";
+    const VERSION: &str = "/v2/models/{model}/versions/{version}";
+    let mut router = Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        // A static segment wins over `{model}`, so this is never read as the metadata of a model "stats".
+        .route("/v2/models/stats", get(statistics));
+    for base in [MODEL, VERSION] {
+        router = router
+            .route(base, get(model_metadata))
+            .route(&format!("{base}/ready"), get(model_ready))
+            .route(&format!("{base}/config"), get(model_config))
+            .route(&format!("{base}/stats"), get(statistics))
+            .route(&format!("{base}/infer"), post(model_infer));
+    }
+    for base in ["/v2/repository", "/v2/repository/{repository}"] {
+        router = router
+            .route(&format!("{base}/index"), post(repository_index))
+            .route(&format!("{base}/models/{{model}}/load"), post(load))
+            .route(&format!("{base}/models/{{model}}/unload"), post(unload));
+    }
+    router
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(Shared {
+            service,
+            max_body_bytes,
+        })
+}
+
+/// The names a path carries; empty when the path has none (an empty version means the policy's choice).
+#[derive(Debug, Default)]
+struct Names {
+    model: String,
+    version: String,
+    repository: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Names {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, HttpError> {
+        let params = match RawPathParams::from_request_parts(parts, state).await {
+            Ok(params) => params,
+            Err(RawPathParamsRejection::MissingPathParams(_)) => return Ok(Names::default()),
+            Err(rejection) => return Err(HttpError::bad_request(rejection.body_text())),
+        };
+        let mut names = Names::default();
+        for (key, value) in &params {
+            let slot = match key {
+                "model" => &mut names.model,
+                "version" => &mut names.version,
+                _ => &mut names.repository,
+            };
+            *slot = value.to_owned();
+        }
+        Ok(names)
+    }
+}
+
+/// The request body, or the reason it could not be read: 413 above the size limit.
+fn body(body: Result<Bytes, BytesRejection>, shared: &Shared) -> Result<Bytes, HttpError> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!(
+                "the request body is larger than the server's limit of {} bytes (--grpc-max-message-bytes)",
+                shared.max_body_bytes
+            )
+        } else {
+            format!("cannot read the request body: {}", rejection.body_text())
+        };
+        HttpError { status, message }
+    })
+}
+
+/// An optional JSON object body, as the model-control endpoints take: empty means no fields.
+fn object_body(body: &[u8], what: &str) -> Result<Map<String, Value>, HttpError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(other) => Err(HttpError::bad_request(format!(
+            "the {what} request must be a JSON object, got {}",
+            kind(&other)
+        ))),
+        Err(error) => Err(HttpError::bad_request(format!(
+            "the {what} request is not valid JSON: {error}"
+        ))),
+    }
+}
+
+/// The `parameters` object of a model-control body, as protobuf parameters.
+fn repository_parameters(
+    mut object: Map<String, Value>,
+    what: &str,
+) -> Result<HashMap<String, pb::ModelRepositoryParameter>, HttpError> {
+    match object.remove("parameters") {
+        None => Ok(HashMap::new()),
+        Some(Value::Object(parameters)) => parameters
+            .iter()
+            .map(|(key, value)| Ok((key.clone(), repository_parameter(key, value)?)))
+            .collect(),
+        Some(other) => Err(HttpError::bad_request(format!(
+            "the {what} request's 'parameters' must be a JSON object, got {}",
+            kind(&other)
+        ))),
+    }
+}
+
+fn ok_json(value: &Value) -> Response {
+    json_response(StatusCode::OK, value)
+}
+
+/// 200 when `yes`, otherwise Triton's 400 with `message`.
+fn health(yes: bool, message: impl FnOnce() -> String) -> Result<Response, HttpError> {
+    if yes {
+        Ok(StatusCode::OK.into_response())
+    } else {
+        Err(HttpError::bad_request(message()))
+    }
+}
+
+async fn live(State(shared): State<Shared>) -> Result<Response, HttpError> {
+    let live = shared
+        .service
+        .server_live(Request::new(pb::ServerLiveRequest {}))
+        .await?;
+    health(live.into_inner().live, || "the server is not live".into())
+}
+
+async fn ready(State(shared): State<Shared>) -> Result<Response, HttpError> {
+    let ready = shared
+        .service
+        .server_ready(Request::new(pb::ServerReadyRequest {}))
+        .await?;
+    health(ready.into_inner().ready, || "the server is not ready".into())
+}
+
+async fn server_metadata(State(shared): State<Shared>) -> Result<Response, HttpError> {
+    let metadata = shared
+        .service
+        .server_metadata(Request::new(pb::ServerMetadataRequest {}))
+        .await?
+        .into_inner();
+    Ok(ok_json(&proto_to_json(
+        &metadata,
+        "inference.ServerMetadataResponse",
+    )?))
+}
+
+async fn model_metadata(State(shared): State<Shared>, names: Names) -> Result<Response, HttpError> {
+    let request = pb::ModelMetadataRequest {
+        name: names.model,
+        version: names.version,
+    };
+    let metadata = shared
+        .service
+        .model_metadata(Request::new(request))
+        .await?
+        .into_inner();
+    Ok(ok_json(&proto_to_json(
+        &metadata,
+        "inference.ModelMetadataResponse",
+    )?))
+}
+
+async fn model_ready(State(shared): State<Shared>, names: Names) -> Result<Response, HttpError> {
+    let request = pb::ModelReadyRequest {
+        name: names.model.clone(),
+        version: names.version.clone(),
+    };
+    let ready = shared
+        .service
+        .model_ready(Request::new(request))
+        .await?
+        .into_inner();
+    health(ready.ready, || {
+        let version = if names.version.is_empty() {
+            String::new()
+        } else {
+            format!(" version {}", names.version)
+        };
+        format!("model '{}'{version} is not ready", names.model)
+    })
+}
+
+async fn model_config(State(shared): State<Shared>, names: Names) -> Result<Response, HttpError> {
+    let request = pb::ModelConfigRequest {
+        name: names.model,
+        version: names.version,
+    };
+    let response = shared
+        .service
+        .model_config(Request::new(request))
+        .await?
+        .into_inner();
+    let config = response
+        .config
+        .ok_or_else(|| HttpError::internal("the ModelConfig response holds no config"))?;
+    Ok(ok_json(&proto_to_json(&config, "inference.ModelConfig")?))
+}
+
+async fn statistics(State(shared): State<Shared>, names: Names) -> Result<Response, HttpError> {
+    let request = pb::ModelStatisticsRequest {
+        name: names.model,
+        version: names.version,
+    };
+    let statistics = shared
+        .service
+        .model_statistics(Request::new(request))
+        .await?
+        .into_inner();
+    Ok(ok_json(&proto_to_json(
+        &statistics,
+        "inference.ModelStatisticsResponse",
+    )?))
+}
+
+async fn model_infer(
+    State(shared): State<Shared>,
+    names: Names,
+    headers: HeaderMap,
+    payload: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    let payload = body(payload, &shared)?;
+    let rest = infer::parse_request(&names.model, &names.version, &headers, payload)?;
+    let response = shared
+        .service
+        .model_infer(Request::new(rest.request))
+        .await?
+        .into_inner();
+    infer::build_response(&response, &rest.outputs)
+}
+
+async fn repository_index(
+    State(shared): State<Shared>,
+    names: Names,
+    payload: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    let mut object = object_body(&body(payload, &shared)?, "repository index")?;
+    let ready = match object.remove("ready") {
+        None => false,
+        Some(Value::Bool(ready)) => ready,
+        Some(other) => {
+            return Err(HttpError::bad_request(format!(
+                "'ready' must be a boolean, got {}",
+                kind(&other)
+            )));
+        }
+    };
+    let request = pb::RepositoryIndexRequest {
+        repository_name: names.repository,
+        ready,
+    };
+    let index = shared
+        .service
+        .repository_index(Request::new(request))
+        .await?
+        .into_inner();
+    // Triton answers the bare array of models, not the message that holds it.
+    let models = match proto_to_json(&index, "inference.RepositoryIndexResponse")? {
+        Value::Object(mut message) => message
+            .remove("models")
+            .unwrap_or_else(|| Value::Array(Vec::new())),
+        _ => Value::Array(Vec::new()),
+    };
+    Ok(ok_json(&models))
+}
+
+async fn load(
+    State(shared): State<Shared>,
+    names: Names,
+    payload: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    let object = object_body(&body(payload, &shared)?, "load")?;
+    let request = pb::RepositoryModelLoadRequest {
+        repository_name: names.repository,
+        model_name: names.model,
+        parameters: repository_parameters(object, "load")?,
+    };
+    shared
+        .service
+        .repository_model_load(Request::new(request))
+        .await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn unload(
+    State(shared): State<Shared>,
+    names: Names,
+    payload: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    let object = object_body(&body(payload, &shared)?, "unload")?;
+    let request = pb::RepositoryModelUnloadRequest {
+        repository_name: names.repository,
+        model_name: names.model,
+        parameters: repository_parameters(object, "unload")?,
+    };
+    shared
+        .service
+        .repository_model_unload(Request::new(request))
+        .await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn method_not_allowed(uri: Uri) -> HttpError {
+    HttpError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: format!("method not allowed on {}", uri.path()),
+    }
+}
+
+async fn not_found(uri: Uri) -> HttpError {
+    HttpError {
+        status: StatusCode::NOT_FOUND,
+        message: format!("no endpoint at {}", uri.path()),
+    }
+}

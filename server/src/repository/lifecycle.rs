@@ -1,0 +1,354 @@
+//! Changing what is served: loading at start, loading and unloading on request (explicit mode), and the
+//! reload that swaps a new copy in only once it is ready.
+
+use std::{
+    collections::BTreeMap,
+    path::{Component, Path, PathBuf},
+    sync::{Arc, PoisonError, atomic::AtomicU64},
+};
+
+use bytes::Bytes;
+use ferry_proto::inference::ModelConfig;
+use ort::environment::Environment;
+use prost_reflect::DynamicMessage;
+
+use super::{
+    ControlMode, ModelEntry, Registry, RepositoryOptions, VersionState,
+    loader::{self, Current, ModelSource},
+    scan::{ChangeDetector, Fingerprint, model_folders},
+};
+use crate::{Error, config::model_config_descriptor};
+
+/// State that only changes under the lifecycle lock: what poll mode last saw and acted on, and where
+/// uploaded model files go.
+#[derive(Debug, Default)]
+pub(super) struct Lifecycle {
+    pub(super) detector: ChangeDetector,
+}
+
+/// A load request (RepositoryModelLoad): a model to load or reload, with an optional config and files that
+/// replace what is on disk.
+#[derive(Debug, Clone, Default)]
+pub struct LoadRequest {
+    /// The model.
+    pub name: String,
+    /// The `config` parameter: the model's config as JSON, used instead of `config.pbtxt`.
+    pub config_json: Option<String>,
+    /// The `file:<version>/<path>` parameters: model files, written to a folder of Ferry's own.
+    pub files: Vec<(String, Bytes)>,
+}
+
+/// Triton's answer to a load or unload request outside explicit mode.
+const CONTROL_DISABLED: &str = "explicit model load / unload is not allowed if polling is enabled";
+
+impl Registry {
+    /// Loads the models the options ask for at start and, in poll mode, starts following the repositories.
+    pub fn start(environment: Environment, options: RepositoryOptions) -> Result<Arc<Self>, Error> {
+        let folders = model_folders(&options.roots).map_err(Error::ModelLoad)?;
+        let wanted: Vec<String> = match options.control_mode {
+            ControlMode::Explicit if options.startup_models.iter().any(|m| m == "*") => {
+                folders.keys().cloned().collect()
+            }
+            ControlMode::Explicit => options.startup_models.clone(),
+            ControlMode::None | ControlMode::Poll => folders.keys().cloned().collect(),
+        };
+        let registry = Arc::new(Registry {
+            models: Default::default(),
+            draining: Default::default(),
+            lifecycle: Default::default(),
+            options,
+            environment,
+        });
+        std::thread::scope(|scope| {
+            for name in &wanted {
+                let registry = &registry;
+                let folders = &folders;
+                scope.spawn(move || registry.load_from_folders(name, folders));
+            }
+        });
+        if registry.options.control_mode == ControlMode::Poll {
+            let mut lifecycle = registry.lifecycle.lock().unwrap_or_else(PoisonError::into_inner);
+            for (name, paths) in &folders {
+                if let [path] = paths.as_slice() {
+                    lifecycle.detector.acted_on(name, Fingerprint::of(path));
+                }
+            }
+            drop(lifecycle);
+            super::poll::spawn(&registry);
+        }
+        for row in registry.index() {
+            match row.state {
+                "READY" => tracing::info!(model = %row.name, version = %row.version, "model version ready"),
+                _ => {
+                    tracing::warn!(model = %row.name, version = %row.version, state = row.state, reason = %row.reason, "model not ready")
+                }
+            }
+        }
+        Ok(registry)
+    }
+
+    /// Loads `name` from its folder in the repositories, recording a model found in several as unavailable.
+    pub(super) fn load_from_folders(&self, name: &str, folders: &BTreeMap<String, Vec<PathBuf>>) {
+        let result = match folders.get(name).map(Vec::as_slice) {
+            Some([dir]) => self.load_model(
+                name,
+                &ModelSource {
+                    dir: dir.clone(),
+                    config: None,
+                },
+            ),
+            Some(paths) => {
+                let reason = format!(
+                    "model '{name}' is in more than one repository: {}",
+                    paths
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                self.publish(name, Some(failed(reason.clone())));
+                Err(reason)
+            }
+            None => {
+                let reason = format!("no model folder named '{name}' in the model repositories");
+                self.publish(name, Some(failed(reason.clone())));
+                Err(reason)
+            }
+        };
+        if let Err(reason) = result {
+            tracing::warn!(model = %name, %reason, "model load failed");
+        }
+    }
+
+    /// Loads or reloads `name` from `source`. New and changed versions load in the background while the
+    /// current ones keep serving, and are swapped in together once ready; a version that fails keeps its
+    /// previous copy. Returns the first failure, if any.
+    pub(super) fn load_model(&self, name: &str, source: &ModelSource) -> Result<(), String> {
+        let before = self.models.load().get(name).cloned().unwrap_or_default();
+        let prepared = match loader::prepare(&self.environment, name, source) {
+            Ok(prepared) => prepared,
+            Err(reason) => {
+                self.keep_serving_or_fail(name, before, &reason);
+                return Err(reason);
+            }
+        };
+        let current: BTreeMap<u64, Current> = before
+            .versions
+            .iter()
+            .map(|(version, state)| {
+                let files = before.loaded_files.get(version).cloned().unwrap_or_default();
+                (
+                    *version,
+                    Current {
+                        state: state.clone(),
+                        files,
+                    },
+                )
+            })
+            .collect();
+        // Versions that are not serving yet show as loading while they load.
+        let mut loading = before.clone();
+        for (version, _, _) in &prepared.versions {
+            if !matches!(loading.versions.get(version), Some(VersionState::Ready { .. })) {
+                loading.versions.insert(*version, VersionState::Loading);
+            }
+        }
+        loading.failure = None;
+        self.publish(name, Some(loading));
+
+        let loaded = loader::load_versions(&self.environment, &prepared, &current);
+        let first_failure = loaded.values().find_map(|c| match &c.state {
+            VersionState::Unavailable(reason) => Some(reason.clone()),
+            VersionState::Ready { note, .. } => note.clone(),
+            VersionState::Loading => None,
+        });
+        let newest_ready = loaded.values().rev().find_map(|c| match &c.state {
+            VersionState::Ready { model, .. } => Some(Arc::clone(&model.spec)),
+            _ => None,
+        });
+        let entry = ModelEntry {
+            spec: Some(newest_ready.unwrap_or_else(|| Arc::clone(&prepared.spec))),
+            loaded_files: loaded.iter().map(|(v, c)| (*v, c.files.clone())).collect(),
+            versions: loaded.into_iter().map(|(v, c)| (v, c.state)).collect(),
+            failure: None,
+        };
+        self.publish(name, Some(entry));
+        first_failure.map_or(Ok(()), Err)
+    }
+
+    /// After a config that cannot be used: versions already serving go on (with the reason noted); a model
+    /// with none becomes unavailable with the reason.
+    fn keep_serving_or_fail(&self, name: &str, mut before: ModelEntry, reason: &str) {
+        if before.ready_versions().next().is_none() {
+            self.publish(name, Some(failed(reason.to_owned())));
+            return;
+        }
+        for state in before.versions.values_mut() {
+            if let VersionState::Ready { note, .. } = state {
+                *note = Some(format!("reload failed: {reason}"));
+            }
+        }
+        self.publish(name, Some(before));
+    }
+
+    /// Takes `name` out of service: its versions finish the requests they have, then are freed. The model
+    /// stays in the index as unavailable, as in Triton.
+    pub(super) fn unload_model(&self, name: &str) {
+        self.publish(name, Some(failed("unloaded".to_owned())));
+    }
+
+    /// Handles RepositoryModelLoad. Blocks while the model loads: call it off the async workers.
+    pub fn load_request(&self, request: LoadRequest) -> Result<(), Error> {
+        if self.options.control_mode != ControlMode::Explicit {
+            return Err(Error::ModelControlDisabled(CONTROL_DISABLED.to_owned()));
+        }
+        let name = request.name.as_str();
+        let config = request.config_json.as_deref().map(config_from_json).transpose()?;
+        let _serialized = self.lifecycle.lock().unwrap_or_else(PoisonError::into_inner);
+        let source = if request.files.is_empty() {
+            let folders = model_folders(&self.options.roots).map_err(Error::ModelLoad)?;
+            match folders.get(name).map(Vec::as_slice) {
+                Some([dir]) => ModelSource {
+                    dir: dir.clone(),
+                    config,
+                },
+                Some(_) => {
+                    return Err(Error::ModelLoad(format!(
+                        "failed to load '{name}': it is in more than one repository"
+                    )));
+                }
+                None => {
+                    return Err(Error::UnknownModel {
+                        model: name.to_owned(),
+                    });
+                }
+            }
+        } else {
+            let Some(config) = config else {
+                return Err(Error::invalid(format!(
+                    "failed to load '{name}': the 'config' parameter is required when 'file:' parameters are given"
+                )));
+            };
+            ModelSource {
+                dir: write_uploads(name, &request.files)?,
+                config: Some(config),
+            }
+        };
+        self.load_model(name, &source)
+            .map_err(|reason| Error::ModelLoad(format!("failed to load '{name}': {reason}")))
+    }
+
+    /// Handles RepositoryModelUnload.
+    pub fn unload_request(&self, name: &str) -> Result<(), Error> {
+        if self.options.control_mode != ControlMode::Explicit {
+            return Err(Error::ModelControlDisabled(CONTROL_DISABLED.to_owned()));
+        }
+        let _serialized = self.lifecycle.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.models.load().contains_key(name) {
+            let folders = model_folders(&self.options.roots).map_err(Error::ModelLoad)?;
+            if !folders.contains_key(name) {
+                return Err(Error::UnknownModel {
+                    model: name.to_owned(),
+                });
+            }
+            return Ok(());
+        }
+        self.unload_model(name);
+        Ok(())
+    }
+}
+
+fn failed(reason: String) -> ModelEntry {
+    ModelEntry {
+        failure: Some(reason),
+        ..ModelEntry::default()
+    }
+}
+
+/// Parses the `config` parameter: `ModelConfig` in protobuf JSON, with Triton's field names.
+fn config_from_json(json: &str) -> Result<ModelConfig, Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let message = DynamicMessage::deserialize(model_config_descriptor().clone(), &mut deserializer).map_err(
+        |error| {
+            Error::invalid(format!(
+                "the 'config' parameter is not a valid model config: {error}"
+            ))
+        },
+    )?;
+    message.transcode_to::<ModelConfig>().map_err(|error| {
+        Error::invalid(format!(
+            "the 'config' parameter is not a valid model config: {error}"
+        ))
+    })
+}
+
+/// Writes uploaded files into a fresh folder under Ferry's own upload directory (never into a user's
+/// repository) and returns it. Each path must be `<version>/<relative path>` and stay inside the folder.
+fn write_uploads(name: &str, files: &[(String, Bytes)]) -> Result<PathBuf, Error> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir()
+        .join(format!("ferry-uploads-{}", std::process::id()))
+        .join(format!("{name}-{serial}"));
+    for (path, contents) in files {
+        let relative = Path::new(path);
+        let safe = relative.components().all(|c| matches!(c, Component::Normal(_)));
+        let versioned = relative
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .is_some_and(|v| v.parse::<u64>().is_ok());
+        if !safe || !versioned || relative.components().count() < 2 {
+            return Err(Error::invalid(format!(
+                "parameter 'file:{path}' must name a file as <version>/<path> inside the model, without '..'"
+            )));
+        }
+        let target = dir.join(relative);
+        let written = target
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&target, contents));
+        written.map_err(|error| {
+            Error::ModelLoad(format!(
+                "cannot write uploaded file {}: {error}",
+                target.display()
+            ))
+        })?;
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_json_uses_triton_field_names() {
+        let config = config_from_json(
+            r#"{"name": "m", "max_batch_size": 4, "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [3]}]}"#,
+        )
+        .expect("valid");
+        assert_eq!(config.max_batch_size, 4);
+        assert_eq!(config.input[0].dims, [3]);
+        let error = config_from_json(r#"{"max_batch_sise": 4}"#).expect_err("unknown field");
+        assert!(error.to_string().contains("max_batch_sise"), "{error}");
+    }
+
+    #[test]
+    fn uploads_stay_inside_their_folder() {
+        for bad in [
+            "../1/model.onnx",
+            "/etc/passwd",
+            "model.onnx",
+            "v1/model.onnx",
+            "1/../../x",
+        ] {
+            let error = write_uploads("m", &[(bad.to_owned(), Bytes::from_static(b"x"))]).expect_err(bad);
+            assert!(error.to_string().contains("<version>/<path>"), "{bad}: {error}");
+        }
+        let dir =
+            write_uploads("m", &[("1/model.onnx".to_owned(), Bytes::from_static(b"onnx"))]).expect("ok");
+        assert_eq!(std::fs::read(dir.join("1/model.onnx")).expect("written"), b"onnx");
+        assert!(dir.starts_with(std::env::temp_dir()));
+    }
+}

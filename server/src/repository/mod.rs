@@ -1,0 +1,327 @@
+//! The model repository: which model versions serve, and how that changes while traffic flows.
+//!
+//! Requests read the routing table without locks (an `ArcSwap`); every change builds a new table and swaps
+//! it in whole, so a request sees either the old or the new set of versions, never a half-made one. A
+//! replaced or removed version is freed when its last request ends.
+
+mod lifecycle;
+mod loader;
+mod poll;
+mod scan;
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError, Weak},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+pub use lifecycle::LoadRequest;
+use ort::environment::Environment;
+pub use scan::Fingerprint;
+
+use crate::{Error, config::ModelSpec, model::ModelVersion};
+
+/// How the set of served models may change (Triton's `--model-control-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ControlMode {
+    /// Load everything at start; later changes on disk are ignored; no load or unload requests.
+    #[default]
+    None,
+    /// Load everything at start, then follow the repositories as they change on disk.
+    Poll,
+    /// Load only what is asked for, at start (`--load-model`) and by load and unload requests.
+    Explicit,
+}
+
+/// How the repository is managed.
+#[derive(Debug, Clone)]
+pub struct RepositoryOptions {
+    /// Model repositories in Triton's layout.
+    pub roots: Vec<PathBuf>,
+    /// How the set of models may change.
+    pub control_mode: ControlMode,
+    /// How often poll mode looks at the repositories.
+    pub poll_interval: Duration,
+    /// Models to load at start in explicit mode; `*` loads all.
+    pub startup_models: Vec<String>,
+    /// Whether the server is ready only when every loaded model is ready.
+    pub strict_readiness: bool,
+}
+
+impl RepositoryOptions {
+    /// Triton's defaults for `roots`: control mode none, strict readiness.
+    pub fn new(roots: Vec<PathBuf>) -> Self {
+        RepositoryOptions {
+            roots,
+            control_mode: ControlMode::None,
+            poll_interval: Duration::from_secs(15),
+            startup_models: Vec::new(),
+            strict_readiness: true,
+        }
+    }
+}
+
+/// A version's state as RepositoryIndex reports it.
+#[derive(Debug, Clone)]
+pub enum VersionState {
+    /// Being loaded; not serving yet.
+    Loading,
+    /// Serving. `note` says why a newer copy failed to replace it, if one did.
+    Ready {
+        /// The served version.
+        model: Arc<ModelVersion>,
+        /// The failure of the last reload attempt, if it failed.
+        note: Option<String>,
+    },
+    /// Failed to load, with the reason.
+    Unavailable(String),
+}
+
+/// Everything known about one model.
+#[derive(Debug, Clone, Default)]
+pub struct ModelEntry {
+    /// The validated config of the served versions; `None` while loading for the first time or when the
+    /// config itself failed.
+    pub spec: Option<Arc<ModelSpec>>,
+    /// The versions the policy selected, by number.
+    pub versions: BTreeMap<u64, VersionState>,
+    /// Why the model as a whole is not served (a bad config, no versions, unloaded), if it is not.
+    pub failure: Option<String>,
+    /// The fingerprint of each version's folder when it was loaded, to tell unchanged versions on reload.
+    pub loaded_files: BTreeMap<u64, Fingerprint>,
+}
+
+impl ModelEntry {
+    /// The ready versions, highest first.
+    pub fn ready_versions(&self) -> impl Iterator<Item = &Arc<ModelVersion>> {
+        self.versions.values().rev().filter_map(|state| match state {
+            VersionState::Ready { model, .. } => Some(model),
+            _ => None,
+        })
+    }
+
+    fn is_loading(&self) -> bool {
+        self.versions
+            .values()
+            .any(|state| matches!(state, VersionState::Loading))
+    }
+}
+
+/// One row of RepositoryIndex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Model name.
+    pub name: String,
+    /// Version, or empty for a model that is not served as a whole.
+    pub version: String,
+    /// `LOADING`, `READY`, `UNLOADING` or `UNAVAILABLE`.
+    pub state: &'static str,
+    /// Why it is not ready, or why a reload failed; empty otherwise.
+    pub reason: String,
+}
+
+/// A version taken out of the table that still answers the requests it had.
+#[derive(Debug)]
+struct Draining {
+    name: String,
+    version: u64,
+    model: Weak<ModelVersion>,
+}
+
+/// The served models and the machinery that changes them.
+pub struct Registry {
+    models: ArcSwap<BTreeMap<String, ModelEntry>>,
+    draining: Mutex<Vec<Draining>>,
+    lifecycle: Mutex<lifecycle::Lifecycle>,
+    options: RepositoryOptions,
+    environment: Environment,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("models", &self.models.load().len())
+            .field("control_mode", &self.options.control_mode)
+            .finish()
+    }
+}
+
+impl Registry {
+    /// The model named `name`.
+    pub fn model(&self, name: &str) -> Result<ModelEntry, Error> {
+        self.models
+            .load()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownModel {
+                model: name.to_owned(),
+            })
+    }
+
+    /// The version that serves a request for `name` and `version`; an empty version means the highest ready
+    /// version.
+    pub fn resolve(&self, name: &str, version: &str) -> Result<Arc<ModelVersion>, Error> {
+        let models = self.models.load();
+        let entry = models.get(name).ok_or_else(|| Error::UnknownModel {
+            model: name.to_owned(),
+        })?;
+        if let Some(failure) = &entry.failure {
+            return Err(Error::ModelNotReady {
+                model: name.to_owned(),
+                reason: failure.clone(),
+            });
+        }
+        if version.is_empty() {
+            return entry
+                .ready_versions()
+                .next()
+                .cloned()
+                .ok_or_else(|| Error::ModelNotReady {
+                    model: name.to_owned(),
+                    reason: if entry.is_loading() {
+                        "it is loading"
+                    } else {
+                        "no version is ready"
+                    }
+                    .to_owned(),
+                });
+        }
+        let unknown = || Error::UnknownVersion {
+            model: name.to_owned(),
+            version: version.to_owned(),
+            served: entry
+                .ready_versions()
+                .map(|m| m.version.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let number: u64 = version.parse().map_err(|_| unknown())?;
+        match entry.versions.get(&number) {
+            Some(VersionState::Ready { model, .. }) => Ok(Arc::clone(model)),
+            Some(VersionState::Loading) => Err(Error::ModelNotReady {
+                model: format!("{name}' version '{version}"),
+                reason: "it is loading".to_owned(),
+            }),
+            Some(VersionState::Unavailable(reason)) => Err(Error::ModelNotReady {
+                model: format!("{name}' version '{version}"),
+                reason: reason.clone(),
+            }),
+            None => Err(unknown()),
+        }
+    }
+
+    /// The ready versions a statistics request covers: every model when `name` is empty, every version of
+    /// the model when `version` is empty.
+    pub fn ready_versions(&self, name: &str, version: &str) -> Result<Vec<Arc<ModelVersion>>, Error> {
+        if !version.is_empty() {
+            return self.resolve(name, version).map(|model| vec![model]);
+        }
+        let models = self.models.load();
+        if name.is_empty() {
+            return Ok(models
+                .values()
+                .flat_map(|e| e.ready_versions().cloned())
+                .collect());
+        }
+        let entry = models.get(name).ok_or_else(|| Error::UnknownModel {
+            model: name.to_owned(),
+        })?;
+        Ok(entry.ready_versions().cloned().collect())
+    }
+
+    /// Whether the server is ready: with strict readiness, when every model it knows serves every version it
+    /// selected; otherwise always, once start-up loading is over.
+    pub fn is_ready(&self) -> bool {
+        !self.options.strict_readiness
+            || self.models.load().values().all(|entry| {
+                entry.failure.is_none()
+                    && entry
+                        .versions
+                        .values()
+                        .all(|state| matches!(state, VersionState::Ready { .. }))
+            })
+    }
+
+    /// How the repository is managed.
+    pub fn options(&self) -> &RepositoryOptions {
+        &self.options
+    }
+
+    /// Every model and version with its state, sorted by name and version; versions still draining after
+    /// removal are listed as `UNLOADING`.
+    pub fn index(&self) -> Vec<IndexEntry> {
+        let models = self.models.load();
+        let mut rows = Vec::new();
+        for (name, entry) in models.iter() {
+            if let Some(failure) = &entry.failure {
+                rows.push(IndexEntry {
+                    name: name.clone(),
+                    version: String::new(),
+                    state: "UNAVAILABLE",
+                    reason: failure.clone(),
+                });
+            }
+            for (version, state) in &entry.versions {
+                let (state, reason) = match state {
+                    VersionState::Loading => ("LOADING", String::new()),
+                    VersionState::Ready { note, .. } => ("READY", note.clone().unwrap_or_default()),
+                    VersionState::Unavailable(reason) => ("UNAVAILABLE", reason.clone()),
+                };
+                rows.push(IndexEntry {
+                    name: name.clone(),
+                    version: version.to_string(),
+                    state,
+                    reason,
+                });
+            }
+        }
+        let mut draining = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
+        draining.retain(|d| d.model.strong_count() > 0);
+        for d in draining.iter() {
+            let listed = models
+                .get(&d.name)
+                .is_some_and(|e| e.versions.contains_key(&d.version));
+            if !listed {
+                rows.push(IndexEntry {
+                    name: d.name.clone(),
+                    version: d.version.to_string(),
+                    state: "UNLOADING",
+                    reason: String::new(),
+                });
+            }
+        }
+        rows.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+        rows
+    }
+
+    /// Publishes a new state for one model (or removes it), remembering the versions it replaces so that
+    /// they show as unloading until their last request ends.
+    fn publish(&self, name: &str, entry: Option<ModelEntry>) {
+        let kept: Vec<*const ModelVersion> = entry
+            .as_ref()
+            .map(|e| e.ready_versions().map(Arc::as_ptr).collect())
+            .unwrap_or_default();
+        // Models load in parallel at start, so the swap retries if another model was published meanwhile.
+        let previous = self.models.rcu(|models| {
+            let mut models = BTreeMap::clone(models);
+            match &entry {
+                Some(entry) => models.insert(name.to_owned(), entry.clone()),
+                None => models.remove(name),
+            };
+            models
+        });
+        let Some(old) = previous.get(name) else {
+            return;
+        };
+        let mut draining = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
+        for model in old.ready_versions().filter(|m| !kept.contains(&Arc::as_ptr(m))) {
+            draining.push(Draining {
+                name: name.to_owned(),
+                version: model.version,
+                model: Arc::downgrade(model),
+            });
+        }
+    }
+}

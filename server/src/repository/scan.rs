@@ -1,0 +1,216 @@
+//! What is on disk: model folders, version folders, and fingerprints of their files for change detection.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+/// The files under a folder with their sizes and modification times, sorted by path. Two equal
+/// fingerprints mean nothing under the folder changed (as far as sizes and times can tell).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fingerprint(Vec<(PathBuf, u64, Option<SystemTime>)>);
+
+impl Fingerprint {
+    /// Reads the fingerprint of everything under `dir` (empty when `dir` cannot be read).
+    pub fn of(dir: &Path) -> Self {
+        let mut files = Vec::new();
+        collect(dir, dir, &mut files);
+        files.sort();
+        Fingerprint(files)
+    }
+}
+
+fn collect(root: &Path, dir: &Path, files: &mut Vec<(PathBuf, u64, Option<SystemTime>)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let Ok(metadata) = entry.metadata() else {
+            continue;
+        };
+        if metadata.is_dir() {
+            collect(root, &path, files);
+        } else {
+            let relative = path.strip_prefix(root).map(Path::to_path_buf).unwrap_or(path);
+            files.push((relative, metadata.len(), metadata.modified().ok()));
+        }
+    }
+}
+
+/// The model folders of the repositories, by model name; a name found in several repositories maps to all
+/// its folders, which makes that model unavailable.
+pub fn model_folders(repositories: &[PathBuf]) -> Result<BTreeMap<String, Vec<PathBuf>>, String> {
+    let mut folders: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for repository in repositories {
+        let entries = std::fs::read_dir(repository)
+            .map_err(|error| format!("cannot read model repository {}: {error}", repository.display()))?;
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.path().is_dir() && !name.starts_with('.') {
+                folders.entry(name).or_default().push(entry.path());
+            }
+        }
+    }
+    Ok(folders)
+}
+
+/// Numeric version folders; Triton ignores other names and names with a leading zero.
+pub fn version_folders(model_dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(model_dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().is_dir())
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            (!name.starts_with('0'))
+                .then(|| name.parse::<u64>().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// Tells when a folder's contents have settled: a change is acted on only once two looks in a row agree, so
+/// that a file still being copied is never loaded half-written.
+#[derive(Debug, Default)]
+pub struct ChangeDetector {
+    /// What the previous look saw, per key.
+    seen: BTreeMap<String, Fingerprint>,
+    /// What was last acted on (loaded, or failed to load), per key.
+    acted: BTreeMap<String, Fingerprint>,
+}
+
+/// What a look at one key calls for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing new, or not settled yet.
+    None,
+    /// New or changed, and unchanged since the previous look: (re)load it.
+    Settled,
+    /// Gone for two looks in a row: unload it.
+    Removed,
+}
+
+impl ChangeDetector {
+    /// Records that `key` was acted on as it is now (loaded at start, or loaded on request).
+    pub fn acted_on(&mut self, key: &str, fingerprint: Fingerprint) {
+        self.seen.insert(key.to_owned(), fingerprint.clone());
+        self.acted.insert(key.to_owned(), fingerprint);
+    }
+
+    /// Looks at `key`, which now has `fingerprint` (`None` when it is gone), and says what to do. A settled
+    /// change is recorded as acted on: a load that fails is not retried until the files change again.
+    pub fn look(&mut self, key: &str, fingerprint: Option<Fingerprint>) -> Change {
+        let Some(fingerprint) = fingerprint else {
+            if self.seen.remove(key).is_some() {
+                return Change::None;
+            }
+            return if self.acted.remove(key).is_some() {
+                Change::Removed
+            } else {
+                Change::None
+            };
+        };
+        let settled = self.seen.insert(key.to_owned(), fingerprint.clone()).as_ref() == Some(&fingerprint);
+        if settled && self.acted.get(key) != Some(&fingerprint) {
+            self.acted.insert(key.to_owned(), fingerprint);
+            return Change::Settled;
+        }
+        Change::None
+    }
+
+    /// The keys acted on so far.
+    pub fn known(&self) -> impl Iterator<Item = &String> {
+        self.acted.keys()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn only_numeric_folders_without_leading_zeros_are_versions() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for name in ["1", "2", "10", "01", "0", "latest", "3a"] {
+            std::fs::create_dir(dir.path().join(name)).expect("mkdir");
+        }
+        std::fs::write(dir.path().join("4"), b"a file, not a folder").expect("write");
+        let mut versions = version_folders(dir.path());
+        versions.sort_unstable();
+        assert_eq!(versions, [1, 2, 10]);
+    }
+
+    #[test]
+    fn fingerprints_change_with_size_and_new_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("1")).expect("mkdir");
+        std::fs::write(dir.path().join("1/model.onnx"), b"abc").expect("write");
+        let before = Fingerprint::of(dir.path());
+        assert_eq!(before, Fingerprint::of(dir.path()));
+        std::fs::write(dir.path().join("1/model.onnx"), b"abcd").expect("write");
+        assert_ne!(before, Fingerprint::of(dir.path()));
+        let grown = Fingerprint::of(dir.path());
+        std::fs::write(dir.path().join("config.pbtxt"), b"").expect("write");
+        assert_ne!(grown, Fingerprint::of(dir.path()));
+    }
+
+    #[test]
+    fn a_file_still_growing_is_not_acted_on_until_it_settles() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut detector = ChangeDetector::default();
+        let path = dir.path().join("model.onnx");
+        let mut file = std::fs::File::create(&path).expect("create");
+        file.write_all(b"part one").expect("write");
+        file.flush().expect("flush");
+        assert_eq!(
+            detector.look("m", Some(Fingerprint::of(dir.path()))),
+            Change::None,
+            "first sight"
+        );
+        file.write_all(b" and part two").expect("write");
+        file.flush().expect("flush");
+        assert_eq!(
+            detector.look("m", Some(Fingerprint::of(dir.path()))),
+            Change::None,
+            "still growing"
+        );
+        assert_eq!(
+            detector.look("m", Some(Fingerprint::of(dir.path()))),
+            Change::Settled,
+            "settled"
+        );
+        assert_eq!(
+            detector.look("m", Some(Fingerprint::of(dir.path()))),
+            Change::None,
+            "already acted on"
+        );
+    }
+
+    #[test]
+    fn a_failed_load_is_retried_only_when_the_files_change_again() {
+        let mut detector = ChangeDetector::default();
+        let broken = Fingerprint(vec![(PathBuf::from("model.onnx"), 3, None)]);
+        let fixed = Fingerprint(vec![(PathBuf::from("model.onnx"), 9, None)]);
+        detector.look("m", Some(broken.clone()));
+        assert_eq!(detector.look("m", Some(broken.clone())), Change::Settled);
+        // The load failed; the same files are not tried again.
+        assert_eq!(detector.look("m", Some(broken)), Change::None);
+        assert_eq!(detector.look("m", Some(fixed.clone())), Change::None);
+        assert_eq!(detector.look("m", Some(fixed)), Change::Settled);
+    }
+
+    #[test]
+    fn a_folder_is_removed_after_two_looks_without_it() {
+        let mut detector = ChangeDetector::default();
+        detector.acted_on("m", Fingerprint::default());
+        assert_eq!(detector.look("m", None), Change::None);
+        assert_eq!(detector.look("m", None), Change::Removed);
+        assert_eq!(detector.look("m", None), Change::None);
+    }
+}
