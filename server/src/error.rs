@@ -63,13 +63,21 @@ pub enum Error {
     /// The RPC exists in the protocol but Ferry does not serve it yet.
     #[error("{0} is not implemented by this server")]
     Unimplemented(&'static str),
+    /// A named thing other than a model is missing: a shared memory region or object. The message names it.
+    #[error("{0}")]
+    NotFound(String),
+    /// A name is already taken, such as a shared memory region registered twice; the client must free it
+    /// first.
+    #[error("{0}")]
+    AlreadyExists(String),
 }
 
 impl Error {
     /// The gRPC status code Triton uses for this kind of failure.
     pub fn grpc_code(&self) -> Code {
         match self {
-            Error::UnknownModel { .. } | Error::UnknownVersion { .. } => Code::NotFound,
+            Error::UnknownModel { .. } | Error::UnknownVersion { .. } | Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
             // Triton answers a full queue with UNAVAILABLE ("Exceeds maximum queue size"), like a timeout.
             Error::ModelNotReady { .. }
             | Error::QueueTimeout(_)
@@ -129,6 +137,11 @@ mod tests {
             reason: "r".into(),
         };
         assert_eq!(Status::from(not_ready).code(), Code::Unavailable);
+        assert_eq!(Status::from(Error::NotFound("r".into())).code(), Code::NotFound);
+        assert_eq!(
+            Status::from(Error::AlreadyExists("r".into())).code(),
+            Code::AlreadyExists
+        );
         let status = Status::from(Error::Unimplemented("ModelStreamInfer"));
         assert_eq!(status.code(), Code::Unimplemented);
         assert!(status.message().contains("ModelStreamInfer"));

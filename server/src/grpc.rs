@@ -1,15 +1,16 @@
 //! The Triton-compatible gRPC front end: `inference.GRPCInferenceService` over the shared registry.
 
-use std::{collections::HashMap, pin::Pin, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
+use bytes::Bytes;
 use ferry_proto::{
     GrpcInferenceService,
     inference::{
         self as pb, model_infer_response::InferOutputTensor, model_metadata_response::TensorMetadata,
         model_repository_parameter::ParameterChoice, repository_index_response::ModelIndex,
+        system_shared_memory_status_response::RegionStatus,
     },
 };
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
@@ -17,6 +18,7 @@ use crate::{
     config::{ModelSpec, TensorSpec},
     repository::{LoadRequest, Registry},
     request::{InferRequest, full_dims},
+    shm::{OutputRegions, SharedMemoryRegistry},
 };
 
 /// The name ServerMetadata reports.
@@ -27,18 +29,24 @@ pub const EXTENSIONS: &[&str] = &[
     "model_repository",
     "schedule_policy",
     "statistics",
+    "system_shared_memory",
 ];
 
-/// The gRPC service; cheap to clone, all state is in the registry.
+/// The gRPC service; cheap to clone, all state is in the model registry and the shared memory regions.
 #[derive(Debug, Clone)]
 pub struct InferenceService {
     registry: Arc<Registry>,
+    shared_memory: Arc<SharedMemoryRegistry>,
 }
 
 impl InferenceService {
-    /// A service answering from `registry`.
-    pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry }
+    /// A service answering from `registry` whose shared memory regions are `shared_memory`: front ends
+    /// that share it see each other's registrations, as Triton's gRPC and HTTP endpoints do.
+    pub fn with_shared_memory(registry: Arc<Registry>, shared_memory: Arc<SharedMemoryRegistry>) -> Self {
+        Self {
+            registry,
+            shared_memory,
+        }
     }
 }
 
@@ -162,9 +170,28 @@ impl GrpcInferenceService for InferenceService {
             .registry
             .resolve(&request.model_name, &request.model_version)?;
         let model_name = request.model_name.clone();
-        let parsed = InferRequest::parse(request, &model.spec)?;
+        // Outputs' parameters outlive the parse only when some output has any (shared memory is checked
+        // after the inputs, as in Triton).
+        let requested = request
+            .outputs
+            .iter()
+            .any(|output| !output.parameters.is_empty())
+            .then(|| request.outputs.clone());
+        let received = std::time::Instant::now();
+        let parsed = InferRequest::parse_with_shared_memory(request, &model.spec, &self.shared_memory)
+            .inspect_err(|_| {
+                // A request the model refuses is a failed inference in the statistics and metrics, as in Triton.
+                model.stats.record_request(false, received.elapsed());
+            })?;
+        // Checked before the model runs; holding the slices keeps their regions mapped until the reply.
+        let output_regions =
+            OutputRegions::resolve(&self.shared_memory, requested.as_deref().unwrap_or_default())?;
         let id = parsed.id.clone();
         let outputs = model.infer(parsed).await?;
+        // Every output must fit before any is written, so a failed request leaves the regions untouched.
+        for output in &outputs {
+            output_regions.check_fits(&model.spec.outputs[output.index].name, output.data.len())?;
+        }
         let mut response = pb::ModelInferResponse {
             model_name,
             model_version: model.version.to_string(),
@@ -175,26 +202,39 @@ impl GrpcInferenceService for InferenceService {
         };
         for output in outputs {
             let tensor = &model.spec.outputs[output.index];
+            // An output in shared memory keeps its place in raw_output_contents, empty, as in Triton, so
+            // that clients still find the other outputs' bytes by position.
+            let (parameters, raw) = match output_regions.write(&tensor.name, &output.data)? {
+                Some(parameters) => (parameters, Bytes::new()),
+                None => (HashMap::new(), output.data),
+            };
             response.outputs.push(InferOutputTensor {
                 name: tensor.name.clone(),
                 datatype: tensor.data_type.wire_name().to_owned(),
                 shape: output.shape,
-                parameters: HashMap::new(),
+                parameters,
                 contents: None,
             });
-            response.raw_output_contents.push(output.data);
+            response.raw_output_contents.push(raw);
         }
         Ok(Response::new(response))
     }
 
-    type ModelStreamInferStream =
-        Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send + 'static>>;
+    type ModelStreamInferStream = crate::stream::ResponseStream;
 
     async fn model_stream_infer(
         &self,
-        _: Request<Streaming<pb::ModelInferRequest>>,
+        request: Request<Streaming<pb::ModelInferRequest>>,
     ) -> Reply<Self::ModelStreamInferStream> {
-        unimplemented("ModelStreamInfer")
+        let grpc_errors = request
+            .metadata()
+            .get("triton_grpc_error")
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"true"));
+        Ok(Response::new(crate::stream::serve(
+            self.clone(),
+            request.into_inner(),
+            grpc_errors,
+        )))
     }
 
     async fn model_config(&self, request: Request<pb::ModelConfigRequest>) -> Reply<pb::ModelConfigResponse> {
@@ -275,23 +315,42 @@ impl GrpcInferenceService for InferenceService {
 
     async fn system_shared_memory_status(
         &self,
-        _: Request<pb::SystemSharedMemoryStatusRequest>,
+        request: Request<pb::SystemSharedMemoryStatusRequest>,
     ) -> Reply<pb::SystemSharedMemoryStatusResponse> {
-        unimplemented("SystemSharedMemoryStatus")
+        let regions = self
+            .shared_memory
+            .status(&request.into_inner().name)?
+            .into_iter()
+            .map(|region| {
+                let status = RegionStatus {
+                    name: region.name.clone(),
+                    key: region.key,
+                    offset: region.offset,
+                    byte_size: region.byte_size,
+                };
+                (region.name, status)
+            })
+            .collect();
+        Ok(Response::new(pb::SystemSharedMemoryStatusResponse { regions }))
     }
 
     async fn system_shared_memory_register(
         &self,
-        _: Request<pb::SystemSharedMemoryRegisterRequest>,
+        request: Request<pb::SystemSharedMemoryRegisterRequest>,
     ) -> Reply<pb::SystemSharedMemoryRegisterResponse> {
-        unimplemented("SystemSharedMemoryRegister")
+        let request = request.into_inner();
+        // shm_open and mmap are quick system calls, not worth a blocking thread.
+        self.shared_memory
+            .register(&request.name, &request.key, request.offset, request.byte_size)?;
+        Ok(Response::new(pb::SystemSharedMemoryRegisterResponse {}))
     }
 
     async fn system_shared_memory_unregister(
         &self,
-        _: Request<pb::SystemSharedMemoryUnregisterRequest>,
+        request: Request<pb::SystemSharedMemoryUnregisterRequest>,
     ) -> Reply<pb::SystemSharedMemoryUnregisterResponse> {
-        unimplemented("SystemSharedMemoryUnregister")
+        self.shared_memory.unregister(&request.into_inner().name);
+        Ok(Response::new(pb::SystemSharedMemoryUnregisterResponse {}))
     }
 
     async fn cuda_shared_memory_status(
@@ -315,11 +374,18 @@ impl GrpcInferenceService for InferenceService {
         unimplemented("CudaSharedMemoryUnregister")
     }
 
-    async fn trace_setting(&self, _: Request<pb::TraceSettingRequest>) -> Reply<pb::TraceSettingResponse> {
-        unimplemented("TraceSetting")
+    async fn trace_setting(
+        &self,
+        request: Request<pb::TraceSettingRequest>,
+    ) -> Reply<pb::TraceSettingResponse> {
+        Ok(Response::new(crate::settings::trace_setting(
+            request.into_inner(),
+        )?))
     }
 
-    async fn log_settings(&self, _: Request<pb::LogSettingsRequest>) -> Reply<pb::LogSettingsResponse> {
-        unimplemented("LogSettings")
+    async fn log_settings(&self, request: Request<pb::LogSettingsRequest>) -> Reply<pb::LogSettingsResponse> {
+        Ok(Response::new(crate::settings::log_settings(
+            request.into_inner(),
+        )?))
     }
 }

@@ -11,11 +11,16 @@ pub mod grpc;
 pub mod health;
 pub mod http;
 mod limits;
+pub mod metrics;
 pub mod model;
 pub mod onnx;
 pub mod repository;
 pub mod request;
+pub mod settings;
+pub mod shm;
 pub mod stats;
+pub mod stream;
+pub mod telemetry;
 
 use std::{future::Future, sync::Arc};
 
@@ -43,6 +48,8 @@ pub struct ServerOptions {
 #[derive(Debug, Clone)]
 pub struct Server {
     registry: Arc<repository::Registry>,
+    /// System shared memory regions, one set for every front end, as in Triton.
+    shared_memory: Arc<shm::SharedMemoryRegistry>,
     max_message_bytes: usize,
 }
 
@@ -54,8 +61,17 @@ impl Server {
         let registry = repository::Registry::start(environment, options.repository.clone())?;
         Ok(Server {
             registry,
+            shared_memory: Arc::default(),
             max_message_bytes: options.max_message_bytes,
         })
+    }
+
+    /// The inference core every front end calls.
+    fn inference_service(&self) -> grpc::InferenceService {
+        grpc::InferenceService::with_shared_memory(
+            Arc::clone(&self.registry),
+            Arc::clone(&self.shared_memory),
+        )
     }
 
     /// The registry of served models.
@@ -70,10 +86,9 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), anyhow::Error> {
-        let service =
-            GrpcInferenceServiceServer::new(grpc::InferenceService::new(Arc::clone(&self.registry)))
-                .max_decoding_message_size(self.max_message_bytes)
-                .max_encoding_message_size(self.max_message_bytes);
+        let service = GrpcInferenceServiceServer::new(self.inference_service())
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes);
         // Small responses must not wait for Nagle's algorithm; the listener, not the builder, sets it here.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         // Long-lived streams (health Watch) end when shutdown begins; otherwise shutdown would wait on them.
@@ -97,6 +112,7 @@ impl Server {
             .layer(tower::util::MapResponseLayer::new(
                 limits::resource_exhausted_for_oversized,
             ))
+            .layer(telemetry::TraceContextLayer)
             .add_service(service)
             .add_service(health)
             .add_service(reflection_v1)
@@ -114,7 +130,23 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let service = grpc::InferenceService::new(Arc::clone(&self.registry));
-        http::serve(service, self.max_message_bytes, listener, shutdown).await
+        http::serve(
+            self.inference_service(),
+            self.max_message_bytes,
+            listener,
+            shutdown,
+        )
+        .await
+    }
+
+    /// Serves Prometheus metrics (`GET /metrics`, text format 0.0.4, Triton's metric names plus Ferry's
+    /// histograms) on `listener` until `shutdown` completes. Like Triton, metrics get a port of their own so
+    /// that scrapers need no access to the inference ports.
+    pub async fn serve_metrics(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        metrics::serve(Arc::clone(&self.registry), listener, shutdown).await
     }
 }

@@ -1,4 +1,5 @@
-//! `ferry`: serves ONNX models from Triton-layout model repositories over Triton's gRPC and HTTP/REST protocols.
+//! `ferry`: serves ONNX models from Triton-layout model repositories over Triton's gRPC and HTTP/REST protocols,
+//! with Prometheus metrics on a third port.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -6,8 +7,8 @@ use clap::Parser;
 use ferry_server::{
     Server, ServerOptions, onnx,
     repository::{ControlMode, RepositoryOptions},
+    telemetry::{self, LogFormat, TelemetryOptions},
 };
-use tracing_subscriber::EnvFilter;
 
 /// Serve ONNX models over Triton's gRPC and HTTP/REST inference protocols (KServe v2).
 ///
@@ -36,12 +37,34 @@ struct Flags {
     #[arg(long, default_value_t = 8000, value_name = "PORT")]
     http_port: u16,
 
-    /// Port of the Prometheus metrics endpoint. Accepted for compatibility; not served yet.
+    /// Whether to serve Prometheus metrics (GET /metrics on --metrics-port).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    allow_metrics: bool,
+
+    /// Address the Prometheus metrics endpoint binds to.
+    #[arg(long, default_value = "0.0.0.0", value_name = "ADDRESS")]
+    metrics_address: std::net::IpAddr,
+
+    /// Port of the Prometheus metrics endpoint (GET /metrics, Triton's metric names).
     #[arg(long, default_value_t = 8002, value_name = "PORT")]
     metrics_port: u16,
 
+    /// How logs are written: `text` lines or one `json` object per line.
+    #[arg(long, value_enum, default_value_t = LogFormatFlag::Text, value_name = "FORMAT")]
+    log_format: LogFormatFlag,
+
+    /// OTLP/gRPC endpoint (e.g. http://127.0.0.1:4317) to export request, queue, batch and execution spans
+    /// to; without it the standard OTEL_EXPORTER_OTLP_ENDPOINT is used, and without either nothing is
+    /// exported. W3C `traceparent` sent by clients is continued; TraceSetting changes the sampling rate.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+
+    /// Seconds that requests and streams still open at shutdown get to finish before ferry exits anyway.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    exit_timeout_secs: u64,
+
     /// Verbose logging level: 0 logs info and above, 1 adds debug, 2 and more add trace. RUST_LOG, when set,
-    /// takes precedence.
+    /// takes precedence; LogSettings changes it at run time.
     #[arg(long, default_value_t = 0, value_name = "LEVEL")]
     log_verbose: u8,
 
@@ -93,20 +116,35 @@ impl From<ControlModeFlag> for ControlMode {
     }
 }
 
-fn init_logging(verbose: u8) {
-    // ONNX Runtime logs every graph transformation at info level; it speaks only at warnings unless asked.
-    let default = match verbose {
-        0 => "info,ort=warn",
-        1 => "debug,ort=info",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormatFlag {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    init_logging(flags.log_verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ferry: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The OTLP exporter's connection lives on the runtime, so telemetry starts inside it.
+    let telemetry = TelemetryOptions {
+        log_format: match flags.log_format {
+            LogFormatFlag::Text => LogFormat::Text,
+            LogFormatFlag::Json => LogFormat::Json,
+        },
+        log_verbose: u32::from(flags.log_verbose),
+        otlp_endpoint: flags.otlp_endpoint.clone(),
+    };
+    if let Err(error) = runtime.block_on(async { telemetry::init(&telemetry) }) {
+        eprintln!("ferry: {error}");
+        return ExitCode::FAILURE;
+    }
     let Some(onnxruntime) = onnx::find_library(flags.onnxruntime_lib.as_deref()) else {
         eprintln!("ferry: {}", onnx::MISSING_LIBRARY_HELP);
         return ExitCode::FAILURE;
@@ -139,15 +177,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("ferry: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
     let address = SocketAddr::new(flags.grpc_address, flags.grpc_port);
+    let exit_timeout = Duration::from_secs(flags.exit_timeout_secs);
     let http_address = SocketAddr::new(flags.http_address, flags.http_port);
+    let metrics_address = SocketAddr::new(flags.metrics_address, flags.metrics_port);
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(address).await?;
         let http_listener = tokio::net::TcpListener::bind(http_address)
@@ -155,12 +188,20 @@ fn main() -> ExitCode {
             .map_err(|error| anyhow::anyhow!("cannot listen for HTTP on {http_address}: {error}"))?;
         tracing::info!(%address, "gRPC server listening (inference.GRPCInferenceService)");
         tracing::info!(address = %http_address, "HTTP/REST server listening (KServe v2)");
-        tracing::info!(
-            metrics_port = flags.metrics_port,
-            "the metrics port is not served yet"
-        );
-        // One signal stops both servers; each waits on its own receiver of it.
+        let metrics_listener = if flags.allow_metrics {
+            let listener = tokio::net::TcpListener::bind(metrics_address)
+                .await
+                .map_err(|error| {
+                    anyhow::anyhow!("cannot listen for metrics on {metrics_address}: {error}")
+                })?;
+            tracing::info!(address = %metrics_address, "metrics server listening (Prometheus, /metrics)");
+            Some(listener)
+        } else {
+            None
+        };
+        // One signal stops every server; each waits on its own receiver of it.
         let (stop, stopped) = tokio::sync::watch::channel(());
+        let exit_deadline = until_stopped_then(stopped.clone(), exit_timeout);
         tokio::spawn(async move {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
@@ -170,16 +211,34 @@ fn main() -> ExitCode {
             let _ = stopped.changed().await;
         };
         let grpc_stopped = until_stopped(stopped.clone());
-        let http_stopped = until_stopped(stopped);
+        let http_stopped = until_stopped(stopped.clone());
+        let metrics_stopped = until_stopped(stopped);
         let http = async {
             server
                 .serve_http(http_listener, http_stopped)
                 .await
                 .map_err(anyhow::Error::from)
         };
-        // Either server failing ends both: ferry serves both protocols or exits.
-        tokio::try_join!(server.serve(listener, grpc_stopped), http).map(|_| ())
+        let metrics = async {
+            match metrics_listener {
+                Some(listener) => server
+                    .serve_metrics(listener, metrics_stopped)
+                    .await
+                    .map_err(anyhow::Error::from),
+                None => Ok(()),
+            }
+        };
+        // Any server failing ends them all: ferry serves every port it was asked to or exits. After the
+        // signal, requests in flight get --exit-timeout-secs to finish; clients still connected then are cut.
+        tokio::select! {
+            served = async { tokio::try_join!(server.serve(listener, grpc_stopped), http, metrics).map(|_| ()) } => served,
+            () = exit_deadline => {
+                tracing::warn!(?exit_timeout, "exit timeout passed with requests or streams still open; exiting");
+                Ok(())
+            }
+        }
     });
+    telemetry::shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -187,4 +246,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Completes `timeout` after the stop signal: the most ferry waits for open requests and streams to end.
+async fn until_stopped_then(mut stopped: tokio::sync::watch::Receiver<()>, timeout: Duration) {
+    let _ = stopped.changed().await;
+    tokio::time::sleep(timeout).await;
 }

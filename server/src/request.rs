@@ -12,6 +12,7 @@ use ferry_proto::inference::{
 use crate::{
     DataType, Error,
     config::{ModelSpec, TensorSpec},
+    shm::{SharedMemoryRegistry, TensorRegion},
 };
 
 /// The elements of one input tensor.
@@ -55,8 +56,21 @@ pub struct InferRequest {
 }
 
 impl InferRequest {
-    /// Validates `request` against `spec`, taking its tensor payloads without copying raw contents.
+    /// Validates `request` against `spec`, taking its tensor payloads without copying raw contents. No
+    /// shared memory region is known here, so an input in shared memory is refused as `NOT_FOUND`.
     pub fn parse(request: ModelInferRequest, spec: &ModelSpec) -> Result<Self, Error> {
+        Self::parse_with_shared_memory(request, spec, &SharedMemoryRegistry::default())
+    }
+
+    /// [`InferRequest::parse`], with inputs that name a region of `regions` in their `shared_memory_*`
+    /// parameters. Their bytes are copied out of the region here, once, so that the request owns them and
+    /// the client may reuse the region as soon as it has the response. As in Triton, `raw_input_contents`
+    /// then holds one entry per input that is *not* in shared memory.
+    pub fn parse_with_shared_memory(
+        request: ModelInferRequest,
+        spec: &ModelSpec,
+        regions: &SharedMemoryRegistry,
+    ) -> Result<Self, Error> {
         let ModelInferRequest {
             id,
             parameters,
@@ -67,30 +81,45 @@ impl InferRequest {
         } = request;
         let priority = unsigned_parameter(&parameters, "priority")?.unwrap_or(0);
         let timeout = unsigned_parameter(&parameters, "timeout")?.map(Duration::from_micros);
+        let in_shared_memory = wire_inputs
+            .iter()
+            .map(|wire| {
+                if wire.parameters.is_empty() {
+                    // The common case, without building the name for messages.
+                    Ok(None)
+                } else {
+                    TensorRegion::from_parameters(&wire.parameters, &format!("input '{}'", wire.name))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let uses_raw = !raw_input_contents.is_empty();
         if uses_raw {
             if let Some(typed) = wire_inputs
                 .iter()
-                .find(|i| i.contents.as_ref().is_some_and(has_values))
+                .zip(&in_shared_memory)
+                .find(|(i, region)| region.is_none() && i.contents.as_ref().is_some_and(has_values))
             {
                 return Err(Error::invalid(format!(
                     "input '{}' sets contents while the request also uses raw_input_contents; a request uses \
                      one or the other for all its inputs",
-                    typed.name
+                    typed.0.name
                 )));
             }
-            if raw_input_contents.len() != wire_inputs.len() {
+            let shared = in_shared_memory.iter().filter(|r| r.is_some()).count();
+            let expected = wire_inputs.len() - shared;
+            if raw_input_contents.len() != expected {
+                let which = if shared == 0 { "" } else { " not in shared memory" };
                 return Err(Error::invalid(format!(
-                    "raw_input_contents has {} entries but the request has {} inputs; expected one entry per input",
+                    "raw_input_contents has {} entries but the request has {expected} inputs{which}; expected one \
+                     entry per input{which}",
                     raw_input_contents.len(),
-                    wire_inputs.len()
                 )));
             }
         }
         let mut raw = raw_input_contents.into_iter();
         let mut inputs = Vec::with_capacity(wire_inputs.len());
         let mut batch: Option<(usize, String)> = None;
-        for wire in wire_inputs {
+        for (wire, region) in wire_inputs.into_iter().zip(in_shared_memory) {
             let Some((index, tensor)) = spec.input(&wire.name) else {
                 let names: Vec<&str> = spec.inputs.iter().map(|t| t.name.as_str()).collect();
                 return Err(Error::invalid(format!(
@@ -121,9 +150,12 @@ impl InferRequest {
                     None => batch = Some((rows, wire.name.clone())),
                 }
             }
-            let data = match raw.next() {
-                Some(bytes) => raw_data(bytes, &wire.name, tensor.data_type, elements)?,
-                None => typed_data(wire.contents.as_ref(), &wire.name, tensor.data_type, elements)?,
+            let data = match region {
+                Some(region) => shared_memory_data(&wire, &region, regions, tensor.data_type, elements)?,
+                None => match raw.next() {
+                    Some(bytes) => raw_data(bytes, &wire.name, tensor.data_type, elements, RAW)?,
+                    None => typed_data(wire.contents.as_ref(), &wire.name, tensor.data_type, elements)?,
+                },
             };
             let model_shape = match &tensor.reshape {
                 Some(reshape) => {
@@ -254,19 +286,24 @@ fn check_shape(wire: &InferInputTensor, tensor: &TensorSpec, max_batch_size: usi
         })
 }
 
+/// Where an input's bytes came from, as size errors name it.
+const RAW: &str = "raw contents";
+/// The same for an input in shared memory.
+const SHARED: &str = "shared memory (shared_memory_byte_size)";
+
 /// Checks the size of raw contents and, for BYTES, splits the length-prefixed elements without copying.
-fn raw_data(bytes: Bytes, name: &str, data_type: DataType, elements: usize) -> Result<TensorData, Error> {
+/// `source` says where the bytes came from ([`RAW`] or [`SHARED`]).
+fn raw_data(
+    bytes: Bytes,
+    name: &str,
+    data_type: DataType,
+    elements: usize,
+    source: &str,
+) -> Result<TensorData, Error> {
     let Some(size) = data_type.element_size() else {
         return split_length_prefixed(bytes, name, elements).map(TensorData::Strings);
     };
-    let expected = elements.saturating_mul(size);
-    if bytes.len() != expected {
-        return Err(Error::invalid(format!(
-            "input '{name}' has {} bytes of raw contents but its shape holds {elements} {data_type} elements of \
-             {size} bytes, {expected} bytes in all",
-            bytes.len()
-        )));
-    }
+    check_fixed_size(bytes.len(), name, data_type, elements, size, source)?;
     if data_type == DataType::Bool
         && let Some(position) = bytes.iter().position(|b| *b > 1)
     {
@@ -276,6 +313,50 @@ fn raw_data(bytes: Bytes, name: &str, data_type: DataType, elements: usize) -> R
         )));
     }
     Ok(TensorData::Fixed(bytes))
+}
+
+/// Checks that `given` bytes hold exactly `elements` elements of `size` bytes.
+fn check_fixed_size(
+    given: usize,
+    name: &str,
+    data_type: DataType,
+    elements: usize,
+    size: usize,
+    source: &str,
+) -> Result<(), Error> {
+    let expected = elements.saturating_mul(size);
+    if given != expected {
+        return Err(Error::invalid(format!(
+            "input '{name}' has {given} bytes of {source} but its shape holds {elements} {data_type} elements \
+             of {size} bytes, {expected} bytes in all"
+        )));
+    }
+    Ok(())
+}
+
+/// Copies an input's bytes out of its shared memory region, once. The region, the bounds and (for
+/// fixed-size types) the size are checked first, so a bad request costs no copy; BYTES inputs are split
+/// like raw contents.
+fn shared_memory_data(
+    wire: &InferInputTensor,
+    region: &TensorRegion,
+    regions: &SharedMemoryRegistry,
+    data_type: DataType,
+    elements: usize,
+) -> Result<TensorData, Error> {
+    let name = &wire.name;
+    if wire.contents.as_ref().is_some_and(has_values) {
+        return Err(Error::invalid(format!(
+            "input '{name}' takes its data from shared memory region '{}' but also sets contents; an input \
+             in shared memory has no contents",
+            region.region
+        )));
+    }
+    let slice = regions.slice(region, &format!("input '{name}'"))?;
+    if let Some(size) = data_type.element_size() {
+        check_fixed_size(slice.byte_size(), name, data_type, elements, size, SHARED)?;
+    }
+    raw_data(slice.to_bytes(), name, data_type, elements, SHARED)
 }
 
 /// Splits raw BYTES contents: each element is a 4-byte little-endian length followed by that many bytes.
@@ -836,6 +917,129 @@ mod tests {
             vec![vec![0; 4], vec![0; 4]],
         );
         assert!(message(InferRequest::parse(request, &spec)).contains("2 entries"));
+    }
+
+    /// A `/dev/shm` object holding `contents`, registered as region `name`; removed when dropped.
+    struct ShmObject(std::path::PathBuf);
+
+    impl ShmObject {
+        fn register(registry: &SharedMemoryRegistry, name: &str, contents: &[u8]) -> Self {
+            let key = format!("/ferry_request_{name}_{}", std::process::id());
+            let path = std::path::PathBuf::from(format!("/dev/shm{key}"));
+            std::fs::write(&path, contents).expect("create the shared memory object");
+            registry
+                .register(name, &key, 0, contents.len() as u64)
+                .expect("register");
+            ShmObject(path)
+        }
+    }
+
+    impl Drop for ShmObject {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn in_region(mut input: InferInputTensor, region: &str, offset: i64, byte_size: i64) -> InferInputTensor {
+        let int = |value| InferParameter {
+            parameter_choice: Some(ParameterChoice::Int64Param(value)),
+        };
+        input.parameters.insert(
+            "shared_memory_region".into(),
+            InferParameter {
+                parameter_choice: Some(ParameterChoice::StringParam(region.into())),
+            },
+        );
+        input
+            .parameters
+            .insert("shared_memory_offset".into(), int(offset));
+        input
+            .parameters
+            .insert("shared_memory_byte_size".into(), int(byte_size));
+        input
+    }
+
+    #[test]
+    fn inputs_in_shared_memory_are_copied_out_and_raw_entries_skip_them() {
+        let registry = SharedMemoryRegistry::default();
+        let mut contents = vec![0u8; 4];
+        contents.extend([1, 0, 0, 0, 2, 0, 0, 0, b'x', b'y']);
+        let _object = ShmObject::register(&registry, "in", &contents);
+        let spec = spec(
+            0,
+            vec![
+                tensor("a", DataType::Fp32, &[1]),
+                tensor("b", DataType::Int32, &[1]),
+                tensor("s", DataType::Bytes, &[-1]),
+            ],
+        );
+        let request = raw_request(
+            vec![
+                in_region(wire("s", DataType::Bytes, &[1], None), "in", 8, 6),
+                wire("a", DataType::Fp32, &[1], None),
+                in_region(wire("b", DataType::Int32, &[1], None), "in", 4, 4),
+            ],
+            vec![vec![0, 0, 128, 63]],
+        );
+        let parsed =
+            InferRequest::parse_with_shared_memory(request.clone(), &spec, &registry).expect("valid");
+        assert_eq!(
+            parsed.inputs[0].data,
+            TensorData::Fixed(Bytes::from(vec![0, 0, 128, 63]))
+        );
+        assert_eq!(
+            parsed.inputs[1].data,
+            TensorData::Fixed(Bytes::from(vec![1, 0, 0, 0]))
+        );
+        assert_eq!(
+            parsed.inputs[2].data,
+            TensorData::Strings(vec![Bytes::from_static(b"xy")])
+        );
+        // Without the registry the region is unknown.
+        match InferRequest::parse(request, &spec) {
+            Err(Error::NotFound(message)) => {
+                assert!(
+                    message.contains("input 's'") && message.contains("'in'"),
+                    "{message}"
+                )
+            }
+            other => panic!("expected NOT_FOUND, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_shared_memory_inputs_are_refused() {
+        let registry = SharedMemoryRegistry::default();
+        let _object = ShmObject::register(&registry, "bad", &[0; 16]);
+        let spec = spec(0, vec![tensor("a", DataType::Fp32, &[2])]);
+        let parse = |input: InferInputTensor, raw: Vec<Vec<u8>>| {
+            InferRequest::parse_with_shared_memory(raw_request(vec![input], raw), &spec, &registry)
+        };
+        let a = || wire("a", DataType::Fp32, &[2], None);
+        let size = message(parse(in_region(a(), "bad", 0, 12), vec![]));
+        assert!(
+            size.contains("12 bytes of shared memory") && size.contains("8 bytes in all"),
+            "{size}"
+        );
+        let bounds = message(parse(in_region(a(), "bad", 12, 8), vec![]));
+        assert!(bounds.contains("holds 16 bytes"), "{bounds}");
+        let raw_too = message(parse(in_region(a(), "bad", 0, 8), vec![vec![0; 8]]));
+        assert!(
+            raw_too.contains("1 entries") && raw_too.contains("0 inputs not in shared memory"),
+            "{raw_too}"
+        );
+        let contents = InferTensorContents {
+            fp32_contents: vec![1.0, 2.0],
+            ..Default::default()
+        };
+        let typed = message(parse(
+            in_region(wire("a", DataType::Fp32, &[2], Some(contents)), "bad", 0, 8),
+            vec![],
+        ));
+        assert!(typed.contains("also sets contents"), "{typed}");
+        let mut no_size = in_region(a(), "bad", 0, 8);
+        no_size.parameters.remove("shared_memory_byte_size");
+        assert!(message(parse(no_size, vec![])).contains("shared_memory_byte_size"));
     }
 
     #[test]

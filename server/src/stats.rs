@@ -1,5 +1,8 @@
 //! Per model version statistics with Triton's meaning (the ModelStatistics RPC): how many requests
 //! succeeded and failed and how long they spent queued and computing, and how many batches of each size ran.
+//!
+//! Beside Triton's totals, each version keeps histograms of request, queue and model run times and of batch
+//! sizes, because totals give only averages and the Prometheus endpoint ([`crate::metrics`]) should show tails.
 
 use std::{
     collections::BTreeMap,
@@ -40,6 +43,117 @@ fn saturating_nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Upper bounds of the latency histograms' buckets, in nanoseconds: 25 µs to 10 s in 1-2.5-5 steps, wide
+/// enough for a tiny CPU model and for a request that waited seconds in a batching queue.
+pub const LATENCY_BOUNDS_NS: &[u64] = &[
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Upper bounds of the batch size histogram's buckets, in rows: the powers of two that batchers and
+/// `preferred_batch_size` settings use.
+pub const BATCH_SIZE_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/// A histogram with fixed buckets, updated with one atomic add per observation so that recording never
+/// takes a lock. Buckets hold plain (not cumulative) counts; [`Histogram::snapshot`] accumulates them.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [u64],
+    /// One count per bound, then the count of observations above the last bound.
+    counts: Box<[AtomicU64]>,
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    /// An empty histogram whose buckets end at `bounds`, which must increase.
+    pub fn new(bounds: &'static [u64]) -> Self {
+        debug_assert!(
+            bounds.windows(2).all(|pair| pair[0] < pair[1]),
+            "bounds must increase"
+        );
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts `value` in the first bucket whose bound is at least `value` (Prometheus' `le`).
+    pub fn observe(&self, value: u64) {
+        let bucket = self.bounds.partition_point(|&bound| bound < value);
+        if let Some(count) = self.counts.get(bucket) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// The histogram now, with cumulative bucket counts. The count is the last cumulative bucket, so the two
+    /// agree even while observations land during the snapshot.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut total = 0u64;
+        let cumulative = self
+            .counts
+            .iter()
+            .map(|count| {
+                total = total.saturating_add(count.load(Ordering::Relaxed));
+                total
+            })
+            .collect();
+        HistogramSnapshot {
+            bounds: self.bounds,
+            cumulative,
+            sum: self.sum.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A histogram read at one moment, in the shape Prometheus exports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    /// The buckets' upper bounds, in the histogram's unit.
+    pub bounds: &'static [u64],
+    /// Observations at or below each bound, then the total (the `+Inf` bucket): `bounds.len() + 1` values.
+    pub cumulative: Vec<u64>,
+    /// The sum of every observed value, in the histogram's unit.
+    pub sum: u64,
+}
+
+impl HistogramSnapshot {
+    /// How many values were observed.
+    pub fn count(&self) -> u64 {
+        self.cumulative.last().copied().unwrap_or(0)
+    }
+}
+
+/// The histograms of one version, read at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionHistograms {
+    /// Time in the server of each successful request, in nanoseconds.
+    pub request_ns: HistogramSnapshot,
+    /// Time each executed request waited in the queue, in nanoseconds.
+    pub queue_ns: HistogramSnapshot,
+    /// Time each model execution (one batch) spent running the model, in nanoseconds.
+    pub compute_infer_ns: HistogramSnapshot,
+    /// Rows of each model execution.
+    pub batch_size: HistogramSnapshot,
+}
+
 /// The three phases of running one batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchTimes {
@@ -61,7 +175,7 @@ struct BatchTally {
 
 /// Statistics of one model version, updated lock-free on the request path except for the per-size batch
 /// table, which an instance touches once per batch.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct VersionStats {
     success: Tally,
     fail: Tally,
@@ -73,6 +187,31 @@ pub struct VersionStats {
     execution_count: AtomicU64,
     last_inference_ms: AtomicU64,
     batches: Mutex<BTreeMap<u64, BatchTally>>,
+    request_histogram: Histogram,
+    queue_histogram: Histogram,
+    compute_infer_histogram: Histogram,
+    batch_size_histogram: Histogram,
+}
+
+impl Default for VersionStats {
+    fn default() -> Self {
+        VersionStats {
+            success: Tally::default(),
+            fail: Tally::default(),
+            queue: Tally::default(),
+            compute_input: Tally::default(),
+            compute_infer: Tally::default(),
+            compute_output: Tally::default(),
+            inference_count: AtomicU64::default(),
+            execution_count: AtomicU64::default(),
+            last_inference_ms: AtomicU64::default(),
+            batches: Mutex::default(),
+            request_histogram: Histogram::new(LATENCY_BOUNDS_NS),
+            queue_histogram: Histogram::new(LATENCY_BOUNDS_NS),
+            compute_infer_histogram: Histogram::new(LATENCY_BOUNDS_NS),
+            batch_size_histogram: Histogram::new(BATCH_SIZE_BOUNDS),
+        }
+    }
 }
 
 impl VersionStats {
@@ -80,6 +219,7 @@ impl VersionStats {
     pub fn record_request(&self, ok: bool, duration: Duration) {
         if ok {
             self.success.add(1, duration);
+            self.request_histogram.observe(saturating_nanos(duration));
         } else {
             self.fail.add(1, duration);
         }
@@ -99,6 +239,7 @@ impl VersionStats {
         let mut requests = 0;
         for waited in queue_times {
             self.queue.add(1, waited);
+            self.queue_histogram.observe(saturating_nanos(waited));
             requests += 1;
         }
         // Triton counts compute time per request: each request of the batch spent the batch's time.
@@ -107,12 +248,25 @@ impl VersionStats {
         self.compute_output.add(requests, times.output);
         self.inference_count.fetch_add(rows as u64, Ordering::Relaxed);
         self.execution_count.fetch_add(1, Ordering::Relaxed);
+        self.compute_infer_histogram
+            .observe(saturating_nanos(times.infer));
+        self.batch_size_histogram.observe(rows as u64);
         let mut batches = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
         let tally = batches.entry(rows as u64).or_default();
         tally.count += 1;
         tally.input_ns = tally.input_ns.saturating_add(saturating_nanos(times.input));
         tally.infer_ns = tally.infer_ns.saturating_add(saturating_nanos(times.infer));
         tally.output_ns = tally.output_ns.saturating_add(saturating_nanos(times.output));
+    }
+
+    /// The histograms now, for the metrics endpoint.
+    pub fn histograms(&self) -> VersionHistograms {
+        VersionHistograms {
+            request_ns: self.request_histogram.snapshot(),
+            queue_ns: self.queue_histogram.snapshot(),
+            compute_infer_ns: self.compute_infer_histogram.snapshot(),
+            batch_size: self.batch_size_histogram.snapshot(),
+        }
     }
 
     /// The statistics in the ModelStatistics RPC's form.
@@ -186,5 +340,38 @@ mod tests {
             .collect();
         assert_eq!(sizes, [(1, 1), (4, 2)]);
         assert!(snapshot.last_inference > 0);
+        let histograms = stats.histograms();
+        assert_eq!(histograms.batch_size.count(), 3, "one observation per execution");
+        assert_eq!(histograms.batch_size.sum, 9);
+        assert_eq!(
+            histograms.queue_ns.count(),
+            4,
+            "one observation per executed request"
+        );
+        assert_eq!(histograms.queue_ns.sum, 14_000);
+        assert_eq!(histograms.compute_infer_ns.count(), 3);
+        assert_eq!(histograms.request_ns.count(), 1, "successful requests only");
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_inclusive() {
+        let histogram = Histogram::new(BATCH_SIZE_BOUNDS);
+        for rows in [1, 1, 2, 3, 4, 5, 2000] {
+            histogram.observe(rows);
+        }
+        let snapshot = histogram.snapshot();
+        assert_eq!(snapshot.cumulative.len(), BATCH_SIZE_BOUNDS.len() + 1);
+        // le=1: 2, le=2: 3, le=4: 5 (3 and 4), le=8: 6, then 6 up to le=1024, and 7 with +Inf.
+        assert_eq!(&snapshot.cumulative[..4], &[2, 3, 5, 6]);
+        assert_eq!(snapshot.cumulative[10], 6);
+        assert_eq!(snapshot.count(), 7);
+        assert_eq!(snapshot.sum, 2016);
+    }
+
+    #[test]
+    fn an_empty_histogram_has_zero_buckets() {
+        let snapshot = Histogram::new(LATENCY_BOUNDS_NS).snapshot();
+        assert!(snapshot.cumulative.iter().all(|&count| count == 0));
+        assert_eq!((snapshot.count(), snapshot.sum), (0, 0));
     }
 }

@@ -19,13 +19,38 @@ fn help_explains_the_triton_flags() {
         "--grpc-address",
         "--log-verbose",
         "--onnxruntime-lib",
+        "--http-address",
+        "--metrics-address",
+        "--allow-metrics",
+        "--model-control-mode",
+        "--repository-poll-secs",
+        "--load-model",
+        "--strict-readiness",
+        "--log-format",
+        "--otlp-endpoint",
+        "--exit-timeout-secs",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
-    assert!(
-        help.contains("not served yet"),
-        "unserved ports are documented as such"
-    );
+    assert!(!help.contains("not served yet"), "every port is served now");
+}
+
+#[test]
+fn poll_mode_needs_a_poll_interval() {
+    let repository = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/model_repository");
+    let output = ferry()
+        .args([
+            "--model-repository",
+            repository,
+            "--model-control-mode",
+            "poll",
+            "--repository-poll-secs",
+            "0",
+        ])
+        .output()
+        .expect("ferry runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--repository-poll-secs"));
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! port with the repository's example and test models, and stopped when the test ends.
 
 use std::{
+    future::Future,
     net::SocketAddr,
     path::{Path, PathBuf},
 };
@@ -30,11 +31,10 @@ pub fn test_repository() -> PathBuf {
 /// A Ferry server serving gRPC on a loopback port for the lifetime of the value ([`TestServer::start_http`]
 /// adds REST).
 pub struct TestServer {
-    /// The address the server listens on.
+    /// The address the gRPC server listens on.
     pub address: SocketAddr,
     server: Server,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    grpc: FrontEnd,
 }
 
 impl TestServer {
@@ -66,23 +66,15 @@ impl TestServer {
             max_message_bytes,
         };
         let server = tokio::task::spawn_blocking(move || Server::start(&options)).await??;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
         let serving = server.clone();
-        let task = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            if let Err(error) = serving.serve(listener, shutdown).await {
-                eprintln!("test server failed: {error}");
-            }
-        });
+        let grpc = spawn_front_end("gRPC", move |listener, stopped| async move {
+            serving.serve(listener, stopped).await
+        })
+        .await?;
         Ok(TestServer {
-            address,
+            address: grpc.address,
             server,
-            stop: Some(stop),
-            task: Some(task),
+            grpc,
         })
     }
 
@@ -107,68 +99,80 @@ impl TestServer {
         Ok(client.max_decoding_message_size(ferry_server::MAX_MESSAGE_BYTES))
     }
 
-    /// Stops the server and waits until it has stopped.
-    pub async fn stop(mut self) {
-        self.shutdown().await;
-    }
-
-    async fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+    /// Stops the gRPC server and waits until it has stopped (dropping it stops it without waiting).
+    pub async fn stop(self) {
+        self.grpc.stop().await;
     }
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+/// The shutdown signal a front end started by the harness waits on.
+type Stopped = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Binds a loopback port and runs `serve` on it in a task until the returned handle stops it.
+async fn spawn_front_end<F, Fut, E>(what: &'static str, serve: F) -> anyhow::Result<FrontEnd>
+where
+    F: FnOnce(TcpListener, Stopped) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: std::fmt::Display,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let shutdown: Stopped = Box::pin(async {
+            let _ = stopped.await;
+        });
+        if let Err(error) = serve(listener, shutdown).await {
+            eprintln!("test {what} server failed: {error}");
         }
-    }
+    });
+    Ok(FrontEnd {
+        address,
+        stop: Some(stop),
+        task: Some(task),
+    })
 }
 
 impl TestServer {
     /// Also serves Triton's HTTP/REST protocol, on another loopback port, from the same loaded models. The
     /// REST front end runs until the returned value is stopped or dropped.
     pub async fn start_http(&self) -> anyhow::Result<HttpFrontEnd> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
         let server = self.server.clone();
-        let task = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            if let Err(error) = server.serve_http(listener, shutdown).await {
-                eprintln!("test HTTP server failed: {error}");
-            }
-        });
-        Ok(HttpFrontEnd {
-            address,
-            stop: Some(stop),
-            task: Some(task),
+        spawn_front_end("HTTP", move |listener, stopped| async move {
+            server.serve_http(listener, stopped).await
         })
+        .await
+    }
+
+    /// Also serves the Prometheus metrics endpoint (`GET /metrics`), on another loopback port, from the same
+    /// loaded models, until the returned value is stopped or dropped.
+    pub async fn start_metrics(&self) -> anyhow::Result<HttpFrontEnd> {
+        let server = self.server.clone();
+        spawn_front_end("metrics", move |listener, stopped| async move {
+            server.serve_metrics(listener, stopped).await
+        })
+        .await
     }
 }
 
-/// The HTTP/REST front end of a [`TestServer`], serving on a loopback port for the lifetime of the value.
-pub struct HttpFrontEnd {
-    /// The address the REST API listens on.
+/// A front end (REST or metrics) of a [`TestServer`], serving on a loopback port for the lifetime of the value.
+pub struct FrontEnd {
+    /// The address it listens on.
     pub address: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
-impl HttpFrontEnd {
-    /// The `host:port` a REST client dials (tritonclient.http's `url`).
+/// The REST front end's handle, named for what the tests use it for.
+pub type HttpFrontEnd = FrontEnd;
+
+impl FrontEnd {
+    /// The `host:port` a client dials (tritonclient.http's `url`, a metrics scraper's target).
     pub fn url(&self) -> String {
         self.address.to_string()
     }
 
-    /// Stops the REST front end and waits until it has stopped.
+    /// Stops the front end and waits until it has stopped.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -179,10 +183,37 @@ impl HttpFrontEnd {
     }
 }
 
-impl Drop for HttpFrontEnd {
+impl Drop for FrontEnd {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
     }
+}
+
+/// Runs one Python test file of `tests/python/` with pytest from the project's `.venv`, with `env` set
+/// (the server addresses), and says whether it passed.
+pub async fn run_pytest(file: &str, env: &[(&str, String)]) -> std::process::ExitStatus {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `make setup` to create the Python environment the interop tests need",
+        python.display()
+    );
+    tokio::process::Command::new(&python)
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            &format!("tests/python/{file}"),
+        ])
+        .current_dir(repo_root())
+        .env("FERRY_REPO_ROOT", repo_root())
+        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+        .stdin(std::process::Stdio::null())
+        .status()
+        .await
+        .expect("pytest starts")
 }

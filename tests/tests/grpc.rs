@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use ferry_proto::inference::{
-    InferTensorContents, ModelConfigRequest, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
-    ModelReadyRequest, RepositoryIndexRequest, ServerLiveRequest, ServerMetadataRequest, ServerReadyRequest,
-    TraceSettingRequest,
+    CudaSharedMemoryStatusRequest, InferTensorContents, ModelConfigRequest, ModelInferRequest,
+    ModelInferResponse, ModelMetadataRequest, ModelReadyRequest, RepositoryIndexRequest, ServerLiveRequest,
+    ServerMetadataRequest, ServerReadyRequest,
     model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
 };
 use ferry_tests::TestServer;
@@ -525,11 +525,11 @@ async fn unimplemented_rpcs_name_themselves() {
     let server = TestServer::with_all_models().await.expect("server");
     let mut client = server.raw_client().await.expect("client");
     let status = client
-        .trace_setting(TraceSettingRequest::default())
+        .cuda_shared_memory_status(CudaSharedMemoryStatusRequest::default())
         .await
-        .expect_err("not served yet");
+        .expect_err("not served: no GPU support yet");
     assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("TraceSetting"));
+    assert!(status.message().contains("CudaSharedMemoryStatus"));
     server.stop().await;
 }
 

@@ -3,14 +3,14 @@
 //! checked against the gRPC front end where both protocols must agree, and Python's `tritonclient.http` runs
 //! `tests/python/test_http.py` against the same server.
 
-use std::{collections::HashMap, net::SocketAddr, process::Stdio};
+use std::{collections::HashMap, net::SocketAddr};
 
 use bytes::Bytes;
 use ferry_proto::inference::{
     ModelInferRequest, RepositoryModelLoadRequest, RepositoryModelUnloadRequest,
     model_infer_request::InferInputTensor,
 };
-use ferry_tests::{HttpFrontEnd, TestServer, repo_root};
+use ferry_tests::{HttpFrontEnd, TestServer, run_pytest};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -986,29 +986,8 @@ fn same_outcome(reply: &Reply, grpc: Result<(), tonic::Status>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tritonclient_http_gets_the_answers_onnxruntime_gives() {
-    let python = repo_root().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `make setup` to create the Python environment the interop test needs",
-        python.display()
-    );
     let (server, http) = start().await;
-    let status = tokio::process::Command::new(&python)
-        .args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/python/test_http.py",
-        ])
-        .current_dir(repo_root())
-        .env("FERRY_HTTP_URL", http.url())
-        .env("FERRY_REPO_ROOT", repo_root())
-        .stdin(Stdio::null())
-        .status()
-        .await
-        .expect("pytest starts");
+    let status = run_pytest("test_http.py", &[("FERRY_HTTP_URL", http.url())]).await;
     stop(server, http).await;
     assert!(status.success(), "the tritonclient.http suite failed: {status}");
 }

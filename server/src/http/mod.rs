@@ -47,7 +47,7 @@ pub async fn serve(
             tracing::debug!(%error, "cannot set TCP_NODELAY on an HTTP connection");
         }
     });
-    axum::serve(listener, router(service, max_body_bytes))
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The same span per call as on the gRPC port, continuing a W3C `traceparent` header.
+    let app = router(service, max_body_bytes).layer(crate::telemetry::TraceContextLayer);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

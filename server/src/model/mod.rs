@@ -14,6 +14,7 @@ use std::{
 use ferry_batching::{Batch, EnqueueError, Payload, Request, Scheduler, Ticket, TicketState};
 use ort::{environment::Environment, session::Session};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::{
     Error,
@@ -29,6 +30,8 @@ mod warmup;
 struct InferJob {
     request: InferRequest,
     reply: oneshot::Sender<Result<Vec<OutputTensor>, Error>>,
+    /// Open while the request waits; closed when an instance takes it, so its length is the queue time.
+    queue_span: tracing::Span,
 }
 
 impl Payload for InferJob {
@@ -142,6 +145,11 @@ impl ModelVersion {
             .len()
     }
 
+    /// Requests waiting in the queue now: the metrics endpoint's pending-request gauge.
+    pub fn queued(&self) -> usize {
+        self.scheduler.queued()
+    }
+
     /// Warms a new session up with the config's `model_warmup` requests (or one zero-filled request) and
     /// starts its thread. Like Triton, warm-up runs on the instance itself, not through the queue, so it
     /// neither waits for batching delays nor shows in the statistics.
@@ -184,7 +192,14 @@ impl ModelVersion {
     /// if no instance has taken it yet, it never runs.
     pub async fn infer(&self, request: InferRequest) -> Result<Vec<OutputTensor>, Error> {
         let started = Instant::now();
-        let result = self.queue_and_wait(request).await;
+        let span = tracing::info_span!(
+            "infer",
+            model = %self.spec.name,
+            version = self.version,
+            request_id = %request.id,
+            rows = request.batch_size
+        );
+        let result = self.queue_and_wait(request).instrument(span).await;
         self.stats.record_request(result.is_ok(), started.elapsed());
         result
     }
@@ -196,7 +211,11 @@ impl ModelVersion {
             rows: request.batch_size,
             priority: request.priority,
             timeout: request.timeout,
-            payload: InferJob { request, reply },
+            payload: InferJob {
+                request,
+                reply,
+                queue_span: tracing::info_span!("queue"),
+            },
             ticket: ticket.clone(),
         };
         let admitted = self
@@ -285,9 +304,16 @@ impl Instance {
         }
     }
 
-    fn run(&mut self, batch: Batch<InferJob>) {
+    fn run(&mut self, mut batch: Batch<InferJob>) {
+        let span = tracing::info_span!("batch", model = %self.spec.name, rows = batch.rows, requests = batch.items.len());
+        for item in &mut batch.items {
+            // The wait is over: close the request's queue span and tie the batch to the requests it serves.
+            let queue_span = std::mem::replace(&mut item.payload.queue_span, tracing::Span::none());
+            span.follows_from(&queue_span);
+        }
         let requests: Vec<&InferRequest> = batch.items.iter().map(|item| &item.payload.request).collect();
-        let result = self.runner.run(&mut self.session, &self.spec, &requests);
+        let result = tracing::info_span!(parent: &span, "execute")
+            .in_scope(|| self.runner.run(&mut self.session, &self.spec, &requests));
         let queue_times: Vec<Duration> = batch.items.iter().map(|item| item.queued_for).collect();
         let sequence = batch.sequence;
         let rows = batch.rows;

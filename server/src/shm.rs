@@ -1,0 +1,771 @@
+//! Triton's system shared memory extension: clients register POSIX shared memory objects as named regions,
+//! then point inputs and outputs at them through the tensor parameters `shared_memory_region`,
+//! `shared_memory_offset` and `shared_memory_byte_size` instead of sending the bytes over gRPC.
+//!
+//! A region is mapped once, when it is registered, and shared behind an [`Arc`]: unregistering removes the
+//! name at once, but a request that already resolved the region keeps the mapping alive until it ends.
+//! Input bytes are copied out of the region while the request is parsed, so the client may reuse the region
+//! as soon as it has the response; output bytes are copied in after the model ran, before the response is
+//! sent. The server never unlinks the objects: they belong to the client.
+//!
+//! The mapping is memory another process writes. Ferry only copies bytes in and out with raw pointer
+//! copies and never hands out references into it, so a client that writes while a request reads gets a torn
+//! tensor, not a broken server. A client that shrinks the object under a registered region makes accesses
+//! past its new end fault (SIGBUS), as with Triton; do not truncate registered objects.
+
+use std::{
+    collections::HashMap,
+    ffi::CString,
+    fmt,
+    fs::File,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    ptr::NonNull,
+    sync::{Arc, PoisonError, RwLock},
+};
+
+use ferry_proto::inference::{
+    InferParameter, infer_parameter::ParameterChoice, model_infer_request::InferRequestedOutputTensor,
+};
+
+use crate::Error;
+
+/// The tensor parameter naming the region.
+pub const REGION: &str = "shared_memory_region";
+/// The tensor parameter giving the tensor's offset in the region (optional, 0 by default).
+pub const OFFSET: &str = "shared_memory_offset";
+/// The tensor parameter giving the tensor's size in bytes (required with a region).
+pub const BYTE_SIZE: &str = "shared_memory_byte_size";
+
+/// The registered regions by name; shared by every request of a front end, so it is behind a lock.
+#[derive(Debug, Default)]
+pub struct SharedMemoryRegistry {
+    regions: RwLock<HashMap<String, Arc<Region>>>,
+}
+
+/// What Status reports about a region: the registration as the client made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionInfo {
+    /// The region's name, as requests refer to it.
+    pub name: String,
+    /// The shared memory object, as `shm_open` names it (`/my_key` is `/dev/shm/my_key` on Linux).
+    pub key: String,
+    /// Where the region starts in the object, in bytes.
+    pub offset: u64,
+    /// The region's size in bytes.
+    pub byte_size: u64,
+}
+
+impl SharedMemoryRegistry {
+    /// Maps `byte_size` bytes of the POSIX shared memory object `key`, from `offset` on, as region `name`.
+    ///
+    /// Errors follow Triton: a taken name is `ALREADY_EXISTS`, a region past the end of the object
+    /// `INVALID_ARGUMENT`. A missing object is `NOT_FOUND` (Triton answers `INTERNAL`, which hides a client
+    /// mistake behind a server fault).
+    pub fn register(&self, name: &str, key: &str, offset: u64, byte_size: u64) -> Result<(), Error> {
+        if name.is_empty() {
+            return Err(Error::invalid(
+                "a shared memory region needs a name; 'name' is empty",
+            ));
+        }
+        if let Some(existing) = self.read().get(name) {
+            return Err(already_registered(existing));
+        }
+        let region = Region::map(name, key, offset, byte_size)?;
+        let mut regions = self.write();
+        // Another request may have taken the name while the object was being mapped.
+        if let Some(existing) = regions.get(name) {
+            return Err(already_registered(existing));
+        }
+        regions.insert(name.to_owned(), Arc::new(region));
+        Ok(())
+    }
+
+    /// Forgets region `name`, or every region when `name` is empty. Requests already using a region keep
+    /// its mapping until they end. An unknown name is not an error, as in Triton: the region is gone either
+    /// way.
+    pub fn unregister(&self, name: &str) {
+        let mut regions = self.write();
+        if name.is_empty() {
+            regions.clear();
+        } else {
+            regions.remove(name);
+        }
+    }
+
+    /// Region `name`, or every region (by name) when `name` is empty; an unknown name is `NOT_FOUND`.
+    pub fn status(&self, name: &str) -> Result<Vec<RegionInfo>, Error> {
+        let regions = self.read();
+        if name.is_empty() {
+            let mut all: Vec<RegionInfo> = regions.values().map(|r| r.info()).collect();
+            all.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+            return Ok(all);
+        }
+        match regions.get(name) {
+            Some(region) => Ok(vec![region.info()]),
+            None => Err(Error::NotFound(unknown_region(name, &regions))),
+        }
+    }
+
+    /// The bytes `tensor` points at, checked against its region; `owner` names the tensor in errors
+    /// (`input 'INPUT0'`).
+    pub fn slice(&self, tensor: &TensorRegion, owner: &str) -> Result<RegionSlice, Error> {
+        let region = {
+            let regions = self.read();
+            match regions.get(&tensor.region) {
+                Some(region) => Arc::clone(region),
+                None => {
+                    let message = unknown_region(&tensor.region, &regions);
+                    return Err(Error::NotFound(format!("{owner}: {message}")));
+                }
+            }
+        };
+        let end = tensor.offset.checked_add(tensor.byte_size);
+        if end.is_none_or(|end| end > region.byte_size) {
+            let (size, offset) = (tensor.byte_size, tensor.offset);
+            return Err(Error::invalid(format!(
+                "{owner} asks for {size} bytes at offset {offset} of shared memory region '{}' ({BYTE_SIZE} \
+                 {size}, {OFFSET} {offset}), but the region holds {} bytes",
+                region.name, region.byte_size
+            )));
+        }
+        Ok(RegionSlice {
+            region,
+            offset: tensor.offset,
+            byte_size: tensor.byte_size,
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Region>>> {
+        // The map is never left half-updated, so a panic elsewhere while it was held cannot corrupt it.
+        self.regions.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Region>>> {
+        self.regions.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn already_registered(existing: &Region) -> Error {
+    Error::AlreadyExists(format!(
+        "shared memory region '{}' is already registered (key '{}', offset {}, {} bytes); unregister it first",
+        existing.name, existing.key, existing.offset, existing.byte_size
+    ))
+}
+
+/// Why `name` cannot be found, naming the regions that can.
+fn unknown_region(name: &str, regions: &HashMap<String, Arc<Region>>) -> String {
+    let mut known: Vec<&str> = regions.keys().map(String::as_str).collect();
+    known.sort_unstable();
+    let known = if known.is_empty() {
+        "none".to_owned()
+    } else {
+        known.join(", ")
+    };
+    format!("unknown shared memory region '{name}'; registered regions: {known}")
+}
+
+/// Where a tensor's bytes are, as its shared memory parameters say; not yet checked against the region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorRegion {
+    /// The region's name.
+    pub region: String,
+    /// Offset in the region, in bytes.
+    pub offset: usize,
+    /// Size in bytes.
+    pub byte_size: usize,
+}
+
+impl TensorRegion {
+    /// Reads the shared memory parameters of a tensor; `None` when it sets none of them. `owner` names the
+    /// tensor in errors. Like Triton, the offset and size are only valid with a region, and a region needs
+    /// a size.
+    pub fn from_parameters(
+        parameters: &HashMap<String, InferParameter>,
+        owner: &str,
+    ) -> Result<Option<Self>, Error> {
+        let region = match parameters.get(REGION).map(|p| &p.parameter_choice) {
+            None => None,
+            Some(Some(ParameterChoice::StringParam(region))) => Some(region.clone()),
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "{owner} parameter '{REGION}' must be a string (string_param), got {other:?}"
+                )));
+            }
+        };
+        let offset = size_parameter(parameters, OFFSET, owner)?;
+        let byte_size = size_parameter(parameters, BYTE_SIZE, owner)?;
+        let Some(region) = region else {
+            if let Some(key) = [(OFFSET, offset), (BYTE_SIZE, byte_size)]
+                .iter()
+                .find_map(|(key, value)| value.map(|_| key))
+            {
+                return Err(Error::invalid(format!(
+                    "{owner} sets parameter '{key}' without '{REGION}'; name the shared memory region too"
+                )));
+            }
+            return Ok(None);
+        };
+        let Some(byte_size) = byte_size else {
+            return Err(Error::invalid(format!(
+                "{owner} uses shared memory region '{region}' but does not set '{BYTE_SIZE}'; it is required"
+            )));
+        };
+        Ok(Some(TensorRegion {
+            region,
+            offset: offset.unwrap_or(0),
+            byte_size,
+        }))
+    }
+
+    /// The parameters that say where this tensor is, as a response echoes them.
+    pub fn parameters(&self) -> HashMap<String, InferParameter> {
+        let int = |value: usize| InferParameter {
+            parameter_choice: Some(ParameterChoice::Int64Param(
+                i64::try_from(value).unwrap_or(i64::MAX),
+            )),
+        };
+        let mut parameters = HashMap::from([
+            (
+                REGION.to_owned(),
+                InferParameter {
+                    parameter_choice: Some(ParameterChoice::StringParam(self.region.clone())),
+                },
+            ),
+            (BYTE_SIZE.to_owned(), int(self.byte_size)),
+        ]);
+        if self.offset != 0 {
+            parameters.insert(OFFSET.to_owned(), int(self.offset));
+        }
+        parameters
+    }
+}
+
+/// An offset or size parameter: a non-negative int64 as Triton's clients send it, or a uint64.
+fn size_parameter(
+    parameters: &HashMap<String, InferParameter>,
+    key: &str,
+    owner: &str,
+) -> Result<Option<usize>, Error> {
+    let Some(parameter) = parameters.get(key) else {
+        return Ok(None);
+    };
+    let value = match parameter.parameter_choice {
+        Some(ParameterChoice::Int64Param(value)) => u64::try_from(value).ok(),
+        Some(ParameterChoice::Uint64Param(value)) => Some(value),
+        ref other => {
+            return Err(Error::invalid(format!(
+                "{owner} parameter '{key}' must be an integer (int64_param), got {other:?}"
+            )));
+        }
+    };
+    value
+        .and_then(|value| usize::try_from(value).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "{owner} parameter '{key}' must be 0 or more and fit in memory, got {parameter:?}"
+            ))
+        })
+}
+
+/// Bytes of a registered region that one tensor reads or writes, already checked to lie in the region.
+/// Holding it keeps the mapping alive, even if the region is unregistered meanwhile.
+#[derive(Debug, Clone)]
+pub struct RegionSlice {
+    region: Arc<Region>,
+    offset: usize,
+    byte_size: usize,
+}
+
+impl RegionSlice {
+    /// The slice's size in bytes (`shared_memory_byte_size`).
+    pub fn byte_size(&self) -> usize {
+        self.byte_size
+    }
+
+    /// The region's name, for messages.
+    pub fn region_name(&self) -> &str {
+        &self.region.name
+    }
+
+    /// Copies the slice out, so that the request owns its bytes and the client may reuse the region.
+    pub fn to_bytes(&self) -> bytes::Bytes {
+        self.region.copy_out(self.offset, self.byte_size).into()
+    }
+
+    /// Copies `data` to the start of the slice; `owner` names the tensor when `data` does not fit.
+    pub fn write(&self, data: &[u8], owner: &str) -> Result<(), Error> {
+        self.check_fits(data.len(), owner)?;
+        self.region.copy_in(self.offset, data);
+        Ok(())
+    }
+
+    /// Whether `needed` bytes fit in the slice.
+    pub fn check_fits(&self, needed: usize, owner: &str) -> Result<(), Error> {
+        if needed > self.byte_size {
+            return Err(Error::invalid(format!(
+                "{owner} needs {needed} bytes but its shared memory ({BYTE_SIZE} in region '{}') gives {}",
+                self.region.name, self.byte_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The requested outputs that go to shared memory, resolved before the model runs so that a bad region
+/// fails the request without spending compute on it.
+#[derive(Debug, Default)]
+pub struct OutputRegions {
+    outputs: Vec<(String, TensorRegion, RegionSlice)>,
+}
+
+impl OutputRegions {
+    /// Resolves the shared memory parameters of `outputs` against `registry`.
+    pub fn resolve(
+        registry: &SharedMemoryRegistry,
+        outputs: &[InferRequestedOutputTensor],
+    ) -> Result<Self, Error> {
+        let mut resolved = Vec::new();
+        for output in outputs {
+            let owner = format!("output '{}'", output.name);
+            if let Some(tensor) = TensorRegion::from_parameters(&output.parameters, &owner)? {
+                let slice = registry.slice(&tensor, &owner)?;
+                resolved.push((output.name.clone(), tensor, slice));
+            }
+        }
+        Ok(OutputRegions { outputs: resolved })
+    }
+
+    /// Checks that `output`'s `needed` bytes fit its slice; outputs not in shared memory always fit.
+    pub fn check_fits(&self, output: &str, needed: usize) -> Result<(), Error> {
+        match self.find(output) {
+            Some((_, slice)) => slice.check_fits(needed, &format!("output '{output}'")),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes `data` into `output`'s slice and returns the parameters the response echoes for it; `None`
+    /// for an output not in shared memory, whose bytes travel in the response.
+    pub fn write(&self, output: &str, data: &[u8]) -> Result<Option<HashMap<String, InferParameter>>, Error> {
+        let Some((tensor, slice)) = self.find(output) else {
+            return Ok(None);
+        };
+        slice.write(data, &format!("output '{output}'"))?;
+        Ok(Some(tensor.parameters()))
+    }
+
+    fn find(&self, output: &str) -> Option<(&TensorRegion, &RegionSlice)> {
+        self.outputs
+            .iter()
+            .find(|(name, ..)| name == output)
+            .map(|(_, tensor, slice)| (tensor, slice))
+    }
+}
+
+/// A registered region and its mapping.
+#[derive(Debug)]
+struct Region {
+    name: String,
+    key: String,
+    offset: u64,
+    byte_size: usize,
+    mapping: Mapping,
+}
+
+impl Region {
+    fn map(name: &str, key: &str, offset: u64, byte_size: u64) -> Result<Self, Error> {
+        let fail =
+            |why: String| Error::invalid(format!("cannot register shared memory region '{name}': {why}"));
+        if byte_size == 0 {
+            return Err(fail("byte_size is 0; a region holds at least one byte".into()));
+        }
+        let object = open(name, key)?;
+        let object_size = object
+            .metadata()
+            .map_err(|error| {
+                fail(format!(
+                    "cannot read the size of shared memory object '{key}': {error}"
+                ))
+            })?
+            .len();
+        let end = offset.checked_add(byte_size);
+        if end.is_none_or(|end| end > object_size) {
+            return Err(fail(format!(
+                "offset {offset} + byte_size {byte_size} goes past the end of shared memory object '{key}', \
+                 which holds {object_size} bytes"
+            )));
+        }
+        let byte_size = usize::try_from(byte_size).map_err(|_| {
+            fail(format!(
+                "byte_size {byte_size} does not fit in this machine's memory"
+            ))
+        })?;
+        let mapping = Mapping::new(&object, offset, byte_size)
+            .map_err(|error| fail(format!("cannot map shared memory object '{key}': {error}")))?;
+        Ok(Region {
+            name: name.to_owned(),
+            key: key.to_owned(),
+            offset,
+            byte_size,
+            mapping,
+        })
+    }
+
+    fn info(&self) -> RegionInfo {
+        RegionInfo {
+            name: self.name.clone(),
+            key: self.key.clone(),
+            offset: self.offset,
+            byte_size: self.byte_size as u64,
+        }
+    }
+
+    /// Copies `len` bytes from `offset` out of the region. Callers stay in bounds ([`RegionSlice`] checks
+    /// when it is made); out-of-bounds is a bug and panics rather than reading foreign memory.
+    fn copy_out(&self, offset: usize, len: usize) -> Vec<u8> {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.byte_size),
+            "copy of {len} bytes at {offset} outside shared memory region of {} bytes",
+            self.byte_size
+        );
+        let mut out = Vec::with_capacity(len);
+        // SAFETY: [offset, offset + len) lies inside the mapping (asserted above), which stays mapped while
+        // `self` lives. `out` has capacity for `len` bytes and is private memory, so the ranges do not
+        // overlap; the copy initialises exactly the `len` bytes `set_len` exposes. Only raw pointers touch
+        // the shared memory: no reference to it exists that another process could invalidate.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.mapping.data().add(offset), out.as_mut_ptr(), len);
+            out.set_len(len);
+        }
+        out
+    }
+
+    /// Copies `data` into the region at `offset`; the same bounds contract as [`Region::copy_out`].
+    fn copy_in(&self, offset: usize, data: &[u8]) {
+        assert!(
+            offset
+                .checked_add(data.len())
+                .is_some_and(|end| end <= self.byte_size),
+            "copy of {} bytes at {offset} outside shared memory region of {} bytes",
+            data.len(),
+            self.byte_size
+        );
+        // SAFETY: [offset, offset + data.len()) lies inside the mapping (asserted above), which is mapped
+        // writable and stays mapped while `self` lives; `data` is private memory, so the ranges do not
+        // overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.mapping.data().add(offset), data.len());
+        }
+    }
+}
+
+/// Opens the shared memory object `key` for reading and writing, as Triton does.
+fn open(name: &str, key: &str) -> Result<File, Error> {
+    let c_key = CString::new(key).map_err(|_| {
+        Error::invalid(format!(
+            "cannot register shared memory region '{name}': key {key:?} contains a NUL byte"
+        ))
+    })?;
+    // SAFETY: `c_key` is a NUL-terminated string that outlives the call; shm_open reads nothing else.
+    let fd = unsafe { libc::shm_open(c_key.as_ptr(), libc::O_RDWR, 0) };
+    if fd < 0 {
+        let error = std::io::Error::last_os_error();
+        let message = format!(
+            "cannot register shared memory region '{name}': cannot open shared memory object '{key}': {error}"
+        );
+        return Err(match error.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound(message),
+            _ => Error::invalid(message),
+        });
+    }
+    // SAFETY: shm_open just returned this descriptor; nothing else owns it, so the File may close it.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// A shared, writable mapping of part of a shared memory object, unmapped on drop.
+struct Mapping {
+    /// The start of the mapping, page-aligned.
+    start: NonNull<libc::c_void>,
+    /// The mapping's length, from `start`.
+    len: usize,
+    /// Where the region begins after `start`: mmap offsets must be page-aligned, region offsets need not.
+    lead: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value until drop. Ferry only reaches it through
+// `copy_out` and `copy_in`, raw copies that are sound from any thread (no references into it exist), so
+// moving it to or sharing it with other threads is as safe as sharing it with the other processes that map
+// the same object.
+unsafe impl Send for Mapping {}
+// SAFETY: as for Send: `&Mapping` only allows raw copies in and out, with no interior state to race on.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn new(object: &File, offset: u64, byte_size: usize) -> std::io::Result<Self> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let page = u64::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096);
+        let lead = offset % page;
+        let too_large = || std::io::Error::other("the region is too large to map");
+        let map_offset = libc::off_t::try_from(offset - lead).map_err(|_| too_large())?;
+        let lead = usize::try_from(lead).map_err(|_| too_large())?;
+        let len = byte_size.checked_add(lead).ok_or_else(too_large)?;
+        // SAFETY: a null hint lets the kernel choose the address; `len` is non-zero (byte_size > 0); the
+        // descriptor is open for reading and writing, matching PROT_READ | PROT_WRITE with MAP_SHARED; the
+        // offset is page-aligned. The result is checked against MAP_FAILED before use.
+        let start = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                object.as_raw_fd(),
+                map_offset,
+            )
+        };
+        if start == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let start = NonNull::new(start).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        // The descriptor closes when `object` drops; the mapping stays valid without it.
+        Ok(Mapping { start, len, lead })
+    }
+
+    /// The first byte of the region.
+    fn data(&self) -> *mut u8 {
+        // In bounds: `len` is `lead` plus a non-zero byte_size. wrapping_add keeps this free of unsafe.
+        self.start.as_ptr().cast::<u8>().wrapping_add(self.lead)
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `start` and `len` are exactly what mmap returned and was given, the mapping is unmapped
+        // only here, and no copy can be running: copies borrow the Region that owns this Mapping.
+        unsafe {
+            libc::munmap(self.start.as_ptr(), self.len);
+        }
+    }
+}
+
+impl fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mapping")
+            .field("start", &self.start)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Write, path::PathBuf};
+
+    use super::*;
+
+    /// A shared memory object for one test, removed when the test ends.
+    struct Object {
+        key: String,
+        path: PathBuf,
+    }
+
+    impl Object {
+        fn new(tag: &str, contents: &[u8]) -> Self {
+            let key = format!("/ferry_unit_{tag}_{}", std::process::id());
+            let path = PathBuf::from(format!("/dev/shm{key}"));
+            let mut file = File::create(&path).expect("create /dev/shm object");
+            file.write_all(contents).expect("fill");
+            Object { key, path }
+        }
+
+        fn contents(&self) -> Vec<u8> {
+            std::fs::read(&self.path).expect("read back")
+        }
+    }
+
+    impl Drop for Object {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
+    fn tensor(region: &str, offset: usize, byte_size: usize) -> TensorRegion {
+        TensorRegion {
+            region: region.into(),
+            offset,
+            byte_size,
+        }
+    }
+
+    #[test]
+    fn regions_read_and_write_at_unaligned_offsets() {
+        let bytes: Vec<u8> = (0..=255).cycle().take(10_000).collect();
+        let object = Object::new("rw", &bytes);
+        let registry = SharedMemoryRegistry::default();
+        registry.register("r", &object.key, 4099, 5000).expect("register");
+        let slice = registry
+            .slice(&tensor("r", 1, 8), "input 'x'")
+            .expect("in bounds");
+        assert_eq!(slice.to_bytes().as_ref(), &bytes[4100..4108]);
+        slice.write(&[9; 4], "output 'y'").expect("fits");
+        assert_eq!(&object.contents()[4100..4104], &[9; 4]);
+        let message = slice
+            .write(&[0; 9], "output 'y'")
+            .expect_err("too big")
+            .to_string();
+        assert!(
+            message.contains("output 'y' needs 9 bytes") && message.contains("gives 8"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn registration_errors_follow_triton() {
+        let object = Object::new("reg", &[0; 64]);
+        let registry = SharedMemoryRegistry::default();
+        registry.register("r", &object.key, 0, 64).expect("whole object");
+        let taken = registry.register("r", &object.key, 0, 8).expect_err("taken");
+        assert!(matches!(taken, Error::AlreadyExists(_)), "{taken:?}");
+        let missing = registry
+            .register("m", "/ferry_no_such_object", 0, 8)
+            .expect_err("missing");
+        assert!(
+            matches!(&missing, Error::NotFound(m) if m.contains("/ferry_no_such_object")),
+            "{missing:?}"
+        );
+        let past = registry
+            .register("p", &object.key, 60, 8)
+            .expect_err("past the end");
+        let message = past.to_string();
+        assert!(
+            matches!(past, Error::InvalidRequest(_))
+                && message.contains("'p'")
+                && message.contains("offset 60 + byte_size 8")
+                && message.contains("holds 64 bytes"),
+            "{message}"
+        );
+        let overflow = registry
+            .register("o", &object.key, u64::MAX, 2)
+            .expect_err("overflow");
+        assert!(matches!(overflow, Error::InvalidRequest(_)), "{overflow:?}");
+        assert!(registry.register("z", &object.key, 0, 0).is_err());
+        assert!(registry.register("", &object.key, 0, 8).is_err());
+    }
+
+    #[test]
+    fn status_and_unregister() {
+        let object = Object::new("status", &[0; 32]);
+        let registry = SharedMemoryRegistry::default();
+        registry.register("b", &object.key, 16, 16).expect("b");
+        registry.register("a", &object.key, 0, 16).expect("a");
+        let all = registry.status("").expect("all");
+        assert_eq!(
+            all.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            registry.status("b").expect("b"),
+            [RegionInfo {
+                name: "b".into(),
+                key: object.key.clone(),
+                offset: 16,
+                byte_size: 16
+            }]
+        );
+        let unknown = registry.status("c").expect_err("unknown");
+        assert!(
+            matches!(&unknown, Error::NotFound(m) if m.contains("'c'") && m.contains("a, b")),
+            "{unknown:?}"
+        );
+        registry.unregister("a");
+        registry.unregister("never registered");
+        assert_eq!(registry.status("").expect("all").len(), 1);
+        registry.unregister("");
+        assert!(registry.status("").expect("all").is_empty());
+    }
+
+    #[test]
+    fn slices_are_checked_against_their_region() {
+        let object = Object::new("slice", &[0; 32]);
+        let registry = SharedMemoryRegistry::default();
+        registry.register("r", &object.key, 0, 32).expect("r");
+        let unknown = registry
+            .slice(&tensor("q", 0, 4), "input 'x'")
+            .expect_err("unknown");
+        assert!(
+            matches!(&unknown, Error::NotFound(m) if m.contains("input 'x'") && m.contains("'q'")),
+            "{unknown:?}"
+        );
+        for (offset, size) in [(30, 4), (usize::MAX, 2), (0, 33)] {
+            let message = registry
+                .slice(&tensor("r", offset, size), "input 'x'")
+                .expect_err("out of bounds")
+                .to_string();
+            assert!(
+                message.contains("input 'x'") && message.contains("holds 32 bytes"),
+                "{message}"
+            );
+        }
+        registry
+            .slice(&tensor("r", 28, 4), "input 'x'")
+            .expect("last bytes");
+    }
+
+    #[test]
+    fn an_unregistered_region_stays_mapped_while_in_use() {
+        let object = Object::new("inuse", &[7; 16]);
+        let registry = SharedMemoryRegistry::default();
+        registry.register("r", &object.key, 0, 16).expect("r");
+        let slice = registry.slice(&tensor("r", 0, 16), "input 'x'").expect("slice");
+        registry.unregister("r");
+        drop(object);
+        assert_eq!(slice.to_bytes().as_ref(), &[7; 16]);
+        slice.write(&[1; 16], "output 'y'").expect("still mapped");
+        assert_eq!(slice.to_bytes().as_ref(), &[1; 16]);
+    }
+
+    #[test]
+    fn parameters_are_parsed_like_triton() {
+        let string = |s: &str| InferParameter {
+            parameter_choice: Some(ParameterChoice::StringParam(s.into())),
+        };
+        let int = |v: i64| InferParameter {
+            parameter_choice: Some(ParameterChoice::Int64Param(v)),
+        };
+        let parse = |pairs: Vec<(&str, InferParameter)>| {
+            let map: HashMap<String, InferParameter> =
+                pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            TensorRegion::from_parameters(&map, "input 'x'")
+        };
+        assert_eq!(parse(vec![("other", int(1))]).expect("none"), None);
+        let full = parse(vec![
+            (REGION, string("r")),
+            (OFFSET, int(8)),
+            (BYTE_SIZE, int(64)),
+        ])
+        .expect("valid")
+        .expect("some");
+        assert_eq!(full, tensor("r", 8, 64));
+        assert_eq!(full.parameters().len(), 3);
+        assert_eq!(tensor("r", 0, 4).parameters().len(), 2, "offset 0 is not echoed");
+        for (pairs, needle) in [
+            (
+                vec![(REGION, string("r"))],
+                "does not set 'shared_memory_byte_size'",
+            ),
+            (vec![(BYTE_SIZE, int(4))], "without 'shared_memory_region'"),
+            (vec![(REGION, int(1)), (BYTE_SIZE, int(4))], "must be a string"),
+            (vec![(REGION, string("r")), (BYTE_SIZE, int(-4))], "0 or more"),
+            (
+                vec![(REGION, string("r")), (BYTE_SIZE, string("4"))],
+                "must be an integer",
+            ),
+        ] {
+            let message = parse(pairs).expect_err(needle).to_string();
+            assert!(
+                message.contains(needle) && message.contains("input 'x'"),
+                "{message}"
+            );
+        }
+    }
+}
