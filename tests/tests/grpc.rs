@@ -93,50 +93,20 @@ async fn health_and_server_metadata() {
         .into_inner();
     assert_eq!(metadata.name, "ferry");
     assert!(metadata.extensions.iter().any(|e| e == "model_repository"));
-    let ready = |name: &str, version: &str| ModelReadyRequest {
-        name: name.into(),
-        version: version.into(),
-    };
-    assert!(
-        client
-            .model_ready(ready("simple", ""))
-            .await
-            .expect("rpc")
-            .into_inner()
-            .ready
-    );
-    assert!(
-        client
-            .model_ready(ready("mlp_classifier", "1"))
-            .await
-            .expect("rpc")
-            .into_inner()
-            .ready
-    );
-    assert!(
-        !client
-            .model_ready(ready("mlp_classifier", "3"))
-            .await
-            .expect("rpc")
-            .into_inner()
-            .ready
-    );
-    assert!(
-        !client
-            .model_ready(ready("corrupt", ""))
-            .await
-            .expect("rpc")
-            .into_inner()
-            .ready
-    );
-    assert!(
-        !client
-            .model_ready(ready("nope", ""))
-            .await
-            .expect("rpc")
-            .into_inner()
-            .ready
-    );
+    for (name, version, expected) in [
+        ("simple", "", true),
+        ("mlp_classifier", "1", true),
+        ("mlp_classifier", "3", false),
+        ("corrupt", "", false),
+        ("nope", "", false),
+    ] {
+        let request = ModelReadyRequest {
+            name: name.into(),
+            version: version.into(),
+        };
+        let ready = client.model_ready(request).await.expect("rpc").into_inner().ready;
+        assert_eq!(ready, expected, "ModelReady({name}, '{version}')");
+    }
     server.stop().await;
 }
 

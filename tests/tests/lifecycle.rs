@@ -280,6 +280,12 @@ fn valid_answers() -> BTreeSet<(String, i64)> {
         .collect()
 }
 
+async fn start(repository: &Repository, mode: ControlMode) -> TestServer {
+    TestServer::start_with(options(repository, mode), ferry_server::MAX_MESSAGE_BYTES)
+        .await
+        .expect("server")
+}
+
 fn options(repository: &Repository, mode: ControlMode) -> RepositoryOptions {
     RepositoryOptions {
         control_mode: mode,
@@ -301,12 +307,7 @@ async fn explicit_load(client: &mut GrpcInferenceServiceClient<Channel>) -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_mode_follows_the_repository_without_failing_a_request() {
     let repository = Repository::new();
-    let server = TestServer::start_with(
-        options(&repository, ControlMode::Poll),
-        ferry_server::MAX_MESSAGE_BYTES,
-    )
-    .await
-    .expect("server");
+    let server = start(&repository, ControlMode::Poll).await;
     let mut client = server.raw_client().await.expect("client");
     let traffic = Traffic::start(&client, 3);
     for cycle in 0..20 {
@@ -375,12 +376,7 @@ async fn poll_mode_follows_the_repository_without_failing_a_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_mode_reloads_on_request_without_failing_a_request() {
     let repository = Repository::new();
-    let server = TestServer::start_with(
-        options(&repository, ControlMode::Explicit),
-        ferry_server::MAX_MESSAGE_BYTES,
-    )
-    .await
-    .expect("server");
+    let server = start(&repository, ControlMode::Explicit).await;
     let mut client = server.raw_client().await.expect("client");
     let traffic = Traffic::start(&client, 3);
     for _ in 0..20 {
@@ -424,12 +420,7 @@ async fn explicit_mode_reloads_on_request_without_failing_a_request() {
 #[tokio::test]
 async fn a_half_written_model_is_not_loaded_and_a_failed_load_is_retried_when_files_change() {
     let repository = Repository::new();
-    let server = TestServer::start_with(
-        options(&repository, ControlMode::Poll),
-        ferry_server::MAX_MESSAGE_BYTES,
-    )
-    .await
-    .expect("server");
+    let server = start(&repository, ControlMode::Poll).await;
     let mut client = server.raw_client().await.expect("client");
     repository.corrupt_version(2);
     wait_for(&mut client, "version 2 to fail", |s| {
@@ -576,12 +567,7 @@ async fn explicit_mode_loads_unloads_and_takes_configs_and_files_from_the_reques
 #[tokio::test]
 async fn load_and_unload_are_refused_outside_explicit_mode() {
     let repository = Repository::new();
-    let server = TestServer::start_with(
-        options(&repository, ControlMode::None),
-        ferry_server::MAX_MESSAGE_BYTES,
-    )
-    .await
-    .expect("server");
+    let server = start(&repository, ControlMode::None).await;
     let mut client = server.raw_client().await.expect("client");
     let status = explicit_load(&mut client).await.expect_err("not explicit");
     assert_eq!(status.code(), Code::Unavailable);
