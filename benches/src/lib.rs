@@ -35,6 +35,7 @@ pub fn fp32_spec(width: i64, max_batch_size: usize) -> ModelSpec {
             count: 1,
             intra_op_threads: None,
             inter_op_threads: None,
+            placement: Default::default(),
         },
         model_filename: "model.onnx".into(),
         batching: ferry_batching::BatchingPolicy::greedy(max_batch_size),

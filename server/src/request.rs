@@ -602,6 +602,7 @@ mod tests {
                 count: 1,
                 intra_op_threads: None,
                 inter_op_threads: None,
+                placement: Default::default(),
             },
             model_filename: "model.onnx".into(),
             batching: ferry_batching::BatchingPolicy::unbatched(None),

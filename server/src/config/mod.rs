@@ -9,4 +9,4 @@ mod spec;
 pub use batching::DEFAULT_MAX_QUEUE_SIZE;
 pub use complete::{ModelSignature, ModelTensor, complete_config, needs_signature};
 pub use pbtxt::{model_config_descriptor, parse_model_config};
-pub use spec::{ConfigSource, InstancePlan, ModelSpec, TensorSpec, VersionPolicy};
+pub use spec::{ConfigSource, InstancePlan, ModelSpec, Placement, TensorSpec, VersionPolicy};

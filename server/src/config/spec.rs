@@ -55,7 +55,19 @@ impl VersionPolicy {
     }
 }
 
-/// How many sessions of each model version run, and with how many ONNX Runtime threads each.
+/// Where a model's sessions run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// On the CPU (`KIND_CPU`).
+    #[default]
+    Cpu,
+    /// On this CUDA device (`KIND_GPU`): the load fails if ONNX Runtime cannot use it.
+    Gpu(i32),
+    /// On GPU 0 when ONNX Runtime can use CUDA there, otherwise on the CPU (`KIND_AUTO`, `KIND_MODEL`).
+    Auto,
+}
+
+/// How many sessions of each model version run, where, and with how many ONNX Runtime threads each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InstancePlan {
     /// Model instances (ONNX Runtime sessions), each on a thread of its own.
@@ -64,6 +76,8 @@ pub struct InstancePlan {
     pub intra_op_threads: Option<usize>,
     /// `inter_op_thread_count` from the config parameters.
     pub inter_op_threads: Option<usize>,
+    /// Where the sessions run.
+    pub placement: Placement,
 }
 
 /// A model's configuration after auto-complete and validation.
@@ -405,13 +419,20 @@ const DEFAULT_CPU_INSTANCES: usize = 2;
 
 fn instance_plan(config: &ModelConfig, source: ConfigSource<'_>) -> Result<InstancePlan, Error> {
     let mut count = 0usize;
+    let mut placement = None;
     for group in &config.instance_group {
-        if matches!(group.kind(), Kind::Gpu) {
+        let group_placement = match group.kind() {
+            Kind::Cpu => Placement::Cpu,
+            Kind::Gpu => Placement::Gpu(group.gpus.first().copied().unwrap_or(0)),
+            Kind::Auto | Kind::Model => Placement::Auto,
+        };
+        if placement.is_some_and(|p| p != group_placement) {
             return Err(source.error(
-                &["KIND_GPU"],
-                "instance_group kind KIND_GPU needs a GPU, and this server runs models on the CPU; use KIND_CPU",
+                &["instance_group"],
+                "instance groups of different kinds or GPUs in one model are not supported by Ferry; use one kind",
             ));
         }
+        placement = Some(group_placement);
         let group_count = usize::try_from(group.count).map_err(|_| {
             source.error(
                 &["count"],
@@ -438,6 +459,8 @@ fn instance_plan(config: &ModelConfig, source: ConfigSource<'_>) -> Result<Insta
         count: if count == 0 { DEFAULT_CPU_INSTANCES } else { count },
         intra_op_threads: thread_parameter("intra_op_thread_count")?.filter(|n| *n > 0),
         inter_op_threads: thread_parameter("inter_op_thread_count")?.filter(|n| *n > 0),
+        // Like Triton, a model that names no instance group runs on a GPU when there is one.
+        placement: placement.unwrap_or(Placement::Auto),
     })
 }
 
@@ -529,10 +552,28 @@ mod tests {
     }
 
     #[test]
-    fn gpu_instances_are_rejected_on_a_cpu_server() {
-        let (line, message) = config_error("max_batch_size: 2\ninstance_group [ { kind: KIND_GPU } ]\n");
+    fn instance_kinds_choose_where_sessions_run() {
+        let placement = |groups: &str| {
+            spec_from(&format!("max_batch_size: 2\ninstance_group [ {groups} ]\n"))
+                .map(|s| s.instances.placement)
+        };
+        assert_eq!(placement("{ kind: KIND_CPU }").ok(), Some(Placement::Cpu));
+        assert_eq!(
+            placement("{ kind: KIND_GPU, gpus: [ 1 ] }").ok(),
+            Some(Placement::Gpu(1))
+        );
+        assert_eq!(placement("{ kind: KIND_GPU }").ok(), Some(Placement::Gpu(0)));
+        assert_eq!(placement("{ count: 2 }").ok(), Some(Placement::Auto));
+        assert_eq!(
+            spec_from("max_batch_size: 2\n")
+                .map(|s| s.instances.placement)
+                .ok(),
+            Some(Placement::Auto)
+        );
+        let (line, message) =
+            config_error("max_batch_size: 2\ninstance_group [ { kind: KIND_CPU }, { kind: KIND_GPU } ]\n");
         assert_eq!(line, 2);
-        assert!(message.contains("KIND_GPU"), "{message}");
+        assert!(message.contains("one kind"), "{message}");
     }
 
     #[test]

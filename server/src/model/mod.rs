@@ -341,6 +341,7 @@ pub fn read_signature(environment: &Environment, model_path: &Path) -> Result<Mo
         count: 1,
         intra_op_threads: Some(1),
         inter_op_threads: None,
+        placement: Default::default(),
     };
     onnx::open_session(environment, model_path, &plan).map(|session| onnx::signature(&session))
 }

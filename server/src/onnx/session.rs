@@ -4,20 +4,22 @@ use std::path::Path;
 
 use ort::{
     environment::Environment,
+    ep,
     session::Session,
     value::{Outlet, ValueType},
 };
 
 use crate::{
     DataType, Error,
-    config::{InstancePlan, ModelSignature, ModelTensor},
+    config::{InstancePlan, ModelSignature, ModelTensor, Placement},
 };
 
-/// Opens a session on `model_path` with the thread counts of `plan`.
+/// Opens a session on `model_path` with the threads and placement of `plan`.
 ///
-/// `instances_sharing_cores` is how many sessions of the model run at once: when the config does not set
-/// `intra_op_thread_count`, the machine's cores are shared out between them instead of every session
-/// starting one thread per core.
+/// When the config does not set `intra_op_thread_count`, the machine's cores are shared out between the
+/// model's instances instead of every session starting one thread per core. A GPU placement registers ONNX
+/// Runtime's CUDA execution provider; `KIND_GPU` fails the load when it cannot be used, `KIND_AUTO` falls
+/// back to the CPU.
 pub fn open_session(
     environment: &Environment,
     model_path: &Path,
@@ -37,7 +39,38 @@ pub fn open_session(
     if let Some(inter) = plan.inter_op_threads {
         builder = builder.with_inter_threads(inter).map_err(|e| fail(e.into()))?;
     }
+    let device = match plan.placement {
+        Placement::Cpu => None,
+        Placement::Gpu(device) => Some(device),
+        Placement::Auto => cuda_available().then_some(0),
+    };
+    if let Some(device) = device {
+        let cuda = ep::CUDA::default()
+            .with_device_id(device)
+            .build()
+            .error_on_failure();
+        builder = match builder.with_execution_providers([cuda]) {
+            Ok(builder) => builder,
+            Err(error) if plan.placement == Placement::Auto => {
+                tracing::info!(model = %model_path.display(), %error, "CUDA is not usable; running on the CPU");
+                error.recover()
+            }
+            Err(error) => {
+                return Err(Error::ModelLoad(format!(
+                    "{}: instance_group KIND_GPU (device {device}) needs ONNX Runtime's CUDA execution provider, \
+                     which cannot start here ({error}); install onnxruntime-gpu with a CUDA driver, or use KIND_CPU",
+                    model_path.display()
+                )));
+            }
+        };
+    }
     builder.commit_from_file(model_path).map_err(fail)
+}
+
+/// Whether the loaded ONNX Runtime library has the CUDA execution provider (a GPU build of it).
+pub fn cuda_available() -> bool {
+    use ort::ep::ExecutionProvider;
+    ep::CUDA::is_available().unwrap_or(false)
 }
 
 /// The tensors a session declares, in the form config checks use.

@@ -1,0 +1,96 @@
+//! Where sessions run: `KIND_GPU` needs ONNX Runtime's CUDA execution provider and says how to get it when
+//! it is missing; `KIND_AUTO` (and a config without instance groups) runs on a GPU when there is one and
+//! falls back to the CPU otherwise. Both outcomes are checked against what this machine's ONNX Runtime has.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use ferry_proto::inference::{
+    ModelInferRequest, RepositoryIndexRequest, model_infer_request::InferInputTensor,
+};
+use ferry_server::onnx;
+use ferry_tests::{TestServer, repo_root};
+
+const TENSORS: &str = "max_batch_size: 4\n\
+    input [ { name: \"x\", data_type: TYPE_FP32, dims: [ 4 ] } ]\n\
+    output [ { name: \"y\", data_type: TYPE_FP32, dims: [ 4 ] } ]\n";
+
+fn model(root: &std::path::Path, name: &str, groups: &str) {
+    let dir = root.join(name);
+    std::fs::create_dir_all(dir.join("1")).expect("model folder");
+    std::fs::write(dir.join("config.pbtxt"), format!("{TENSORS}{groups}")).expect("config");
+    std::fs::copy(
+        repo_root().join("tests/assets/add_1.onnx"),
+        dir.join("1/model.onnx"),
+    )
+    .expect("model file");
+}
+
+fn request(model: &str) -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: model.into(),
+        inputs: vec![InferInputTensor {
+            name: "x".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 4],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![Bytes::from(
+            [2.0f32; 4]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        )],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn gpu_instances_need_cuda_and_auto_instances_fall_back_to_the_cpu() {
+    let repository = tempfile::tempdir().expect("temp dir");
+    model(
+        repository.path(),
+        "on_gpu",
+        "instance_group [ { kind: KIND_GPU, gpus: [ 0 ] } ]\n",
+    );
+    model(
+        repository.path(),
+        "on_auto",
+        "instance_group [ { kind: KIND_AUTO } ]\n",
+    );
+    model(repository.path(), "unspecified", "");
+    let server = TestServer::start(vec![repository.path().to_path_buf()])
+        .await
+        .expect("server");
+    let mut client = server.raw_client().await.expect("client");
+    let index: HashMap<String, (String, String)> = client
+        .repository_index(RepositoryIndexRequest::default())
+        .await
+        .expect("index")
+        .into_inner()
+        .models
+        .into_iter()
+        .map(|m| (m.name, (m.state, m.reason)))
+        .collect();
+    if onnx::cuda_available() {
+        assert_eq!(index["on_gpu"].0, "READY", "{:?}", index["on_gpu"]);
+    } else {
+        let (state, reason) = &index["on_gpu"];
+        assert_eq!(state, "UNAVAILABLE");
+        assert!(
+            reason.contains("KIND_GPU") && reason.contains("onnxruntime-gpu"),
+            "{reason}"
+        );
+    }
+    for name in ["on_auto", "unspecified"] {
+        assert_eq!(index[name].0, "READY", "{name}: {:?}", index[name]);
+        let response = client
+            .model_infer(request(name))
+            .await
+            .expect("infer")
+            .into_inner();
+        let y = f32::from_le_bytes(response.raw_output_contents[0][..4].try_into().expect("4 bytes"));
+        assert_eq!(y, 3.0, "{name}");
+    }
+    server.stop().await;
+}
