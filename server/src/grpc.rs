@@ -165,11 +165,12 @@ impl GrpcInferenceService for InferenceService {
     }
 
     async fn model_infer(&self, request: Request<pb::ModelInferRequest>) -> Reply<pb::ModelInferResponse> {
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         let model = self
             .registry
             .resolve(&request.model_name, &request.model_version)?;
-        let model_name = request.model_name.clone();
+        // The parse does not need the name: move it into the response instead of copying it.
+        let model_name = std::mem::take(&mut request.model_name);
         // Outputs' parameters outlive the parse only when some output has any (shared memory is checked
         // after the inputs, as in Triton).
         let requested = request

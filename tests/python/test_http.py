@@ -17,32 +17,34 @@ Environment (both required: without them the run FAILS, it is never skipped):
 
 from __future__ import annotations
 
-import functools
 import os
 import zlib
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
+from reference import (  # noqa: E402  (tests/python is on pytest's path)
+    REPOSITORIES,
+    assert_tensor_equal,
+    model_dir,
+    random_tensor,
+    run_reference,
+)
+
 URL_ENV = "FERRY_HTTP_URL"
 ROOT_ENV = "FERRY_REPO_ROOT"
 TIMEOUT_S = 30.0
-REPOSITORIES = ("examples/model_repository", "tests/model_repository")
 
 # identity_types has one IN_<DT>/OUT_<DT> pair per entry (BF16 is a model of its own).
 IDENTITY_TYPES = [
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
     "FP16", "FP32", "FP64", "BYTES",
 ]
-FLOAT_TYPES = {"FP16", "FP32", "FP64"}
 # JSON has no form for FP16 (nor for NaN and infinities): FP16 always travels as binary data.
 JSON_TYPES = [dt for dt in IDENTITY_TYPES if dt != "FP16"]
-# BYTES samples: empty, embedded NUL, multi-byte UTF-8 (JSON strings must be UTF-8), a longer one.
-BYTES_SAMPLES = [b"", b"ferry", b"a\x00b", "h\u00e9llo \u2603".encode(), b"x" * 300]
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -94,50 +96,10 @@ def rng(request) -> np.random.Generator:
 
 
 def onnx_file(root: Path, model: str, version: str) -> Path:
-    for repo in REPOSITORIES:
-        path = root / repo / model / version / "model.onnx"
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"{model}/{version}/model.onnx is in neither of {REPOSITORIES} under {root}")
-
-
-@functools.lru_cache(maxsize=None)
-def _session(path: str) -> ort.InferenceSession:
-    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-
-
-def run_reference(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every output of the model at `path` for `feeds`, from onnxruntime on CPU. BYTES tensors are
-    object arrays of `bytes` on both sides; onnxruntime's Python API takes and gives `str`."""
-    sess = _session(str(path))
-    ort_feeds = {
-        name: (np.array([b.decode() for b in v.flat], dtype=np.object_).reshape(v.shape) if v.dtype == np.object_ else v)
-        for name, v in feeds.items()
-    }
-    names = [o.name for o in sess.get_outputs()]
-    outputs = dict(zip(names, sess.run(names, ort_feeds)))
-    return {
-        name: (np.array([s.encode() for s in v.flat], dtype=np.object_).reshape(v.shape) if v.dtype == np.object_ else v)
-        for name, v in outputs.items()
-    }
+    return model_dir(root, model) / version / "model.onnx"
 
 
 # --------------------------------------------------------------------------- data helpers
-
-
-def random_tensor(rng: np.random.Generator, datatype: str, shape) -> np.ndarray:
-    """Random data of a protocol datatype; integer types cover their full range."""
-    shape = tuple(shape)
-    if datatype == "BYTES":
-        picks = rng.integers(0, len(BYTES_SAMPLES), size=shape)
-        return np.array([BYTES_SAMPLES[i] for i in picks.flat], dtype=np.object_).reshape(shape)
-    if datatype == "BOOL":
-        return rng.integers(0, 2, size=shape).astype(np.bool_)
-    dtype = triton_to_np_dtype(datatype)
-    if datatype in FLOAT_TYPES:
-        return rng.normal(0.0, 3.0, size=shape).astype(dtype)
-    info = np.iinfo(dtype)
-    return rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
 
 
 def make_inputs(feeds: dict[str, np.ndarray], datatypes: dict[str, str], binary: bool) -> list[httpclient.InferInput]:
@@ -148,27 +110,6 @@ def make_inputs(feeds: dict[str, np.ndarray], datatypes: dict[str, str], binary:
         tensor.set_data_from_numpy(data, binary_data=binary or datatypes[name] == "FP16")
         inputs.append(tensor)
     return inputs
-
-
-def as_bytes_array(actual: np.ndarray) -> np.ndarray:
-    """A BYTES output as `bytes` elements: JSON answers give `str`, binary ones `bytes`."""
-    return np.array([x.encode() if isinstance(x, str) else bytes(x) for x in actual.flat], dtype=np.object_).reshape(
-        actual.shape
-    )
-
-
-def assert_tensor_equal(actual: np.ndarray, expected: np.ndarray, datatype: str, *, exact: bool, what: str) -> None:
-    assert actual is not None, f"{what}: missing"
-    assert tuple(actual.shape) == tuple(expected.shape), f"{what}: shape {actual.shape} != {expected.shape}"
-    if datatype == "BYTES":
-        assert list(as_bytes_array(actual).flat) == [bytes(x) for x in expected.flat], f"{what}: bytes differ"
-        return
-    expected = expected.astype(triton_to_np_dtype(datatype), copy=False)
-    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
-    if exact or datatype not in FLOAT_TYPES:
-        assert actual.tobytes() == expected.tobytes(), f"{what}: values differ\n{actual}\n!=\n{expected}"
-    else:
-        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6, err_msg=what)
 
 
 def assert_http_error(call, status: str, needles=()) -> str:

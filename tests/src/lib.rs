@@ -99,6 +99,23 @@ impl TestServer {
         Ok(client.max_decoding_message_size(ferry_server::MAX_MESSAGE_BYTES))
     }
 
+    /// The ModelStatistics of `model`, which must have exactly one ready version.
+    pub async fn statistics(&self, model: &str) -> ferry_proto::inference::ModelStatistics {
+        let mut client = self.raw_client().await.expect("client");
+        let request = ferry_proto::inference::ModelStatisticsRequest {
+            name: model.into(),
+            version: String::new(),
+        };
+        let mut stats = client
+            .model_statistics(request)
+            .await
+            .expect("statistics")
+            .into_inner()
+            .model_stats;
+        assert_eq!(stats.len(), 1, "{model} has one version");
+        stats.remove(0)
+    }
+
     /// Stops the gRPC server and waits until it has stopped (dropping it stops it without waiting).
     pub async fn stop(self) {
         self.grpc.stop().await;

@@ -8,8 +8,8 @@ use std::{
 
 use bytes::Bytes;
 use ferry_proto::inference::{
-    InferParameter, ModelInferRequest, ModelStatistics, ModelStatisticsRequest,
-    infer_parameter::ParameterChoice, model_infer_request::InferInputTensor,
+    InferParameter, ModelInferRequest, infer_parameter::ParameterChoice,
+    model_infer_request::InferInputTensor,
 };
 use ferry_tests::{TestServer, test_repository};
 use tonic::Code;
@@ -39,22 +39,6 @@ fn floats(bytes: &[u8]) -> Vec<f32> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
-}
-
-async fn statistics(server: &TestServer, model: &str) -> ModelStatistics {
-    let mut client = server.raw_client().await.expect("client");
-    let request = ModelStatisticsRequest {
-        name: model.into(),
-        version: String::new(),
-    };
-    let mut stats = client
-        .model_statistics(request)
-        .await
-        .expect("statistics")
-        .into_inner()
-        .model_stats;
-    assert_eq!(stats.len(), 1);
-    stats.remove(0)
 }
 
 async fn start() -> TestServer {
@@ -91,7 +75,7 @@ async fn concurrent_requests_form_one_full_batch() {
         started.elapsed() < Duration::from_secs(2),
         "a full batch does not wait out the delay"
     );
-    let stats = statistics(&server, "add_one_dynamic").await;
+    let stats = server.statistics("add_one_dynamic").await;
     assert_eq!(stats.execution_count, 1);
     assert_eq!(stats.inference_count, 4);
     let sizes: Vec<(u64, u64)> = stats
@@ -129,7 +113,7 @@ async fn every_request_gets_exactly_its_own_rows_under_load() {
     for task in tasks {
         task.await.expect("task");
     }
-    let stats = statistics(&server, "add_one_greedy").await;
+    let stats = server.statistics("add_one_greedy").await;
     let rows: u64 = (0..300u64).map(|i| 1 + i % 5).sum();
     assert_eq!(stats.inference_count, rows);
     let batched_rows: u64 = stats
@@ -166,7 +150,7 @@ async fn a_request_past_its_queue_timeout_fails_without_running() {
         .model_infer(add_one_request("add_one_queue", 8, 0.0))
         .await
         .expect("full batch");
-    let stats = statistics(&server, "add_one_queue").await;
+    let stats = server.statistics("add_one_queue").await;
     assert_eq!((stats.execution_count, stats.inference_count), (1, 8));
     server.stop().await;
 }
@@ -191,7 +175,7 @@ async fn a_request_whose_client_gave_up_never_runs() {
         .model_infer(add_one_request("add_one_queue", 8, 0.0))
         .await
         .expect("full batch");
-    let stats = statistics(&server, "add_one_queue").await;
+    let stats = server.statistics("add_one_queue").await;
     assert_eq!(
         (stats.execution_count, stats.inference_count),
         (1, 8),
@@ -290,7 +274,7 @@ async fn a_failing_batch_fails_its_requests_with_internal_and_the_instance_goes_
         .expect("the instance still serves")
         .into_inner();
     assert_eq!(floats(&response.raw_output_contents[0]), [30.0]);
-    let stats = statistics(&server, "gather_table").await;
+    let stats = server.statistics("gather_table").await;
     let inference = stats.inference_stats.expect("inference stats");
     assert_eq!(inference.fail.map(|f| f.count), Some(1));
     assert_eq!(inference.success.map(|s| s.count), Some(1));

@@ -12,8 +12,8 @@ use std::{
 
 use bytes::Bytes;
 use ferry_proto::inference::{
-    InferParameter, ModelInferRequest, ModelStatistics, ModelStatisticsRequest,
-    infer_parameter::ParameterChoice, model_infer_request::InferInputTensor,
+    InferParameter, ModelInferRequest, ModelStatistics, infer_parameter::ParameterChoice,
+    model_infer_request::InferInputTensor,
 };
 use ferry_tests::{HttpFrontEnd, TestServer};
 use tokio::{
@@ -299,22 +299,6 @@ fn add_one_request(model: &str, rows: usize) -> ModelInferRequest {
     }
 }
 
-async fn statistics(server: &TestServer, model: &str) -> ModelStatistics {
-    let mut client = server.raw_client().await.expect("client");
-    let request = ModelStatisticsRequest {
-        name: model.into(),
-        version: String::new(),
-    };
-    let mut stats = client
-        .model_statistics(request)
-        .await
-        .expect("statistics")
-        .into_inner()
-        .model_stats;
-    assert_eq!(stats.len(), 1, "{model} has one version");
-    stats.remove(0)
-}
-
 /// Every counter of `model` version 1 in the scrape equals the ModelStatistics RPC's figure.
 fn assert_agrees_with_statistics(scraped: &Exposition, model: &str, stats: &ModelStatistics) {
     let inference = stats.inference_stats.expect("inference stats");
@@ -566,7 +550,7 @@ async fn counters_and_histograms_account_for_every_request() {
     // The metrics and the ModelStatistics RPC read the same statistics; for simple this also covers the
     // wrong-shape requests, which the front end rejects before the model (and its statistics) sees them.
     for model in ["simple", "add_one_greedy", "add_one_queue"] {
-        assert_agrees_with_statistics(&scraped, model, &statistics(&server, model).await);
+        assert_agrees_with_statistics(&scraped, model, &server.statistics(model).await);
     }
 
     metrics.stop().await;

@@ -2,13 +2,14 @@
 //! by one scheduler that follows the model's batching policy.
 
 use std::{
+    panic::AssertUnwindSafe,
     path::Path,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     thread,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use ferry_batching::{Batch, EnqueueError, Payload, Request, Scheduler, Ticket, TicketState};
@@ -312,13 +313,27 @@ impl Instance {
             span.follows_from(&queue_span);
         }
         let requests: Vec<&InferRequest> = batch.items.iter().map(|item| &item.payload.request).collect();
-        let result = tracing::info_span!(parent: &span, "execute")
-            .in_scope(|| self.runner.run(&mut self.session, &self.spec, &requests));
-        let queue_times: Vec<Duration> = batch.items.iter().map(|item| item.queued_for).collect();
+        let (runner, session, spec) = (&mut self.runner, &mut self.session, &self.spec);
+        let result = tracing::info_span!(parent: &span, "execute").in_scope(|| {
+            // A bug that panics while running a batch must cost that batch, not the instance: with the
+            // thread gone, every request still queued for a one-instance model would wait forever.
+            std::panic::catch_unwind(AssertUnwindSafe(|| runner.run(session, spec, &requests)))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(Error::Execution(format!(
+                        "the instance panicked while running the batch: {what}"
+                    )))
+                })
+        });
         let sequence = batch.sequence;
         let rows = batch.rows;
         self.scheduler.deliver(sequence, || match result {
             Ok((outputs, times)) => {
+                let queue_times = batch.items.iter().map(|item| item.queued_for);
                 self.stats.record_batch(rows, queue_times, times);
                 for (item, outputs) in batch.items.into_iter().zip(outputs) {
                     // The client may have gone while the model ran; nothing waits for the result then.
