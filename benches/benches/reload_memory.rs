@@ -6,7 +6,7 @@ use std::{fmt::Write as _, time::Duration};
 
 use ferry_server::{
     onnx,
-    repository::{ControlMode, LoadRequest, Registry, RepositoryOptions},
+    repository::{ControlMode, LoadRequest, ModelName, Registry, RepositoryOptions},
 };
 
 /// Resident set size of this process, from /proc.
@@ -38,15 +38,12 @@ fn main() -> Result<(), String> {
         ..RepositoryOptions::new(vec![models])
     };
     let registry = Registry::start(environment, options).map_err(|e| e.to_string())?;
-    let model = "compute_mlp_batched";
+    let model = ModelName::parse("compute_mlp_batched".to_owned()).map_err(|e| e.to_string())?;
     let mut samples = Vec::with_capacity(cycles);
     for cycle in 0..cycles {
-        let request = LoadRequest {
-            name: model.to_owned(),
-            ..LoadRequest::default()
-        };
+        let request = LoadRequest::new(model.clone());
         registry.load_request(request).map_err(|e| e.to_string())?;
-        registry.unload_request(model).map_err(|e| e.to_string())?;
+        registry.unload_request(&model).map_err(|e| e.to_string())?;
         // Instance threads release their sessions as they stop, just after the unload returns.
         std::thread::sleep(Duration::from_millis(50));
         samples.push(rss_bytes());

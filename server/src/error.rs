@@ -66,6 +66,10 @@ pub enum Error {
     /// A named thing other than a model is missing: a shared memory region or object. The message names it.
     #[error("{0}")]
     NotFound(String),
+    /// A request or a load that would take more memory, threads or instances than Ferry's limits allow
+    /// (`docs/limits.md`); the message names the limit, its flag, and the value asked for.
+    #[error("{0}")]
+    TooLarge(String),
     /// A name is already taken, such as a shared memory region registered twice; the client must free it
     /// first.
     #[error("{0}")]
@@ -85,6 +89,7 @@ impl Error {
             | Error::Overloaded(_) => Code::Unavailable,
             Error::InvalidRequest(_) | Error::Config { .. } | Error::ModelLoad(_) => Code::InvalidArgument,
             Error::Execution(_) => Code::Internal,
+            Error::TooLarge(_) => Code::ResourceExhausted,
             Error::Unimplemented(_) => Code::Unimplemented,
         }
     }
@@ -111,7 +116,10 @@ pub fn http_status(code: Code) -> http::StatusCode {
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        Status::new(error.grpc_code(), error.to_string())
+        Status::new(
+            error.grpc_code(),
+            crate::limits::bounded_message(error.to_string()),
+        )
     }
 }
 

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::{
     Error,
     config::{ModelSpec, TensorSpec},
-    repository::{LoadRequest, Registry},
+    repository::{LoadRequest, ModelName, Registry},
     request::{InferRequest, full_dims},
     shm::{OutputRegions, SharedMemoryRegistry},
 };
@@ -37,6 +37,7 @@ pub const EXTENSIONS: &[&str] = &[
 pub struct InferenceService {
     registry: Arc<Registry>,
     shared_memory: Arc<SharedMemoryRegistry>,
+    max_message_bytes: usize,
 }
 
 impl InferenceService {
@@ -46,6 +47,16 @@ impl InferenceService {
         Self {
             registry,
             shared_memory,
+            max_message_bytes: crate::MAX_MESSAGE_BYTES,
+        }
+    }
+
+    /// The same service refusing responses larger than `bytes` with RESOURCE_EXHAUSTED before they are
+    /// sent (tonic would answer OUT_OF_RANGE, which Triton's clients do not expect).
+    pub fn with_max_message_bytes(self, bytes: usize) -> Self {
+        Self {
+            max_message_bytes: bytes,
+            ..self
         }
     }
 }
@@ -85,10 +96,7 @@ fn model_metadata(spec: &ModelSpec, versions: Vec<String>) -> pb::ModelMetadataR
 
 /// Reads a load request's parameters: `config` (JSON text) and `file:<version>/<path>` (bytes).
 fn load_request(request: pb::RepositoryModelLoadRequest) -> Result<LoadRequest, Error> {
-    let mut load = LoadRequest {
-        name: request.model_name,
-        ..LoadRequest::default()
-    };
+    let mut load = LoadRequest::new(ModelName::parse(request.model_name)?);
     for (key, parameter) in request.parameters {
         let value = parameter.parameter_choice;
         match (key.as_str(), value) {
@@ -218,6 +226,15 @@ impl GrpcInferenceService for InferenceService {
             });
             response.raw_output_contents.push(raw);
         }
+        let size = prost::Message::encoded_len(&response);
+        if size > self.max_message_bytes {
+            return Err(Error::TooLarge(format!(
+                "the response of model '{}' is {size} bytes, over the {} bytes a message may have \
+                 (--grpc-max-message-bytes); request fewer rows or outputs, or use shared memory for outputs",
+                response.model_name, self.max_message_bytes
+            ))
+            .into());
+        }
         Ok(Response::new(response))
     }
 
@@ -305,10 +322,10 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Reply<pb::RepositoryModelUnloadResponse> {
-        let request = request.into_inner();
         // `unload_dependents` is accepted: Ferry has no ensembles, so a model has no dependents to unload.
+        let name = ModelName::parse(request.into_inner().model_name)?;
         let registry = Arc::clone(&self.registry);
-        tokio::task::spawn_blocking(move || registry.unload_request(&request.model_name))
+        tokio::task::spawn_blocking(move || registry.unload_request(&name))
             .await
             .map_err(|error| Status::internal(format!("the unload task failed: {error}")))??;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))

@@ -10,7 +10,7 @@ mod error;
 pub mod grpc;
 pub mod health;
 pub mod http;
-mod limits;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod onnx;
@@ -72,6 +72,7 @@ impl Server {
             Arc::clone(&self.registry),
             Arc::clone(&self.shared_memory),
         )
+        .with_max_message_bytes(self.max_message_bytes)
     }
 
     /// The registry of served models.

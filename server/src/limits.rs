@@ -1,8 +1,17 @@
-//! Message-size limits as gRPC clients expect them.
+//! Ferry's documented bounds on what a client or a config can make it allocate, start or echo, and
+//! message-size limits as gRPC clients expect them.
+//!
+//! Every limit here is checked before the thing it bounds is allocated or started; `docs/limits.md` lists
+//! them with their flags.
 //!
 //! tonic refuses a message above the configured size with `OUT_OF_RANGE`; gRPC's reference implementations,
 //! and so Triton and its clients, use `RESOURCE_EXHAUSTED` for that. Ferry's own handlers never answer
-//! `OUT_OF_RANGE`, so this layer rewrites that status on the way out, and nothing else.
+//! `OUT_OF_RANGE`, so a layer rewrites that status on the way out, and nothing else.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use http::{HeaderValue, Response};
 use tonic::Code;
@@ -21,9 +30,134 @@ pub fn resource_exhausted_for_oversized<B>(mut response: Response<B>) -> Respons
     response
 }
 
+/// Bounds on model instances, ONNX Runtime threads and decoded request memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// The most memory one request may take once decoded: tensor bytes, plus [`BYTES_ELEMENT_COST`] per
+    /// BYTES element. Also bounds inputs read from shared memory and warm-up requests.
+    pub max_request_bytes: usize,
+    /// The most instances (`instance_group` counts) one model version may run.
+    pub max_instances_per_model: usize,
+    /// The most ONNX Runtime threads (`intra_op_thread_count`, `inter_op_thread_count`) one instance may ask for.
+    pub max_threads_per_instance: usize,
+    /// The most threads all model instances together may run: each instance costs its own thread plus its
+    /// ONNX Runtime threads. A load that would pass it fails.
+    pub max_model_threads: usize,
+}
+
+impl Default for ResourceLimits {
+    fn default() -> Self {
+        ResourceLimits {
+            max_request_bytes: crate::MAX_MESSAGE_BYTES,
+            max_instances_per_model: 64,
+            max_threads_per_instance: 64,
+            max_model_threads: 4096,
+        }
+    }
+}
+
+/// What holding one BYTES element costs beyond its bytes while a request is decoded and run: its slice in
+/// the request (32 bytes), ONNX Runtime's `std::string` (32) and the pointer handed to it (8).
+pub const BYTES_ELEMENT_COST: usize = 72;
+
+/// The longest client- or config-supplied text an error message carries; longer messages are cut, so a
+/// 10 MB model name or config string cannot become a 10 MB `grpc-message` header or index entry.
+pub const MAX_ECHOED_MESSAGE_BYTES: usize = 1024;
+
+/// `message`, cut to [`MAX_ECHOED_MESSAGE_BYTES`] at a character boundary with a note of its real length.
+pub fn bounded_message(message: String) -> String {
+    if message.len() <= MAX_ECHOED_MESSAGE_BYTES {
+        return message;
+    }
+    let mut cut = MAX_ECHOED_MESSAGE_BYTES;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}... (message cut, {} bytes in all)",
+        &message[..cut],
+        message.len()
+    )
+}
+
+/// The threads all model instances may still start, shared by every model of a server.
+#[derive(Debug)]
+pub struct ThreadBudget {
+    left: AtomicUsize,
+    limit: usize,
+}
+
+impl ThreadBudget {
+    /// A budget of `limit` threads.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(ThreadBudget {
+            left: AtomicUsize::new(limit),
+            limit,
+        })
+    }
+
+    /// Takes `threads` from the budget until the returned reservation drops, or says why it cannot.
+    pub fn reserve(self: &Arc<Self>, threads: usize) -> Result<ThreadReservation, String> {
+        let taken = self
+            .left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(threads)
+            });
+        match taken {
+            Ok(_) => Ok(ThreadReservation {
+                budget: Arc::clone(self),
+                threads,
+            }),
+            Err(left) => Err(format!(
+                "an instance needs {threads} threads but only {left} of the {} that model instances may run \
+                 are left (--max-model-threads)",
+                self.limit
+            )),
+        }
+    }
+}
+
+/// Threads taken from a [`ThreadBudget`], given back on drop (when the instance that holds them stops).
+#[derive(Debug)]
+pub struct ThreadReservation {
+    budget: Arc<ThreadBudget>,
+    threads: usize,
+}
+
+impl Drop for ThreadReservation {
+    fn drop(&mut self) {
+        self.budget.left.fetch_add(self.threads, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_thread_budget_is_taken_and_given_back() {
+        let budget = ThreadBudget::new(10);
+        let first = budget.reserve(6).expect("fits");
+        let refused = budget.reserve(5).expect_err("only 4 left");
+        assert!(
+            refused.contains("only 4 of the 10") && refused.contains("--max-model-threads"),
+            "{refused}"
+        );
+        drop(first);
+        budget.reserve(10).expect("given back");
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        assert_eq!(bounded_message("short".into()), "short");
+        let long = "é".repeat(MAX_ECHOED_MESSAGE_BYTES);
+        let cut = bounded_message(long.clone());
+        assert!(cut.len() < MAX_ECHOED_MESSAGE_BYTES + 64, "{}", cut.len());
+        assert!(
+            cut.ends_with(&format!("cut, {} bytes in all)", long.len())),
+            "{cut}"
+        );
+    }
 
     fn with_status(code: Code) -> Response<()> {
         let mut response = Response::new(());

@@ -5,7 +5,9 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use ferry_server::{
-    Server, ServerOptions, onnx,
+    Server, ServerOptions,
+    limits::ResourceLimits,
+    onnx,
     repository::{ControlMode, RepositoryOptions},
     telemetry::{self, LogFormat, TelemetryOptions},
 };
@@ -92,6 +94,25 @@ struct Flags {
     #[arg(long, default_value_t = ferry_server::MAX_MESSAGE_BYTES, value_name = "BYTES")]
     grpc_max_message_bytes: usize,
 
+    /// The most memory one inference request may take once decoded, in bytes: its tensors, plus 72 bytes
+    /// per BYTES element. Larger requests (shared memory inputs and warm-ups too) get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = ResourceLimits::default().max_request_bytes, value_name = "BYTES")]
+    max_request_bytes: usize,
+
+    /// The most instances (instance_group counts) one model version may run; configs asking for more fail
+    /// to load.
+    #[arg(long, default_value_t = ResourceLimits::default().max_instances_per_model, value_name = "COUNT")]
+    max_instances_per_model: usize,
+
+    /// The most ONNX Runtime threads (intra_op_thread_count, inter_op_thread_count) one instance may ask for.
+    #[arg(long, default_value_t = ResourceLimits::default().max_threads_per_instance, value_name = "COUNT")]
+    max_threads_per_instance: usize,
+
+    /// The most threads all model instances together may run (each instance: its own thread plus its ONNX
+    /// Runtime threads); a load that would pass it fails.
+    #[arg(long, default_value_t = ResourceLimits::default().max_model_threads, value_name = "COUNT")]
+    max_model_threads: usize,
+
     /// Path of libonnxruntime.so. Without it Ferry looks in ORT_DYLIB_PATH, then the project's .venv, then
     /// the onnxruntime package of python3, then the system library path.
     #[arg(long, env = "ORT_DYLIB_PATH", value_name = "FILE")]
@@ -163,6 +184,12 @@ fn main() -> ExitCode {
         poll_interval: Duration::from_secs(flags.repository_poll_secs),
         startup_models: flags.load_models.clone(),
         strict_readiness: flags.strict_readiness,
+        limits: ResourceLimits {
+            max_request_bytes: flags.max_request_bytes,
+            max_instances_per_model: flags.max_instances_per_model,
+            max_threads_per_instance: flags.max_threads_per_instance,
+            max_model_threads: flags.max_model_threads,
+        },
         ..RepositoryOptions::new(flags.model_repositories.clone())
     };
     let options = ServerOptions {
@@ -177,6 +204,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let registry = std::sync::Arc::clone(server.registry());
     let address = SocketAddr::new(flags.grpc_address, flags.grpc_port);
     let exit_timeout = Duration::from_secs(flags.exit_timeout_secs);
     let http_address = SocketAddr::new(flags.http_address, flags.http_port);
@@ -238,6 +266,7 @@ fn main() -> ExitCode {
             }
         }
     });
+    registry.remove_uploads();
     telemetry::shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -109,15 +109,28 @@ impl InferRequest {
             let expected = wire_inputs.len() - shared;
             if raw_input_contents.len() != expected {
                 let which = if shared == 0 { "" } else { " not in shared memory" };
+                let without: Vec<&str> = wire_inputs
+                    .iter()
+                    .zip(&in_shared_memory)
+                    .filter(|(_, region)| region.is_none())
+                    .skip(raw_input_contents.len())
+                    .map(|(input, _)| input.name.as_str())
+                    .collect();
+                let named = if without.is_empty() {
+                    String::new()
+                } else {
+                    format!("; inputs without contents: '{}'", without.join("', '"))
+                };
                 return Err(Error::invalid(format!(
                     "raw_input_contents has {} entries but the request has {expected} inputs{which}; expected one \
-                     entry per input{which}",
+                     entry per input{which}{named}",
                     raw_input_contents.len(),
                 )));
             }
         }
         let mut raw = raw_input_contents.into_iter();
         let mut inputs = Vec::with_capacity(wire_inputs.len());
+        let mut decoded = 0usize;
         let mut batch: Option<(usize, String)> = None;
         for (wire, region) in wire_inputs.into_iter().zip(in_shared_memory) {
             let Some((index, tensor)) = spec.input(&wire.name) else {
@@ -150,12 +163,24 @@ impl InferRequest {
                     None => batch = Some((rows, wire.name.clone())),
                 }
             }
-            let data = match region {
-                Some(region) => shared_memory_data(&wire, &region, regions, tensor.data_type, elements)?,
-                None => match raw.next() {
-                    Some(bytes) => raw_data(bytes, &wire.name, tensor.data_type, elements, RAW)?,
-                    None => typed_data(wire.contents.as_ref(), &wire.name, tensor.data_type, elements)?,
-                },
+            let raw_bytes = if region.is_none() { raw.next() } else { None };
+            let given = match (&region, &raw_bytes) {
+                (Some(region), _) => region.byte_size,
+                (None, Some(bytes)) => bytes.len(),
+                (None, None) => 0,
+            };
+            decoded = decoded.saturating_add(decoded_cost(tensor.data_type, elements, given));
+            if decoded > spec.max_request_bytes {
+                return Err(Error::TooLarge(format!(
+                    "request for model '{}' needs at least {decoded} bytes of memory once decoded (up to input \
+                     '{}', {elements} {} elements), over the limit of {} bytes (--max-request-bytes)",
+                    spec.name, wire.name, tensor.data_type, spec.max_request_bytes
+                )));
+            }
+            let data = match (region, raw_bytes) {
+                (Some(region), _) => shared_memory_data(&wire, &region, regions, tensor.data_type, elements)?,
+                (None, Some(bytes)) => raw_data(bytes, &wire.name, tensor.data_type, elements, RAW)?,
+                (None, None) => typed_data(wire.contents.as_ref(), &wire.name, tensor.data_type, elements)?,
             };
             let model_shape = match &tensor.reshape {
                 Some(reshape) => {
@@ -235,6 +260,18 @@ fn has_values(contents: &InferTensorContents) -> bool {
 pub fn full_dims(tensor: &TensorSpec, max_batch_size: usize) -> Vec<i64> {
     let batch = (max_batch_size > 0).then_some(-1);
     batch.into_iter().chain(tensor.dims.iter().copied()).collect()
+}
+
+/// The memory an input takes once decoded: its elements for fixed-size types; for BYTES, the `given` bytes
+/// plus what holding each element costs (`BYTES_ELEMENT_COST`), so that a few megabytes of empty strings
+/// cannot turn into gigabytes.
+fn decoded_cost(data_type: DataType, elements: usize, given: usize) -> usize {
+    match data_type.element_size() {
+        Some(size) => elements.saturating_mul(size),
+        None => elements
+            .saturating_mul(crate::limits::BYTES_ELEMENT_COST)
+            .saturating_add(given),
+    }
 }
 
 /// Checks data type and shape, returning the number of elements.
@@ -356,7 +393,7 @@ fn shared_memory_data(
     if let Some(size) = data_type.element_size() {
         check_fixed_size(slice.byte_size(), name, data_type, elements, size, SHARED)?;
     }
-    raw_data(slice.to_bytes(), name, data_type, elements, SHARED)
+    raw_data(slice.to_bytes()?, name, data_type, elements, SHARED)
 }
 
 /// Splits raw BYTES contents: each element is a 4-byte little-endian length followed by that many bytes.
@@ -606,6 +643,7 @@ mod tests {
             },
             model_filename: "model.onnx".into(),
             batching: ferry_batching::BatchingPolicy::unbatched(None),
+            max_request_bytes: 1 << 20,
             config: Default::default(),
         }
     }

@@ -2,24 +2,25 @@
 //! then point inputs and outputs at them through the tensor parameters `shared_memory_region`,
 //! `shared_memory_offset` and `shared_memory_byte_size` instead of sending the bytes over gRPC.
 //!
-//! A region is mapped once, when it is registered, and shared behind an [`Arc`]: unregistering removes the
-//! name at once, but a request that already resolved the region keeps the mapping alive until it ends.
-//! Input bytes are copied out of the region while the request is parsed, so the client may reuse the region
-//! as soon as it has the response; output bytes are copied in after the model ran, before the response is
-//! sent. The server never unlinks the objects: they belong to the client.
+//! A region's object is opened once, when it is registered, and shared behind an [`Arc`]: unregistering
+//! removes the name at once, but a request that already resolved the region keeps the object open until it
+//! ends. Input bytes are copied out of the region while the request is parsed, so the client may reuse the
+//! region as soon as it has the response; output bytes are copied in after the model ran, before the
+//! response is sent. The server never unlinks the objects: they belong to the client.
 //!
-//! The mapping is memory another process writes. Ferry only copies bytes in and out with raw pointer
-//! copies and never hands out references into it, so a client that writes while a request reads gets a torn
-//! tensor, not a broken server. A client that shrinks the object under a registered region makes accesses
-//! past its new end fault (SIGBUS), as with Triton; do not truncate registered objects.
+//! The object is memory another process writes, so Ferry never maps it: it reads and writes it with
+//! `pread`/`pwrite` on the descriptor, after checking the object's current size. A client that writes while
+//! a request reads gets a torn tensor, and a client that truncates the object under a registered region gets
+//! an error naming the region; neither can fault the server (a mapping would raise SIGBUS there).
 
 use std::{
     collections::HashMap,
     ffi::CString,
-    fmt,
     fs::File,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    ptr::NonNull,
+    os::{
+        fd::{FromRawFd, OwnedFd},
+        unix::fs::FileExt,
+    },
     sync::{Arc, PoisonError, RwLock},
 };
 
@@ -289,15 +290,14 @@ impl RegionSlice {
     }
 
     /// Copies the slice out, so that the request owns its bytes and the client may reuse the region.
-    pub fn to_bytes(&self) -> bytes::Bytes {
-        self.region.copy_out(self.offset, self.byte_size).into()
+    pub fn to_bytes(&self) -> Result<bytes::Bytes, Error> {
+        self.region.copy_out(self.offset, self.byte_size).map(Into::into)
     }
 
     /// Copies `data` to the start of the slice; `owner` names the tensor when `data` does not fit.
     pub fn write(&self, data: &[u8], owner: &str) -> Result<(), Error> {
         self.check_fits(data.len(), owner)?;
-        self.region.copy_in(self.offset, data);
-        Ok(())
+        self.region.copy_in(self.offset, data)
     }
 
     /// Whether `needed` bytes fit in the slice.
@@ -362,14 +362,14 @@ impl OutputRegions {
     }
 }
 
-/// A registered region and its mapping.
+/// A registered region and its open object.
 #[derive(Debug)]
 struct Region {
     name: String,
     key: String,
     offset: u64,
     byte_size: usize,
-    mapping: Mapping,
+    object: File,
 }
 
 impl Region {
@@ -400,14 +400,12 @@ impl Region {
                 "byte_size {byte_size} does not fit in this machine's memory"
             ))
         })?;
-        let mapping = Mapping::new(&object, offset, byte_size)
-            .map_err(|error| fail(format!("cannot map shared memory object '{key}': {error}")))?;
         Ok(Region {
             name: name.to_owned(),
             key: key.to_owned(),
             offset,
             byte_size,
-            mapping,
+            object,
         })
     }
 
@@ -420,42 +418,58 @@ impl Region {
         }
     }
 
-    /// Copies `len` bytes from `offset` out of the region. Callers stay in bounds ([`RegionSlice`] checks
-    /// when it is made); out-of-bounds is a bug and panics rather than reading foreign memory.
-    fn copy_out(&self, offset: usize, len: usize) -> Vec<u8> {
-        assert!(
-            offset.checked_add(len).is_some_and(|end| end <= self.byte_size),
-            "copy of {len} bytes at {offset} outside shared memory region of {} bytes",
-            self.byte_size
-        );
-        let mut out = Vec::with_capacity(len);
-        // SAFETY: [offset, offset + len) lies inside the mapping (asserted above), which stays mapped while
-        // `self` lives. `out` has capacity for `len` bytes and is private memory, so the ranges do not
-        // overlap; the copy initialises exactly the `len` bytes `set_len` exposes. Only raw pointers touch
-        // the shared memory: no reference to it exists that another process could invalidate.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.mapping.data().add(offset), out.as_mut_ptr(), len);
-            out.set_len(len);
+    /// Where `len` bytes at `offset` of the region lie in the object, once checked against the region and
+    /// against the object's size now: the client may have truncated it since it registered the region.
+    fn locate(&self, offset: usize, len: usize) -> Result<u64, Error> {
+        let end = offset.checked_add(len).filter(|end| *end <= self.byte_size);
+        let Some(end) = end else {
+            return Err(Error::invalid(format!(
+                "{len} bytes at offset {offset} lie outside shared memory region '{}' of {} bytes",
+                self.name, self.byte_size
+            )));
+        };
+        let at = self.offset + offset as u64;
+        let size = self.object.metadata().map(|m| m.len()).map_err(|error| {
+            Error::invalid(format!(
+                "cannot read the size of shared memory object '{}' of region '{}': {error}",
+                self.key, self.name
+            ))
+        })?;
+        if self.offset + end as u64 > size {
+            return Err(Error::invalid(format!(
+                "shared memory object '{}' of region '{}' holds {size} bytes now, fewer than the {} the region \
+                 needs: it was truncated after the region was registered; register it again",
+                self.key,
+                self.name,
+                self.offset + self.byte_size as u64
+            )));
         }
-        out
+        Ok(at)
     }
 
-    /// Copies `data` into the region at `offset`; the same bounds contract as [`Region::copy_out`].
-    fn copy_in(&self, offset: usize, data: &[u8]) {
-        assert!(
-            offset
-                .checked_add(data.len())
-                .is_some_and(|end| end <= self.byte_size),
-            "copy of {} bytes at {offset} outside shared memory region of {} bytes",
-            data.len(),
-            self.byte_size
-        );
-        // SAFETY: [offset, offset + data.len()) lies inside the mapping (asserted above), which is mapped
-        // writable and stays mapped while `self` lives; `data` is private memory, so the ranges do not
-        // overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.mapping.data().add(offset), data.len());
-        }
+    /// Copies `len` bytes from `offset` of the region out of the object.
+    fn copy_out(&self, offset: usize, len: usize) -> Result<Vec<u8>, Error> {
+        let at = self.locate(offset, len)?;
+        let mut out = vec![0u8; len];
+        self.object.read_exact_at(&mut out, at).map_err(|error| {
+            Error::invalid(format!(
+                "cannot read {len} bytes of shared memory region '{}': {error}",
+                self.name
+            ))
+        })?;
+        Ok(out)
+    }
+
+    /// Copies `data` into the region at `offset`.
+    fn copy_in(&self, offset: usize, data: &[u8]) -> Result<(), Error> {
+        let at = self.locate(offset, data.len())?;
+        self.object.write_all_at(data, at).map_err(|error| {
+            Error::invalid(format!(
+                "cannot write {} bytes to shared memory region '{}': {error}",
+                data.len(),
+                self.name
+            ))
+        })
     }
 }
 
@@ -480,81 +494,6 @@ fn open(name: &str, key: &str) -> Result<File, Error> {
     }
     // SAFETY: shm_open just returned this descriptor; nothing else owns it, so the File may close it.
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
-}
-
-/// A shared, writable mapping of part of a shared memory object, unmapped on drop.
-struct Mapping {
-    /// The start of the mapping, page-aligned.
-    start: NonNull<libc::c_void>,
-    /// The mapping's length, from `start`.
-    len: usize,
-    /// Where the region begins after `start`: mmap offsets must be page-aligned, region offsets need not.
-    lead: usize,
-}
-
-// SAFETY: the mapping is plain memory owned by this value until drop. Ferry only reaches it through
-// `copy_out` and `copy_in`, raw copies that are sound from any thread (no references into it exist), so
-// moving it to or sharing it with other threads is as safe as sharing it with the other processes that map
-// the same object.
-unsafe impl Send for Mapping {}
-// SAFETY: as for Send: `&Mapping` only allows raw copies in and out, with no interior state to race on.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    fn new(object: &File, offset: u64, byte_size: usize) -> std::io::Result<Self> {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let page = u64::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096);
-        let lead = offset % page;
-        let too_large = || std::io::Error::other("the region is too large to map");
-        let map_offset = libc::off_t::try_from(offset - lead).map_err(|_| too_large())?;
-        let lead = usize::try_from(lead).map_err(|_| too_large())?;
-        let len = byte_size.checked_add(lead).ok_or_else(too_large)?;
-        // SAFETY: a null hint lets the kernel choose the address; `len` is non-zero (byte_size > 0); the
-        // descriptor is open for reading and writing, matching PROT_READ | PROT_WRITE with MAP_SHARED; the
-        // offset is page-aligned. The result is checked against MAP_FAILED before use.
-        let start = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                object.as_raw_fd(),
-                map_offset,
-            )
-        };
-        if start == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let start = NonNull::new(start).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
-        // The descriptor closes when `object` drops; the mapping stays valid without it.
-        Ok(Mapping { start, len, lead })
-    }
-
-    /// The first byte of the region.
-    fn data(&self) -> *mut u8 {
-        // In bounds: `len` is `lead` plus a non-zero byte_size. wrapping_add keeps this free of unsafe.
-        self.start.as_ptr().cast::<u8>().wrapping_add(self.lead)
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: `start` and `len` are exactly what mmap returned and was given, the mapping is unmapped
-        // only here, and no copy can be running: copies borrow the Region that owns this Mapping.
-        unsafe {
-            libc::munmap(self.start.as_ptr(), self.len);
-        }
-    }
-}
-
-impl fmt::Debug for Mapping {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mapping")
-            .field("start", &self.start)
-            .field("len", &self.len)
-            .finish()
-    }
 }
 
 #[cfg(test)]
@@ -606,7 +545,7 @@ mod tests {
         let slice = registry
             .slice(&tensor("r", 1, 8), "input 'x'")
             .expect("in bounds");
-        assert_eq!(slice.to_bytes().as_ref(), &bytes[4100..4108]);
+        assert_eq!(slice.to_bytes().expect("read").as_ref(), &bytes[4100..4108]);
         slice.write(&[9; 4], "output 'y'").expect("fits");
         assert_eq!(&object.contents()[4100..4104], &[9; 4]);
         let message = slice
@@ -711,6 +650,34 @@ mod tests {
             .expect("last bytes");
     }
 
+    /// A client that truncated its object under a registered region used to kill the server with SIGBUS.
+    #[test]
+    fn a_truncated_object_gives_an_error_not_a_fault() {
+        let object = Object::new("truncated", &[5; 8192]);
+        let registry = SharedMemoryRegistry::default();
+        registry.register("r", &object.key, 0, 8192).expect("r");
+        let slice = registry
+            .slice(&tensor("r", 4096, 4096), "input 'x'")
+            .expect("slice");
+        File::options()
+            .write(true)
+            .open(&object.path)
+            .and_then(|f| f.set_len(100))
+            .expect("truncate");
+        let read = slice.to_bytes().expect_err("truncated").to_string();
+        assert!(read.contains("truncated") && read.contains("'r'"), "{read}");
+        let write = slice
+            .write(&[1; 8], "output 'y'")
+            .expect_err("truncated")
+            .to_string();
+        assert!(write.contains("holds 100 bytes now"), "{write}");
+        assert_eq!(
+            object.contents().len(),
+            100,
+            "a refused write does not grow the object back"
+        );
+    }
+
     #[test]
     fn an_unregistered_region_stays_mapped_while_in_use() {
         let object = Object::new("inuse", &[7; 16]);
@@ -719,9 +686,9 @@ mod tests {
         let slice = registry.slice(&tensor("r", 0, 16), "input 'x'").expect("slice");
         registry.unregister("r");
         drop(object);
-        assert_eq!(slice.to_bytes().as_ref(), &[7; 16]);
-        slice.write(&[1; 16], "output 'y'").expect("still mapped");
-        assert_eq!(slice.to_bytes().as_ref(), &[1; 16]);
+        assert_eq!(slice.to_bytes().expect("still open").as_ref(), &[7; 16]);
+        slice.write(&[1; 16], "output 'y'").expect("still open");
+        assert_eq!(slice.to_bytes().expect("still open").as_ref(), &[1; 16]);
     }
 
     #[test]

@@ -88,6 +88,11 @@ impl TestServer {
         self.server.registry()
     }
 
+    /// The server's registry, shared, for tests that build a front end of their own over it.
+    pub fn registry_arc(&self) -> &std::sync::Arc<ferry_server::repository::Registry> {
+        self.server.registry()
+    }
+
     /// The `host:port` a client dials.
     pub fn url(&self) -> String {
         self.address.to_string()

@@ -29,19 +29,25 @@ use tonic::{Code, transport::Channel};
 const CONFIG: &str = "max_batch_size: 8\n\
     input [ { name: \"x\", data_type: TYPE_FP32, dims: [ 4 ] } ]\n\
     output [ { name: \"y\", data_type: TYPE_FP32, dims: [ 4 ] } ]\n\
-    version_policy: { all { } }\n\
     dynamic_batching { }\n";
 
 /// A model repository of the test's own, holding one model `m` built from `tests/assets/add_<k>.onnx` files
 /// (y = x + k, so an answer tells which file gave it).
 struct Repository {
     dir: tempfile::TempDir,
+    policy: &'static str,
 }
 
 impl Repository {
     fn new() -> Self {
+        Self::with_policy("all { }")
+    }
+
+    /// A repository whose model has `version_policy: { <policy> }` and version 1.
+    fn with_policy(policy: &'static str) -> Self {
         let repository = Repository {
             dir: tempfile::tempdir().expect("temp dir"),
+            policy,
         };
         repository.write_config(1);
         repository.put_version(1, 1);
@@ -58,8 +64,19 @@ impl Repository {
 
     fn write_config(&self, instances: u32) {
         std::fs::create_dir_all(self.model()).expect("model folder");
-        let text = format!("{CONFIG}instance_group [ {{ count: {instances}, kind: KIND_CPU }} ]\n");
-        std::fs::write(self.model().join("config.pbtxt"), text).expect("config");
+        self.write_config_text(&format!(
+            "{CONFIG}instance_group [ {{ count: {instances}, kind: KIND_CPU }} ]\n"
+        ));
+    }
+
+    fn write_config_text(&self, config: &str) {
+        std::fs::create_dir_all(self.model()).expect("model folder");
+        let text = format!("{config}version_policy: {{ {} }}\n", self.policy);
+        // Written aside and renamed in, as a deployment should: a poll that reads the config while it is
+        // being rewritten in place would see it half-written.
+        let aside = self.dir.path().join(".config.pbtxt");
+        std::fs::write(&aside, text).expect("config");
+        std::fs::rename(&aside, self.model().join("config.pbtxt")).expect("config in place");
     }
 
     fn asset(k: u32) -> Vec<u8> {
@@ -72,17 +89,20 @@ impl Repository {
         std::fs::write(folder.join("model.onnx"), Self::asset(k)).expect("model file");
     }
 
-    /// Writes a version's file in two halves with a pause, as a slow copy would.
+    /// Writes a version's file in two halves with a pause, as a slow copy would. The writes run on a thread
+    /// of their own, so that a busy async runtime cannot stretch the pause past a poll.
     async fn put_version_slowly(&self, version: u64, k: u32, pause: Duration) {
         let folder = self.model().join(version.to_string());
         std::fs::create_dir_all(&folder).expect("version folder");
         let bytes = Self::asset(k);
-        let (head, tail) = bytes.split_at(bytes.len() / 2);
-        std::fs::write(folder.join("model.onnx"), head).expect("first half");
-        tokio::time::sleep(pause).await;
-        let mut whole = head.to_vec();
-        whole.extend_from_slice(tail);
-        std::fs::write(folder.join("model.onnx"), whole).expect("whole file");
+        tokio::task::spawn_blocking(move || {
+            let (head, _) = bytes.split_at(bytes.len() / 2);
+            std::fs::write(folder.join("model.onnx"), head).expect("first half");
+            std::thread::sleep(pause);
+            std::fs::write(folder.join("model.onnx"), &bytes).expect("whole file");
+        })
+        .await
+        .expect("writer");
     }
 
     fn corrupt_version(&self, version: u64) {
@@ -166,6 +186,13 @@ impl Traffic {
             stop,
             outcomes,
             tasks,
+        }
+    }
+
+    /// Lets the clients run until they have sent at least `count` requests.
+    async fn run_until(&self, count: usize) {
+        while self.outcomes.lock().expect("outcomes").len() < count {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -311,9 +338,9 @@ async fn poll_mode_follows_the_repository_without_failing_a_request() {
     let mut client = server.raw_client().await.expect("client");
     let traffic = Traffic::start(&client, 3);
     for cycle in 0..20 {
-        // A new version, copied in two writes less than a poll apart: it must never be loaded half-written.
+        // A new version, copied in two writes well under a poll apart: it must never be loaded half-written.
         repository
-            .put_version_slowly(2, 2, Duration::from_millis(30))
+            .put_version_slowly(2, 2, Duration::from_millis(2))
             .await;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -321,7 +348,7 @@ async fn poll_mode_follows_the_repository_without_failing_a_request() {
             assert_ne!(
                 state_of(&now, "2"),
                 Some("UNAVAILABLE"),
-                "a half-written file was loaded: {now:?}"
+                "cycle {cycle}: a half-written file was loaded: {now:?}"
             );
             if state_of(&now, "2") == Some("READY") {
                 break;
@@ -340,6 +367,9 @@ async fn poll_mode_follows_the_repository_without_failing_a_request() {
         })
         .await;
         wait_for_answer(&mut client, "", 20).await;
+        // While version 3 is broken no load of the model can commit (all or nothing), so it goes first.
+        repository.remove_version(3);
+        wait_for(&mut client, "version 3 to go", |s| state_of(s, "3").is_none()).await;
         // An instance-count edit applies in place: version 1 keeps its sessions.
         let before = server.registry().resolve("m", "1").expect("version 1");
         repository.write_config(1 + (cycle % 2 + 1) % 2);
@@ -360,11 +390,10 @@ async fn poll_mode_follows_the_repository_without_failing_a_request() {
             Arc::ptr_eq(&before, &after),
             "an instance_group edit must not reload the version"
         );
-        // Removing versions unloads them after they drain.
-        repository.remove_version(3);
+        // Removing a version unloads it after it drains.
         repository.remove_version(2);
-        wait_for(&mut client, "versions 2 and 3 to go", |s| {
-            !matches!(state_of(s, "2"), Some("READY") | Some("LOADING")) && state_of(s, "3").is_none()
+        wait_for(&mut client, "version 2 to go", |s| {
+            !matches!(state_of(s, "2"), Some("READY") | Some("LOADING"))
         })
         .await;
     }
@@ -579,4 +608,122 @@ async fn load_and_unload_are_refused_outside_explicit_mode() {
         status.message()
     );
     server.stop().await;
+}
+
+/// The policies of the transactional load tests, each with the versions it serves from versions 1 and 2.
+const POLICIES: [(&str, &[&str]); 4] = [
+    ("latest { num_versions: 1 }", &["2"]),
+    ("latest { num_versions: 2 }", &["1", "2"]),
+    ("all { }", &["1", "2"]),
+    ("specific { versions: [ 2, 3 ] }", &["2"]),
+];
+
+/// The versions of `m` that are ready, by number, with the copy that serves each.
+fn serving(server: &TestServer, versions: &[&str]) -> Vec<Arc<ferry_server::model::ModelVersion>> {
+    versions
+        .iter()
+        .map(|v| server.registry().resolve("m", v).expect("serving"))
+        .collect()
+}
+
+/// Triton's all-or-nothing load (issue: a truncated version 7 under `latest: 1` unloaded version 6 and
+/// failed every request for seconds): while clients send without pause, a corrupt new version and a config
+/// the model file does not match each leave the serving versions exactly as they were, the failure is
+/// reported, and a good new version then replaces the old ones without a failed request.
+async fn a_failed_load_changes_nothing(mode: ControlMode) {
+    for (policy, served) in POLICIES {
+        let repository = Repository::with_policy(policy);
+        repository.put_version(2, 2);
+        let server = start(&repository, mode).await;
+        let mut client = server.raw_client().await.expect("client");
+        let reload = |client: &mut GrpcInferenceServiceClient<Channel>| {
+            let mut client = client.clone();
+            async move {
+                match mode {
+                    ControlMode::Explicit => explicit_load(&mut client).await.err(),
+                    _ => None,
+                }
+            }
+        };
+        let before = serving(&server, served);
+        let traffic = Traffic::start(&client, 4);
+        wait_for_answer(&mut client, "", 2).await;
+
+        repository.corrupt_version(3);
+        let refused = reload(&mut client).await;
+        wait_for(&mut client, "version 3 to fail", |s| {
+            state_of(s, "3") == Some("UNAVAILABLE")
+        })
+        .await;
+        if mode == ControlMode::Explicit {
+            let status = refused.expect("the load fails");
+            assert_eq!(
+                status.code(),
+                Code::InvalidArgument,
+                "{policy}: {}",
+                status.message()
+            );
+            assert!(
+                status.message().contains("failed to load 'm'"),
+                "{}",
+                status.message()
+            );
+        }
+        let reason = states(&mut client).await["3"].1.clone();
+        assert!(!reason.is_empty(), "{policy}: the index gives the reason");
+        for (version, old) in served.iter().zip(&before) {
+            let now = server.registry().resolve("m", version).expect("still serving");
+            assert!(
+                Arc::ptr_eq(old, &now),
+                "{policy}: version {version} was replaced or reloaded"
+            );
+        }
+
+        // A config the model files do not match (5 values, not 4): every version fails, none is touched.
+        repository.remove_version(3);
+        repository.write_config_text(&CONFIG.replace("dims: [ 4 ]", "dims: [ 5 ]"));
+        let refused = reload(&mut client).await;
+        wait_for(&mut client, "the reload to fail", |s| {
+            served.iter().all(|v| {
+                s.get(*v)
+                    .is_some_and(|(state, reason)| state == "READY" && !reason.is_empty())
+            })
+        })
+        .await;
+        assert!(mode != ControlMode::Explicit || refused.is_some(), "{policy}");
+        for (version, old) in served.iter().zip(&before) {
+            let now = server.registry().resolve("m", version).expect("still serving");
+            assert!(
+                Arc::ptr_eq(old, &now),
+                "{policy}: version {version} changed after a bad config"
+            );
+        }
+
+        // The good version 3 and config: for the latest and specific policies it replaces what served.
+        repository.write_config(1);
+        repository.put_version(3, 3);
+        assert!(
+            reload(&mut client).await.is_none(),
+            "{policy}: the good load succeeds"
+        );
+        wait_for_answer(&mut client, "", 3).await;
+        traffic.run_until(200).await;
+        let outcomes = traffic.finish().await;
+        let valid = [("2", 2), ("3", 3)]
+            .into_iter()
+            .map(|(v, k)| (v.to_owned(), k))
+            .collect();
+        check(&outcomes, &valid);
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_mode_loads_are_all_or_nothing() {
+    a_failed_load_changes_nothing(ControlMode::Poll).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_mode_loads_are_all_or_nothing() {
+    a_failed_load_changes_nothing(ControlMode::Explicit).await;
 }

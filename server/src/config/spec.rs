@@ -99,6 +99,9 @@ pub struct ModelSpec {
     pub model_filename: String,
     /// How requests are queued and grouped into batches.
     pub batching: BatchingPolicy,
+    /// The most memory one request may take once decoded (`--max-request-bytes`): checked while a request
+    /// is parsed, before any shared memory is copied out.
+    pub max_request_bytes: usize,
     /// The completed configuration, as the ModelConfig RPC reports it.
     pub config: ModelConfig,
 }
@@ -244,6 +247,7 @@ impl ModelSpec {
             instances,
             model_filename,
             batching,
+            max_request_bytes: crate::limits::ResourceLimits::default().max_request_bytes,
             config: ModelConfig {
                 name: folder_name.to_owned(),
                 ..config

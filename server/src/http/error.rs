@@ -19,7 +19,7 @@ impl HttpError {
     pub fn from_code(code: Code, message: impl Into<String>) -> Self {
         HttpError {
             status: crate::error::http_status(code),
-            message: message.into(),
+            message: crate::limits::bounded_message(message.into()),
         }
     }
 

@@ -20,6 +20,7 @@ use tracing::Instrument;
 use crate::{
     Error,
     config::{InstancePlan, ModelSignature, ModelSpec},
+    limits::{ThreadBudget, ThreadReservation},
     onnx::{self, BatchRunner, OutputTensor},
     request::InferRequest,
     stats::VersionStats,
@@ -62,8 +63,8 @@ pub struct ModelVersion {
     scheduler: Arc<Scheduler<InferJob>>,
     /// One `retired` flag per running instance.
     instances: Mutex<Vec<Arc<AtomicBool>>>,
-    /// Requests every new instance runs, each the given number of times, before it takes traffic.
-    warmup: Vec<(InferRequest, u32)>,
+    /// Requests every new instance runs before it takes traffic.
+    warmup: warmup::Warmup,
 }
 
 impl std::fmt::Debug for ModelVersion {
@@ -91,7 +92,11 @@ impl ModelVersion {
         spec: Arc<ModelSpec>,
         version: u64,
         model_path: &Path,
+        threads: &Arc<ThreadBudget>,
     ) -> Result<Self, Error> {
+        let reservation = threads
+            .reserve(instance_threads(&spec.instances))
+            .map_err(Error::TooLarge)?;
         let first = onnx::open_session(environment, model_path, &spec.instances)?;
         spec.check_signature(&onnx::signature(&first), &model_path.display().to_string())?;
         let model_dir = model_path
@@ -106,8 +111,8 @@ impl ModelVersion {
             spec,
             version,
         };
-        model.start_instance(first)?;
-        model.set_instances(environment, model_path, model.spec.instances)?;
+        model.start_instance(first, reservation)?;
+        model.set_instances(environment, model_path, model.spec.instances, threads)?;
         Ok(model)
     }
 
@@ -118,6 +123,7 @@ impl ModelVersion {
         environment: &Environment,
         model_path: &Path,
         plan: InstancePlan,
+        threads: &Arc<ThreadBudget>,
     ) -> Result<(), Error> {
         let running = self
             .instances
@@ -133,7 +139,10 @@ impl ModelVersion {
             self.scheduler.wake_all();
         }
         for _ in running..plan.count {
-            self.start_instance(onnx::open_session(environment, model_path, &plan)?)?;
+            let reservation = threads
+                .reserve(instance_threads(&plan))
+                .map_err(Error::TooLarge)?;
+            self.start_instance(onnx::open_session(environment, model_path, &plan)?, reservation)?;
         }
         Ok(())
     }
@@ -154,13 +163,20 @@ impl ModelVersion {
     /// Warms a new session up with the config's `model_warmup` requests (or one zero-filled request) and
     /// starts its thread. Like Triton, warm-up runs on the instance itself, not through the queue, so it
     /// neither waits for batching delays nor shows in the statistics.
-    fn start_instance(&self, mut session: Session) -> Result<(), Error> {
+    fn start_instance(&self, mut session: Session, threads: ThreadReservation) -> Result<(), Error> {
         let mut runner = BatchRunner::new()?;
-        for (request, count) in &self.warmup {
+        'warmup: for (request, count) in &self.warmup.requests {
             for _ in 0..*count {
-                runner
-                    .run(&mut session, &self.spec, &[request])
-                    .map_err(|error| Error::ModelLoad(format!("warm-up failed: {error}")))?;
+                match runner.run(&mut session, &self.spec, &[request]) {
+                    Ok(_) => {}
+                    Err(error) if self.warmup.required => {
+                        return Err(Error::ModelLoad(format!("warm-up failed: {error}")));
+                    }
+                    Err(error) => {
+                        tracing::info!(model = %self.spec.name, %error, "Ferry's own zero warm-up request failed; serving without it");
+                        break 'warmup;
+                    }
+                }
             }
         }
         let retired = Arc::new(AtomicBool::new(false));
@@ -171,6 +187,7 @@ impl ModelVersion {
             scheduler: Arc::clone(&self.scheduler),
             stats: Arc::clone(&self.stats),
             retired: Arc::clone(&retired),
+            _threads: threads,
         };
         let mut instances = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
         thread::Builder::new()
@@ -296,6 +313,8 @@ struct Instance {
     scheduler: Arc<Scheduler<InferJob>>,
     stats: Arc<VersionStats>,
     retired: Arc<AtomicBool>,
+    /// The instance's share of the server's thread budget, given back when its thread ends.
+    _threads: ThreadReservation,
 }
 
 impl Instance {
@@ -348,6 +367,12 @@ impl Instance {
             }
         });
     }
+}
+
+/// The threads one instance of `plan` runs: its own, ONNX Runtime's intra-op threads (the configured
+/// count, or the share of the cores `open_session` gives it) and inter-op threads when configured.
+fn instance_threads(plan: &InstancePlan) -> usize {
+    1 + onnx::intra_threads(plan) + plan.inter_op_threads.unwrap_or(0)
 }
 
 /// Opens a session only to read the model's signature, for auto-completing a config before the spec exists.

@@ -72,6 +72,7 @@ impl BatchRunner {
             .map(|r| if batched { r.batch_size } else { 1 })
             .collect();
         let rows: usize = row_counts.iter().sum();
+        check_batch(spec, requests)?;
         self.fill_buffers(requests);
         let mut inputs: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(first.inputs.len());
         for (position, input) in first.inputs.iter().enumerate() {
@@ -82,10 +83,19 @@ impl BatchRunner {
             }
             let value = match &input.data {
                 TensorData::Fixed(_) => {
+                    let filled = fixed_bytes(requests, position);
+                    let needed = shape_bytes(tensor.data_type, &shape);
+                    if needed != Some(filled) || self.buffers[position].len() * 8 < filled {
+                        return Err(Error::Execution(format!(
+                            "input '{}': the batch holds {filled} bytes but shape {shape:?} of {} needs {needed:?}",
+                            tensor.name, tensor.data_type
+                        )));
+                    }
                     let data = self.buffers[position].as_mut_ptr().cast::<c_void>();
-                    // SAFETY: `fill_buffers` wrote this input of every request, back to back, into the buffer,
-                    // which validation sized to exactly `shape` elements of the input's type; the buffer is
-                    // neither moved nor written again before the run below ends and `inputs` is dropped.
+                    // SAFETY: `fill_buffers` wrote this input of every request, back to back, into the buffer;
+                    // the check above proved that those bytes are exactly `shape` elements of the input's type
+                    // and that the buffer holds them. The buffer is neither moved nor written again before the
+                    // run below ends and `inputs` is dropped.
                     unsafe { view(tensor.data_type, &self.memory, data, shape) }
                 }
                 TensorData::Strings(_) => {
@@ -142,13 +152,7 @@ impl BatchRunner {
             self.buffers.resize_with(inputs, Vec::new);
         }
         for (position, buffer) in self.buffers.iter_mut().enumerate().take(inputs) {
-            let total: usize = requests
-                .iter()
-                .map(|r| match &r.inputs[position].data {
-                    TensorData::Fixed(bytes) => bytes.len(),
-                    TensorData::Strings(_) => 0,
-                })
-                .sum();
+            let total = fixed_bytes(requests, position);
             if total == 0 {
                 continue;
             }
@@ -166,6 +170,63 @@ impl BatchRunner {
             }
         }
     }
+}
+
+/// Checks what batching promises before any buffer is touched: every request has the same inputs, in the
+/// same order, of the same kind, and agrees with the first in every dimension but the batch dimension. The
+/// scheduler only groups such requests; this makes `run` safe to call with any requests at all.
+fn check_batch(spec: &ModelSpec, requests: &[&InferRequest]) -> Result<(), Error> {
+    let Some(first) = requests.first() else {
+        return Ok(());
+    };
+    if first.inputs.iter().any(|input| input.index >= spec.inputs.len()) {
+        return Err(Error::Execution(
+            "a request names an input the model does not have".to_owned(),
+        ));
+    }
+    let batched = spec.max_batch_size > 0;
+    let agrees = |request: &&InferRequest| {
+        request.inputs.len() == first.inputs.len()
+            && request.inputs.iter().zip(&first.inputs).all(|(mine, theirs)| {
+                let skip = usize::from(batched);
+                mine.index == theirs.index
+                    && mine.model_shape.len() == theirs.model_shape.len()
+                    && mine.model_shape.get(skip..) == theirs.model_shape.get(skip..)
+                    && (!batched || mine.model_shape.first() == Some(&(request.batch_size as i64)))
+                    && std::mem::discriminant(&mine.data) == std::mem::discriminant(&theirs.data)
+            })
+    };
+    if !requests.iter().all(agrees) {
+        return Err(Error::Execution(
+            "the requests of a batch differ in their inputs or in a dimension other than the batch dimension"
+                .to_owned(),
+        ));
+    }
+    if !batched && requests.len() > 1 {
+        return Err(Error::Execution(
+            "a model without a batch dimension runs one request at a time".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The fixed-size bytes every request gives for the input at `position`, together.
+fn fixed_bytes(requests: &[&InferRequest], position: usize) -> usize {
+    requests
+        .iter()
+        .filter_map(|r| match &r.inputs.get(position)?.data {
+            TensorData::Fixed(bytes) => Some(bytes.len()),
+            TensorData::Strings(_) => None,
+        })
+        .sum()
+}
+
+/// The bytes a tensor of `shape` holds, or `None` for a negative dimension, an overflow, or BYTES.
+fn shape_bytes(data_type: DataType, shape: &[i64]) -> Option<usize> {
+    let size = data_type.element_size()?;
+    shape.iter().try_fold(size, |total, d| {
+        usize::try_from(*d).ok().and_then(|d| total.checked_mul(d))
+    })
 }
 
 /// A tensor of `data_type` over memory Ferry owns.
@@ -416,6 +477,38 @@ mod tests {
             .flat_map(|v| v.to_le_bytes())
             .collect::<Vec<u8>>()
             .into()
+    }
+
+    /// `run` is safe to call with requests that validation never produced: the view over the batch buffer
+    /// must not let ONNX Runtime read past it. Each case would read out of bounds without the checks.
+    #[test]
+    fn hand_built_batches_that_break_the_batch_contract_are_refused() {
+        let (mut session, spec) = load("add_one_greedy");
+        let mut runner = BatchRunner::new().expect("runner");
+        let good = request(&spec, vec![("x", "FP32", vec![1, 4], rows_of(&[1.0; 4]))]);
+        let mut wider = good.clone();
+        wider.inputs[0].shape = vec![1, 8];
+        wider.inputs[0].model_shape = vec![1, 8];
+        let mut taller = good.clone();
+        taller.inputs[0].model_shape = vec![3, 4];
+        taller.batch_size = 3;
+        let mut short = good.clone();
+        short.inputs[0].data = TensorData::Fixed(rows_of(&[1.0; 3]));
+        let mut no_inputs = good.clone();
+        no_inputs.inputs.clear();
+        for (what, batch) in [
+            ("different trailing dimensions", vec![&good, &wider]),
+            ("more rows than bytes", vec![&taller]),
+            ("fewer bytes than the shape", vec![&short]),
+            ("different inputs", vec![&good, &no_inputs]),
+        ] {
+            let error = runner.run(&mut session, &spec, &batch).expect_err(what);
+            assert!(matches!(error, Error::Execution(_)), "{what}: {error}");
+        }
+        let (outputs, _) = runner
+            .run(&mut session, &spec, &[&good, &good])
+            .expect("a valid batch still runs");
+        assert_eq!(outputs[1][0].data, rows_of(&[2.0; 4]));
     }
 
     proptest! {

@@ -26,10 +26,7 @@ pub fn open_session(
     plan: &InstancePlan,
 ) -> Result<Session, Error> {
     let fail = |error: ort::Error| Error::ModelLoad(format!("{}: {error}", model_path.display()));
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let intra = plan
-        .intra_op_threads
-        .unwrap_or((cores / plan.count.max(1)).max(1));
+    let intra = intra_threads(plan);
     let mut builder = Session::builder(environment)
         .map_err(fail)?
         .with_intra_threads(intra)
@@ -65,6 +62,14 @@ pub fn open_session(
         };
     }
     builder.commit_from_file(model_path).map_err(fail)
+}
+
+/// The intra-op threads each session of `plan` runs: the config's count, or the machine's cores shared out
+/// between the model's instances.
+pub fn intra_threads(plan: &InstancePlan) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    plan.intra_op_threads
+        .unwrap_or((cores / plan.count.max(1)).max(1))
 }
 
 /// Whether the loaded ONNX Runtime library has the CUDA execution provider (a GPU build of it).

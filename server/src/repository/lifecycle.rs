@@ -13,29 +13,81 @@ use ort::environment::Environment;
 use prost_reflect::DynamicMessage;
 
 use super::{
-    ControlMode, ModelEntry, Registry, RepositoryOptions, VersionState,
+    ControlMode, ModelEntry, Registry, RepositoryOptions, VersionState, files,
     loader::{self, Current, ModelSource},
     scan::{ChangeDetector, Fingerprint, model_folders},
 };
-use crate::{Error, config::model_config_descriptor};
+use crate::{Error, config::model_config_descriptor, limits::ThreadBudget};
 
 /// State that only changes under the lifecycle lock: what poll mode last saw and acted on, and where
 /// uploaded model files go.
 #[derive(Debug, Default)]
 pub(super) struct Lifecycle {
     pub(super) detector: ChangeDetector,
+    /// The upload folder each model loaded from files now serves from, removed when that model is
+    /// unloaded or loaded from elsewhere.
+    uploads: BTreeMap<String, PathBuf>,
+}
+
+/// The longest model name Ferry accepts: the longest file name Linux allows, since names are folders.
+pub const MAX_MODEL_NAME_BYTES: usize = 255;
+
+/// A model name that is safe to use as a folder name: checked once, where a load or unload request arrives.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ModelName(String);
+
+impl ModelName {
+    /// Accepts a name of 1 to [`MAX_MODEL_NAME_BYTES`] bytes that names one folder: no `/`, `\\` or NUL, not
+    /// `.` or `..`, and not hidden (a leading `.`, which repository scans skip).
+    pub fn parse(name: String) -> Result<Self, Error> {
+        if name.len() > MAX_MODEL_NAME_BYTES {
+            return Err(Error::invalid(format!(
+                "model name is {} bytes long; the most is {MAX_MODEL_NAME_BYTES}",
+                name.len()
+            )));
+        }
+        if !files::is_plain_file_name(&name) || name.starts_with('.') {
+            return Err(Error::invalid(format!(
+                "model name {name:?} is not a folder name: it must be non-empty, must not start with '.', and \
+                 must not contain '/', '\\' or NUL"
+            )));
+        }
+        Ok(ModelName(name))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ModelName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// A load request (RepositoryModelLoad): a model to load or reload, with an optional config and files that
 /// replace what is on disk.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadRequest {
     /// The model.
-    pub name: String,
+    pub name: ModelName,
     /// The `config` parameter: the model's config as JSON, used instead of `config.pbtxt`.
     pub config_json: Option<String>,
     /// The `file:<version>/<path>` parameters: model files, written to a folder of Ferry's own.
     pub files: Vec<(String, Bytes)>,
+}
+
+impl LoadRequest {
+    /// A request to load `name` from its folder in the repositories, as it is on disk.
+    pub fn new(name: ModelName) -> Self {
+        LoadRequest {
+            name,
+            config_json: None,
+            files: Vec::new(),
+        }
+    }
 }
 
 /// Triton's answer to a load or unload request outside explicit mode.
@@ -56,6 +108,8 @@ impl Registry {
             models: Default::default(),
             draining: Default::default(),
             lifecycle: Default::default(),
+            threads: ThreadBudget::new(options.limits.max_model_threads),
+            uploads: uploads_root(),
             options,
             environment,
         });
@@ -120,12 +174,14 @@ impl Registry {
         }
     }
 
-    /// Loads or reloads `name` from `source`. New and changed versions load in the background while the
-    /// current ones keep serving, and are swapped in together once ready; a version that fails keeps its
-    /// previous copy. Returns the first failure, if any.
+    /// Loads or reloads `name` from `source` as one transaction, as Triton does: the versions the policy
+    /// selects load in the background while the current ones keep serving; only when every one of them is
+    /// ready are they swapped in together, and the versions that left the policy drain. If any fails, the
+    /// serving set stays exactly as it was, the failed versions show as unavailable with the reason, and
+    /// the versions this load had opened are released. Returns the first failure, if any.
     pub(super) fn load_model(&self, name: &str, source: &ModelSource) -> Result<(), String> {
         let before = self.models.load().get(name).cloned().unwrap_or_default();
-        let prepared = match loader::prepare(&self.environment, name, source) {
+        let prepared = match loader::prepare(&self.environment, name, source, &self.options.limits) {
             Ok(prepared) => prepared,
             Err(reason) => {
                 self.keep_serving_or_fail(name, before, &reason);
@@ -156,24 +212,42 @@ impl Registry {
         loading.failure = None;
         self.publish(name, Some(loading));
 
-        let loaded = loader::load_versions(&self.environment, &prepared, &current);
-        let first_failure = loaded.values().find_map(|c| match &c.state {
-            VersionState::Unavailable(reason) => Some(reason.clone()),
-            VersionState::Ready { note, .. } => note.clone(),
-            VersionState::Loading => None,
-        });
-        let newest_ready = loaded.values().rev().find_map(|c| match &c.state {
+        let outcome = loader::load_versions(&self.environment, &prepared, &current, &self.threads);
+        if let Some((version, reason)) = outcome.failed.iter().next() {
+            let reason = format!("version {version}: {reason}");
+            self.publish(name, Some(aborted(before, outcome, &reason)));
+            return Err(reason);
+        }
+        let mut versions = BTreeMap::new();
+        let mut loaded_files = BTreeMap::new();
+        for (version, (model, files)) in outcome.ready {
+            let note = outcome
+                .resized
+                .iter()
+                .find(|(v, _)| *v == version)
+                .and_then(|(_, path)| {
+                    model
+                        .set_instances(&self.environment, path, prepared.spec.instances, &self.threads)
+                        .err()
+                        .map(|error| format!("changing the instance count failed: {error}"))
+                });
+            versions.insert(version, VersionState::Ready { model, note });
+            loaded_files.insert(version, files);
+        }
+        let spec = versions.values().rev().find_map(|state| match state {
             VersionState::Ready { model, .. } => Some(Arc::clone(&model.spec)),
             _ => None,
         });
-        let entry = ModelEntry {
-            spec: Some(newest_ready.unwrap_or_else(|| Arc::clone(&prepared.spec))),
-            loaded_files: loaded.iter().map(|(v, c)| (*v, c.files.clone())).collect(),
-            versions: loaded.into_iter().map(|(v, c)| (v, c.state)).collect(),
-            failure: None,
-        };
-        self.publish(name, Some(entry));
-        first_failure.map_or(Ok(()), Err)
+        self.publish(
+            name,
+            Some(ModelEntry {
+                spec: Some(spec.unwrap_or_else(|| Arc::clone(&prepared.spec))),
+                versions,
+                failure: None,
+                loaded_files,
+            }),
+        );
+        Ok(())
     }
 
     /// After a config that cannot be used: versions already serving go on (with the reason noted); a model
@@ -194,7 +268,7 @@ impl Registry {
     /// Takes `name` out of service: its versions finish the requests they have, then are freed. The model
     /// stays in the index as unavailable, as in Triton.
     pub(super) fn unload_model(&self, name: &str) {
-        self.publish(name, Some(failed("unloaded".to_owned())));
+        self.publish(name, Some(failed(super::UNLOADED.to_owned())));
     }
 
     /// Handles RepositoryModelLoad. Blocks while the model loads: call it off the async workers.
@@ -204,14 +278,17 @@ impl Registry {
         }
         let name = request.name.as_str();
         let config = request.config_json.as_deref().map(config_from_json).transpose()?;
-        let _serialized = self.lifecycle.lock().unwrap_or_else(PoisonError::into_inner);
-        let source = if request.files.is_empty() {
+        let mut lifecycle = self.lifecycle.lock().unwrap_or_else(PoisonError::into_inner);
+        let (source, upload) = if request.files.is_empty() {
             let folders = model_folders(&self.options.roots).map_err(Error::ModelLoad)?;
             match folders.get(name).map(Vec::as_slice) {
-                Some([dir]) => ModelSource {
-                    dir: dir.clone(),
-                    config,
-                },
+                Some([dir]) => (
+                    ModelSource {
+                        dir: dir.clone(),
+                        config,
+                    },
+                    None,
+                ),
                 Some(_) => {
                     return Err(Error::ModelLoad(format!(
                         "failed to load '{name}': it is in more than one repository"
@@ -229,21 +306,39 @@ impl Registry {
                     "failed to load '{name}': the 'config' parameter is required when 'file:' parameters are given"
                 )));
             };
-            ModelSource {
-                dir: write_uploads(name, &request.files)?,
-                config: Some(config),
-            }
+            let dir = write_uploads(&self.uploads, &request.name, &request.files)?;
+            (
+                ModelSource {
+                    dir: dir.clone(),
+                    config: Some(config),
+                },
+                Some(dir),
+            )
         };
-        self.load_model(name, &source)
-            .map_err(|reason| Error::ModelLoad(format!("failed to load '{name}': {reason}")))
+        let loaded = self.load_model(name, &source);
+        match (&loaded, upload) {
+            (Err(_), Some(new)) => remove_folder(&new),
+            (Err(_), None) => {}
+            (Ok(()), new) => {
+                let old = match new {
+                    Some(new) => lifecycle.uploads.insert(name.to_owned(), new),
+                    None => lifecycle.uploads.remove(name),
+                };
+                if let Some(old) = old {
+                    remove_folder(&old);
+                }
+            }
+        }
+        loaded.map_err(|reason| Error::ModelLoad(format!("failed to load '{name}': {reason}")))
     }
 
     /// Handles RepositoryModelUnload.
-    pub fn unload_request(&self, name: &str) -> Result<(), Error> {
+    pub fn unload_request(&self, name: &ModelName) -> Result<(), Error> {
         if self.options.control_mode != ControlMode::Explicit {
             return Err(Error::ModelControlDisabled(CONTROL_DISABLED.to_owned()));
         }
-        let _serialized = self.lifecycle.lock().unwrap_or_else(PoisonError::into_inner);
+        let name = name.as_str();
+        let mut lifecycle = self.lifecycle.lock().unwrap_or_else(PoisonError::into_inner);
         if !self.models.load().contains_key(name) {
             let folders = model_folders(&self.options.roots).map_err(Error::ModelLoad)?;
             if !folders.contains_key(name) {
@@ -254,8 +349,72 @@ impl Registry {
             return Ok(());
         }
         self.unload_model(name);
+        if let Some(upload) = lifecycle.uploads.remove(name) {
+            remove_folder(&upload);
+        }
         Ok(())
     }
+
+    /// Removes every file uploaded with load requests; called at exit (and when the registry drops).
+    pub fn remove_uploads(&self) {
+        let mut lifecycle = self.lifecycle.lock().unwrap_or_else(PoisonError::into_inner);
+        lifecycle.uploads.clear();
+        if self.uploads.exists() {
+            remove_folder(&self.uploads);
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.remove_uploads();
+    }
+}
+
+/// Where a registry writes uploaded model files: a folder of its own under the temporary directory, so
+/// that two registries of one process (as in tests) never remove each other's files.
+fn uploads_root() -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("ferry-uploads-{}-{serial}", std::process::id()))
+}
+
+fn remove_folder(dir: &Path) {
+    if let Err(error) = std::fs::remove_dir_all(dir) {
+        tracing::warn!(folder = %dir.display(), %error, "cannot remove uploaded model files");
+    }
+}
+
+/// The entry after a load that did not commit: every version that served before serves on unchanged (a
+/// failed reload of one of them is noted on it), each selected version that is not serving shows as
+/// unavailable with its own failure or the load's, and what the load had opened is dropped here.
+fn aborted(before: ModelEntry, outcome: loader::LoadOutcome, reason: &str) -> ModelEntry {
+    let mut entry = ModelEntry {
+        versions: before
+            .versions
+            .into_iter()
+            .filter(|(_, state)| matches!(state, VersionState::Ready { .. }))
+            .collect(),
+        failure: None,
+        ..before
+    };
+    let attempted = outcome.failed.keys().chain(outcome.ready.keys());
+    for version in attempted {
+        let own = outcome.failed.get(version);
+        match entry.versions.get_mut(version) {
+            Some(VersionState::Ready { note, .. }) => {
+                *note = own.map(|own| format!("reload failed: {own}"));
+            }
+            _ => {
+                let why = own.cloned().unwrap_or_else(|| format!("not loaded: {reason}"));
+                entry.versions.insert(*version, VersionState::Unavailable(why));
+            }
+        }
+    }
+    entry
+        .loaded_files
+        .retain(|version, _| matches!(entry.versions.get(version), Some(VersionState::Ready { .. })));
+    entry
 }
 
 fn failed(reason: String) -> ModelEntry {
@@ -284,12 +443,18 @@ fn config_from_json(json: &str) -> Result<ModelConfig, Error> {
 
 /// Writes uploaded files into a fresh folder under Ferry's own upload directory (never into a user's
 /// repository) and returns it. Each path must be `<version>/<relative path>` and stay inside the folder.
-fn write_uploads(name: &str, files: &[(String, Bytes)]) -> Result<PathBuf, Error> {
+fn write_uploads(root: &Path, name: &ModelName, files: &[(String, Bytes)]) -> Result<PathBuf, Error> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir()
-        .join(format!("ferry-uploads-{}", std::process::id()))
-        .join(format!("{name}-{serial}"));
+    let dir = root.join(format!("{}-{serial}", name.as_str()));
+    let written = write_files(&dir, files);
+    if written.is_err() {
+        remove_folder(&dir);
+    }
+    written.map(|()| dir)
+}
+
+fn write_files(dir: &Path, files: &[(String, Bytes)]) -> Result<(), Error> {
     for (path, contents) in files {
         let relative = Path::new(path);
         let safe = relative.components().all(|c| matches!(c, Component::Normal(_)));
@@ -315,7 +480,7 @@ fn write_uploads(name: &str, files: &[(String, Bytes)]) -> Result<PathBuf, Error
             ))
         })?;
     }
-    Ok(dir)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -336,6 +501,7 @@ mod tests {
 
     #[test]
     fn uploads_stay_inside_their_folder() {
+        let root = uploads_root();
         for bad in [
             "../1/model.onnx",
             "/etc/passwd",
@@ -343,12 +509,50 @@ mod tests {
             "v1/model.onnx",
             "1/../../x",
         ] {
-            let error = write_uploads("m", &[(bad.to_owned(), Bytes::from_static(b"x"))]).expect_err(bad);
+            let error = write_uploads(&root, &name("m"), &[(bad.to_owned(), Bytes::from_static(b"x"))])
+                .expect_err(bad);
             assert!(error.to_string().contains("<version>/<path>"), "{bad}: {error}");
         }
-        let dir =
-            write_uploads("m", &[("1/model.onnx".to_owned(), Bytes::from_static(b"onnx"))]).expect("ok");
+        let dir = write_uploads(
+            &root,
+            &name("m"),
+            &[("1/model.onnx".to_owned(), Bytes::from_static(b"onnx"))],
+        )
+        .expect("ok");
         assert_eq!(std::fs::read(dir.join("1/model.onnx")).expect("written"), b"onnx");
-        assert!(dir.starts_with(std::env::temp_dir()));
+        assert!(dir.starts_with(&root));
+        remove_folder(&root);
+    }
+
+    fn name(text: &str) -> ModelName {
+        ModelName::parse(text.to_owned()).expect("valid name")
+    }
+
+    /// A load request named `../../x` or `/abs` used to write its files outside the upload folder.
+    #[test]
+    fn model_names_are_single_folder_names() {
+        for good in ["simple", "mlp_classifier", "a.b-c", "模型"] {
+            assert_eq!(name(good).as_str(), good);
+        }
+        let long = "x".repeat(MAX_MODEL_NAME_BYTES + 1);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../x",
+            "/abs",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            ".hidden",
+            long.as_str(),
+        ] {
+            let error = ModelName::parse(bad.to_owned()).expect_err(bad);
+            assert!(matches!(error, Error::InvalidRequest(_)), "{bad:?}: {error}");
+            assert!(
+                error.to_string().len() < 400,
+                "the message does not echo a long name whole"
+            );
+        }
     }
 }

@@ -11,11 +11,12 @@ use ferry_proto::inference::ModelConfig;
 use ort::environment::Environment;
 
 use super::{
-    VersionState,
+    VersionState, files,
     scan::{Fingerprint, version_folders},
 };
 use crate::{
     config::{ConfigSource, ModelSpec, VersionPolicy, complete_config, needs_signature, parse_model_config},
+    limits::{ResourceLimits, ThreadBudget},
     model::{ModelVersion, read_signature},
 };
 
@@ -33,23 +34,29 @@ pub struct ModelSource {
 pub struct Prepared {
     /// The completed, validated config.
     pub spec: Arc<ModelSpec>,
+    /// The model folder, which every model file must stay inside.
+    pub dir: PathBuf,
     /// Selected versions with their model files and the fingerprints of their folders.
     pub versions: Vec<(u64, PathBuf, Fingerprint)>,
 }
 
 /// Reads, completes and validates the config of the model `name` and selects its versions.
-pub fn prepare(environment: &Environment, name: &str, source: &ModelSource) -> Result<Prepared, String> {
+pub fn prepare(
+    environment: &Environment,
+    name: &str,
+    source: &ModelSource,
+    limits: &ResourceLimits,
+) -> Result<Prepared, String> {
     let config_path = source.dir.join("config.pbtxt");
     let path_text = config_path.display().to_string();
     let (mut config, text) = match &source.config {
         Some(config) => (config.clone(), None),
-        None => match std::fs::read_to_string(&config_path) {
-            Ok(text) => (
+        None => match files::read_text(&source.dir, "config.pbtxt", files::MAX_CONFIG_BYTES)? {
+            Some(text) => (
                 parse_model_config(&text, &path_text).map_err(|e| e.to_string())?,
                 Some(text),
             ),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => (ModelConfig::default(), None),
-            Err(error) => return Err(format!("cannot read {path_text}: {error}")),
+            None => (ModelConfig::default(), None),
         },
     };
     let selected = VersionPolicy::from_config(&config).select(&version_folders(&source.dir));
@@ -60,12 +67,19 @@ pub fn prepare(environment: &Environment, name: &str, source: &ModelSource) -> R
         ));
     };
     let filename = if config.default_model_filename.is_empty() {
-        "model.onnx".to_owned()
+        "model.onnx"
     } else {
-        config.default_model_filename.clone()
+        config.default_model_filename.as_str()
     };
+    if !files::is_plain_file_name(filename) {
+        return Err(format!(
+            "{path_text}: default_model_filename must be a file name inside each version folder, without \
+             '/' or '..', got '{filename}'"
+        ));
+    }
     let signature = if needs_signature(&config) {
-        let path = source.dir.join(highest.to_string()).join(&filename);
+        let path = source.dir.join(highest.to_string()).join(filename);
+        let path = files::contained_file(&source.dir, &path)?;
         Some(
             read_signature(environment, &path)
                 .map_err(|e| format!("auto-complete of the config failed: {e}"))?,
@@ -78,7 +92,10 @@ pub fn prepare(environment: &Environment, name: &str, source: &ModelSource) -> R
         path: &path_text,
         text: text.as_deref(),
     };
-    let spec = Arc::new(ModelSpec::from_config(config, name, config_source).map_err(|e| e.to_string())?);
+    let mut spec = ModelSpec::from_config(config, name, config_source).map_err(|e| e.to_string())?;
+    check_limits(&spec, limits, &path_text)?;
+    spec.max_request_bytes = limits.max_request_bytes;
+    let spec = Arc::new(spec);
     let versions = selected
         .into_iter()
         .map(|version| {
@@ -90,7 +107,37 @@ pub fn prepare(environment: &Environment, name: &str, source: &ModelSource) -> R
             )
         })
         .collect();
-    Ok(Prepared { spec, versions })
+    Ok(Prepared {
+        spec,
+        dir: source.dir.clone(),
+        versions,
+    })
+}
+
+/// Refuses a config that asks for more instances or ONNX Runtime threads than the limits allow, before
+/// any session or thread is started.
+fn check_limits(spec: &ModelSpec, limits: &ResourceLimits, path: &str) -> Result<(), String> {
+    let plan = &spec.instances;
+    if plan.count > limits.max_instances_per_model {
+        return Err(format!(
+            "{path}: instance_group asks for {} instances but a model may run at most {} \
+             (--max-instances-per-model)",
+            plan.count, limits.max_instances_per_model
+        ));
+    }
+    for (key, threads) in [
+        ("intra_op_thread_count", plan.intra_op_threads),
+        ("inter_op_thread_count", plan.inter_op_threads),
+    ] {
+        if let Some(threads) = threads.filter(|t| *t > limits.max_threads_per_instance) {
+            return Err(format!(
+                "{path}: parameter {key} asks for {threads} threads but an instance may use at most {} \
+                 (--max-threads-per-instance)",
+                limits.max_threads_per_instance
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The parts of a config whose change needs new sessions: everything but `instance_group` (applied in
@@ -112,70 +159,65 @@ pub struct Current {
     pub files: Fingerprint,
 }
 
-/// Builds the new state of every selected version: versions whose files and config are unchanged keep
-/// serving as they are (their instance count adjusted in place); new or changed ones are loaded and warmed
-/// up. A version that fails keeps its previous ready copy, if it had one, with the failure noted.
+/// What loading the selected versions of a model came to, before anything is published.
+#[derive(Debug, Default)]
+pub struct LoadOutcome {
+    /// Versions that may serve once the load commits: freshly loaded ones, and unchanged ones kept as they
+    /// are, with the fingerprint of their files.
+    pub ready: BTreeMap<u64, (Arc<ModelVersion>, Fingerprint)>,
+    /// Unchanged versions whose instance count the new config changes; applied only when the load commits.
+    pub resized: Vec<(u64, PathBuf)>,
+    /// Versions that failed to load, with the reason.
+    pub failed: BTreeMap<u64, String>,
+}
+
+/// Loads every selected version that is new or changed; versions whose files and config are unchanged are
+/// reused as they are. Nothing is published and nothing that serves is touched: the caller commits the
+/// outcome only if no version failed (Triton's all-or-nothing load of a model's versions).
 pub fn load_versions(
     environment: &Environment,
     prepared: &Prepared,
     current: &BTreeMap<u64, Current>,
-) -> BTreeMap<u64, Current> {
+    threads: &Arc<ThreadBudget>,
+) -> LoadOutcome {
     let key = reload_key(&prepared.spec);
-    prepared
-        .versions
-        .iter()
-        .map(|(version, path, files)| {
-            let previous = current.get(version);
-            let ready = previous.and_then(|c| match &c.state {
-                VersionState::Ready { model, .. } => Some(model),
-                _ => None,
-            });
-            if let Some(model) = ready
-                && previous.is_some_and(|c| &c.files == files)
-                && reload_key(&model.spec) == key
-            {
-                let state = match model.set_instances(environment, path, prepared.spec.instances) {
-                    Ok(()) => VersionState::Ready {
-                        model: Arc::clone(model),
-                        note: None,
-                    },
-                    Err(error) => VersionState::Ready {
-                        model: Arc::clone(model),
-                        note: Some(format!("changing the instance count failed: {error}")),
-                    },
-                };
-                return (*version, Current { state, files: files.clone() });
+    let mut outcome = LoadOutcome::default();
+    for (version, path, files) in &prepared.versions {
+        let reusable = current.get(version).and_then(|c| match &c.state {
+            VersionState::Ready { model, .. } if &c.files == files && reload_key(&model.spec) == key => {
+                Some(model)
             }
-            let loaded = load_version(environment, &prepared.spec, *version, path);
-            let state = match (loaded, ready) {
-                (Ok(model), _) => VersionState::Ready { model, note: None },
-                (Err(error), Some(old)) => {
-                    tracing::warn!(model = %prepared.spec.name, version, %error, "reload failed; the previous copy keeps serving");
-                    // Keep serving the old copy, and keep its fingerprint so that the next change retries.
-                    let files = previous.map_or_else(|| files.clone(), |c| c.files.clone());
-                    let state = VersionState::Ready {
-                        model: Arc::clone(old),
-                        note: Some(format!("reload failed: {error}")),
-                    };
-                    return (*version, Current { state, files });
-                }
-                (Err(error), None) => VersionState::Unavailable(error),
-            };
-            (*version, Current { state, files: files.clone() })
-        })
-        .collect()
+            _ => None,
+        });
+        if let Some(model) = reusable {
+            if model.instance_count() != prepared.spec.instances.count {
+                outcome.resized.push((*version, path.clone()));
+            }
+            outcome.ready.insert(*version, (Arc::clone(model), files.clone()));
+            continue;
+        }
+        match load_version(environment, prepared, *version, path, threads) {
+            Ok(model) => {
+                outcome.ready.insert(*version, (model, files.clone()));
+            }
+            Err(error) => {
+                tracing::warn!(model = %prepared.spec.name, version, %error, "version failed to load");
+                outcome.failed.insert(*version, error);
+            }
+        }
+    }
+    outcome
 }
 
 fn load_version(
     environment: &Environment,
-    spec: &Arc<ModelSpec>,
+    prepared: &Prepared,
     version: u64,
     path: &Path,
+    threads: &Arc<ThreadBudget>,
 ) -> Result<Arc<ModelVersion>, String> {
-    if !path.exists() {
-        return Err(format!("model file {} does not exist", path.display()));
-    }
-    ModelVersion::load(environment, Arc::clone(spec), version, path)
+    let path = files::contained_file(&prepared.dir, path)?;
+    ModelVersion::load(environment, Arc::clone(&prepared.spec), version, &path, threads)
         .map(Arc::new)
         .map_err(|e| e.to_string())
 }

@@ -4,6 +4,7 @@
 //! it in whole, so a request sees either the old or the new set of versions, never a half-made one. A
 //! replaced or removed version is freed when its last request ends.
 
+pub(crate) mod files;
 mod lifecycle;
 mod loader;
 mod poll;
@@ -17,11 +18,16 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-pub use lifecycle::LoadRequest;
+pub use lifecycle::{LoadRequest, MAX_MODEL_NAME_BYTES, ModelName};
 use ort::environment::Environment;
 pub use scan::Fingerprint;
 
-use crate::{Error, config::ModelSpec, model::ModelVersion};
+use crate::{
+    Error,
+    config::ModelSpec,
+    limits::{ResourceLimits, ThreadBudget, bounded_message},
+    model::ModelVersion,
+};
 
 /// How the set of served models may change (Triton's `--model-control-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,6 +54,8 @@ pub struct RepositoryOptions {
     pub startup_models: Vec<String>,
     /// Whether the server is ready only when every loaded model is ready.
     pub strict_readiness: bool,
+    /// Bounds on instances, threads and request memory that every model's config must respect.
+    pub limits: ResourceLimits,
 }
 
 impl RepositoryOptions {
@@ -59,6 +67,7 @@ impl RepositoryOptions {
             poll_interval: Duration::from_secs(15),
             startup_models: Vec::new(),
             strict_readiness: true,
+            limits: ResourceLimits::default(),
         }
     }
 }
@@ -109,6 +118,26 @@ impl ModelEntry {
     }
 }
 
+/// A requested version number. Like Triton (`GetModelVersionFromString`), a version that is not a whole
+/// number, or is negative, is INVALID_ARGUMENT with Triton's message, not an unknown version; Triton's
+/// parse also accepts a number followed by other text ("1.5"), which Ferry refuses.
+fn parse_version(version: &str) -> Result<u64, Error> {
+    match version.parse::<i64>() {
+        Ok(number) => u64::try_from(number).map_err(|_| {
+            Error::invalid(format!(
+                "invalid model version specified '{version}' , version should be an integral value > 0"
+            ))
+        }),
+        Err(_) => Err(Error::invalid(format!(
+            "failed to get model version from specified version string '{version}' (details: stol), version \
+             should be an integral value > 0"
+        ))),
+    }
+}
+
+/// The reason RepositoryIndex gives for a model unloaded on request, as Triton words it.
+const UNLOADED: &str = "unloaded";
+
 /// One row of RepositoryIndex.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexEntry {
@@ -137,6 +166,10 @@ pub struct Registry {
     lifecycle: Mutex<lifecycle::Lifecycle>,
     options: RepositoryOptions,
     environment: Environment,
+    /// The threads model instances may still start, shared by every model.
+    threads: Arc<ThreadBudget>,
+    /// Where files uploaded with load requests are written; removed with the registry.
+    uploads: PathBuf,
 }
 
 impl std::fmt::Debug for Registry {
@@ -197,7 +230,7 @@ impl Registry {
                 .collect::<Vec<_>>()
                 .join(", "),
         };
-        let number: u64 = version.parse().map_err(|_| unknown())?;
+        let number = parse_version(version)?;
         match entry.versions.get(&number) {
             Some(VersionState::Ready { model, .. }) => Ok(Arc::clone(model)),
             Some(VersionState::Loading) => Err(Error::ModelNotReady {
@@ -232,15 +265,20 @@ impl Registry {
     }
 
     /// Whether the server is ready: with strict readiness, when every model it knows serves every version it
-    /// selected; otherwise always, once start-up loading is over.
+    /// selected (as in Triton, a version whose load failed makes the server unready even while the
+    /// previous versions serve, and a model unloaded on request does not); otherwise always, once start-up
+    /// loading is over.
     pub fn is_ready(&self) -> bool {
         !self.options.strict_readiness
-            || self.models.load().values().all(|entry| {
-                entry.failure.is_none()
-                    && entry
-                        .versions
-                        .values()
-                        .all(|state| matches!(state, VersionState::Ready { .. }))
+            || self.models.load().values().all(|entry| match &entry.failure {
+                Some(reason) => reason == UNLOADED,
+                None => {
+                    !entry.versions.is_empty()
+                        && entry
+                            .versions
+                            .values()
+                            .all(|state| matches!(state, VersionState::Ready { .. }))
+                }
             })
     }
 
@@ -260,7 +298,7 @@ impl Registry {
                     name: name.clone(),
                     version: String::new(),
                     state: "UNAVAILABLE",
-                    reason: failure.clone(),
+                    reason: bounded_message(failure.clone()),
                 });
             }
             for (version, state) in &entry.versions {
@@ -269,6 +307,7 @@ impl Registry {
                     VersionState::Ready { note, .. } => ("READY", note.clone().unwrap_or_default()),
                     VersionState::Unavailable(reason) => ("UNAVAILABLE", reason.clone()),
                 };
+                let reason = bounded_message(reason);
                 rows.push(IndexEntry {
                     name: name.clone(),
                     version: version.to_string(),

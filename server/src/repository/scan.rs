@@ -48,8 +48,16 @@ pub fn model_folders(repositories: &[PathBuf]) -> Result<BTreeMap<String, Vec<Pa
             .map_err(|error| format!("cannot read model repository {}: {error}", repository.display()))?;
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.path().is_dir() && !name.starts_with('.') {
-                folders.entry(name).or_default().push(entry.path());
+            // A link that cannot be followed (a loop, a dangling target) is listed too, so that its load
+            // fails with the reason instead of the model silently missing from the index.
+            let path = entry.path();
+            let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+            let folder = match std::fs::metadata(&path) {
+                Ok(metadata) => metadata.is_dir(),
+                Err(_) => is_link,
+            };
+            if folder && !name.starts_with('.') {
+                folders.entry(name).or_default().push(path);
             }
         }
     }
