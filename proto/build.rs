@@ -19,6 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Tensor payloads decode as `Bytes` slices of the received frame: no copy per tensor.
         .bytes(".inference")
+        // prost's codec, with a check that a request's decoding stays proportionate to its size.
+        .codec_path("crate::codec::BoundedCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

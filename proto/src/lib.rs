@@ -2,6 +2,8 @@
 //! `inference.ModelConfig` schema, generated from `proto/inference/*.proto` so that every Triton client speaks
 //! to Ferry unchanged.
 
+pub mod codec;
+
 /// Messages and service stubs of the `inference` protobuf package.
 #[allow(missing_docs, clippy::all, clippy::pedantic, unused_qualifications)]
 pub mod inference {

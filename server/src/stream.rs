@@ -37,14 +37,21 @@ pub fn serve(
     tokio::spawn(async move {
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_STREAM));
         let mut in_flight = JoinSet::new();
+        let mut broken = None;
         loop {
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                 break;
             };
             let request = match incoming.message().await {
                 Ok(Some(request)) => request,
-                // The client closed its side, or the stream broke: finish what is in flight.
-                Ok(None) | Err(_) => break,
+                // The client closed its side: finish what is in flight.
+                Ok(None) => break,
+                // A message that could not be read (too large, malformed, or one that would take too much
+                // memory to decode): finish what is in flight, then end the stream with its status.
+                Err(status) => {
+                    broken = Some(status);
+                    break;
+                }
             };
             let (service, sender) = (service.clone(), sender.clone());
             in_flight.spawn(async move {
@@ -57,6 +64,9 @@ pub fn serve(
             while in_flight.try_join_next().is_some() {}
         }
         while in_flight.join_next().await.is_some() {}
+        if let Some(status) = broken {
+            let _ = sender.send(Err(status)).await;
+        }
     });
     Box::pin(ReceiverStream::new(receiver))
 }

@@ -794,3 +794,36 @@ async fn a_response_over_the_message_limit_is_resource_exhausted() {
     );
     server.stop().await;
 }
+
+/// An empty input tensor is 2 bytes on the wire and some 300 bytes decoded: a 256 MB message of them used
+/// to ask for tens of gigabytes before any check ran. It is refused before it is decoded, on unary calls
+/// and on streams alike.
+#[tokio::test]
+async fn a_request_that_would_explode_when_decoded_is_refused() {
+    let server = TestServer::start(vec![example_repository()])
+        .await
+        .expect("server");
+    let mut client = server.raw_client().await.expect("client");
+    let request = ModelInferRequest {
+        model_name: "simple".into(),
+        inputs: vec![InferInputTensor::default(); 1 << 20],
+        ..Default::default()
+    };
+    let status = client.model_infer(request.clone()).await.expect_err("refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{}", status.message());
+    assert!(status.message().contains("once decoded"), "{}", status.message());
+    let stream = client
+        .model_stream_infer(tokio_stream::iter([request]))
+        .await
+        .map(|response| response.into_inner());
+    let refused = match stream {
+        Err(status) => status,
+        Ok(mut responses) => match responses.message().await {
+            Err(status) => status,
+            Ok(other) => panic!("the stream answered {other:?}"),
+        },
+    };
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{}", refused.message());
+    alive(&server).await;
+    server.stop().await;
+}

@@ -79,9 +79,7 @@ pub fn parse_request(
         }
         Some(length) => (body.slice(..length), BinaryTail::new(body.slice(length..), true)),
     };
-    let value: Value = serde_json::from_slice(&json).map_err(|error| {
-        HttpError::bad_request(format!("the inference request header is not valid JSON: {error}"))
-    })?;
+    let value = super::json::parse_json(&json, "inference request header")?;
     let Value::Object(mut object) = value else {
         return Err(HttpError::bad_request(format!(
             "the inference request must be a JSON object, got {}",

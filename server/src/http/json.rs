@@ -15,6 +15,29 @@ use serde_json::{Map, Value};
 
 use super::{HttpError, tensor::kind};
 
+/// The most values (numbers, strings, arrays, objects...) a REST request's JSON may hold: parsed, each takes
+/// some 32 to 80 bytes, so this bounds a parse at a few hundred megabytes however the body is made (64 MB of
+/// `0,0,0,...` would otherwise take 1 GB). Tensors beyond it go in the binary tensor extension.
+pub const MAX_JSON_VALUES: usize = 1 << 23;
+
+/// Parses a request body (or the JSON header of a binary one) as JSON, refusing one that holds more than
+/// [`MAX_JSON_VALUES`] values before parsing it. `what` names the body in messages.
+pub fn parse_json(body: &[u8], what: &str) -> Result<Value, HttpError> {
+    // Every value but the first follows a ',' or opens a container: an upper bound, strings included.
+    let values = 1 + body.iter().filter(|b| matches!(b, b',' | b'[' | b'{')).count();
+    if values > MAX_JSON_VALUES {
+        return Err(HttpError::from_code(
+            tonic::Code::ResourceExhausted,
+            format!(
+                "the {what} holds up to {values} JSON values, more than the {MAX_JSON_VALUES} a request may \
+                 hold; send large tensors with the binary tensor data extension"
+            ),
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|error| HttpError::bad_request(format!("the {what} is not valid JSON: {error}")))
+}
+
 /// `message`, whose protobuf full name is `full_name` (such as `inference.ModelConfig`), as Triton's JSON.
 pub fn proto_to_json(message: &impl prost::Message, full_name: &str) -> Result<Value, HttpError> {
     let pool = crate::config::model_config_descriptor().parent_pool();
@@ -119,6 +142,25 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// 64 MB of `0,` used to take about 1 GB once parsed.
+    #[test]
+    fn json_with_too_many_values_is_refused_before_parsing() {
+        let mut body = b"[".to_vec();
+        body.extend(std::iter::repeat_n(&b"0,"[..], MAX_JSON_VALUES).flatten());
+        body.extend_from_slice(b"0]");
+        let error = parse_json(&body, "test body").expect_err("too many values");
+        assert_eq!(error.status, http::StatusCode::BAD_REQUEST);
+        assert!(error.message.contains("binary tensor data"), "{}", error.message);
+        let fine = parse_json(b"{\"inputs\": [1, 2, 3]}", "test body").expect("small");
+        assert_eq!(fine["inputs"][2], 3);
+        let broken = parse_json(b"{", "test body").expect_err("not JSON");
+        assert!(
+            broken.message.contains("test body is not valid JSON"),
+            "{}",
+            broken.message
+        );
+    }
 
     #[test]
     fn messages_use_proto_names_numbers_and_enum_names() {

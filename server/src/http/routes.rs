@@ -22,7 +22,7 @@ use super::{
     HttpError,
     error::json_response,
     infer,
-    json::{proto_to_json, repository_parameter},
+    json::{self, proto_to_json, repository_parameter},
     tensor::kind,
 };
 use crate::grpc::InferenceService;
@@ -119,14 +119,11 @@ fn object_body(body: &[u8], what: &str) -> Result<Map<String, Value>, HttpError>
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(other) => Err(HttpError::bad_request(format!(
+    match json::parse_json(body, &format!("{what} request"))? {
+        Value::Object(object) => Ok(object),
+        other => Err(HttpError::bad_request(format!(
             "the {what} request must be a JSON object, got {}",
             kind(&other)
-        ))),
-        Err(error) => Err(HttpError::bad_request(format!(
-            "the {what} request is not valid JSON: {error}"
         ))),
     }
 }
