@@ -79,11 +79,17 @@ async fn alive(server: &TestServer) {
     assert!(live.live);
 }
 
-/// The identity model over every type, 1-D inputs of any length, with its config's dims replaced.
-fn identity_config(dims: &str) -> String {
-    let text =
-        std::fs::read_to_string(test_repository().join("identity_types/config.pbtxt")).expect("config");
-    text.replace("dims: [ -1 ]", &format!("dims: [ {dims} ]"))
+impl Repository {
+    /// Model `name`: the identity model over every type (1-D inputs of any length), with `dims` in its
+    /// config instead of `-1`.
+    fn identity(&self, name: &str, dims: &str) {
+        let source = test_repository().join("identity_types");
+        let text = std::fs::read_to_string(source.join("config.pbtxt")).expect("config");
+        let config = text
+            .replace("dims: [ -1 ]", &format!("dims: [ {dims} ]"))
+            .replace("identity_types", name);
+        self.model(name, &source, &config);
+    }
 }
 
 fn input(name: &str, datatype: &str, shape: Vec<i64>) -> InferInputTensor {
@@ -157,11 +163,7 @@ async fn a_huge_configured_warmup_fails_the_load_and_the_server_lives() {
 #[tokio::test]
 async fn a_config_with_huge_dims_starts_and_refuses_huge_requests() {
     let repository = Repository::new();
-    repository.model(
-        "huge",
-        &test_repository().join("identity_types"),
-        &identity_config("1099511627776").replace("identity_types", "huge"),
-    );
+    repository.identity("huge", "1099511627776");
     let server = start(&repository, ControlMode::None, ResourceLimits::default()).await;
     let mut client = server.raw_client().await.expect("client");
     let request = ModelInferRequest {
@@ -616,11 +618,7 @@ async fn instances_and_threads_are_bounded() {
 #[tokio::test]
 async fn empty_bytes_elements_count_against_the_request_memory_limit() {
     let repository = Repository::new();
-    repository.model(
-        "identity",
-        &test_repository().join("identity_types"),
-        &identity_config("-1").replace("identity_types", "identity"),
-    );
+    repository.identity("identity", "-1");
     let limits = ResourceLimits {
         max_request_bytes: 4 << 20,
         ..ResourceLimits::default()
