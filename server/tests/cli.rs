@@ -29,6 +29,7 @@ fn help_explains_the_triton_flags() {
         "--log-format",
         "--otlp-endpoint",
         "--exit-timeout-secs",
+        "--shutdown-drain-secs",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

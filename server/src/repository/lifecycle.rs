@@ -58,6 +58,7 @@ impl Registry {
             lifecycle: Default::default(),
             options,
             environment,
+            shutting_down: Default::default(),
         });
         std::thread::scope(|scope| {
             for name in &wanted {

@@ -12,7 +12,10 @@ mod scan;
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError, Weak},
+    sync::{
+        Arc, Mutex, PoisonError, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -137,6 +140,8 @@ pub struct Registry {
     lifecycle: Mutex<lifecycle::Lifecycle>,
     options: RepositoryOptions,
     environment: Environment,
+    /// Set once shutdown begins, so that load balancers and probes stop sending before the listeners close.
+    shutting_down: AtomicBool,
 }
 
 impl std::fmt::Debug for Registry {
@@ -234,6 +239,9 @@ impl Registry {
     /// Whether the server is ready: with strict readiness, when every model it knows serves every version it
     /// selected; otherwise always, once start-up loading is over.
     pub fn is_ready(&self) -> bool {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return false;
+        }
         !self.options.strict_readiness
             || self.models.load().values().all(|entry| {
                 entry.failure.is_none()
@@ -242,6 +250,12 @@ impl Registry {
                         .values()
                         .all(|state| matches!(state, VersionState::Ready { .. }))
             })
+    }
+
+    /// Makes the server report not ready from now on (ServerReady, `/v2/health/ready`, gRPC health), while
+    /// models keep serving: the first step of a graceful shutdown.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
     }
 
     /// How the repository is managed.
