@@ -5,7 +5,9 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use ferry_server::{
-    Server, ServerOptions, onnx,
+    Server, ServerOptions,
+    connection::{self, ConnectionLimits},
+    onnx,
     repository::{ControlMode, RepositoryOptions},
     telemetry::{self, LogFormat, TelemetryOptions},
 };
@@ -69,6 +71,28 @@ struct Flags {
     /// signal exits at once.
     #[arg(long, default_value_t = 0, value_name = "SECONDS")]
     shutdown_drain_secs: u64,
+
+    /// Client connections open at once on all ports together; more are closed as soon as they are accepted,
+    /// with a warning. Lowered at start to fit the open file limit.
+    #[arg(long, default_value_t = connection::DEFAULT_MAX_CONNECTIONS as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+
+    /// Calls open at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS); clients queue more.
+    #[arg(long, default_value_t = connection::DEFAULT_MAX_CONCURRENT_STREAMS, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_streams: u32,
+
+    /// Seconds a new connection may take to send its first request's headers (on HTTP/1, every request's
+    /// headers) before it is closed.
+    #[arg(long, default_value_t = connection::DEFAULT_HEADER_READ_TIMEOUT.as_secs(), value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout_secs: u64,
+
+    /// Seconds a connection with no request in flight and no bytes moving stays open.
+    #[arg(long, default_value_t = connection::DEFAULT_IDLE_TIMEOUT.as_secs(), value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    connection_idle_timeout_secs: u64,
 
     /// Verbose logging level: 0 logs info and above, 1 adds debug, 2 and more add trace. RUST_LOG, when set,
     /// takes precedence; LogSettings changes it at run time.
@@ -176,6 +200,12 @@ fn main() -> ExitCode {
         repository,
         onnxruntime,
         max_message_bytes: flags.grpc_max_message_bytes,
+        connections: ConnectionLimits {
+            max_connections: usize::try_from(flags.max_connections).unwrap_or(usize::MAX),
+            max_concurrent_streams: flags.max_concurrent_streams,
+            header_read_timeout: Duration::from_secs(flags.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(flags.connection_idle_timeout_secs),
+        },
     };
     let server = match Server::start(&options) {
         Ok(server) => server,

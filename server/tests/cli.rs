@@ -30,6 +30,10 @@ fn help_explains_the_triton_flags() {
         "--otlp-endpoint",
         "--exit-timeout-secs",
         "--shutdown-drain-secs",
+        "--max-connections",
+        "--max-concurrent-streams",
+        "--header-read-timeout-secs",
+        "--connection-idle-timeout-secs",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

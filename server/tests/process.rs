@@ -1,8 +1,8 @@
-//! SIGTERM on the real `ferry` binary, under load: readiness turns false at once while requests are still
-//! answered, the listeners close after the drain delay, requests and streams already accepted finish, and
-//! ferry exits 0 with a log line for each phase.
+//! The real `ferry` process: how it stops on a signal, and how it refuses connections beyond its cap.
 //!
-//! What counts as accepted: a request the server began to read. A request may fail only if it never got
+//! SIGTERM under load: readiness turns false at once while requests are still answered, the listeners
+//! close after the drain delay, requests and streams already accepted finish, and ferry exits 0 with a log
+//! line for each phase. What counts as accepted: a request the server began to read. A request may fail only if it never got
 //! that far: its connection was refused because the listener had closed, HTTP/2 refused its stream
 //! (REFUSED_STREAM promises the server did not process it), or the client still held it queued for a
 //! connection that had been told to go away (hyper hands such a request back unsent). Such failures can only
@@ -36,7 +36,7 @@ use tonic_health::pb::{
 const DRAIN: Duration = Duration::from_secs(2);
 const EXIT_TIMEOUT_SECS: u64 = 20;
 
-/// A running `ferry` and the JSON log lines it has written, each with the moment the test read it.
+/// A running `ferry` and the JSON log lines it has written so far.
 struct Ferry {
     child: Child,
     grpc: SocketAddr,
@@ -45,15 +45,15 @@ struct Ferry {
 }
 
 impl Ferry {
-    async fn start() -> Ferry {
+    /// Starts ferry on free loopback ports, with `flags` added, and waits until it listens.
+    async fn start(flags: &[&str]) -> Ferry {
         let repository = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/model_repository");
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args(["--model-repository", repository, "--log-format", "json"])
             .args(["--grpc-address", "127.0.0.1", "--grpc-port", "0"])
             .args(["--http-address", "127.0.0.1", "--http-port", "0"])
             .args(["--metrics-address", "127.0.0.1", "--metrics-port", "0"])
-            .args(["--shutdown-drain-secs", &DRAIN.as_secs().to_string()])
-            .args(["--exit-timeout-secs", &EXIT_TIMEOUT_SECS.to_string()])
+            .args(flags)
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -107,6 +107,18 @@ impl Ferry {
             .status()
             .expect("kill runs");
         assert!(status.success());
+    }
+
+    /// The first log entry whose message contains `part`.
+    fn entry(&self, part: &str) -> Option<serde_json::Value> {
+        let log = self.log.lock().expect("log");
+        log.iter()
+            .find(|entry| {
+                entry["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(part))
+            })
+            .cloned()
     }
 
     fn messages(&self) -> Vec<String> {
@@ -188,7 +200,15 @@ const READY: &str = "GET /v2/health/ready HTTP/1.1\r\nhost: ferry\r\nconnection:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_then_finishes_accepted_requests_and_exits_0() {
-    let mut ferry = Ferry::start().await;
+    let drain = DRAIN.as_secs().to_string();
+    let exit_timeout = EXIT_TIMEOUT_SECS.to_string();
+    let mut ferry = Ferry::start(&[
+        "--shutdown-drain-secs",
+        &drain,
+        "--exit-timeout-secs",
+        &exit_timeout,
+    ])
+    .await;
     let control = ferry.channel().await;
     let mut inference = GrpcInferenceServiceClient::new(control.clone());
     let mut health = HealthClient::new(control.clone());
@@ -389,4 +409,60 @@ async fn sigterm_drains_then_finishes_accepted_requests_and_exits_0() {
     ]
     .map(position);
     assert!(phases.is_sorted(), "phases logged out of order: {messages:#?}");
+}
+
+/// Sends a keep-alive GET for liveness, reads the (bodiless) answer and says whether it was 200.
+async fn live(stream: &mut TcpStream) -> bool {
+    let request = b"GET /v2/health/live HTTP/1.1\r\nhost: ferry\r\n\r\n";
+    if stream.write_all(request).await.is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => answer.push(byte[0]),
+            _ => return false,
+        }
+    }
+    answer.starts_with(b"HTTP/1.1 200")
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_closed_with_a_warning() {
+    let ferry = Ferry::start(&["--max-connections", "2"]).await;
+    let limits = ferry
+        .entry("connection limits")
+        .expect("the limits are logged at start");
+    assert_eq!(limits["fields"]["max_connections"], 2, "{limits}");
+
+    let mut first = TcpStream::connect(ferry.http).await.expect("connects");
+    let mut second = TcpStream::connect(ferry.http).await.expect("connects");
+    assert!(live(&mut first).await && live(&mut second).await);
+    let mut third = TcpStream::connect(ferry.http).await.expect("the kernel accepts");
+    assert!(!live(&mut third).await, "a connection beyond the cap was served");
+    let mut rest = Vec::new();
+    third.read_to_end(&mut rest).await.ok();
+    assert!(rest.is_empty(), "the refused connection got an answer");
+    assert!(live(&mut first).await, "an admitted connection stopped working");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let warning = loop {
+        if let Some(warning) = ferry.entry("refusing new connections") {
+            break warning;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no warning about the refused connection"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["fields"]["max_connections"], 2, "{warning}");
+    assert!(
+        warning["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--max-connections")),
+        "the warning names the flag: {warning}"
+    );
 }
