@@ -230,15 +230,17 @@ fn main() -> ExitCode {
             .await
             .map_err(|error| anyhow::anyhow!("cannot listen for HTTP on {http_address}: {error}"))?;
         // The bound addresses, so that port 0 shows which port the system chose.
-        tracing::info!(address = %listener.local_addr()?, "gRPC server listening (inference.GRPCInferenceService)");
-        tracing::info!(address = %http_listener.local_addr()?, "HTTP/REST server listening (KServe v2)");
+        let (grpc_bound, http_bound) = (listener.local_addr()?, http_listener.local_addr()?);
+        tracing::info!(address = %grpc_bound, "gRPC server listening (inference.GRPCInferenceService)");
+        tracing::info!(address = %http_bound, "HTTP/REST server listening (KServe v2)");
         let metrics_listener = if flags.allow_metrics {
             let listener = tokio::net::TcpListener::bind(metrics_address)
                 .await
                 .map_err(|error| {
                     anyhow::anyhow!("cannot listen for metrics on {metrics_address}: {error}")
                 })?;
-            tracing::info!(address = %listener.local_addr()?, "metrics server listening (Prometheus, /metrics)");
+            let bound = listener.local_addr()?;
+            tracing::info!(address = %bound, "metrics server listening (Prometheus, /metrics)");
             Some(listener)
         } else {
             None
@@ -251,15 +253,21 @@ fn main() -> ExitCode {
         tokio::spawn(async move {
             let signal = signals.recv().await;
             registry.begin_shutdown();
-            tracing::info!(signal, "shutdown 1/3: reporting not ready (ServerReady, /v2/health/ready, gRPC health)");
+            tracing::info!(
+                signal,
+                "shutdown 1/3: reporting not ready (ServerReady, /v2/health/ready, gRPC health)"
+            );
             let close = async {
                 if !drain.is_zero() {
-                    tracing::info!(drain_secs = drain.as_secs(), "shutdown 2/3: still serving while load balancers drain");
+                    tracing::info!(
+                        drain_secs = drain.as_secs(),
+                        "shutdown 2/3: still serving while load balancers drain"
+                    );
                     tokio::time::sleep(drain).await;
                 }
                 tracing::info!(
                     exit_timeout_secs = exit_timeout.as_secs(),
-                    "shutdown 3/3: listeners closed; open requests and streams finishing"
+                    "shutdown 3/3: closing the listeners; accepted requests and streams finish"
                 );
                 let _ = stop.send(());
                 std::future::pending::<()>().await;
@@ -296,7 +304,7 @@ fn main() -> ExitCode {
         // listeners close, requests in flight get --exit-timeout-secs to finish; clients still connected then
         // are cut.
         tokio::select! {
-            served = async { tokio::try_join!(server.serve(listener, grpc_stopped), http, metrics).map(|_| ()) } => {
+            served = async { tokio::try_join!(server.serve(listener, grpc_stopped), http, metrics) } => {
                 served?;
                 tracing::info!("shutdown complete: every request and stream finished");
                 Ok(ExitCode::SUCCESS)

@@ -64,7 +64,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
-/// Sends a keep-alive GET and reads its whole answer (these answers carry a content-length); returns the code.
+/// Sends a keep-alive GET and reads its whole answer (these carry a content-length); returns the status code.
 async fn get(stream: &mut TcpStream, path: &str) -> u16 {
     let request = format!("GET {path} HTTP/1.1\r\nhost: ferry\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("request sent");

@@ -33,7 +33,7 @@ pub(crate) async fn serve_http(
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams);
     let builder = Arc::new(builder);
-    // Connections watch `stopping` and each holds a clone of `open`, so the loop knows when the last one ends.
+    // Connections watch `stopping` and each holds a clone of `open`, so the loop sees when the last one ends.
     let (stop, stopping) = watch::channel(false);
     let (all_closed, open) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
