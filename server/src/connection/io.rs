@@ -248,11 +248,13 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
-        let in_flight = request
-            .extensions()
-            .get::<ConnectionInfo>()
-            .map(|info| InFlight::start(&info.activity));
+    fn call(&mut self, mut request: http::Request<RequestBody>) -> Self::Future {
+        let info = request.extensions().get::<ConnectionInfo>().cloned();
+        let in_flight = info.map(|info| {
+            // Where tonic's `Request::remote_addr` looks for the peer's address.
+            request.extensions_mut().insert(info.tcp);
+            InFlight::start(&info.activity)
+        });
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
