@@ -92,7 +92,7 @@ async fn get(stream: &mut TcpStream, path: &str) -> u16 {
 }
 
 #[tokio::test]
-async fn grpc_advertises_max_concurrent_streams_and_opens_no_more() {
+async fn http2_advertises_max_concurrent_streams_and_opens_no_more() {
     let limits = ConnectionLimits {
         max_concurrent_streams: 2,
         ..ConnectionLimits::default()
@@ -128,6 +128,20 @@ async fn grpc_advertises_max_concurrent_streams_and_opens_no_more() {
         .expect("the third call opens once a stream closes")
         .expect("Check answers");
     assert_eq!(third.status(), 200);
+
+    // REST speaks HTTP/2 too when a client starts with it, under the same limit.
+    let http = server.start_http().await.expect("REST");
+    let (mut rest, _driven) = h2_connect(http.address).await;
+    let live = http::Request::get("http://ferry/v2/health/live")
+        .body(())
+        .expect("request");
+    let (response, _) = rest.send_request(live, true).expect("stream opens");
+    assert_eq!(response.await.expect("REST answers").status(), 200);
+    assert_eq!(
+        rest.current_max_send_streams(),
+        2,
+        "REST's SETTINGS_MAX_CONCURRENT_STREAMS"
+    );
 }
 
 #[tokio::test]

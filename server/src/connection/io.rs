@@ -292,3 +292,38 @@ impl<B: Body + Unpin> Body for TrackedBody<B> {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn activity() -> Arc<Activity> {
+        Arc::new(Activity {
+            accepted: Instant::now(),
+            last_active_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            any_request: AtomicBool::new(false),
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+        })
+    }
+
+    #[test]
+    fn a_new_connection_has_the_header_read_timeout_then_none_while_a_request_runs_then_the_idle_timeout() {
+        let activity = activity();
+        let (deadline, expiry) = activity.deadline().expect("a deadline");
+        assert!(matches!(expiry, Expiry::NoRequest));
+        assert_eq!(deadline, activity.accepted + Duration::from_secs(30));
+
+        let first = InFlight::start(&activity);
+        let second = InFlight::start(&activity);
+        assert!(activity.deadline().is_none());
+        drop(first);
+        assert!(activity.deadline().is_none(), "one request is still in flight");
+        drop(second);
+        let (deadline, expiry) = activity.deadline().expect("a deadline");
+        assert!(matches!(expiry, Expiry::Idle));
+        assert!(deadline >= activity.accepted + Duration::from_secs(300));
+        assert!(deadline <= Instant::now() + Duration::from_secs(300));
+    }
+}
