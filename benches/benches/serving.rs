@@ -85,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         repository: RepositoryOptions::new(vec![models.clone()]),
         onnxruntime: onnxruntime.clone(),
         max_message_bytes: MAX_MESSAGE_BYTES,
+        connections: Default::default(),
     };
     // The server gets a runtime of its own, as it would in its own process; the load generator another.
     let server = Server::start(&options)?;

@@ -80,13 +80,18 @@ impl Health for HealthService {
         let mut health = self.clone();
         tokio::spawn(async move {
             let mut last = None;
-            while !*health.stopping.borrow() {
+            loop {
+                let stopping = *health.stopping.borrow_and_update();
                 let now = health.status(&service).unwrap_or(ServingStatus::ServiceUnknown);
                 if last != Some(now) {
                     if sender.send(Ok(response(now))).await.is_err() {
                         return;
                     }
                     last = Some(now);
+                }
+                // The status at shutdown (NOT_SERVING once it has begun) is sent before the stream ends.
+                if stopping {
+                    return;
                 }
                 tokio::select! {
                     () = tokio::time::sleep(WATCH_INTERVAL) => {}

@@ -5,6 +5,7 @@
 //! wires them to command-line flags. Tests make the same calls on ephemeral loopback ports.
 
 pub mod config;
+pub mod connection;
 mod datatype;
 mod error;
 pub mod grpc;
@@ -28,7 +29,6 @@ pub use datatype::DataType;
 pub use error::Error;
 use ferry_proto::GrpcInferenceServiceServer;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 /// The largest gRPC message Ferry accepts or sends by default: generous for tensors, bounded against abuse.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -42,6 +42,8 @@ pub struct ServerOptions {
     pub onnxruntime: onnx::LibrarySource,
     /// The largest gRPC message accepted or sent; larger requests get `RESOURCE_EXHAUSTED`.
     pub max_message_bytes: usize,
+    /// Bounds on client connections, on all ports together.
+    pub connections: connection::ConnectionLimits,
 }
 
 /// A server with its models loaded, ready to serve.
@@ -51,6 +53,8 @@ pub struct Server {
     /// System shared memory regions, one set for every front end, as in Triton.
     shared_memory: Arc<shm::SharedMemoryRegistry>,
     max_message_bytes: usize,
+    /// Admits and bounds the connections of every port.
+    gate: Arc<connection::Gate>,
 }
 
 impl Server {
@@ -63,6 +67,7 @@ impl Server {
             registry,
             shared_memory: Arc::default(),
             max_message_bytes: options.max_message_bytes,
+            gate: connection::Gate::new(&options.connections),
         })
     }
 
@@ -90,8 +95,12 @@ impl Server {
         let service = GrpcInferenceServiceServer::new(self.inference_service())
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
-        // Small responses must not wait for Nagle's algorithm; the listener, not the builder, sets it here.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Every connection passes the gate, which also sets TCP_NODELAY.
+        let gate = Arc::clone(&self.gate);
+        let incoming = futures_util::stream::unfold((listener, gate), |(listener, gate)| async move {
+            let io = gate.accept(&listener).await;
+            Some((Ok::<_, std::io::Error>(io), (listener, gate)))
+        });
         // Long-lived streams (health Watch) end when shutdown begins; otherwise shutdown would wait on them.
         let (stopping, stopping_signal) = tokio::sync::watch::channel(false);
         let shutdown = async move {
@@ -109,11 +118,13 @@ impl Server {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
         tonic::transport::Server::builder()
+            .max_concurrent_streams(self.gate.limits().max_concurrent_streams)
             // Outermost, so that it sees the statuses tonic produces before any handler runs.
             .layer(tower::util::MapResponseLayer::new(
                 limits::resource_exhausted_for_oversized,
             ))
             .layer(telemetry::TraceContextLayer)
+            .layer(connection::TrackRequestsLayer)
             .add_service(service)
             .add_service(health)
             .add_service(reflection_v1)
@@ -134,6 +145,7 @@ impl Server {
         http::serve(
             self.inference_service(),
             self.max_message_bytes,
+            Arc::clone(&self.gate),
             listener,
             shutdown,
         )
@@ -148,6 +160,12 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        metrics::serve(Arc::clone(&self.registry), listener, shutdown).await
+        metrics::serve(
+            Arc::clone(&self.registry),
+            Arc::clone(&self.gate),
+            listener,
+            shutdown,
+        )
+        .await
     }
 }

@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use clap::Parser;
 use ferry_server::{
     Server, ServerOptions,
+    connection::{self, ConnectionLimits},
     limits::ResourceLimits,
     onnx,
     repository::{ControlMode, RepositoryOptions},
@@ -61,9 +62,38 @@ struct Flags {
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
 
-    /// Seconds that requests and streams still open at shutdown get to finish before ferry exits anyway.
+    /// Seconds that requests and streams still open when the listeners close get to finish before ferry
+    /// exits anyway.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     exit_timeout_secs: u64,
+
+    /// Seconds between SIGTERM (or SIGINT) and closing the listeners, during which ferry reports not ready
+    /// but still serves, so that load balancers stop sending first (Kubernetes: a few seconds). A second
+    /// signal exits at once.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    shutdown_drain_secs: u64,
+
+    /// Client connections open at once on all ports together; more are closed as soon as they are accepted,
+    /// with a warning. Lowered at start to fit the open file limit.
+    #[arg(long, default_value_t = connection::DEFAULT_MAX_CONNECTIONS as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+
+    /// Calls open at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS); clients queue more.
+    #[arg(long, default_value_t = connection::DEFAULT_MAX_CONCURRENT_STREAMS, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_streams: u32,
+
+    /// Seconds a new connection may take to send its first request's headers (on HTTP/1, every request's
+    /// headers) before it is closed.
+    #[arg(long, default_value_t = connection::DEFAULT_HEADER_READ_TIMEOUT.as_secs(), value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout_secs: u64,
+
+    /// Seconds a connection with no request in flight and no bytes moving stays open.
+    #[arg(long, default_value_t = connection::DEFAULT_IDLE_TIMEOUT.as_secs(), value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    connection_idle_timeout_secs: u64,
 
     /// Verbose logging level: 0 logs info and above, 1 adds debug, 2 and more add trace. RUST_LOG, when set,
     /// takes precedence; LogSettings changes it at run time.
@@ -196,6 +226,12 @@ fn main() -> ExitCode {
         repository,
         onnxruntime,
         max_message_bytes: flags.grpc_max_message_bytes,
+        connections: ConnectionLimits {
+            max_connections: usize::try_from(flags.max_connections).unwrap_or(usize::MAX),
+            max_concurrent_streams: flags.max_concurrent_streams,
+            header_read_timeout: Duration::from_secs(flags.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(flags.connection_idle_timeout_secs),
+        },
     };
     let server = match Server::start(&options) {
         Ok(server) => server,
@@ -207,33 +243,68 @@ fn main() -> ExitCode {
     let registry = std::sync::Arc::clone(server.registry());
     let address = SocketAddr::new(flags.grpc_address, flags.grpc_port);
     let exit_timeout = Duration::from_secs(flags.exit_timeout_secs);
+    let drain = Duration::from_secs(flags.shutdown_drain_secs);
     let http_address = SocketAddr::new(flags.http_address, flags.http_port);
     let metrics_address = SocketAddr::new(flags.metrics_address, flags.metrics_port);
-    let result = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(address).await?;
+    let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
+        // Before any listener opens: from then on a signal is handled, never the default (death, or for PID 1
+        // nothing at all).
+        let mut signals = Signals::install()?;
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot listen for gRPC on {address}: {error}"))?;
         let http_listener = tokio::net::TcpListener::bind(http_address)
             .await
             .map_err(|error| anyhow::anyhow!("cannot listen for HTTP on {http_address}: {error}"))?;
-        tracing::info!(%address, "gRPC server listening (inference.GRPCInferenceService)");
-        tracing::info!(address = %http_address, "HTTP/REST server listening (KServe v2)");
+        // The bound addresses, so that port 0 shows which port the system chose.
+        let (grpc_bound, http_bound) = (listener.local_addr()?, http_listener.local_addr()?);
+        tracing::info!(address = %grpc_bound, "gRPC server listening (inference.GRPCInferenceService)");
+        tracing::info!(address = %http_bound, "HTTP/REST server listening (KServe v2)");
         let metrics_listener = if flags.allow_metrics {
             let listener = tokio::net::TcpListener::bind(metrics_address)
                 .await
                 .map_err(|error| {
                     anyhow::anyhow!("cannot listen for metrics on {metrics_address}: {error}")
                 })?;
-            tracing::info!(address = %metrics_address, "metrics server listening (Prometheus, /metrics)");
+            let bound = listener.local_addr()?;
+            tracing::info!(address = %bound, "metrics server listening (Prometheus, /metrics)");
             Some(listener)
         } else {
             None
         };
-        // One signal stops every server; each waits on its own receiver of it.
+        // One stop closes every listener; each server waits on its own receiver of it.
         let (stop, stopped) = tokio::sync::watch::channel(());
         let exit_deadline = until_stopped_then(stopped.clone(), exit_timeout);
+        let (force, forced) = tokio::sync::oneshot::channel::<()>();
+        let registry = std::sync::Arc::clone(server.registry());
         tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-            let _ = stop.send(());
+            let signal = signals.recv().await;
+            registry.begin_shutdown();
+            tracing::info!(
+                signal,
+                "shutdown 1/3: reporting not ready (ServerReady, /v2/health/ready, gRPC health)"
+            );
+            let close = async {
+                if !drain.is_zero() {
+                    tracing::info!(
+                        drain_secs = drain.as_secs(),
+                        "shutdown 2/3: still serving while load balancers drain"
+                    );
+                    tokio::time::sleep(drain).await;
+                }
+                tracing::info!(
+                    exit_timeout_secs = exit_timeout.as_secs(),
+                    "shutdown 3/3: closing the listeners; accepted requests and streams finish"
+                );
+                let _ = stop.send(());
+                std::future::pending::<()>().await;
+            };
+            let signal = tokio::select! {
+                () = close => return,
+                signal = signals.recv() => signal,
+            };
+            tracing::warn!(signal, "second signal: exiting now, cutting requests still open");
+            let _ = force.send(());
         });
         let until_stopped = |mut stopped: tokio::sync::watch::Receiver<()>| async move {
             let _ = stopped.changed().await;
@@ -257,19 +328,25 @@ fn main() -> ExitCode {
             }
         };
         // Any server failing ends them all: ferry serves every port it was asked to or exits. After the
-        // signal, requests in flight get --exit-timeout-secs to finish; clients still connected then are cut.
+        // listeners close, requests in flight get --exit-timeout-secs to finish; clients still connected then
+        // are cut.
         tokio::select! {
-            served = async { tokio::try_join!(server.serve(listener, grpc_stopped), http, metrics).map(|_| ()) } => served,
+            served = async { tokio::try_join!(server.serve(listener, grpc_stopped), http, metrics) } => {
+                served?;
+                tracing::info!("shutdown complete: every request and stream finished");
+                Ok(ExitCode::SUCCESS)
+            }
             () = exit_deadline => {
                 tracing::warn!(?exit_timeout, "exit timeout passed with requests or streams still open; exiting");
-                Ok(())
+                Ok(ExitCode::SUCCESS)
             }
+            Ok(()) = forced => Ok(ExitCode::FAILURE),
         }
     });
     registry.remove_uploads();
     telemetry::shutdown();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("ferry: {error:#}");
             ExitCode::FAILURE
@@ -281,4 +358,29 @@ fn main() -> ExitCode {
 async fn until_stopped_then(mut stopped: tokio::sync::watch::Receiver<()>, timeout: Duration) {
     let _ = stopped.changed().await;
     tokio::time::sleep(timeout).await;
+}
+
+/// The signals that stop ferry: SIGTERM (systemd, Kubernetes, container runtimes) and SIGINT (Ctrl-C).
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Replaces the default action of both signals; from here on they only wake [`Signals::recv`].
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next signal and names it.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
 }

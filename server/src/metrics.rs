@@ -15,7 +15,6 @@ use axum::{
     http::{StatusCode, header},
     response::IntoResponse,
     routing::get,
-    serve::ListenerExt,
 };
 use ferry_proto::inference::{InferStatistics, ModelStatistics, StatisticDuration};
 use tokio::net::TcpListener;
@@ -282,21 +281,15 @@ async fn not_found() -> impl IntoResponse {
     )
 }
 
-/// Serves the metrics endpoint on `listener` until `shutdown` completes.
+/// Serves the metrics endpoint on `listener` until `shutdown` completes, its connections admitted and
+/// bounded by `gate` like those of the inference ports.
 pub async fn serve(
     registry: Arc<Registry>,
+    gate: Arc<crate::connection::Gate>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Scrapes are small and frequent: no waiting for Nagle's algorithm, as on the other ports.
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY on a metrics connection");
-        }
-    });
-    axum::serve(listener, router(registry))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::connection::serve_http(gate, listener, router(registry), shutdown).await
 }
 
 #[cfg(test)]

@@ -29,6 +29,11 @@ fn help_explains_the_triton_flags() {
         "--log-format",
         "--otlp-endpoint",
         "--exit-timeout-secs",
+        "--shutdown-drain-secs",
+        "--max-connections",
+        "--max-concurrent-streams",
+        "--header-read-timeout-secs",
+        "--connection-idle-timeout-secs",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

@@ -9,7 +9,9 @@ use std::{
 
 use anyhow::Context;
 use ferry_proto::GrpcInferenceServiceClient;
-use ferry_server::{Server, ServerOptions, onnx, repository::RepositoryOptions};
+use ferry_server::{
+    Server, ServerOptions, connection::ConnectionLimits, onnx, repository::RepositoryOptions,
+};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
@@ -58,12 +60,23 @@ impl TestServer {
 
     /// Starts a server with the given repository management (control mode, polling, readiness).
     pub async fn start_with(repository: RepositoryOptions, max_message_bytes: usize) -> anyhow::Result<Self> {
+        Self::start_with_connections(repository, max_message_bytes, ConnectionLimits::default()).await
+    }
+
+    /// Starts a server whose connections are bounded by `connections` (small timeouts and caps, for tests
+    /// of those bounds).
+    pub async fn start_with_connections(
+        repository: RepositoryOptions,
+        max_message_bytes: usize,
+        connections: ConnectionLimits,
+    ) -> anyhow::Result<Self> {
         let onnxruntime = onnx::find_library(std::env::var_os("ORT_DYLIB_PATH").as_deref().map(Path::new))
             .context(onnx::MISSING_LIBRARY_HELP)?;
         let options = ServerOptions {
             repository,
             onnxruntime,
             max_message_bytes,
+            connections,
         };
         let server = tokio::task::spawn_blocking(move || Server::start(&options)).await??;
         let serving = server.clone();

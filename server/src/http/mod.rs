@@ -20,9 +20,8 @@ pub mod json;
 pub mod routes;
 pub mod tensor;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use error::HttpError;
@@ -31,23 +30,19 @@ pub use routes::router;
 /// The one gRPC-to-HTTP status mapping, re-exported so that clients and tests can check REST against gRPC.
 pub use crate::error::http_status;
 
-use crate::grpc::InferenceService;
+use crate::{connection::Gate, grpc::InferenceService};
 
 /// Serves REST on `listener` until `shutdown` completes, answering every request through `service`.
-/// Request bodies above `max_body_bytes` are refused with 413 before they are buffered.
+/// Request bodies above `max_body_bytes` are refused with 413 before they are buffered; connections are
+/// admitted and bounded by `gate`.
 pub async fn serve(
     service: InferenceService,
     max_body_bytes: usize,
+    gate: Arc<Gate>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Small responses must not wait for Nagle's algorithm, as on the gRPC port.
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY on an HTTP connection");
-        }
-    });
     // The same span per call as on the gRPC port, continuing a W3C `traceparent` header.
     let app = router(service, max_body_bytes).layer(crate::telemetry::TraceContextLayer);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    crate::connection::serve_http(gate, listener, app, shutdown).await
 }

@@ -112,6 +112,7 @@ impl Registry {
             uploads: uploads_root(),
             options,
             environment,
+            shutting_down: Default::default(),
         });
         std::thread::scope(|scope| {
             for name in &wanted {

@@ -13,7 +13,10 @@ mod scan;
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError, Weak},
+    sync::{
+        Arc, Mutex, PoisonError, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -170,6 +173,8 @@ pub struct Registry {
     threads: Arc<ThreadBudget>,
     /// Where files uploaded with load requests are written; removed with the registry.
     uploads: PathBuf,
+    /// Set once shutdown begins, so that load balancers and probes stop sending before the listeners close.
+    shutting_down: AtomicBool,
 }
 
 impl std::fmt::Debug for Registry {
@@ -269,6 +274,9 @@ impl Registry {
     /// previous versions serve, and a model unloaded on request does not); otherwise always, once start-up
     /// loading is over.
     pub fn is_ready(&self) -> bool {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return false;
+        }
         !self.options.strict_readiness
             || self.models.load().values().all(|entry| match &entry.failure {
                 Some(reason) => reason == UNLOADED,
@@ -280,6 +288,12 @@ impl Registry {
                             .all(|state| matches!(state, VersionState::Ready { .. }))
                 }
             })
+    }
+
+    /// Makes the server report not ready from now on (ServerReady, `/v2/health/ready`, gRPC health), while
+    /// models keep serving: the first step of a graceful shutdown.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
     }
 
     /// How the repository is managed.

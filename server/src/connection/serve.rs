@@ -1,0 +1,82 @@
+//! The accept loop of the REST and metrics ports: hyper with the limits axum's own `serve` cannot set
+//! (header read timeout, concurrent HTTP/2 streams) behind the server's [`Gate`].
+
+use std::{future::Future, sync::Arc};
+
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::watch};
+use tower::{Layer, ServiceExt};
+
+use super::{Gate, TrackRequestsLayer};
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets every connection
+/// finish the requests it has (idle keep-alive connections close at once) and returns when all are closed.
+pub(crate) async fn serve_http(
+    gate: Arc<Gate>,
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = gate.limits();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams);
+    let builder = Arc::new(builder);
+    // Connections watch `stopping` and each holds a clone of `open`, so the loop sees when the last one ends.
+    let (stop, stopping) = watch::channel(false);
+    let (all_closed, open) = watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let io = tokio::select! {
+            () = &mut shutdown => break,
+            io = gate.accept(&listener) => io,
+        };
+        let info = io.info();
+        let service =
+            TrackRequestsLayer
+                .layer(router.clone())
+                .map_request(move |request: http::Request<Incoming>| {
+                    let mut request = request.map(axum::body::Body::new);
+                    request.extensions_mut().insert(info.clone());
+                    request
+                });
+        let builder = Arc::clone(&builder);
+        let mut stopping = stopping.clone();
+        let open = open.clone();
+        tokio::spawn(async move {
+            let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+            let mut connection = std::pin::pin!(connection);
+            let stop_requested = async {
+                // An error means the server is gone, which asks for the same as a stop.
+                let _ = stopping.wait_for(|stop| *stop).await;
+            };
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = stop_requested => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(%error, "HTTP connection ended with an error");
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    drop(open);
+    all_closed.closed().await;
+    Ok(())
+}
