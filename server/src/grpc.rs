@@ -257,15 +257,16 @@ impl GrpcInferenceService for InferenceService {
 
     async fn model_config(&self, request: Request<pb::ModelConfigRequest>) -> Reply<pb::ModelConfigResponse> {
         let request = request.into_inner();
-        let spec = if request.version.is_empty() {
-            let entry = self.registry.model(&request.name)?;
-            entry.spec.ok_or_else(|| Error::ModelNotReady {
-                model: request.name.clone(),
-                reason: entry.failure.unwrap_or_default(),
-            })?
-        } else {
-            Arc::clone(&self.registry.resolve(&request.name, &request.version)?.spec)
-        };
+        // Every served version runs the model's current config (a change that only touches instance_group
+        // or version_policy keeps the versions' sessions), so the entry's config answers for each of them.
+        let entry = self.registry.model(&request.name)?;
+        if !request.version.is_empty() {
+            self.registry.resolve(&request.name, &request.version)?;
+        }
+        let spec = entry.spec.ok_or_else(|| Error::ModelNotReady {
+            model: request.name.clone(),
+            reason: entry.failure.unwrap_or_default(),
+        })?;
         Ok(Response::new(pb::ModelConfigResponse {
             config: Some(spec.config.clone()),
         }))

@@ -390,6 +390,27 @@ async fn poll_mode_follows_the_repository_without_failing_a_request() {
             Arc::ptr_eq(&before, &after),
             "an instance_group edit must not reload the version"
         );
+        // ModelConfig reports the edit once it is published (it used to keep the instance_group the version
+        // was loaded with).
+        for version in ["", "1"] {
+            loop {
+                let config = client
+                    .model_config(ModelConfigRequest {
+                        name: "m".into(),
+                        version: version.into(),
+                    })
+                    .await
+                    .expect("config")
+                    .into_inner()
+                    .config
+                    .expect("config");
+                if config.instance_group[0].count == wanted as i32 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "ModelConfig kept {config:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         // Removing a version unloads it after it drains.
         repository.remove_version(2);
         wait_for(&mut client, "version 2 to go", |s| {

@@ -235,14 +235,11 @@ impl Registry {
             versions.insert(version, VersionState::Ready { model, note });
             loaded_files.insert(version, files);
         }
-        let spec = versions.values().rev().find_map(|state| match state {
-            VersionState::Ready { model, .. } => Some(Arc::clone(&model.spec)),
-            _ => None,
-        });
+        // The committed config, including instance_group changes applied in place to kept versions.
         self.publish(
             name,
             Some(ModelEntry {
-                spec: Some(spec.unwrap_or_else(|| Arc::clone(&prepared.spec))),
+                spec: Some(Arc::clone(&prepared.spec)),
                 versions,
                 failure: None,
                 loaded_files,
