@@ -42,7 +42,7 @@ bench-serving: setup
 ## writes benches/results/soak.{md,csv,svg} and fails on a crash, a failed valid request or RSS growth (not in CI)
 soak: setup
 	cargo build --release -p ferry-server --bin ferry
-	$(PYTHON) benches/soak/soak.py --seconds $(SOAK_SECONDS)
+	$(PYTHON) benches/soak/soak.py --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 ## models: regenerate the committed ONNX files from examples/generate_models.py
 models: setup

@@ -888,14 +888,22 @@ def svg_plot(samples, warmup, half):
     for i in range(5):
         v = y_lo + (y_hi - y_lo) * i / 4
         parts.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{width - right}" y2="{y(v):.1f}" stroke="#eee"/>'
-                     f'<text x="{left - 5}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.0f}</text>')
+                     f'<text x="{left - 5}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.1f}</text>')
     for i in range(6):
         t = t_max * i / 5
         parts.append(f'<text x="{x(t):.1f}" y="{height - bottom + 15}" text-anchor="middle">{t / 60:.0f}</text>')
     parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 5}" text-anchor="middle">minutes</text>')
     parts.append(f'<text x="12" y="{(top + height - bottom) / 2}" transform="rotate(-90 12 '
                  f'{(top + height - bottom) / 2})" text-anchor="middle">RSS MiB</text>')
-    parts.append(f'<polyline points="{points}" fill="none" stroke="#1f77b4" stroke-width="1.5"/></svg>')
+    parts.append(f'<polyline points="{points}" fill="none" stroke="#1f77b4" stroke-width="1"/>')
+    late = [(t, v) for t, v in zip(ts, ys) if t >= half]
+    if len(late) >= 2:  # the least-squares line the growth check uses
+        k, c = np.polyfit([p[0] for p in late], [p[1] for p in late], 1)
+        parts.append(f'<line x1="{x(half):.1f}" y1="{y(k * half + c):.1f}" x2="{x(t_max):.1f}" y2="{y(k * t_max + c):.1f}" '
+                     f'stroke="#d62728" stroke-width="1.5" stroke-dasharray="6 3"/>'
+                     f'<text x="{x(t_max) - 2:.1f}" y="{y(k * t_max + c) - 6:.1f}" text-anchor="end" fill="#d62728">'
+                     f'{k * 3600:+.1f} MiB/h</text>')
+    parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
 
@@ -924,7 +932,7 @@ def write_report(soak, samples, summary, verdicts, run, out_dir):
         f"{run['seconds'] / 60:.0f} minutes of mixed traffic against a release `ferry` in poll mode "
         f"(`make soak SOAK_SECONDS={run['seconds']}`, script `benches/soak/soak.py`), {run['when']}, commit "
         f"{run['commit']}, {run['machine']}. RSS, threads and open fds of the server were sampled each second "
-        "(`soak.csv`).", "",
+        f"(`soak.csv`). Traffic kinds left out: {run['skipped']}.", "",
         f"**Verdict: {'PASS' if not verdicts else 'FAIL'}**" + "".join(f"\n- {v}" for v in verdicts), "",
         "## Requests", "",
         "| kind | answered correctly | refused as expected | known defect (not ready) | unexpected |",
@@ -989,6 +997,14 @@ def log_summary(path):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# The traffic kinds (--skip leaves some out, to find which one a leak follows) and their threads.
+WORKERS = {
+    "grpc": [grpc_infer, grpc_infer], "rest": [rest_infer, rest_infer], "stream": [grpc_stream],
+    "shm": [shared_memory], "bad": [bad_requests], "garbage": [garbage], "control": [control],
+    "reload": [reloader], "slow-http": [slow_http_reader], "slow-stream": [slow_stream_reader],
+}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", 1800)))
@@ -1004,7 +1020,10 @@ def main():
     parser.add_argument("--reload-every", type=float, default=3.0, help="seconds between repository changes")
     parser.add_argument("--max-message-bytes", type=int, default=4 * MIB, help="the server's message limit")
     parser.add_argument("--keep", action="store_true", help="keep the temporary repository and server log")
+    parser.add_argument("--skip", default="", help=f"traffic kinds to leave out, comma-separated: {', '.join(WORKERS)}")
     args = parser.parse_args()
+    if unknown := {k.strip() for k in args.skip.split(",") if k.strip()} - set(WORKERS):
+        parser.error(f"unknown traffic kinds in --skip: {', '.join(sorted(unknown))}")
     if not args.ferry.exists():
         raise SystemExit(f"{args.ferry} not found: cargo build --release -p ferry-server --bin ferry")
     warmup = args.warmup if args.warmup is not None else min(60.0, args.seconds / 10)
@@ -1021,9 +1040,9 @@ def main():
     soak.server_pid = server.pid
     samples, started = [], time.monotonic()
     soak.deadline = started + args.seconds
+    skipped = {k.strip() for k in args.skip.split(",") if k.strip()}
     workers = [(sampler, (soak, server, samples, started))]
-    for seed, worker in enumerate([grpc_infer, grpc_infer, rest_infer, rest_infer, grpc_stream, shared_memory,
-                                   bad_requests, garbage, control, reloader, slow_http_reader, slow_stream_reader]):
+    for seed, (kind, worker) in enumerate((k, w) for k, ws in WORKERS.items() if k not in skipped for w in ws):
         workers.append((worker, (soak, seed)))
     threads = [threading.Thread(target=run_worker, args=(soak, w, a), name=w.__name__, daemon=True)
                for w, a in workers]
@@ -1059,7 +1078,7 @@ def main():
             shutdown = "did not exit within 30 s, killed"
     log.close()
     counts, panics = log_summary(log.name)
-    run = {"seconds": args.seconds, "warmup": warmup, "commit": git_commit(), "shutdown": shutdown,
+    run = {"skipped": ", ".join(sorted(skipped)) or "none", "seconds": args.seconds, "warmup": warmup, "commit": git_commit(), "shutdown": shutdown,
            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "machine": f"{os.cpu_count()} CPUs ({platform.machine()}), shared with other work",
            "log": f"{counts['ERROR']} ERROR, {counts['WARN']} WARN, {counts['panicked']} panics"
