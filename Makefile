@@ -4,8 +4,9 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 GRPC_PORT ?= 8001
+SOAK_SECONDS ?= 1800
 
-.PHONY: setup serve test lint bench bench-serving models
+.PHONY: setup serve test lint bench bench-serving soak models
 
 ## setup: create .venv with ONNX Runtime (libonnxruntime.so), onnx, numpy, tritonclient and pytest
 setup: $(VENV)/.installed
@@ -36,6 +37,12 @@ bench: setup
 ## bench-serving: Ferry over loopback gRPC vs in-process ONNX Runtime; writes benches/results/serving.{md,svg}
 bench-serving: setup
 	cargo bench -p ferry-benches --bench serving
+
+## soak: SOAK_SECONDS (default 1800) of mixed traffic against a release ferry, RSS sampled each second;
+## writes benches/results/soak.{md,csv,svg} and fails on a crash, a failed valid request or RSS growth (not in CI)
+soak: setup
+	cargo build --release -p ferry-server --bin ferry
+	$(PYTHON) benches/soak/soak.py --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 ## models: regenerate the committed ONNX files from examples/generate_models.py
 models: setup
