@@ -685,10 +685,17 @@ def reload_steps(soak):
         return sum(name.startswith("mlp_classifier") for name in names)
 
     def config_instances(client, want):
-        groups = client.get_model_config("mlp_classifier").config.instance_group
-        got = sum(g.count for g in groups)
-        return None if got == want else ("unexpected", f"ModelConfig of mlp_classifier says {got} instances "
-                                         f"(instance_group {list(groups)}), {want} are running")
+        # The new config is published once every version has its instances, a moment after the threads start.
+        deadline = time.monotonic() + 5
+        while True:
+            groups = client.get_model_config("mlp_classifier").config.instance_group
+            got = sum(g.count for g in groups)
+            if got == want:
+                return None
+            if time.monotonic() > deadline:
+                return ("unexpected", f"ModelConfig of mlp_classifier says {got} instances "
+                                      f"(instance_group {list(groups)}) 5 s after {want} started running")
+            time.sleep(0.05)
 
     def still_serving(client, model, versions):
         down = [v for v in versions if not ready(client, model, v)]
