@@ -18,6 +18,8 @@ use std::{
 
 use arc_swap::ArcSwap;
 pub use lifecycle::LoadRequest;
+#[doc(hidden)]
+pub use lifecycle::config_from_json;
 use ort::environment::Environment;
 pub use scan::Fingerprint;
 

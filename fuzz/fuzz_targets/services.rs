@@ -1,0 +1,171 @@
+//! Whole requests through Ferry's front ends, in process: one server on `examples/model_repository` with
+//! ONNX Runtime, whose gRPC service (tonic, framing and decoding included) and REST router (axum) are
+//! called directly as tower services. An input is one call in `ferry_fuzz::Call`'s format. Every call must
+//! finish within five seconds, and every JSON answer must be JSON.
+//!
+//! SystemSharedMemoryRegister keys are confined to `/ferry_fuzz_*`, so that the fuzzer never maps another
+//! program's shared memory (and writes outputs into it); the service's registry holds the fuzzer's own
+//! regions from the start.
+
+#![no_main]
+
+use std::{path::Path, sync::OnceLock, time::Duration};
+
+use bytes::Bytes;
+use ferry_fuzz::{Call, GRPC_METHODS, grpc_frames, http_request, shared_memory};
+use ferry_proto::{GrpcInferenceServiceServer, inference::SystemSharedMemoryRegisterRequest};
+use ferry_server::{
+    Server, ServerOptions,
+    grpc::InferenceService,
+    onnx,
+    repository::RepositoryOptions,
+    telemetry::{TraceContextLayer, TraceContextService},
+};
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+use tower::{Layer, ServiceExt};
+
+/// The message and body size limit of both front ends: above any input libFuzzer makes here.
+const MAX_BYTES: usize = 16 * 1024 * 1024;
+/// How long one call may take before it counts as a hang.
+const CALL_LIMIT: Duration = Duration::from_secs(5);
+/// The namespace that fuzzed shared memory keys are confined to.
+const KEY_PREFIX: &str = "/ferry_fuzz_";
+
+struct Harness {
+    runtime: tokio::runtime::Runtime,
+    grpc: TraceContextService<GrpcInferenceServiceServer<InferenceService>>,
+    http: TraceContextService<axum::Router>,
+}
+
+fn harness() -> &'static Harness {
+    static HARNESS: OnceLock<Harness> = OnceLock::new();
+    HARNESS.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/model_repository");
+        let onnxruntime = onnx::find_library(std::env::var_os("ORT_DYLIB_PATH").as_deref().map(Path::new))
+            .expect(onnx::MISSING_LIBRARY_HELP);
+        let options = ServerOptions {
+            repository: RepositoryOptions::new(vec![repository]),
+            onnxruntime,
+            max_message_bytes: MAX_BYTES,
+        };
+        let server = {
+            let _context = runtime.enter();
+            Server::start(&options).expect("the server starts on the example repository")
+        };
+        let service = InferenceService::with_shared_memory(server.registry().clone(), shared_memory());
+        let grpc = GrpcInferenceServiceServer::new(service.clone())
+            .max_decoding_message_size(MAX_BYTES)
+            .max_encoding_message_size(MAX_BYTES);
+        Harness {
+            runtime,
+            grpc: TraceContextLayer.layer(grpc),
+            http: TraceContextLayer.layer(ferry_server::http::router(service, MAX_BYTES)),
+        }
+    })
+}
+
+/// A register request whose key is moved into [`KEY_PREFIX`]'s namespace; one that does not decode
+/// becomes the empty request.
+fn confine_key(message: &[u8]) -> Vec<u8> {
+    let mut request = SystemSharedMemoryRegisterRequest::decode(message).unwrap_or_default();
+    if !request.key.starts_with(KEY_PREFIX) {
+        request.key = format!("{KEY_PREFIX}{}", request.key.trim_start_matches('/'));
+    }
+    request.encode_to_vec()
+}
+
+async fn grpc(harness: &Harness, method: u8, unframed: bool, grpc_errors: bool, messages: Vec<Vec<u8>>) {
+    let name = GRPC_METHODS[usize::from(method) % GRPC_METHODS.len()];
+    let (unframed, messages) = if name == "SystemSharedMemoryRegister" {
+        (false, messages.iter().map(|m| confine_key(m)).collect())
+    } else {
+        (unframed, messages)
+    };
+    let body = if unframed {
+        Bytes::from(messages.concat())
+    } else {
+        grpc_frames(&messages)
+    };
+    let mut request = http::Request::post(format!("/inference.GRPCInferenceService/{name}"))
+        .header(header::CONTENT_TYPE, "application/grpc")
+        .header(header::TE, "trailers");
+    if grpc_errors {
+        request = request.header("triton_grpc_error", "true");
+    }
+    let request = request.body(Full::new(body)).expect("a valid request");
+    let response = harness
+        .grpc
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("tonic answers every call");
+    // Errors come back as statuses in the trailers; reading the body to its end is the point.
+    let _ = response.into_body().collect().await;
+}
+
+async fn http(harness: &Harness, head: &str, body: Vec<u8>) {
+    let Some(request) = http_request(head, body) else {
+        return;
+    };
+    let response = harness
+        .http
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("axum answers every request");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("the body is in memory").to_bytes();
+    let content_type = parts.headers.get(header::CONTENT_TYPE);
+    let json = if content_type == Some(&HeaderValue::from_static("application/json")) {
+        &body[..]
+    } else if parts.status == StatusCode::OK
+        && content_type == Some(&HeaderValue::from_static("application/octet-stream"))
+    {
+        let length = parts
+            .headers
+            .get(ferry_server::http::binary::HEADER_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .expect("a binary answer has Inference-Header-Content-Length");
+        body.get(..length).expect("the JSON header is within the body")
+    } else {
+        return;
+    };
+    if let Err(error) = serde_json::from_slice::<serde_json::Value>(json) {
+        panic!(
+            "{} answered with broken JSON ({error}): {}",
+            parts.status,
+            String::from_utf8_lossy(json)
+        );
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some(call) = Call::decode(data) else {
+        return;
+    };
+    let harness = harness();
+    harness.runtime.block_on(async {
+        let call = async {
+            match call {
+                Call::Grpc {
+                    method,
+                    unframed,
+                    grpc_errors,
+                    messages,
+                } => grpc(harness, method, unframed, grpc_errors, messages).await,
+                Call::Http { head, body } => http(harness, &head, body).await,
+            }
+        };
+        tokio::time::timeout(CALL_LIMIT, call)
+            .await
+            .expect("a call finishes within five seconds");
+    });
+});
