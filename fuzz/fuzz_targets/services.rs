@@ -1,6 +1,6 @@
-//! Whole requests through Ferry's front ends, in process: one server on `examples/model_repository` with
-//! ONNX Runtime, whose gRPC service (tonic, framing and decoding included) and REST router (axum) are
-//! called directly as tower services. An input is one call in `ferry_fuzz::Call`'s format. Every call must
+//! Whole requests through Ferry's front ends, in process: one server with ONNX Runtime on the models of
+//! `examples/model_repository` and three of `tests/model_repository` (see [`MODELS`]), whose gRPC service
+//! (tonic, framing and decoding included) and REST router (axum) are called directly as tower services. An input is one call in `ferry_fuzz::Call`'s format. Every call must
 //! finish within five seconds, and every JSON answer must be JSON.
 //!
 //! SystemSharedMemoryRegister keys are confined to `/ferry_fuzz_*`, so that the fuzzer never maps another
@@ -9,7 +9,11 @@
 
 #![no_main]
 
-use std::{path::Path, sync::OnceLock, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::OnceLock,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use ferry_fuzz::{Call, GRPC_METHODS, grpc_frames, http_request, shared_memory};
@@ -34,6 +38,35 @@ const CALL_LIMIT: Duration = Duration::from_secs(5);
 /// The namespace that fuzzed shared memory keys are confined to.
 const KEY_PREFIX: &str = "/ferry_fuzz_";
 
+/// The models served, by repository: the examples, and from the tests every data type with dynamic dims
+/// (`identity_types`, `identity_bf16`) and a model that fails inside ONNX Runtime on bad input
+/// (`gather_table`). The tests' batching models with long queue delays are left out: they would make a
+/// call take seconds.
+const MODELS: [(&str, &str); 6] = [
+    ("examples/model_repository", "simple"),
+    ("examples/model_repository", "mlp_classifier"),
+    ("examples/model_repository", "linear_auto"),
+    ("tests/model_repository", "identity_types"),
+    ("tests/model_repository", "identity_bf16"),
+    ("tests/model_repository", "gather_table"),
+];
+
+/// A repository of links to [`MODELS`] in a fresh temporary folder.
+fn link_repository() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repository = std::env::temp_dir().join(format!("ferry-fuzz-repository-{}", std::process::id()));
+    std::fs::create_dir_all(&repository).expect("a temporary model repository");
+    for (models, model) in MODELS {
+        let target = root
+            .join(models)
+            .join(model)
+            .canonicalize()
+            .expect("the model folder");
+        std::os::unix::fs::symlink(target, repository.join(model)).expect("a link to the model");
+    }
+    repository
+}
+
 struct Harness {
     runtime: tokio::runtime::Runtime,
     grpc: TraceContextService<GrpcInferenceServiceServer<InferenceService>>,
@@ -48,18 +81,20 @@ fn harness() -> &'static Harness {
             .enable_all()
             .build()
             .expect("a tokio runtime");
-        let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/model_repository");
+        let repository = link_repository();
         let onnxruntime = onnx::find_library(std::env::var_os("ORT_DYLIB_PATH").as_deref().map(Path::new))
             .expect(onnx::MISSING_LIBRARY_HELP);
         let options = ServerOptions {
-            repository: RepositoryOptions::new(vec![repository]),
+            repository: RepositoryOptions::new(vec![repository.clone()]),
             onnxruntime,
             max_message_bytes: MAX_BYTES,
         };
         let server = {
             let _context = runtime.enter();
-            Server::start(&options).expect("the server starts on the example repository")
+            Server::start(&options).expect("the server starts")
         };
+        // Control mode `none` reads the repository only at start.
+        let _ = std::fs::remove_dir_all(&repository);
         let service = InferenceService::with_shared_memory(server.registry().clone(), shared_memory());
         let grpc = GrpcInferenceServiceServer::new(service.clone())
             .max_decoding_message_size(MAX_BYTES)

@@ -69,15 +69,16 @@ fuzz_target!(|input: Input| {
     let registry = shared_memory();
     let owner = "input 'x'";
     if let Ok(Some(tensor)) = TensorRegion::from_parameters(&parameters, owner) {
-        // What a response echoes must read back as the same place.
-        assert_eq!(
-            TensorRegion::from_parameters(&tensor.parameters(), owner)
-                .ok()
-                .flatten()
-                .as_ref(),
-            Some(&tensor)
-        );
         if let Ok(slice) = registry.slice(&tensor, owner) {
+            // What a response echoes for a tensor in a region reads back as the same place. (Only then: a
+            // size or offset beyond i64::MAX, which no region holds, is echoed as i64::MAX.)
+            assert_eq!(
+                TensorRegion::from_parameters(&tensor.parameters(), owner)
+                    .ok()
+                    .flatten()
+                    .as_ref(),
+                Some(&tensor)
+            );
             assert_eq!(slice.byte_size(), tensor.byte_size);
             let copied = slice.to_bytes();
             assert_eq!(copied.len(), tensor.byte_size);

@@ -243,7 +243,52 @@ fn example_infer_requests() -> Vec<ModelInferRequest> {
             ("shared_memory_byte_size".into(), int(64)),
         ]),
     };
-    vec![simple, mlp, shared]
+    let types = [
+        ("BOOL", 1),
+        ("UINT8", 1),
+        ("UINT16", 2),
+        ("UINT32", 4),
+        ("UINT64", 8),
+        ("INT8", 1),
+        ("INT16", 2),
+        ("INT32", 4),
+        ("INT64", 8),
+        ("FP16", 2),
+        ("FP32", 4),
+        ("FP64", 8),
+    ];
+    let mut every_type = ModelInferRequest {
+        model_name: "identity_types".into(),
+        ..ModelInferRequest::default()
+    };
+    for (datatype, size) in types {
+        every_type
+            .inputs
+            .push(input(&format!("IN_{datatype}"), datatype, &[2]));
+        every_type.raw_input_contents.push(vec![1; 2 * size].into());
+    }
+    every_type.inputs.push(input("IN_BYTES", "BYTES", &[2]));
+    every_type
+        .raw_input_contents
+        .push(strings(&[b"text", b"\xff\xfe not UTF-8"]).into());
+    let bf16 = ModelInferRequest {
+        model_name: "identity_bf16".into(),
+        inputs: vec![input("IN_BF16", "BF16", &[3])],
+        raw_input_contents: vec![vec![0x80, 0x3f, 0, 0, 0xc0, 0x7f].into()],
+        ..ModelInferRequest::default()
+    };
+    let gather = ModelInferRequest {
+        model_name: "gather_table".into(),
+        inputs: vec![InferInputTensor {
+            contents: Some(InferTensorContents {
+                int64_contents: vec![3, 10],
+                ..InferTensorContents::default()
+            }),
+            ..input("index", "INT64", &[2, 1])
+        }],
+        ..ModelInferRequest::default()
+    };
+    vec![simple, mlp, shared, every_type, bf16, gather]
 }
 
 fn rest_bodies() -> Vec<Vec<u8>> {
@@ -461,6 +506,20 @@ fn service_calls() -> Vec<Call> {
             header.len()
         ),
         &body,
+    ));
+    let every_type = br#"{"inputs":[{"name":"IN_BOOL","shape":[1],"datatype":"BOOL","data":[true]},{"name":"IN_UINT8","shape":[1],"datatype":"UINT8","data":[255]},{"name":"IN_UINT16","shape":[1],"datatype":"UINT16","data":[1]},{"name":"IN_UINT32","shape":[1],"datatype":"UINT32","data":[1]},{"name":"IN_UINT64","shape":[1],"datatype":"UINT64","data":[1]},{"name":"IN_INT8","shape":[1],"datatype":"INT8","data":[-1]},{"name":"IN_INT16","shape":[1],"datatype":"INT16","data":[1]},{"name":"IN_INT32","shape":[1],"datatype":"INT32","data":[1]},{"name":"IN_INT64","shape":[1],"datatype":"INT64","data":[1]},{"name":"IN_FP16","shape":[1],"datatype":"FP16","parameters":{"binary_data_size":2}},{"name":"IN_FP32","shape":[1],"datatype":"FP32","data":[0.5]},{"name":"IN_FP64","shape":[1],"datatype":"FP64","data":[0.5]},{"name":"IN_BYTES","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":6}}],"outputs":[{"name":"OUT_FP16","parameters":{"binary_data":true}},{"name":"OUT_BYTES"},{"name":"OUT_FP32"}]}"#;
+    let mut body = every_type.to_vec();
+    body.extend([0, 60, 2, 0, 0, 0, 0xff, 0x41]);
+    calls.push(http(
+        &format!(
+            "POST /v2/models/identity_types/infer\ninference-header-content-length: {}",
+            every_type.len()
+        ),
+        &body,
+    ));
+    calls.push(http(
+        "POST /v2/models/gather_table/infer",
+        br#"{"inputs":[{"name":"index","shape":[1,1],"datatype":"INT64","data":[11]}]}"#,
     ));
     calls
 }
