@@ -47,16 +47,17 @@ fuzz() {
     local corpora=("fuzz/corpus/$target")
     mkdir -p "fuzz/corpus/$target"
     [ -d "fuzz/regressions/$target" ] && corpora+=("fuzz/regressions/$target")
-    cargo fuzz run --sanitizer "$FUZZ_SANITIZER" "$target" "${corpora[@]}" -- "${LIBFUZZER_FLAGS[@]}" -max_total_time="$FUZZ_SECONDS" \
-        >"$log" 2>&1 || status=$?
-    cargo fuzz cmin --sanitizer "$FUZZ_SANITIZER" "$target" "fuzz/corpus/$target" -- "${LIBFUZZER_FLAGS[@]}" >>"$log" 2>&1 || true
+    cargo fuzz run --sanitizer "$FUZZ_SANITIZER" "$target" "${corpora[@]}" -- \
+        "${LIBFUZZER_FLAGS[@]}" -max_total_time="$FUZZ_SECONDS" >"$log" 2>&1 || status=$?
+    cargo fuzz cmin --sanitizer "$FUZZ_SANITIZER" "$target" "fuzz/corpus/$target" -- \
+        "${LIBFUZZER_FLAGS[@]}" >"fuzz/logs/$target.cmin.log" 2>&1 || true
     local last runs speed
-    last=$(grep -E '^#[0-9]+' "$log" | grep -v -E 'MERGE|INITED' | tail -n 1 || true)
+    last=$(grep -E '^#[0-9]+' "$log" | tail -n 1 || true)
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | head -n 1 | grep -o '[0-9]*$' || true)
     speed=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | head -n 1 | grep -o '[0-9]*$' || true)
-    printf '%-15s status %s, %s runs, %s exec/s, corpus %s files (%s), last: %s\n' "$target" "$status" \
-        "${runs:-?}" "${speed:-?}" "$(ls "fuzz/corpus/$target" | wc -l)" \
-        "$(du -sh "fuzz/corpus/$target" | cut -f1)" "$last"
+    printf '%-15s status %s, %s runs, %s exec/s, corpus %s files (%s bytes), last: %s\n' "$target" \
+        "$status" "${runs:-?}" "${speed:-?}" "$(find "fuzz/corpus/$target" -type f | wc -l)" \
+        "$(du -sb "fuzz/corpus/$target" | cut -f1)" "$last"
     return "$status"
 }
 
