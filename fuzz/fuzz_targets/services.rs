@@ -17,12 +17,16 @@ use std::{
 
 use bytes::Bytes;
 use ferry_fuzz::{Call, GRPC_METHODS, grpc_frames, http_request, shared_memory};
-use ferry_proto::{GrpcInferenceServiceServer, inference::SystemSharedMemoryRegisterRequest};
+use ferry_proto::{
+    GrpcInferenceServiceServer,
+    inference::{ModelInferResponse, ModelStreamInferResponse, SystemSharedMemoryRegisterRequest},
+};
 use ferry_server::{
-    Server, ServerOptions,
+    DataType, Server, ServerOptions,
     grpc::InferenceService,
     onnx,
     repository::RepositoryOptions,
+    request::split_length_prefixed,
     telemetry::{TraceContextLayer, TraceContextService},
 };
 use http::{HeaderValue, StatusCode, header};
@@ -143,7 +147,63 @@ async fn grpc(harness: &Harness, method: u8, unframed: bool, grpc_errors: bool, 
         .await
         .expect("tonic answers every call");
     // Errors come back as statuses in the trailers; reading the body to its end is the point.
-    let _ = response.into_body().collect().await;
+    let Ok(body) = response.into_body().collect().await else {
+        return;
+    };
+    let body = body.to_bytes();
+    for message in response_messages(&body) {
+        match name {
+            "ModelInfer" => {
+                check_infer_response(&ModelInferResponse::decode(message).expect("Ferry's answer decodes"))
+            }
+            "ModelStreamInfer" => {
+                let answer = ModelStreamInferResponse::decode(message).expect("Ferry's answer decodes");
+                if let (true, Some(response)) = (answer.error_message.is_empty(), &answer.infer_response) {
+                    check_infer_response(response);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The messages of a gRPC response body: each behind a 5-byte prefix, uncompressed.
+fn response_messages(mut body: &[u8]) -> Vec<&[u8]> {
+    let mut messages = Vec::new();
+    while let Some((prefix, rest)) = body.split_first_chunk::<5>() {
+        assert_eq!(prefix[0], 0, "Ferry does not compress answers");
+        let length = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+        let (message, rest) = rest.split_at_checked(length).expect("a whole message");
+        messages.push(message);
+        body = rest;
+    }
+    assert!(body.is_empty(), "a truncated message prefix");
+    messages
+}
+
+/// Panics unless every output of an inference answer holds exactly the elements its shape and datatype
+/// promise; an output written to shared memory travels empty.
+fn check_infer_response(response: &ModelInferResponse) {
+    assert_eq!(response.outputs.len(), response.raw_output_contents.len());
+    for (output, raw) in response.outputs.iter().zip(&response.raw_output_contents) {
+        if output.parameters.contains_key(ferry_server::shm::REGION) {
+            assert!(raw.is_empty(), "output '{}' is in shared memory", output.name);
+            continue;
+        }
+        let datatype = DataType::from_wire_name(&output.datatype).expect("a known datatype");
+        let elements = output
+            .shape
+            .iter()
+            .try_fold(1usize, |n, d| n.checked_mul(usize::try_from(*d).ok()?))
+            .unwrap_or_else(|| panic!("output '{}' has shape {:?}", output.name, output.shape));
+        match datatype.element_size() {
+            Some(size) => assert_eq!(raw.len(), elements * size, "output '{}'", output.name),
+            None => {
+                let items = split_length_prefixed(raw.clone(), &output.name, elements);
+                assert!(items.is_ok(), "output '{}': {items:?}", output.name);
+            }
+        }
+    }
 }
 
 async fn http(harness: &Harness, head: &str, body: Vec<u8>) {
