@@ -57,7 +57,7 @@ fuzz() {
     speed=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | head -n 1 | grep -o '[0-9]*$' || true)
     printf '%-15s status %s, %s runs, %s exec/s, corpus %s files (%s bytes), last: %s\n' "$target" \
         "$status" "${runs:-?}" "${speed:-?}" "$(find "fuzz/corpus/$target" -type f | wc -l)" \
-        "$(du -sb "fuzz/corpus/$target" | cut -f1)" "$last"
+        "$(find "fuzz/corpus/$target" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')" "$last"
     return "$status"
 }
 
