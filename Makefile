@@ -5,8 +5,10 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 GRPC_PORT ?= 8001
 SOAK_SECONDS ?= 1800
+FUZZ_SECONDS ?= 600
+FUZZ_JOBS ?= 1
 
-.PHONY: setup serve test lint bench bench-serving soak models
+.PHONY: setup serve test lint bench bench-serving soak models fuzz
 
 ## setup: create .venv with ONNX Runtime (libonnxruntime.so), onnx, numpy, tritonclient and pytest
 setup: $(VENV)/.installed
@@ -47,3 +49,7 @@ soak: setup
 ## models: regenerate the committed ONNX files from examples/generate_models.py
 models: setup
 	$(PYTHON) examples/generate_models.py
+
+## fuzz: every cargo fuzz target for FUZZ_SECONDS each (600), FUZZ_JOBS at a time (1); needs `cargo install cargo-fuzz`
+fuzz: setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) fuzz/run.sh

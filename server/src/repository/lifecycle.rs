@@ -422,8 +422,10 @@ fn failed(reason: String) -> ModelEntry {
     }
 }
 
-/// Parses the `config` parameter: `ModelConfig` in protobuf JSON, with Triton's field names.
-fn config_from_json(json: &str) -> Result<ModelConfig, Error> {
+/// Parses the `config` parameter: `ModelConfig` in protobuf JSON, with Triton's field names. Public only so
+/// that the fuzz targets (`fuzz/`) can reach it.
+#[doc(hidden)]
+pub fn config_from_json(json: &str) -> Result<ModelConfig, Error> {
     let mut deserializer = serde_json::Deserializer::from_str(json);
     let message = DynamicMessage::deserialize(model_config_descriptor().clone(), &mut deserializer).map_err(
         |error| {

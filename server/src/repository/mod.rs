@@ -22,6 +22,8 @@ use std::{
 
 use arc_swap::ArcSwap;
 pub use lifecycle::{LoadRequest, MAX_MODEL_NAME_BYTES, ModelName};
+#[doc(hidden)]
+pub use lifecycle::config_from_json;
 use ort::environment::Environment;
 pub use scan::Fingerprint;
 
