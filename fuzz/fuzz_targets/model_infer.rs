@@ -1,4 +1,4 @@
-//! A gRPC `ModelInferRequest` as protobuf bytes, decoded and validated against batching, non-batching and
+//! A gRPC `ModelInferRequest` as protobuf bytes, checked by the server's codec, decoded and validated against batching, non-batching and
 //! BYTES models, with a shared memory registry that holds regions of the fuzzer's own. Whatever validation
 //! accepts must hold exactly the elements its shapes promise.
 
@@ -11,6 +11,10 @@ use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
 fuzz_target!(|data: &[u8]| {
+    // As the server's codec does: a message whose decoding would dwarf its size is refused undecoded.
+    if ferry_proto::codec::check_expansion(data).is_err() {
+        return;
+    }
     let Ok(request) = ModelInferRequest::decode(data) else {
         return;
     };

@@ -21,9 +21,9 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-pub use lifecycle::{LoadRequest, MAX_MODEL_NAME_BYTES, ModelName};
 #[doc(hidden)]
 pub use lifecycle::config_from_json;
+pub use lifecycle::{LoadRequest, MAX_MODEL_NAME_BYTES, ModelName};
 use ort::environment::Environment;
 pub use scan::Fingerprint;
 
