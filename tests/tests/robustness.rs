@@ -582,6 +582,11 @@ async fn instances_and_threads_are_bounded() {
     ] {
         let status = upload("greedy", &extra).await.expect_err(flag);
         assert!(status.message().contains(flag), "{}", status.message());
+        assert!(
+            status.message().contains("the load request's 'config' parameter"),
+            "the error names where the config came from, not the upload folder: {}",
+            status.message()
+        );
     }
     // Two instances of 1 + 1 intra-op threads each: 4 of the 8 threads.
     let two = format!(

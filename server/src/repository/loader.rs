@@ -48,7 +48,11 @@ pub fn prepare(
     limits: &ResourceLimits,
 ) -> Result<Prepared, String> {
     let config_path = source.dir.join("config.pbtxt");
-    let path_text = config_path.display().to_string();
+    // Errors name where the config came from: the file, or the load request that carried it.
+    let path_text = match &source.config {
+        Some(_) => "the load request's 'config' parameter".to_owned(),
+        None => config_path.display().to_string(),
+    };
     let (mut config, text) = match &source.config {
         Some(config) => (config.clone(), None),
         None => match files::read_text(&source.dir, "config.pbtxt", files::MAX_CONFIG_BYTES)? {
