@@ -128,6 +128,19 @@ fn add_model() -> Vec<u8> {
     std::fs::read(repo_root().join("tests/assets/add_1.onnx")).expect("asset")
 }
 
+/// Loads `name` from the request alone: `config` (JSON) and the y = x + 1 model as version 1.
+async fn upload(server: &TestServer, name: &str, config: String) -> Result<(), Status> {
+    load(
+        server,
+        name,
+        vec![
+            ("config", Load::StringParam(config)),
+            ("file:1/model.onnx", Load::BytesParam(add_model().into())),
+        ],
+    )
+    .await
+}
+
 /// `model_warmup` with `dims: [1099511627776]` in a load request's config used to abort the process on a
 /// 4 TiB allocation.
 #[tokio::test]
@@ -138,16 +151,9 @@ async fn a_huge_configured_warmup_fails_the_load_and_the_server_lives() {
         r#"{ADD_CONFIG}, "model_warmup": [{{"name": "huge", "batch_size": 1,
             "inputs": {{"x": {{"data_type": "TYPE_FP32", "dims": [1099511627776], "zero_data": true}}}}}}]}}"#
     );
-    let status = load(
-        &server,
-        "warm",
-        vec![
-            ("config", Load::StringParam(config)),
-            ("file:1/model.onnx", Load::BytesParam(add_model().into())),
-        ],
-    )
-    .await
-    .expect_err("the warm-up is too large");
+    let status = upload(&server, "warm", config)
+        .await
+        .expect_err("the warm-up is too large");
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
     assert!(
         status.message().contains("model_warmup 'huge'") && status.message().contains("--max-request-bytes"),
@@ -310,16 +316,9 @@ async fn model_names_cannot_escape_the_upload_folder() {
         String::new(),
         "a\0b".to_owned(),
     ] {
-        let status = load(
-            &server,
-            &name,
-            vec![
-                ("config", Load::StringParam(format!("{ADD_CONFIG}}}"))),
-                ("file:1/model.onnx", Load::BytesParam(add_model().into())),
-            ],
-        )
-        .await
-        .expect_err("not a model name");
+        let status = upload(&server, &name, format!("{ADD_CONFIG}}}"))
+            .await
+            .expect_err("not a model name");
         assert_eq!(
             status.code(),
             Code::InvalidArgument,
@@ -413,16 +412,9 @@ async fn uploads_are_removed_when_a_load_fails_and_when_the_model_is_unloaded() 
         mine(upload_folders(), "broken_upload").is_empty(),
         "a failed load leaves no files"
     );
-    load(
-        &server,
-        "uploaded",
-        vec![
-            ("config", Load::StringParam(format!("{ADD_CONFIG}}}"))),
-            ("file:1/model.onnx", Load::BytesParam(add_model().into())),
-        ],
-    )
-    .await
-    .expect("loads");
+    upload(&server, "uploaded", format!("{ADD_CONFIG}}}"))
+        .await
+        .expect("loads");
     assert_eq!(
         mine(upload_folders(), "uploaded").len(),
         1,
@@ -547,21 +539,8 @@ async fn instances_and_threads_are_bounded() {
         ..ResourceLimits::default()
     };
     let server = start(&repository, ControlMode::Explicit, limits).await;
-    let upload = |name: &'static str, extra: &str| {
-        let config = format!("{ADD_CONFIG}, {extra}}}");
-        let server = &server;
-        async move {
-            load(
-                server,
-                name,
-                vec![
-                    ("config", Load::StringParam(config)),
-                    ("file:1/model.onnx", Load::BytesParam(add_model().into())),
-                ],
-            )
-            .await
-        }
-    };
+    let upload_with =
+        |name: &'static str, extra: &str| upload(&server, name, format!("{ADD_CONFIG}, {extra}}}"));
     let group = |count: u32| format!(r#""instance_group": [{{"count": {count}, "kind": "KIND_CPU"}}]"#);
     let threads = |key: &str, n: u32| {
         format!(
@@ -580,7 +559,7 @@ async fn instances_and_threads_are_bounded() {
             "--max-threads-per-instance",
         ),
     ] {
-        let status = upload("greedy", &extra).await.expect_err(flag);
+        let status = upload_with("greedy", &extra).await.expect_err(flag);
         assert!(status.message().contains(flag), "{}", status.message());
         assert!(
             status.message().contains("the load request's 'config' parameter"),
@@ -593,9 +572,9 @@ async fn instances_and_threads_are_bounded() {
         r#"{}, "parameters": {{"intra_op_thread_count": {{"string_value": "1"}}}}"#,
         group(2)
     );
-    upload("first", &two).await.expect("fits");
-    upload("second", &two).await.expect("fits");
-    let status = upload("third", &two).await.expect_err("over the budget");
+    upload_with("first", &two).await.expect("fits");
+    upload_with("second", &two).await.expect("fits");
+    let status = upload_with("third", &two).await.expect_err("over the budget");
     assert!(
         status.message().contains("--max-model-threads"),
         "{}",
@@ -611,7 +590,7 @@ async fn instances_and_threads_are_bounded() {
         .expect("unload");
     // The unloaded instances give their threads back once they stop.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while let Err(status) = upload("third", &two).await {
+    while let Err(status) = upload_with("third", &two).await {
         assert!(std::time::Instant::now() < deadline, "{}", status.message());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -651,16 +630,9 @@ async fn long_client_text_is_not_echoed_whole() {
     let server = start(&repository, ControlMode::Explicit, ResourceLimits::default()).await;
     let long = "p".repeat(10 << 20);
     let config = format!(r#"{ADD_CONFIG}, "platform": "{long}"}}"#);
-    let status = load(
-        &server,
-        "long",
-        vec![
-            ("config", Load::StringParam(config)),
-            ("file:1/model.onnx", Load::BytesParam(add_model().into())),
-        ],
-    )
-    .await
-    .expect_err("no such platform");
+    let status = upload(&server, "long", config)
+        .await
+        .expect_err("no such platform");
     assert!(
         status.message().len() < 2048,
         "{} bytes echoed",
