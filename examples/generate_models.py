@@ -26,6 +26,13 @@ tests/model_repository/
   corrupt/1/model.onnx          garbage bytes (not a protobuf model)
   bad_config/1/model.onnx       the linear model again (its config.pbtxt is the broken part)
   add_one_batched/1/model.onnx  x FP32 [batch, 4] -> y = x + 1
+  simple_int8/1/model.onnx      Triton's `simple_int8` twin: `simple` on INT8 (sums and differences wrap)
+  simple_string/1/model.onnx    Triton's `simple_string` twin: BYTES decimal strings, parsed, added and
+                                subtracted as INT32, written back as strings
+  simple_identity/1/model.onnx  Triton's `simple_identity` twin: BYTES INPUT0 [batch, n] -> OUTPUT0
+  densenet_onnx/1/model.onnx    an image classifier with densenet_onnx's tensors: data_0 FP32 [batch, 3, 224, 224]
+                                -> mean per channel -> 1x1 convolution -> fc6_1 FP32 [batch, 1000, 1, 1]
+                                (densenet_labels.txt: one made-up label per class)
 """
 
 from __future__ import annotations
@@ -120,6 +127,76 @@ def simple() -> onnx.ModelProto:
         ],
     )
     return _model(graph)
+
+
+def simple_int8() -> onnx.ModelProto:
+    """Triton's `simple_int8`: the `simple` graph on INT8 vectors (ONNX Runtime's Add and Sub wrap around)."""
+    shape = ["batch", 16]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"], name="add"),
+            helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"], name="sub"),
+        ],
+        "simple_int8",
+        inputs=[helper.make_tensor_value_info(n, TensorProto.INT8, shape) for n in ("INPUT0", "INPUT1")],
+        outputs=[helper.make_tensor_value_info(n, TensorProto.INT8, shape) for n in ("OUTPUT0", "OUTPUT1")],
+    )
+    return _model(graph)
+
+
+def simple_string() -> onnx.ModelProto:
+    """Triton's `simple_string`: strings holding integers in, their sums and differences out as strings."""
+    shape = ["batch", 16]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["INPUT0"], ["a"], name="parse0", to=TensorProto.INT32),
+            helper.make_node("Cast", ["INPUT1"], ["b"], name="parse1", to=TensorProto.INT32),
+            helper.make_node("Add", ["a", "b"], ["sum"], name="add"),
+            helper.make_node("Sub", ["a", "b"], ["difference"], name="sub"),
+            helper.make_node("Cast", ["sum"], ["OUTPUT0"], name="format0", to=TensorProto.STRING),
+            helper.make_node("Cast", ["difference"], ["OUTPUT1"], name="format1", to=TensorProto.STRING),
+        ],
+        "simple_string",
+        inputs=[helper.make_tensor_value_info(n, TensorProto.STRING, shape) for n in ("INPUT0", "INPUT1")],
+        outputs=[helper.make_tensor_value_info(n, TensorProto.STRING, shape) for n in ("OUTPUT0", "OUTPUT1")],
+    )
+    return _model(graph)
+
+
+def simple_identity() -> onnx.ModelProto:
+    """Triton's `simple_identity`: a BYTES tensor of any length per batch item, returned as it came."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["INPUT0"], ["OUTPUT0"], name="identity")],
+        "simple_identity",
+        inputs=[helper.make_tensor_value_info("INPUT0", TensorProto.STRING, ["batch", "n"])],
+        outputs=[helper.make_tensor_value_info("OUTPUT0", TensorProto.STRING, ["batch", "n"])],
+    )
+    return _model(graph)
+
+
+DENSENET_CLASSES = 1000
+
+
+def densenet_twin(seed: int = 11) -> onnx.ModelProto:
+    """An image classifier with the tensors of Triton's `densenet_onnx` example (not its weights): the mean of
+    each colour channel goes through a 1x1 convolution to 1000 class scores."""
+    (w,) = _weights(seed, (DENSENET_CLASSES, 3, 1, 1))
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["data_0"], ["channel_means"], name="pool", axes=[2, 3], keepdims=1),
+            helper.make_node("Conv", ["channel_means", "W"], ["fc6_1"], name="classify"),
+        ],
+        "densenet_twin",
+        inputs=[helper.make_tensor_value_info("data_0", TensorProto.FLOAT, ["batch", 3, 224, 224])],
+        outputs=[helper.make_tensor_value_info("fc6_1", TensorProto.FLOAT, ["batch", DENSENET_CLASSES, 1, 1])],
+        initializer=[_init("W", w)],
+    )
+    return _model(graph)
+
+
+def densenet_labels() -> bytes:
+    """One made-up label per class of the densenet twin, one per line, as Triton's label files are."""
+    return "".join(f"class {i:04d}\n" for i in range(DENSENET_CLASSES)).encode()
 
 
 def mlp_classifier(seed: int) -> onnx.ModelProto:
@@ -222,6 +299,12 @@ def generate() -> list[Path]:
         _write(add_one_batched(), TESTS / "add_one_queue" / "1" / "model.onnx"),
         _write(add_one_batched(), TESTS / "add_one_greedy" / "1" / "model.onnx"),
         _write(gather_table(), TESTS / "gather_table" / "1" / "model.onnx"),
+        # Twins of the models in Triton's docs/examples/model_repository that its client examples call.
+        _write(simple_int8(), TESTS / "simple_int8" / "1" / "model.onnx"),
+        _write(simple_string(), TESTS / "simple_string" / "1" / "model.onnx"),
+        _write(simple_identity(), TESTS / "simple_identity" / "1" / "model.onnx"),
+        _write(densenet_twin(), TESTS / "densenet_onnx" / "1" / "model.onnx"),
+        _write(densenet_labels(), TESTS / "densenet_onnx" / "densenet_labels.txt"),
         # Files the lifecycle tests copy into repositories of their own: y = x + k tells which file answered.
         *[_write(add_one_batched(float(k)), ASSETS / f"add_{k}.onnx") for k in (1, 2, 3, 20)],
     ]
@@ -263,7 +346,7 @@ def check(paths: list[Path]) -> int:
         "tensor(string)": np.object_,
     }
     failures = 0
-    for path in paths:
+    for path in (p for p in paths if p.suffix == ".onnx"):
         rel = path.relative_to(REPO_ROOT)
         expect_failure = path.parent.parent.name == "corrupt"
         try:
@@ -274,7 +357,7 @@ def check(paths: list[Path]) -> int:
                 if i.type == "tensor(bfloat16)":
                     bf16_feeds[i.name] = np.zeros(shape, dtype=np.uint16)
                 elif i.type == "tensor(string)":
-                    feeds[i.name] = np.full(shape, "", dtype=np.object_)
+                    feeds[i.name] = np.full(shape, "1", dtype=np.object_)
                 else:
                     feeds[i.name] = np.zeros(shape, dtype=ort_np[i.type])
             if bf16_feeds:
