@@ -33,6 +33,9 @@ tests/model_repository/
   densenet_onnx/1/model.onnx    an image classifier with densenet_onnx's tensors: data_0 FP32 [batch, 3, 224, 224]
                                 -> mean per channel -> 1x1 convolution -> fc6_1 FP32 [batch, 1000, 1, 1]
                                 (densenet_labels.txt: one made-up label per class)
+  mlp_labels/1/model.onnx       mlp_classifier version 2 with labels.txt on `probabilities`, for the classification
+  mlp_labels_flat/1/model.onnx  extension; the same without batching (max_batch_size 0). labels.txt names classes
+                                0-8, leaves class 4's line empty and has no line for class 9
 """
 
 from __future__ import annotations
@@ -199,6 +202,15 @@ def densenet_labels() -> bytes:
     return "".join(f"class {i:04d}\n" for i in range(DENSENET_CLASSES)).encode()
 
 
+MLP_CLASSES = 10
+
+
+def mlp_labels() -> bytes:
+    """Labels for the classes of mlp_classifier, with the two gaps Triton's label files may have: an empty
+    line (class 4) and no line at all (class 9). Neither class gets a label in classification results."""
+    return "".join("\n" if i == 4 else f"digit {i}\n" for i in range(MLP_CLASSES - 1)).encode()
+
+
 def mlp_classifier(seed: int) -> onnx.ModelProto:
     """32 features -> 64 hidden (Relu) -> 10 logits -> softmax probabilities and argmax label."""
     w1, b1, w2, b2 = _weights(seed, (32, 64), (64,), (64, 10), (10,))
@@ -305,6 +317,11 @@ def generate() -> list[Path]:
         _write(simple_identity(), TESTS / "simple_identity" / "1" / "model.onnx"),
         _write(densenet_twin(), TESTS / "densenet_onnx" / "1" / "model.onnx"),
         _write(densenet_labels(), TESTS / "densenet_onnx" / "densenet_labels.txt"),
+        # The classification extension with labels, batched and not, on mlp_classifier's version 2.
+        _write(mlp_classifier(seed=2), TESTS / "mlp_labels" / "1" / "model.onnx"),
+        _write(mlp_labels(), TESTS / "mlp_labels" / "labels.txt"),
+        _write(mlp_classifier(seed=2), TESTS / "mlp_labels_flat" / "1" / "model.onnx"),
+        _write(mlp_labels(), TESTS / "mlp_labels_flat" / "labels.txt"),
         # Files the lifecycle tests copy into repositories of their own: y = x + k tells which file answered.
         *[_write(add_one_batched(float(k)), ASSETS / f"add_{k}.onnx") for k in (1, 2, 3, 20)],
     ]

@@ -41,6 +41,7 @@ pub fn fp32_spec(width: i64, max_batch_size: usize) -> ModelSpec {
         batching: ferry_batching::BatchingPolicy::greedy(max_batch_size),
         max_request_bytes: ferry_server::MAX_MESSAGE_BYTES,
         config: Default::default(),
+        labels: Default::default(),
     }
 }
 

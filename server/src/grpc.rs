@@ -187,7 +187,7 @@ impl GrpcInferenceService for InferenceService {
             .any(|output| !output.parameters.is_empty())
             .then(|| request.outputs.clone());
         let received = std::time::Instant::now();
-        let parsed = InferRequest::parse_with_shared_memory(request, &model.spec, &self.shared_memory)
+        let mut parsed = InferRequest::parse_with_shared_memory(request, &model.spec, &self.shared_memory)
             .inspect_err(|_| {
                 // A request the model refuses is a failed inference in the statistics and metrics, as in Triton.
                 model.stats.record_request(false, received.elapsed());
@@ -196,7 +196,18 @@ impl GrpcInferenceService for InferenceService {
         let output_regions =
             OutputRegions::resolve(&self.shared_memory, requested.as_deref().unwrap_or_default())?;
         let id = parsed.id.clone();
-        let outputs = model.infer(parsed).await?;
+        let classifications = std::mem::take(&mut parsed.classifications);
+        let mut outputs = model.infer(parsed).await?;
+        if !classifications.is_empty() {
+            // Ranking a large output is real work: off the async workers.
+            let (spec, budget) = (Arc::clone(&model.spec), self.max_message_bytes);
+            let classes = classifications.clone();
+            outputs = tokio::task::spawn_blocking(move || {
+                crate::classification::apply(outputs, &classes, &spec, budget)
+            })
+            .await
+            .map_err(|error| Status::internal(format!("the classification task failed: {error}")))??;
+        }
         // Every output must fit before any is written, so a failed request leaves the regions untouched.
         for output in &outputs {
             output_regions.check_fits(&model.spec.outputs[output.index].name, output.data.len())?;
@@ -217,9 +228,15 @@ impl GrpcInferenceService for InferenceService {
                 Some(parameters) => (parameters, Bytes::new()),
                 None => (HashMap::new(), output.data),
             };
+            // A classified output answers with strings, whatever the model's type.
+            let datatype = if classifications.iter().any(|c| c.output == output.index) {
+                crate::DataType::Bytes.wire_name()
+            } else {
+                tensor.data_type.wire_name()
+            };
             response.outputs.push(InferOutputTensor {
                 name: tensor.name.clone(),
-                datatype: tensor.data_type.wire_name().to_owned(),
+                datatype: datatype.to_owned(),
                 shape: output.shape,
                 parameters,
                 contents: None,

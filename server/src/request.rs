@@ -11,6 +11,7 @@ use ferry_proto::inference::{
 
 use crate::{
     DataType, Error,
+    classification::Classification,
     config::{ModelSpec, TensorSpec},
     shm::{SharedMemoryRegistry, TensorRegion},
 };
@@ -53,6 +54,8 @@ pub struct InferRequest {
     pub priority: u64,
     /// The `timeout` parameter (microseconds on the wire): a shorter queue timeout, where the model allows.
     pub timeout: Option<Duration>,
+    /// The requested outputs to answer with their top classes (the `classification` parameter).
+    pub classifications: Vec<Classification>,
 }
 
 impl InferRequest {
@@ -215,6 +218,7 @@ impl InferRequest {
             )));
         }
         let outputs = requested_outputs(wire_outputs.iter().map(|o| o.name.as_str()), spec)?;
+        let classifications = crate::classification::requested(&wire_outputs, spec)?;
         // Spec order, whatever order the client sent: requests that batch together line up input by input.
         inputs.sort_unstable_by_key(|input| input.index);
         Ok(InferRequest {
@@ -224,6 +228,7 @@ impl InferRequest {
             batch_size: batch.map_or(1, |(rows, _)| rows),
             priority,
             timeout,
+            classifications,
         })
     }
 }
@@ -645,6 +650,7 @@ mod tests {
             batching: ferry_batching::BatchingPolicy::unbatched(None),
             max_request_bytes: 1 << 20,
             config: Default::default(),
+            labels: Default::default(),
         }
     }
 

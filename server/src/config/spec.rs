@@ -13,7 +13,7 @@ use super::{
     complete::{ModelSignature, ONNX_BACKEND, ONNX_PLATFORM},
     pbtxt::line_of_offset,
 };
-use crate::{DataType, Error};
+use crate::{DataType, Error, classification::OutputLabels};
 
 /// One input or output as the config declares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +104,9 @@ pub struct ModelSpec {
     pub max_request_bytes: usize,
     /// The completed configuration, as the ModelConfig RPC reports it.
     pub config: ModelConfig,
+    /// The class labels of outputs with a `label_filename`, read with the model's files when it loads
+    /// (empty until then).
+    pub labels: OutputLabels,
 }
 
 /// Where a config came from, so that validation errors can name the file and the line.
@@ -252,6 +255,7 @@ impl ModelSpec {
                 name: folder_name.to_owned(),
                 ..config
             },
+            labels: OutputLabels::default(),
         })
     }
 

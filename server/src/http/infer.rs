@@ -13,7 +13,7 @@ use axum::{
 };
 use bytes::Bytes;
 use ferry_proto::inference::{
-    ModelInferRequest, ModelInferResponse,
+    InferParameter, ModelInferRequest, ModelInferResponse, infer_parameter,
     model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
 };
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -253,19 +253,28 @@ fn parse_outputs(
         };
         let name = string(output.remove("name"), &format!("outputs[{position}]"), "name")?;
         let mut parameters = HashMap::new();
-        for (key, value) in optional_object(
+        let given = optional_object(
             output.remove("parameters"),
             &format!("output '{name}' 'parameters'"),
-        )? {
+        )?;
+        // Triton's ValidateOutputParameter, before anything else about the output.
+        if given.contains_key("shared_memory_region") && given.contains_key("classification") {
+            return Err(HttpError::bad_request(format!(
+                "Output can't set both 'shared_memory_region' and 'classification' (output '{name}')"
+            )));
+        }
+        for (key, value) in given {
             match key.as_str() {
                 "binary_data" => {
                     let binary = boolean(&value, &format!("output '{name}' parameter 'binary_data'"))?;
                     forms.per_output.insert(name.clone(), binary);
                 }
-                "classification"
-                | "shared_memory_region"
-                | "shared_memory_offset"
-                | "shared_memory_byte_size" => {
+                "classification" => {
+                    if let Some(count) = classification_count(&value)? {
+                        parameters.insert(key.clone(), count);
+                    }
+                }
+                "shared_memory_region" | "shared_memory_offset" | "shared_memory_byte_size" => {
                     return Err(HttpError::unsupported(format!(
                         "output '{name}' asks for '{key}', which Ferry does not serve"
                     )));
@@ -278,6 +287,23 @@ fn parse_outputs(
         requested.push(InferRequestedOutputTensor { name, parameters });
     }
     Ok(requested)
+}
+
+/// An output's `classification` parameter as Triton's REST front end reads it (`CheckClassificationOutput`
+/// in its `http_server.cc`): an unsigned JSON integer, where 0 asks for the raw tensor. The count goes on as
+/// the gRPC parameter the shared core reads.
+fn classification_count(value: &Value) -> Result<Option<InferParameter>, HttpError> {
+    let count = value.as_u64().ok_or_else(|| {
+        HttpError::bad_request(format!(
+            "Unable to set 'classification': attempt to access JSON non-unsigned-integer as unsigned-integer \
+             (got {value})"
+        ))
+    })?;
+    // Counts beyond int64 ask for every class, as any count above the class count does.
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    Ok((count > 0).then_some(InferParameter {
+        parameter_choice: Some(infer_parameter::ParameterChoice::Int64Param(count)),
+    }))
 }
 
 /// A required string field `field` of `owner`.
@@ -538,8 +564,17 @@ mod tests {
                 "binary_data",
             ),
             (
-                json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"classification": 2}}]}),
-                "classification",
+                json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"classification": -2}}]}),
+                "Unable to set 'classification': attempt to access JSON non-unsigned-integer",
+            ),
+            (
+                json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"classification": "2"}}]}),
+                "Unable to set 'classification'",
+            ),
+            (
+                json!({"inputs": [], "outputs": [{"name": "y", "parameters": {
+                    "classification": 2, "shared_memory_region": "r"}}]}),
+                "Output can't set both 'shared_memory_region' and 'classification'",
             ),
         ];
         for (body, needle) in cases {
@@ -549,6 +584,28 @@ mod tests {
         let error = parse_request("m", "", &headers(None), Bytes::from_static(b"{\"inputs\": ["))
             .expect_err("bad JSON");
         assert!(error.message.contains("not valid JSON"), "{error}");
+    }
+
+    /// Triton's REST front end reads `classification` as an unsigned integer and treats 0 as no
+    /// classification (`CheckClassificationOutput` and `OutputInfo::class_cnt_` in its `http_server.cc`).
+    #[test]
+    fn classification_counts_become_the_grpc_parameter() {
+        let count = |value: Value| {
+            let parsed = parse(json!({"inputs": [], "outputs": [
+                {"name": "y", "parameters": {"classification": value, "binary_data": true}}
+            ]}))
+            .expect("valid");
+            parsed.request.outputs[0]
+                .parameters
+                .get("classification")
+                .and_then(|p| p.parameter_choice.clone())
+        };
+        assert_eq!(count(json!(3)), Some(ParameterChoice::Int64Param(3)));
+        assert_eq!(count(json!(0)), None, "0 asks for the raw tensor");
+        assert_eq!(
+            count(json!(u64::MAX)),
+            Some(ParameterChoice::Int64Param(i64::MAX))
+        );
     }
 
     #[test]

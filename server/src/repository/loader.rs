@@ -99,6 +99,7 @@ pub fn prepare(
     let mut spec = ModelSpec::from_config(config, name, config_source).map_err(|e| e.to_string())?;
     check_limits(&spec, limits, &path_text)?;
     spec.max_request_bytes = limits.max_request_bytes;
+    spec.labels = crate::classification::OutputLabels::load(&source.dir, &spec)?;
     let spec = Arc::new(spec);
     let versions = selected
         .into_iter()
@@ -188,7 +189,11 @@ pub fn load_versions(
     let mut outcome = LoadOutcome::default();
     for (version, path, files) in &prepared.versions {
         let reusable = current.get(version).and_then(|c| match &c.state {
-            VersionState::Ready { model, .. } if &c.files == files && reload_key(&model.spec) == key => {
+            VersionState::Ready { model, .. }
+                if &c.files == files
+                    && reload_key(&model.spec) == key
+                    && model.spec.labels == prepared.spec.labels =>
+            {
                 Some(model)
             }
             _ => None,
