@@ -207,7 +207,25 @@ fn check_infer_response(response: &ModelInferResponse) {
     }
 }
 
+/// A REST register body whose `key` is moved into [`KEY_PREFIX`]'s namespace, as [`confine_key`] does for
+/// gRPC; any other body is left as it is (it registers nothing).
+fn confine_rest_key(head: &str, body: Vec<u8>) -> Vec<u8> {
+    if !head.contains("sharedmemory") {
+        return body;
+    }
+    let Ok(serde_json::Value::Object(mut object)) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return body;
+    };
+    if let Some(serde_json::Value::String(key)) = object.get_mut("key")
+        && !key.starts_with(KEY_PREFIX)
+    {
+        *key = format!("{KEY_PREFIX}{}", key.trim_start_matches('/'));
+    }
+    serde_json::to_vec(&object).unwrap_or_default()
+}
+
 async fn http(harness: &Harness, head: &str, body: Vec<u8>) {
+    let body = confine_rest_key(head, body);
     let Some(request) = http_request(head, body) else {
         return;
     };

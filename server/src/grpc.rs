@@ -6,7 +6,8 @@ use bytes::Bytes;
 use ferry_proto::{
     GrpcInferenceService,
     inference::{
-        self as pb, model_infer_response::InferOutputTensor, model_metadata_response::TensorMetadata,
+        self as pb, cuda_shared_memory_status_response::RegionStatus as CudaRegionStatus,
+        model_infer_response::InferOutputTensor, model_metadata_response::TensorMetadata,
         model_repository_parameter::ParameterChoice, repository_index_response::ModelIndex,
         system_shared_memory_status_response::RegionStatus,
     },
@@ -62,11 +63,6 @@ impl InferenceService {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
-
-/// Answers an RPC that Ferry does not serve yet, naming it.
-fn unimplemented<T>(rpc: &'static str) -> Reply<T> {
-    Err(Error::Unimplemented(rpc).into())
-}
 
 fn tensor_metadata(tensor: &TensorSpec, max_batch_size: usize) -> TensorMetadata {
     TensorMetadata {
@@ -391,23 +387,45 @@ impl GrpcInferenceService for InferenceService {
 
     async fn cuda_shared_memory_status(
         &self,
-        _: Request<pb::CudaSharedMemoryStatusRequest>,
+        request: Request<pb::CudaSharedMemoryStatusRequest>,
     ) -> Reply<pb::CudaSharedMemoryStatusResponse> {
-        unimplemented("CudaSharedMemoryStatus")
+        let regions = self
+            .shared_memory
+            .cuda()
+            .status(&request.into_inner().name, &self.shared_memory)?
+            .into_iter()
+            .map(|region| {
+                let status = CudaRegionStatus {
+                    name: region.name.clone(),
+                    device_id: region.device_id,
+                    byte_size: region.byte_size,
+                };
+                (region.name, status)
+            })
+            .collect();
+        Ok(Response::new(pb::CudaSharedMemoryStatusResponse { regions }))
     }
 
     async fn cuda_shared_memory_register(
         &self,
-        _: Request<pb::CudaSharedMemoryRegisterRequest>,
+        request: Request<pb::CudaSharedMemoryRegisterRequest>,
     ) -> Reply<pb::CudaSharedMemoryRegisterResponse> {
-        unimplemented("CudaSharedMemoryRegister")
+        let request = request.into_inner();
+        self.shared_memory.cuda().register(
+            &request.name,
+            &request.raw_handle,
+            request.device_id,
+            request.byte_size,
+        )?;
+        Ok(Response::new(pb::CudaSharedMemoryRegisterResponse {}))
     }
 
     async fn cuda_shared_memory_unregister(
         &self,
-        _: Request<pb::CudaSharedMemoryUnregisterRequest>,
+        request: Request<pb::CudaSharedMemoryUnregisterRequest>,
     ) -> Reply<pb::CudaSharedMemoryUnregisterResponse> {
-        unimplemented("CudaSharedMemoryUnregister")
+        self.shared_memory.cuda().unregister(&request.into_inner().name);
+        Ok(Response::new(pb::CudaSharedMemoryUnregisterResponse {}))
     }
 
     async fn trace_setting(

@@ -30,17 +30,24 @@ use ferry_proto::inference::{
 
 use crate::Error;
 
+pub mod cuda;
+
 /// The tensor parameter naming the region.
 pub const REGION: &str = "shared_memory_region";
 /// The tensor parameter giving the tensor's offset in the region (optional, 0 by default).
 pub const OFFSET: &str = "shared_memory_offset";
 /// The tensor parameter giving the tensor's size in bytes (required with a region).
 pub const BYTE_SIZE: &str = "shared_memory_byte_size";
+/// The longest region name Register accepts: names are kept for as long as the region is registered and
+/// echoed by Status, so a client cannot make the server hold megabytes of name.
+pub const MAX_REGION_NAME_BYTES: usize = 255;
 
 /// The registered regions by name; shared by every request of a front end, so it is behind a lock.
 #[derive(Debug, Default)]
 pub struct SharedMemoryRegistry {
     regions: RwLock<HashMap<String, Arc<Region>>>,
+    /// The CUDA regions, kept here because both kinds share one namespace of names, as in Triton.
+    cuda: cuda::CudaSharedMemoryRegistry,
 }
 
 /// What Status reports about a region: the registration as the client made it.
@@ -63,6 +70,7 @@ impl SharedMemoryRegistry {
     /// `INVALID_ARGUMENT`. A missing object is `NOT_FOUND` (Triton answers `INTERNAL`, which hides a client
     /// mistake behind a server fault).
     pub fn register(&self, name: &str, key: &str, offset: u64, byte_size: u64) -> Result<(), Error> {
+        check_name_length(name)?;
         if name.is_empty() {
             return Err(Error::invalid(
                 "a shared memory region needs a name; 'name' is empty",
@@ -107,6 +115,16 @@ impl SharedMemoryRegistry {
         }
     }
 
+    /// Whether a system region named `name` is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.read().contains_key(name)
+    }
+
+    /// The CUDA regions, which share this registry's namespace of names.
+    pub fn cuda(&self) -> &cuda::CudaSharedMemoryRegistry {
+        &self.cuda
+    }
+
     /// The bytes `tensor` points at, checked against its region; `owner` names the tensor in errors
     /// (`input 'INPUT0'`).
     pub fn slice(&self, tensor: &TensorRegion, owner: &str) -> Result<RegionSlice, Error> {
@@ -144,6 +162,17 @@ impl SharedMemoryRegistry {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Region>>> {
         self.regions.write().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Refuses a region name longer than [`MAX_REGION_NAME_BYTES`], before anything is opened or stored.
+fn check_name_length(name: &str) -> Result<(), Error> {
+    if name.len() > MAX_REGION_NAME_BYTES {
+        return Err(Error::invalid(format!(
+            "shared memory region name is {} bytes long; the most is {MAX_REGION_NAME_BYTES}",
+            name.len()
+        )));
+    }
+    Ok(())
 }
 
 fn already_registered(existing: &Region) -> Error {
@@ -621,6 +650,23 @@ mod tests {
         assert_eq!(registry.status("").expect("all").len(), 1);
         registry.unregister("");
         assert!(registry.status("").expect("all").is_empty());
+    }
+
+    #[test]
+    fn region_names_are_bounded() {
+        let object = Object::new("names", &[0; 8]);
+        let registry = SharedMemoryRegistry::default();
+        let longest = "n".repeat(MAX_REGION_NAME_BYTES);
+        registry.register(&longest, &object.key, 0, 8).expect("255 bytes");
+        let message = registry
+            .register(&format!("{longest}n"), &object.key, 0, 8)
+            .expect_err("256 bytes")
+            .to_string();
+        assert!(
+            message.contains("256 bytes long") && message.contains("the most is 255"),
+            "{message}"
+        );
+        assert!(registry.contains(&longest) && !registry.contains("n"));
     }
 
     #[test]

@@ -7,6 +7,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
+mod rest;
+mod shm;
+
+pub use rest::{RestReply, rest_request};
+pub use shm::ShmObject;
+
 use anyhow::Context;
 use ferry_proto::GrpcInferenceServiceClient;
 use ferry_server::{

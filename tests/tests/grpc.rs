@@ -5,9 +5,8 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use ferry_proto::inference::{
-    CudaSharedMemoryStatusRequest, InferTensorContents, ModelConfigRequest, ModelInferRequest,
-    ModelInferResponse, ModelMetadataRequest, ModelReadyRequest, RepositoryIndexRequest, ServerLiveRequest,
-    ServerMetadataRequest, ServerReadyRequest,
+    InferTensorContents, ModelConfigRequest, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
+    ModelReadyRequest, RepositoryIndexRequest, ServerLiveRequest, ServerMetadataRequest, ServerReadyRequest,
     model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
 };
 use ferry_tests::TestServer;
@@ -487,19 +486,6 @@ async fn malformed_bytes_elements_are_rejected() {
         "{}",
         status.message()
     );
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn unimplemented_rpcs_name_themselves() {
-    let server = TestServer::with_all_models().await.expect("server");
-    let mut client = server.raw_client().await.expect("client");
-    let status = client
-        .cuda_shared_memory_status(CudaSharedMemoryStatusRequest::default())
-        .await
-        .expect_err("not served: no GPU support yet");
-    assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("CudaSharedMemoryStatus"));
     server.stop().await;
 }
 

@@ -761,7 +761,7 @@ async fn malformed_requests_are_answered_with_clear_errors() {
             ),
             vec![],
             400,
-            vec!["INPUT0", "both"],
+            vec!["INPUT0", "But set 'data' 'binary_data_size'"],
         ),
         (
             "neither data nor binary",
@@ -769,7 +769,7 @@ async fn malformed_requests_are_answered_with_clear_errors() {
             with_input(json!({"name": "INPUT0", "shape": [1, 16], "datatype": "INT32"})),
             vec![],
             400,
-            vec!["INPUT0", "neither"],
+            vec!["INPUT0", "But no field is set"],
         ),
         (
             "FP16 as JSON",

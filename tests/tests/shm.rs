@@ -2,7 +2,7 @@
 //! files in `/dev/shm`, which is what `shm_open` creates on Linux), registered over gRPC, then used by
 //! `simple` for its inputs and outputs.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use bytes::Bytes;
 use ferry_proto::inference::{
@@ -11,42 +11,11 @@ use ferry_proto::inference::{
     infer_parameter::ParameterChoice,
     model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
 };
-use ferry_tests::TestServer;
+use ferry_tests::{ShmObject, TestServer};
 use tonic::Code;
 
 /// `simple`'s tensors: one row of 16 INT32s.
 const TENSOR_BYTES: usize = 16 * 4;
-
-/// A POSIX shared memory object for one test, unlinked when dropped (the server never unlinks).
-struct ShmObject {
-    key: String,
-    path: PathBuf,
-}
-
-impl ShmObject {
-    fn new(tag: &str, byte_size: usize) -> Self {
-        let key = format!("/ferry_e2e_{tag}_{}", std::process::id());
-        let path = PathBuf::from(format!("/dev/shm{key}"));
-        std::fs::write(&path, vec![0u8; byte_size]).expect("create the shared memory object");
-        ShmObject { key, path }
-    }
-
-    fn write(&self, offset: usize, bytes: &[u8]) {
-        let mut contents = std::fs::read(&self.path).expect("read");
-        contents[offset..offset + bytes.len()].copy_from_slice(bytes);
-        std::fs::write(&self.path, contents).expect("write");
-    }
-
-    fn read(&self, offset: usize, len: usize) -> Vec<u8> {
-        std::fs::read(&self.path).expect("read")[offset..offset + len].to_vec()
-    }
-}
-
-impl Drop for ShmObject {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
 
 fn int32_bytes(values: &[i32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()

@@ -521,6 +521,27 @@ fn service_calls() -> Vec<Call> {
         "POST /v2/models/gather_table/infer",
         br#"{"inputs":[{"name":"index","shape":[1,1],"datatype":"INT64","data":[11]}]}"#,
     ));
+    // The shared memory endpoints; the harness confines register keys to the fuzzer's namespace.
+    calls.push(http("GET /v2/systemsharedmemory/status", b""));
+    calls.push(http(
+        &format!("GET /v2/systemsharedmemory/region/{REGION}/status"),
+        b"",
+    ));
+    calls.push(http(
+        "POST /v2/systemsharedmemory/region/rest/register",
+        br#"{"key": "/ferry_fuzz_rest", "offset": 0, "byte_size": 64}"#,
+    ));
+    calls.push(http("POST /v2/systemsharedmemory/region/rest/unregister", b""));
+    calls.push(http("GET /v2/cudasharedmemory/status", b""));
+    calls.push(http(
+        "POST /v2/cudasharedmemory/region/gpu/register",
+        br#"{"raw_handle": {"b64": "AAAA"}, "device_id": 0, "byte_size": 64}"#,
+    ));
+    calls.push(http("POST /v2/cudasharedmemory/unregister", b""));
+    let in_region = format!(
+        r#"{{"inputs":[{{"name":"INPUT0","shape":[1,16],"datatype":"INT32","parameters":{{"shared_memory_region":"{REGION}","shared_memory_byte_size":64}}}},{{"name":"INPUT1","shape":[1,16],"datatype":"INT32","data":[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15]}}],"outputs":[{{"name":"OUTPUT0","parameters":{{"shared_memory_region":"{REGION}","shared_memory_byte_size":64}}}},{{"name":"OUTPUT1"}}]}}"#
+    );
+    calls.push(http("POST /v2/models/simple/infer", in_region.as_bytes()));
     calls
 }
 

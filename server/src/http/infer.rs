@@ -1,8 +1,9 @@
 //! An inference request body to the gRPC `ModelInferRequest`, and the `ModelInferResponse` back to a body.
 //!
 //! Every input becomes an entry of `raw_input_contents`: binary inputs as slices of the received body, JSON
-//! inputs as the raw bytes their `data` converts to. The shared core then validates names, datatypes, shapes
-//! and byte sizes once for both protocols. This layer checks only what the core cannot see: the JSON's
+//! inputs as the raw bytes their `data` converts to; inputs in shared memory keep their `shared_memory_*`
+//! parameters and have no entry, as over gRPC. The shared core then validates names, datatypes, shapes,
+//! byte sizes and regions once for both protocols. This layer checks only what the core cannot see: the JSON's
 //! structure, the JSON elements and the binary sizes.
 
 use std::collections::HashMap;
@@ -26,7 +27,10 @@ use super::{
     json::{infer_parameter, infer_parameters_json},
     tensor::{JsonTensor, json_to_raw, kind},
 };
-use crate::DataType;
+use crate::{
+    DataType,
+    shm::{self, TensorRegion},
+};
 
 /// A REST inference request translated for the core, with what the core does not need: how to send each
 /// output back.
@@ -168,24 +172,32 @@ fn parse_inputs(
                         ))
                     })?);
                 }
-                "shared_memory_region" | "shared_memory_offset" | "shared_memory_byte_size" => {
-                    return Err(HttpError::unsupported(format!(
-                        "input '{name}' uses shared memory ('{key}'), which Ferry does not serve"
-                    )));
-                }
                 _ => {
                     parameters.insert(key.clone(), infer_parameter(&key, &value)?);
                 }
             }
         }
-        let raw = match (input.remove("data"), binary_size) {
-            (Some(data), None) => Bytes::from(json_to_raw(&name, datatype, &data, elements(&shape, &name)?)?),
-            (None, Some(size)) => tail.take(&name, size)?,
-            (data, _) => {
-                return Err(HttpError::bad_request(format!(
-                    "input '{name}' must have exactly one of 'data' and the parameter 'binary_data_size'; it has {}",
-                    if data.is_some() { "both" } else { "neither" }
-                )));
+        // The same parse as the gRPC path's; the core reads the region when it parses the request.
+        let in_shared_memory = TensorRegion::from_parameters(&parameters, &format!("input '{name}'"))
+            .map_err(|error| HttpError::from(tonic::Status::from(error)))?
+            .is_some();
+        let raw = match (input.remove("data"), binary_size, in_shared_memory) {
+            (Some(data), None, false) => Some(Bytes::from(json_to_raw(
+                &name,
+                datatype,
+                &data,
+                elements(&shape, &name)?,
+            )?)),
+            (None, Some(size), false) => Some(tail.take(&name, size)?),
+            // As in gRPC, an input in shared memory has no entry among the raw contents.
+            (None, None, true) => None,
+            (data, _, _) => {
+                return Err(one_source_of_data(
+                    &name,
+                    data.is_some(),
+                    binary_size.is_some(),
+                    in_shared_memory,
+                ));
             }
         };
         tensors.push(InferInputTensor {
@@ -195,10 +207,32 @@ fn parse_inputs(
             parameters,
             contents: None,
         });
-        contents.push(raw);
+        contents.extend(raw);
     }
     tail.finish()?;
     Ok((tensors, contents))
+}
+
+/// Triton's error for an input that does not take its data from exactly one place (`ValidateInputContentType`
+/// in its `http_server.cc`), naming the input after Triton's text.
+fn one_source_of_data(name: &str, data: bool, binary: bool, shared_memory: bool) -> HttpError {
+    let set: Vec<&str> = [
+        (data, "'data'"),
+        (binary, "'binary_data_size'"),
+        (shared_memory, "'shared_memory_region'"),
+    ]
+    .into_iter()
+    .filter_map(|(present, field)| present.then_some(field))
+    .collect();
+    let which = if set.is_empty() {
+        " no field is set".to_owned()
+    } else {
+        format!(" set {}", set.join(" "))
+    };
+    HttpError::bad_request(format!(
+        "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', \
+         'shared_memory_region' in 'parameters'. But{which} (input '{name}')"
+    ))
 }
 
 fn parse_shape(shape: Option<Value>, name: &str) -> Result<Vec<i64>, HttpError> {
@@ -253,17 +287,12 @@ fn parse_outputs(
         };
         let name = string(output.remove("name"), &format!("outputs[{position}]"), "name")?;
         let mut parameters = HashMap::new();
-        let given = optional_object(
+        let output_parameters = optional_object(
             output.remove("parameters"),
             &format!("output '{name}' 'parameters'"),
         )?;
-        // Triton's ValidateOutputParameter, before anything else about the output.
-        if given.contains_key("shared_memory_region") && given.contains_key("classification") {
-            return Err(HttpError::bad_request(format!(
-                "Output can't set both 'shared_memory_region' and 'classification' (output '{name}')"
-            )));
-        }
-        for (key, value) in given {
+        check_shared_memory_output(&output_parameters, &name)?;
+        for (key, value) in output_parameters {
             match key.as_str() {
                 "binary_data" => {
                     let binary = boolean(&value, &format!("output '{name}' parameter 'binary_data'"))?;
@@ -273,11 +302,6 @@ fn parse_outputs(
                     if let Some(count) = classification_count(&value)? {
                         parameters.insert(key.clone(), count);
                     }
-                }
-                "shared_memory_region" | "shared_memory_offset" | "shared_memory_byte_size" => {
-                    return Err(HttpError::unsupported(format!(
-                        "output '{name}' asks for '{key}', which Ferry does not serve"
-                    )));
                 }
                 _ => {
                     parameters.insert(key.clone(), infer_parameter(&key, &value)?);
@@ -304,6 +328,25 @@ fn classification_count(value: &Value) -> Result<Option<InferParameter>, HttpErr
     Ok((count > 0).then_some(InferParameter {
         parameter_choice: Some(infer_parameter::ParameterChoice::Int64Param(count)),
     }))
+}
+
+/// Refuses what Triton refuses with an output in shared memory (`ValidateOutputParameter` in its
+/// `http_server.cc`): classification, which is computed from the output, and binary data, which would send
+/// it in the body too. Triton's texts, then the output's name.
+fn check_shared_memory_output(parameters: &Map<String, Value>, name: &str) -> Result<(), HttpError> {
+    if !parameters.contains_key(shm::REGION) {
+        return Ok(());
+    }
+    let other = if parameters.contains_key("classification") {
+        "classification"
+    } else if parameters.get("binary_data") == Some(&Value::Bool(true)) {
+        "binary_data"
+    } else {
+        return Ok(());
+    };
+    Err(HttpError::bad_request(format!(
+        "Output can't set both 'shared_memory_region' and '{other}' (output '{name}')"
+    )))
 }
 
 /// A required string field `field` of `owner`.
@@ -373,6 +416,17 @@ pub fn build_response(response: &ModelInferResponse, forms: &OutputForms) -> Res
     let mut outputs = Vec::with_capacity(response.outputs.len());
     let mut any_binary = false;
     for (tensor, raw) in response.outputs.iter().zip(&response.raw_output_contents) {
+        if tensor.parameters.contains_key(shm::REGION) {
+            // Written into its region: Triton's REST answer gives the name, datatype and shape, nothing else.
+            outputs.push(OutputHeader {
+                name: &tensor.name,
+                datatype: &tensor.datatype,
+                shape: &tensor.shape,
+                parameters: Map::new(),
+                data: None,
+            });
+            continue;
+        }
         let mut parameters = infer_parameters_json(&tensor.parameters);
         let data = if forms.is_binary(&tensor.name) {
             any_binary = true;
@@ -502,6 +556,34 @@ mod tests {
     }
 
     #[test]
+    fn inputs_in_shared_memory_keep_their_parameters_and_have_no_raw_entry() {
+        let parsed = parse(json!({"inputs": [
+            {"name": "a", "shape": [1], "datatype": "INT32", "data": [3]},
+            {"name": "b", "shape": [1], "datatype": "INT32", "parameters": {
+                "shared_memory_region": "r", "shared_memory_offset": 8, "shared_memory_byte_size": 4}},
+        ], "outputs": [{"name": "y", "parameters": {"shared_memory_region": "o", "shared_memory_byte_size": 4}}]}))
+        .expect("valid");
+        let request = parsed.request;
+        assert_eq!(
+            request.raw_input_contents,
+            [Bytes::from(3i32.to_le_bytes().to_vec())]
+        );
+        let region =
+            TensorRegion::from_parameters(&request.inputs[1].parameters, "input 'b'").expect("valid");
+        assert_eq!(
+            region,
+            Some(TensorRegion {
+                region: "r".into(),
+                offset: 8,
+                byte_size: 4
+            })
+        );
+        let output =
+            TensorRegion::from_parameters(&request.outputs[0].parameters, "output 'y'").expect("valid");
+        assert_eq!(output.map(|o| o.region), Some("o".into()));
+    }
+
+    #[test]
     fn malformed_requests_name_what_is_wrong() {
         let input = |extra: Value| {
             let mut input = json!({"name": "a", "shape": [1], "datatype": "INT32", "data": [1]});
@@ -538,8 +620,11 @@ mod tests {
             (input(json!({"shape": [1.5]})), "non-negative"),
             (input(json!({"shape": [u64::MAX]})), "non-negative"),
             (input(json!({"shape": [i64::MAX, i64::MAX]})), "too large"),
-            (input(json!({"data": null})), "neither"),
-            (input(json!({"parameters": {"binary_data_size": 4}})), "both"),
+            (input(json!({"data": null})), "But no field is set (input 'a')"),
+            (
+                input(json!({"parameters": {"binary_data_size": 4}})),
+                "But set 'data' 'binary_data_size'",
+            ),
             (
                 input(json!({"data": null, "parameters": {"binary_data_size": -4}})),
                 "non-negative integer",
@@ -550,7 +635,25 @@ mod tests {
             ),
             (
                 input(json!({"parameters": {"shared_memory_region": "r"}})),
-                "shared memory",
+                "does not set 'shared_memory_byte_size'",
+            ),
+            (
+                input(json!({"parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 4}})),
+                "But set 'data' 'shared_memory_region' (input 'a')",
+            ),
+            (
+                input(
+                    json!({"data": null, "parameters": {"shared_memory_region": 3, "shared_memory_byte_size": 4}}),
+                ),
+                "must be a string",
+            ),
+            (
+                json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"shared_memory_region": "r", "binary_data": true}}]}),
+                "Output can't set both 'shared_memory_region' and 'binary_data' (output 'y')",
+            ),
+            (
+                json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"shared_memory_region": "r", "classification": 2}}]}),
+                "Output can't set both 'shared_memory_region' and 'classification'",
             ),
             (input(json!({"data": [1, 2]})), "2 values"),
             (json!({"inputs": [], "outputs": {}}), "'outputs' must be an array"),
@@ -680,6 +783,37 @@ mod tests {
                 {"name": "b", "datatype": "BOOL", "shape": [2], "data": [true, false]}
             ]})
         );
+    }
+
+    /// Triton's `FinalizeResponse` writes nothing but the name, datatype and shape of an output it wrote
+    /// into shared memory, whatever form the other outputs take.
+    #[tokio::test]
+    async fn outputs_in_shared_memory_have_neither_data_nor_parameters() {
+        let mut response = response();
+        response.outputs[1].parameters = TensorRegion {
+            region: "o".into(),
+            offset: 0,
+            byte_size: 2,
+        }
+        .parameters();
+        response.raw_output_contents[1] = Bytes::new();
+        for default_binary in [false, true] {
+            let forms = OutputForms {
+                default_binary,
+                per_output: HashMap::new(),
+            };
+            let reply = build_response(&response, &forms).expect("builds");
+            let (headers, body) = body_of(reply).await;
+            let length = headers.get(binary::HEADER_LENGTH).map_or(body.len(), |l| {
+                l.to_str().expect("ASCII").parse().expect("number")
+            });
+            let value: Value = serde_json::from_slice(&body[..length]).expect("JSON");
+            assert_eq!(
+                value["outputs"][1],
+                json!({"name": "b", "datatype": "BOOL", "shape": [2]})
+            );
+            assert_eq!(body.len() - length, if default_binary { 8 } else { 0 });
+        }
     }
 
     #[tokio::test]

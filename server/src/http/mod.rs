@@ -10,6 +10,7 @@
 //! - [`infer`]: an inference request body to `ModelInferRequest`, and the response back.
 //! - [`tensor`]: JSON tensor data to raw little-endian bytes and back.
 //! - [`binary`]: the binary tensor data extension (`Inference-Header-Content-Length`).
+//! - `shm`: the shared memory endpoints (`/v2/systemsharedmemory/...`, `/v2/cudasharedmemory/...`).
 //! - [`json`]: protobuf messages and parameters as Triton's JSON.
 //! - [`error`]: `{"error": "<message>"}` answers.
 
@@ -18,6 +19,7 @@ pub mod error;
 pub mod infer;
 pub mod json;
 pub mod routes;
+mod shm;
 pub mod tensor;
 
 use std::{future::Future, sync::Arc};

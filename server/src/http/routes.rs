@@ -29,8 +29,8 @@ use crate::grpc::InferenceService;
 
 /// What every handler shares: the gRPC service that does the work and the body limit it was built with.
 #[derive(Debug, Clone)]
-struct Shared {
-    service: InferenceService,
+pub(super) struct Shared {
+    pub(super) service: InferenceService,
     max_body_bytes: usize,
 }
 
@@ -58,7 +58,7 @@ pub fn router(service: InferenceService, max_body_bytes: usize) -> Router {
             .route(&format!("{base}/models/{{model}}/load"), post(load))
             .route(&format!("{base}/models/{{model}}/unload"), post(unload));
     }
-    router
+    super::shm::routes(router)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -99,7 +99,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Names {
 }
 
 /// The request body, or the reason it could not be read: 413 above the size limit.
-fn body(body: Result<Bytes, BytesRejection>, shared: &Shared) -> Result<Bytes, HttpError> {
+pub(super) fn body(body: Result<Bytes, BytesRejection>, shared: &Shared) -> Result<Bytes, HttpError> {
     body.map_err(|rejection| {
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {

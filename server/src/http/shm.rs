@@ -1,0 +1,235 @@
+//! Triton's REST shared memory API (`docs/protocol/extension_shared_memory.md`, `HandleSystemSharedMemory`
+//! and `HandleCudaSharedMemory` in its `http_server.cc`): status, register and unregister of system and CUDA
+//! regions. Each handler reads the path and body into the protobuf request of the matching RPC and calls
+//! the shared [`InferenceService`](crate::grpc::InferenceService), so both protocols see one registry and
+//! refuse alike.
+//!
+//! Status is a GET that answers a JSON array of regions; register and unregister are POSTs that answer 200
+//! with an empty body. A path without `region/<name>` means every region (status, unregister); register
+//! needs a name.
+
+use axum::{
+    Router,
+    extract::{FromRequestParts, RawPathParams, State, rejection::BytesRejection},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use bytes::Bytes;
+use ferry_proto::{GrpcInferenceService, inference as pb};
+use http::{StatusCode, request::Parts};
+use serde_json::{Map, Value, json};
+use tonic::Request;
+
+use super::{
+    HttpError,
+    error::json_response,
+    json::parse_json,
+    routes::{Shared, body},
+    tensor::kind,
+};
+
+/// Adds the shared memory paths, with and without `region/<name>`, to `router`.
+pub(super) fn routes(mut router: Router<Shared>) -> Router<Shared> {
+    for base in ["/v2/systemsharedmemory", "/v2/systemsharedmemory/region/{region}"] {
+        router = router
+            .route(&format!("{base}/status"), get(system_status))
+            .route(&format!("{base}/register"), post(system_register))
+            .route(&format!("{base}/unregister"), post(system_unregister));
+    }
+    for base in ["/v2/cudasharedmemory", "/v2/cudasharedmemory/region/{region}"] {
+        router = router
+            .route(&format!("{base}/status"), get(cuda_status))
+            .route(&format!("{base}/register"), post(cuda_register))
+            .route(&format!("{base}/unregister"), post(cuda_unregister));
+    }
+    router
+}
+
+/// The region a path names; empty for the paths without `region/<name>`.
+struct Region(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Region {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, HttpError> {
+        match RawPathParams::from_request_parts(parts, state).await {
+            Ok(params) => Ok(Region(
+                params
+                    .iter()
+                    .find(|(key, _)| *key == "region")
+                    .map(|(_, value)| value.to_owned())
+                    .unwrap_or_default(),
+            )),
+            Err(rejection) => Err(HttpError::bad_request(rejection.body_text())),
+        }
+    }
+}
+
+async fn system_status(State(shared): State<Shared>, Region(name): Region) -> Result<Response, HttpError> {
+    let status = shared
+        .service
+        .system_shared_memory_status(Request::new(pb::SystemSharedMemoryStatusRequest { name }))
+        .await?
+        .into_inner();
+    let mut regions: Vec<_> = status.regions.into_values().collect();
+    regions.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    let regions = regions
+        .into_iter()
+        .map(|r| json!({"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size}))
+        .collect();
+    Ok(json_response(StatusCode::OK, &Value::Array(regions)))
+}
+
+async fn system_register(
+    State(shared): State<Shared>,
+    Region(name): Region,
+    payload: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    if name.is_empty() {
+        // Triton's text.
+        return Err(HttpError::bad_request(
+            "'region name' is necessary to register system shared memory region",
+        ));
+    }
+    let mut object = register_body(&body(payload, &shared)?)?;
+    let key = match required(&mut object, "key")? {
+        Value::String(key) => key,
+        other => return Err(wrong_type("key", "a string", &other)),
+    };
+    let offset = match object.remove("offset") {
+        None => 0,
+        Some(offset) => unsigned("offset", offset)?,
+    };
+    let byte_size = unsigned("byte_size", required(&mut object, "byte_size")?)?;
+    let request = pb::SystemSharedMemoryRegisterRequest {
+        name,
+        key,
+        offset,
+        byte_size,
+    };
+    shared
+        .service
+        .system_shared_memory_register(Request::new(request))
+        .await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn system_unregister(
+    State(shared): State<Shared>,
+    Region(name): Region,
+) -> Result<Response, HttpError> {
+    shared
+        .service
+        .system_shared_memory_unregister(Request::new(pb::SystemSharedMemoryUnregisterRequest { name }))
+        .await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn cuda_status(State(shared): State<Shared>, Region(name): Region) -> Result<Response, HttpError> {
+    let status = shared
+        .service
+        .cuda_shared_memory_status(Request::new(pb::CudaSharedMemoryStatusRequest { name }))
+        .await?
+        .into_inner();
+    let mut regions: Vec<_> = status.regions.into_values().collect();
+    regions.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    let regions = regions
+        .into_iter()
+        .map(|r| json!({"name": r.name, "device_id": r.device_id, "byte_size": r.byte_size}))
+        .collect();
+    Ok(json_response(StatusCode::OK, &Value::Array(regions)))
+}
+
+/// Reads `{"raw_handle": {"b64": "<base64>"}, "device_id": n, "byte_size": n}` as Triton does, then asks the
+/// core, which decides whether CUDA regions can be registered at all.
+async fn cuda_register(
+    State(shared): State<Shared>,
+    Region(name): Region,
+    payload: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    use base64::Engine as _;
+    if name.is_empty() {
+        // Triton's text.
+        return Err(HttpError::bad_request(
+            "'region name' is necessary to register cuda shared memory region",
+        ));
+    }
+    let mut object = register_body(&body(payload, &shared)?)?;
+    let encoded = match required(&mut object, "raw_handle")? {
+        Value::Object(mut handle) => match handle.remove("b64") {
+            Some(Value::String(encoded)) => encoded,
+            Some(other) => return Err(wrong_type("raw_handle.b64", "a string", &other)),
+            None => {
+                return Err(HttpError::bad_request(
+                    "'raw_handle' must be an object {\"b64\": \"<base64 handle>\"}; it has no 'b64'",
+                ));
+            }
+        },
+        other => return Err(wrong_type("raw_handle", "an object", &other)),
+    };
+    let raw_handle = base64::engine::general_purpose::STANDARD
+        .decode(&encoded)
+        .map_err(|error| HttpError::bad_request(format!("'raw_handle' is not valid base64: {error}")))?;
+    let device_id = unsigned("device_id", required(&mut object, "device_id")?)?;
+    let device_id = i64::try_from(device_id).map_err(|_| {
+        HttpError::bad_request(format!(
+            "'device_id' must be at most {}, got {device_id}",
+            i64::MAX
+        ))
+    })?;
+    let byte_size = unsigned("byte_size", required(&mut object, "byte_size")?)?;
+    let request = pb::CudaSharedMemoryRegisterRequest {
+        name,
+        raw_handle: raw_handle.into(),
+        device_id,
+        byte_size,
+    };
+    shared
+        .service
+        .cuda_shared_memory_register(Request::new(request))
+        .await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn cuda_unregister(State(shared): State<Shared>, Region(name): Region) -> Result<Response, HttpError> {
+    shared
+        .service
+        .cuda_shared_memory_unregister(Request::new(pb::CudaSharedMemoryUnregisterRequest { name }))
+        .await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// A register request's body: a JSON object, parsed within the REST front end's bounds.
+fn register_body(body: &[u8]) -> Result<Map<String, Value>, HttpError> {
+    match parse_json(body, "shared memory register request")? {
+        Value::Object(object) => Ok(object),
+        other => Err(HttpError::bad_request(format!(
+            "the shared memory register request must be a JSON object, got {}",
+            kind(&other)
+        ))),
+    }
+}
+
+/// Field `field` of a register request, with Triton's text when it is missing.
+fn required(object: &mut Map<String, Value>, field: &str) -> Result<Value, HttpError> {
+    object.remove(field).ok_or_else(|| {
+        HttpError::bad_request(format!("Shared memory register request has no '{field}' field"))
+    })
+}
+
+/// A non-negative integer field, as Triton reads offsets, sizes and device ids.
+fn unsigned(field: &str, value: Value) -> Result<u64, HttpError> {
+    value
+        .as_u64()
+        .ok_or_else(|| wrong_type(field, "a non-negative integer", &value))
+}
+
+fn wrong_type(field: &str, expected: &str, value: &Value) -> HttpError {
+    let given = match value {
+        Value::Number(number) => format!("{number}"),
+        other => kind(other).to_owned(),
+    };
+    HttpError::bad_request(format!(
+        "'{field}' of the shared memory register request must be {expected}, got {given}"
+    ))
+}
