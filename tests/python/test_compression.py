@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 ALGORITHMS = ["gzip", "deflate"]
 
@@ -77,6 +78,15 @@ def test_grpc_infer_with_compressed_requests_and_answers(grpc_client, algorithm)
     tensor.set_data_from_numpy(strings)
     result = grpc_client.infer("simple_identity", [tensor], compression_algorithm=algorithm)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), strings)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_grpc_errors_keep_their_status_with_compression(grpc_client, algorithm):
+    inputs, _, _ = _simple_inputs(grpcclient)
+    with pytest.raises(InferenceServerException) as error:
+        grpc_client.infer("no_such_model", inputs, compression_algorithm=algorithm)
+    assert error.value.status() == "StatusCode.NOT_FOUND", error.value
+    assert "no_such_model" in error.value.message()
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

@@ -23,7 +23,7 @@ use std::{
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body::{Body, Frame};
+use http_body::{Body, Frame, SizeHint};
 use tokio::task::JoinHandle;
 use tonic::{Status, body::Body as TonicBody};
 
@@ -394,6 +394,28 @@ where
                     }
                 },
             }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // A trailers-only answer must say so, or HTTP/2 sends its end in a DATA frame of its own, which
+        // gRPC's C core refuses ("Data frame with END_STREAM flag received").
+        match self.mode {
+            None => self.inner.is_end_stream(),
+            Some(_) => {
+                self.working.is_none()
+                    && self.pending.is_empty()
+                    && self.trailers.is_none()
+                    && matches!(self.state, State::Prefix | State::Forward(0))
+                    && (self.ended || self.inner.is_end_stream())
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.mode {
+            None => self.inner.size_hint(),
+            Some(_) => SizeHint::default(),
         }
     }
 }
