@@ -86,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         onnxruntime: onnxruntime.clone(),
         max_message_bytes: MAX_MESSAGE_BYTES,
         connections: Default::default(),
+        grpc_response_compression: Default::default(),
     };
     // The server gets a runtime of its own, as it would in its own process; the load generator another.
     let server = Server::start(&options)?;

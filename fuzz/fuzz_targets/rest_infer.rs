@@ -1,8 +1,9 @@
 //! A REST inference request body: JSON alone, or a JSON header followed by binary tensors with
 //! `Inference-Header-Content-Length`. The first byte chooses the headers: bit 0 sends the length header,
 //! taken from the first line after that byte when bit 1 is set and from the next two bytes (little-endian)
-//! otherwise; bit 2 adds a `Content-Encoding` header. A body that translates is validated against the fuzz
-//! models, and its inputs are sent back as a response's outputs, which must encode as the REST answer.
+//! otherwise; bit 2 sends the body gzip-compressed, which must inflate back to the same bytes before it is
+//! parsed, as the REST front end inflates it. A body that translates is validated against the fuzz models,
+//! and its inputs are sent back as a response's outputs, which must encode as the REST answer.
 
 #![no_main]
 
@@ -10,13 +11,14 @@ use bytes::Bytes;
 use ferry_fuzz::{check_parsed, specs};
 use ferry_proto::inference::{ModelInferResponse, model_infer_response::InferOutputTensor};
 use ferry_server::{
+    compression,
     http::{
         binary::HEADER_LENGTH,
         infer::{build_response, parse_request},
     },
     request::InferRequest,
 };
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
 
@@ -42,10 +44,15 @@ fuzz_target!(|data: &[u8]| {
             headers.insert(HEADER_LENGTH, value);
         }
     }
-    if mode & 4 != 0 {
-        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    }
-    let Ok(rest_request) = parse_request("batched", "", &headers, Bytes::copy_from_slice(rest)) else {
+    let body = if mode & 4 != 0 {
+        let packed = compression::compress(compression::Encoding::Gzip, rest);
+        let inflated = compression::inflate(&packed, rest.len()).expect("a gzip body inflates back");
+        assert_eq!(inflated, rest, "a gzip body inflates to what was compressed");
+        Bytes::from(inflated)
+    } else {
+        Bytes::copy_from_slice(rest)
+    };
+    let Ok(rest_request) = parse_request("batched", "", &headers, body) else {
         return;
     };
     for spec in specs() {

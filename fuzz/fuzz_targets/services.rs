@@ -93,6 +93,7 @@ fn harness() -> &'static Harness {
             onnxruntime,
             max_message_bytes: MAX_BYTES,
             connections: Default::default(),
+            grpc_response_compression: Default::default(),
         };
         let server = {
             let _context = runtime.enter();

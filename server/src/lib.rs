@@ -5,6 +5,7 @@
 //! wires them to command-line flags. Tests make the same calls on ephemeral loopback ports.
 
 pub mod classification;
+pub mod compression;
 pub mod config;
 pub mod connection;
 mod datatype;
@@ -45,6 +46,9 @@ pub struct ServerOptions {
     pub max_message_bytes: usize,
     /// Bounds on client connections, on all ports together.
     pub connections: connection::ConnectionLimits,
+    /// Whether gRPC inference answers are compressed, and with which coding the client reads
+    /// (Triton's `--grpc-infer-response-compression-level`).
+    pub grpc_response_compression: compression::grpc::ResponseCompression,
 }
 
 /// A server with its models loaded, ready to serve.
@@ -54,6 +58,7 @@ pub struct Server {
     /// System shared memory regions, one set for every front end, as in Triton.
     shared_memory: Arc<shm::SharedMemoryRegistry>,
     max_message_bytes: usize,
+    grpc_response_compression: compression::grpc::ResponseCompression,
     /// Admits and bounds the connections of every port.
     gate: Arc<connection::Gate>,
 }
@@ -68,6 +73,7 @@ impl Server {
             registry,
             shared_memory: Arc::default(),
             max_message_bytes: options.max_message_bytes,
+            grpc_response_compression: options.grpc_response_compression,
             gate: connection::Gate::new(&options.connections),
         })
     }
@@ -126,6 +132,11 @@ impl Server {
             ))
             .layer(telemetry::TraceContextLayer)
             .layer(connection::TrackRequestsLayer)
+            // Innermost: handlers and tonic see messages uncompressed, and answers are compressed last.
+            .layer(compression::grpc::CompressionLayer::new(
+                self.max_message_bytes,
+                self.grpc_response_compression,
+            ))
             .add_service(service)
             .add_service(health)
             .add_service(reflection_v1)

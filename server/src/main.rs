@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use clap::Parser;
 use ferry_server::{
     Server, ServerOptions,
+    compression::grpc::ResponseCompression,
     connection::{self, ConnectionLimits},
     limits::ResourceLimits,
     onnx,
@@ -124,6 +125,13 @@ struct Flags {
     #[arg(long, default_value_t = ferry_server::MAX_MESSAGE_BYTES, value_name = "BYTES")]
     grpc_max_message_bytes: usize,
 
+    /// Whether ModelInfer and ModelStreamInfer answers are compressed (Triton's flag): `none`, or `low`,
+    /// `medium`, `high`, which pick gzip or deflate from the client's grpc-accept-encoding as gRPC's C core
+    /// does (low: gzip, medium and high: deflate, when the client reads both). Compressed requests are
+    /// always accepted.
+    #[arg(long, value_enum, default_value_t = ResponseCompression::None, value_name = "LEVEL", ignore_case = true)]
+    grpc_infer_response_compression_level: ResponseCompression,
+
     /// The most memory one inference request may take once decoded, in bytes: its tensors, plus 72 bytes
     /// per BYTES element. Larger requests (shared memory inputs and warm-ups too) get RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = ResourceLimits::default().max_request_bytes, value_name = "BYTES")]
@@ -226,6 +234,7 @@ fn main() -> ExitCode {
         repository,
         onnxruntime,
         max_message_bytes: flags.grpc_max_message_bytes,
+        grpc_response_compression: flags.grpc_infer_response_compression_level,
         connections: ConnectionLimits {
             max_connections: usize::try_from(flags.max_connections).unwrap_or(usize::MAX),
             max_concurrent_streams: flags.max_concurrent_streams,

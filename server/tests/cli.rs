@@ -34,6 +34,7 @@ fn help_explains_the_triton_flags() {
         "--max-concurrent-streams",
         "--header-read-timeout-secs",
         "--connection-idle-timeout-secs",
+        "--grpc-infer-response-compression-level",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

@@ -76,14 +76,27 @@ impl TestServer {
         max_message_bytes: usize,
         connections: ConnectionLimits,
     ) -> anyhow::Result<Self> {
+        let mut options = Self::options(repository, max_message_bytes)?;
+        options.connections = connections;
+        Self::start_with_options(options).await
+    }
+
+    /// The options the other constructors start a server with: `repository`, messages of at most
+    /// `max_message_bytes`, ONNX Runtime found the way the `ferry` binary finds it, defaults elsewhere.
+    pub fn options(repository: RepositoryOptions, max_message_bytes: usize) -> anyhow::Result<ServerOptions> {
         let onnxruntime = onnx::find_library(std::env::var_os("ORT_DYLIB_PATH").as_deref().map(Path::new))
             .context(onnx::MISSING_LIBRARY_HELP)?;
-        let options = ServerOptions {
+        Ok(ServerOptions {
             repository,
             onnxruntime,
             max_message_bytes,
-            connections,
-        };
+            connections: ConnectionLimits::default(),
+            grpc_response_compression: Default::default(),
+        })
+    }
+
+    /// Starts a server with `options` as they are (from [`TestServer::options`], changed as a test needs).
+    pub async fn start_with_options(options: ServerOptions) -> anyhow::Result<Self> {
         let server = tokio::task::spawn_blocking(move || Server::start(&options)).await??;
         let serving = server.clone();
         let grpc = spawn_front_end("gRPC", move |listener, stopped| async move {

@@ -845,16 +845,17 @@ async fn malformed_requests_are_answered_with_clear_errors() {
         assert_eq!(reply.status, status, "{path}");
         assert!(reply.error().contains(needle), "{path}");
     }
-    let gzip = send(
+    // A coding Ferry does not read is Triton's 415 (gzip and deflate: tests/tests/compression.rs).
+    let brotli = send(
         http.address,
         "POST",
         path,
-        &[("Content-Encoding", "gzip".into())],
+        &[("Content-Encoding", "br".into())],
         valid.to_string().as_bytes(),
     )
     .await;
-    assert_eq!(gzip.status, 501);
-    assert!(gzip.error().contains("gzip"));
+    assert_eq!(brotli.status, 415);
+    assert!(brotli.error().contains("'br'"));
 
     // The server still answers correctly after all of them.
     let reply = post_json(&http, path, &valid).await;

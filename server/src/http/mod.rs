@@ -11,10 +11,12 @@
 //! - [`tensor`]: JSON tensor data to raw little-endian bytes and back.
 //! - [`binary`]: the binary tensor data extension (`Inference-Header-Content-Length`).
 //! - `shm`: the shared memory endpoints (`/v2/systemsharedmemory/...`, `/v2/cudasharedmemory/...`).
+//! - [`encoding`]: gzip and deflate inference requests and answers (`Content-Encoding`, `Accept-Encoding`).
 //! - [`json`]: protobuf messages and parameters as Triton's JSON.
 //! - [`error`]: `{"error": "<message>"}` answers.
 
 pub mod binary;
+pub mod encoding;
 pub mod error;
 pub mod infer;
 pub mod json;

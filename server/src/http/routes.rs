@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use tonic::Request;
 
 use super::{
-    HttpError,
+    HttpError, encoding,
     error::json_response,
     infer,
     json::{self, proto_to_json, repository_parameter},
@@ -262,13 +262,19 @@ async fn model_infer(
     payload: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
     let payload = body(payload, &shared)?;
+    let payload = match encoding::decode_request(&headers, payload, shared.max_body_bytes).await {
+        Ok(payload) => payload,
+        // A refusal is a whole answer: a 415 carries its Accept-Encoding header.
+        Err(refusal) => return Ok(refusal),
+    };
     let rest = infer::parse_request(&names.model, &names.version, &headers, payload)?;
     let response = shared
         .service
         .model_infer(Request::new(rest.request))
         .await?
         .into_inner();
-    infer::build_response(&response, &rest.outputs)
+    let answer = infer::build_response(&response, &rest.outputs)?;
+    Ok(encoding::encode_response(answer, encoding::response_encoding(&headers)).await)
 }
 
 async fn repository_index(
