@@ -10,7 +10,8 @@ use std::{
 use anyhow::Context;
 use ferry_proto::GrpcInferenceServiceClient;
 use ferry_server::{
-    Server, ServerOptions, connection::ConnectionLimits, onnx, repository::RepositoryOptions,
+    Server, ServerOptions, connection::ConnectionLimits, grpc::ServerName, onnx,
+    repository::RepositoryOptions,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
@@ -70,6 +71,26 @@ impl TestServer {
         max_message_bytes: usize,
         connections: ConnectionLimits,
     ) -> anyhow::Result<Self> {
+        Self::launch(repository, max_message_bytes, connections, ServerName::default()).await
+    }
+
+    /// Starts a server that reports `name` in ServerMetadata (the `--server-name` flag).
+    pub async fn start_named(repository: RepositoryOptions, name: ServerName) -> anyhow::Result<Self> {
+        Self::launch(
+            repository,
+            ferry_server::MAX_MESSAGE_BYTES,
+            ConnectionLimits::default(),
+            name,
+        )
+        .await
+    }
+
+    async fn launch(
+        repository: RepositoryOptions,
+        max_message_bytes: usize,
+        connections: ConnectionLimits,
+        name: ServerName,
+    ) -> anyhow::Result<Self> {
         let onnxruntime = onnx::find_library(std::env::var_os("ORT_DYLIB_PATH").as_deref().map(Path::new))
             .context(onnx::MISSING_LIBRARY_HELP)?;
         let options = ServerOptions {
@@ -78,7 +99,9 @@ impl TestServer {
             max_message_bytes,
             connections,
         };
-        let server = tokio::task::spawn_blocking(move || Server::start(&options)).await??;
+        let server = tokio::task::spawn_blocking(move || Server::start(&options))
+            .await??
+            .with_server_name(name);
         let serving = server.clone();
         let grpc = spawn_front_end("gRPC", move |listener, stopped| async move {
             serving.serve(listener, stopped).await

@@ -294,13 +294,20 @@ async fn repository_index(
         .repository_index(Request::new(request))
         .await?
         .into_inner();
-    // Triton answers the bare array of models, not the message that holds it.
-    let models = match proto_to_json(&index, "inference.RepositoryIndexResponse")? {
+    // Triton answers the bare array of models, not the message that holds it, and writes only the fields a
+    // model has (`TRITONSERVER_ServerModelIndex`): a model never loaded is its name alone, a ready version
+    // has no reason.
+    let mut models = match proto_to_json(&index, "inference.RepositoryIndexResponse")? {
         Value::Object(mut message) => message
             .remove("models")
             .unwrap_or_else(|| Value::Array(Vec::new())),
         _ => Value::Array(Vec::new()),
     };
+    if let Value::Array(rows) = &mut models {
+        for row in rows.iter_mut().filter_map(Value::as_object_mut) {
+            row.retain(|key, value| key == "name" || value.as_str() != Some(""));
+        }
+    }
     Ok(ok_json(&models))
 }
 
