@@ -72,6 +72,7 @@ impl std::str::FromStr for ServerName {
         ServerName::parse(name)
     }
 }
+
 /// The protocol extensions Ferry serves, as ServerMetadata lists them.
 pub const EXTENSIONS: &[&str] = &[
     "model_configuration",
