@@ -5,30 +5,48 @@ use tonic::{Code, Status};
 /// Everything that can go wrong between receiving a request and answering it, or while loading a model.
 ///
 /// Each variant carries a message that already names the field, the expected and the given value, so front
-/// ends only choose the status code.
+/// ends only choose the status code. Where Triton 2.51 has a message for the same failure, the text is
+/// Triton's word for word (clients and scripts compare them), and Ferry's own detail, if any, follows it
+/// after `"; "`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// No model of that name is in any repository.
-    #[error("unknown model '{model}'")]
+    /// No model of that name is in any repository (Triton's `ModelLifeCycle::GetModel`, prefixed by
+    /// `ModelRepositoryManager::GetModel`).
+    #[error("Request for unknown model: '{model}' is not found")]
     UnknownModel {
         /// The requested model name.
         model: String,
     },
-    /// The model exists but the version does not, or is not one it serves.
-    #[error("unknown version '{version}' of model '{model}' (versions served: {served})")]
+    /// The model exists but not that version.
+    #[error("Request for unknown model: '{model}' version {version} is not found")]
     UnknownVersion {
         /// The requested model name.
         model: String,
-        /// The requested version, as sent.
-        version: String,
-        /// The versions that are ready, comma-separated.
-        served: String,
+        /// The requested version number.
+        version: u64,
     },
-    /// The model or version is known but cannot serve (failed to load, or is not loaded yet).
-    #[error("model '{model}' is not ready: {reason}")]
-    ModelNotReady {
+    /// The model is known but no version of it serves: it failed to load, is loading or was unloaded.
+    /// Triton answers `NOT_FOUND` here; Ferry adds why after Triton's text.
+    #[error(
+        "Request for unknown model: '{model}' has no available versions{}",
+        detail(reason)
+    )]
+    NoAvailableVersion {
         /// The requested model name.
         model: String,
+        /// Why no version serves, if Ferry knows.
+        reason: String,
+    },
+    /// The version exists but is not serving (loading, failed, or being taken down): Triton's `UNAVAILABLE`.
+    #[error(
+        "Request for unknown model: '{model}' version {version} is not at ready state{}",
+        detail(reason)
+    )]
+    VersionNotReady {
+        /// The requested model name.
+        model: String,
+        /// The version number.
+        version: u64,
         /// Why it is not ready.
         reason: String,
     },
@@ -60,9 +78,17 @@ pub enum Error {
     /// A load or unload request outside explicit model control mode.
     #[error("{0}")]
     ModelControlDisabled(String),
+    /// A failure Triton reports as `INTERNAL`: a shared memory object that cannot be opened, an output
+    /// region too small for the result, a model that cannot be found or read when a load asks for it.
+    #[error("{0}")]
+    Internal(String),
     /// The RPC exists in the protocol but Ferry does not serve it yet.
     #[error("{0} is not implemented by this server")]
     Unimplemented(&'static str),
+    /// A request for something Triton does not support either (its `UNSUPPORTED`, gRPC `UNIMPLEMENTED`, HTTP
+    /// 501), such as a repository name; the message is Triton's.
+    #[error("{0}")]
+    Unsupported(String),
     /// A named thing other than a model is missing: a shared memory region or object. The message names it.
     #[error("{0}")]
     NotFound(String),
@@ -80,23 +106,35 @@ impl Error {
     /// The gRPC status code Triton uses for this kind of failure.
     pub fn grpc_code(&self) -> Code {
         match self {
-            Error::UnknownModel { .. } | Error::UnknownVersion { .. } | Error::NotFound(_) => Code::NotFound,
+            Error::UnknownModel { .. }
+            | Error::UnknownVersion { .. }
+            | Error::NoAvailableVersion { .. }
+            | Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             // Triton answers a full queue with UNAVAILABLE ("Exceeds maximum queue size"), like a timeout.
-            Error::ModelNotReady { .. }
+            Error::VersionNotReady { .. }
             | Error::QueueTimeout(_)
             | Error::ModelControlDisabled(_)
             | Error::Overloaded(_) => Code::Unavailable,
             Error::InvalidRequest(_) | Error::Config { .. } | Error::ModelLoad(_) => Code::InvalidArgument,
-            Error::Execution(_) => Code::Internal,
+            Error::Execution(_) | Error::Internal(_) => Code::Internal,
             Error::TooLarge(_) => Code::ResourceExhausted,
-            Error::Unimplemented(_) => Code::Unimplemented,
+            Error::Unimplemented(_) | Error::Unsupported(_) => Code::Unimplemented,
         }
     }
 
     /// A shorthand for the most common error: a request that breaks the model's contract.
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidRequest(message.into())
+    }
+}
+
+/// Ferry's detail after Triton's text: `"; <detail>"`, or nothing when there is none.
+fn detail(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!("; {reason}")
     }
 }
 
@@ -129,8 +167,9 @@ mod tests {
 
     #[test]
     fn statuses_follow_triton() {
-        let unknown = Error::UnknownModel { model: "m".into() };
-        assert_eq!(Status::from(unknown).code(), Code::NotFound);
+        let unknown = Status::from(Error::UnknownModel { model: "m".into() });
+        assert_eq!(unknown.code(), Code::NotFound);
+        assert_eq!(unknown.message(), "Request for unknown model: 'm' is not found");
         assert_eq!(Status::from(Error::invalid("x")).code(), Code::InvalidArgument);
         assert_eq!(
             Status::from(Error::Overloaded("Exceeds maximum queue size".into())).code(),
@@ -140,11 +179,28 @@ mod tests {
             Status::from(Error::Execution("boom".into())).code(),
             Code::Internal
         );
-        let not_ready = Error::ModelNotReady {
+        let not_ready = Error::VersionNotReady {
             model: "m".into(),
-            reason: "r".into(),
+            version: 2,
+            reason: "it is loading".into(),
         };
-        assert_eq!(Status::from(not_ready).code(), Code::Unavailable);
+        let status = Status::from(not_ready);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "Request for unknown model: 'm' version 2 is not at ready state; it is loading"
+        );
+        let none = Error::NoAvailableVersion {
+            model: "m".into(),
+            reason: String::new(),
+        };
+        let status = Status::from(none);
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(
+            status.message(),
+            "Request for unknown model: 'm' has no available versions"
+        );
+        assert_eq!(Status::from(Error::Internal("x".into())).code(), Code::Internal);
         assert_eq!(Status::from(Error::NotFound("r".into())).code(), Code::NotFound);
         assert_eq!(
             Status::from(Error::AlreadyExists("r".into())).code(),

@@ -22,8 +22,58 @@ use crate::{
     shm::{OutputRegions, SharedMemoryRegistry},
 };
 
-/// The name ServerMetadata reports.
+/// The name ServerMetadata reports unless `--server-name` says otherwise.
 pub const SERVER_NAME: &str = "ferry";
+/// The longest name `--server-name` accepts.
+pub const MAX_SERVER_NAME_BYTES: usize = 64;
+
+/// The name ServerMetadata reports (gRPC and REST `GET /v2`): "ferry" by default, or another name, such as
+/// "triton" for a drop-in replacement whose clients check it. Checked once, where it is configured: 1 to
+/// [`MAX_SERVER_NAME_BYTES`] bytes of printable ASCII (letters, digits, punctuation and inner spaces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerName(Arc<str>);
+
+impl ServerName {
+    /// Accepts `name` if it is 1 to [`MAX_SERVER_NAME_BYTES`] bytes of printable ASCII that neither starts
+    /// nor ends with a space; the error says which rule it breaks.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        if name.is_empty() || name.len() > MAX_SERVER_NAME_BYTES {
+            return Err(format!(
+                "a server name is 1 to {MAX_SERVER_NAME_BYTES} bytes long, got {} bytes",
+                name.len()
+            ));
+        }
+        if let Some(bad) = name.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ')) {
+            return Err(format!(
+                "a server name is printable ASCII (letters, digits, punctuation, spaces), got {bad:?}"
+            ));
+        }
+        if name.starts_with(' ') || name.ends_with(' ') {
+            return Err("a server name must not start or end with a space".to_owned());
+        }
+        Ok(ServerName(Arc::from(name)))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ServerName {
+    fn default() -> Self {
+        ServerName(Arc::from(SERVER_NAME))
+    }
+}
+
+impl std::str::FromStr for ServerName {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        ServerName::parse(name)
+    }
+}
+
 /// The protocol extensions Ferry serves, as ServerMetadata lists them.
 pub const EXTENSIONS: &[&str] = &[
     "model_configuration",
@@ -39,6 +89,7 @@ pub struct InferenceService {
     registry: Arc<Registry>,
     shared_memory: Arc<SharedMemoryRegistry>,
     max_message_bytes: usize,
+    server_name: ServerName,
 }
 
 impl InferenceService {
@@ -49,6 +100,15 @@ impl InferenceService {
             registry,
             shared_memory,
             max_message_bytes: crate::MAX_MESSAGE_BYTES,
+            server_name: ServerName::default(),
+        }
+    }
+
+    /// The same service reporting `name` in ServerMetadata.
+    pub fn with_server_name(self, name: ServerName) -> Self {
+        Self {
+            server_name: name,
+            ..self
         }
     }
 
@@ -90,34 +150,60 @@ fn model_metadata(spec: &ModelSpec, versions: Vec<String>) -> pb::ModelMetadataR
     }
 }
 
-/// Reads a load request's parameters: `config` (JSON text) and `file:<version>/<path>` (bytes).
-fn load_request(request: pb::RepositoryModelLoadRequest) -> Result<LoadRequest, Error> {
-    let mut load = LoadRequest::new(ModelName::parse(request.model_name)?);
-    for (key, parameter) in request.parameters {
+/// Triton's answer to a repository name in a RepositoryIndex, load or unload request (`grpc_server.cc`).
+fn refuse_repository_name(repository_name: &str) -> Result<(), Error> {
+    if repository_name.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Unsupported(
+            "'repository_name' specification is not supported".to_owned(),
+        ))
+    }
+}
+
+/// The model file parameters of a load request (`file:<version>/<path>`, bytes).
+type LoadFiles = Vec<(String, Bytes)>;
+
+/// Reads a load request's parameters: `config` (JSON text) and `file:<version>/<path>` (bytes), refusing
+/// others with Triton's texts (`RegisterRepositoryModelLoad` in `grpc_server.cc`).
+fn load_parameters(
+    parameters: HashMap<String, pb::ModelRepositoryParameter>,
+) -> Result<(Option<String>, LoadFiles), Error> {
+    let (mut config, mut files) = (None, Vec::new());
+    for (key, parameter) in parameters {
         let value = parameter.parameter_choice;
         match (key.as_str(), value) {
-            ("config", Some(ParameterChoice::StringParam(json))) => load.config_json = Some(json),
-            ("config", other) => {
-                return Err(Error::invalid(format!(
-                    "parameter 'config' must be a string of JSON, got {other:?}"
-                )));
+            ("config", Some(ParameterChoice::StringParam(json))) => config = Some(json),
+            ("config", _) => {
+                return Err(Error::invalid(
+                    "invalid value type for load parameter 'config', expected string_param.",
+                ));
             }
             (file, Some(ParameterChoice::BytesParam(bytes))) if file.starts_with("file:") => {
-                load.files.push((file["file:".len()..].to_owned(), bytes));
+                files.push((file["file:".len()..].to_owned(), bytes));
             }
             (file, _) if file.starts_with("file:") => {
                 return Err(Error::invalid(format!(
-                    "parameter '{file}' must carry the file's bytes (bytes_param)"
+                    "invalid value type for load parameter '{file}', expected bytes_param."
                 )));
             }
             (other, _) => {
-                return Err(Error::invalid(format!(
-                    "unknown load parameter '{other}'; expected 'config' or 'file:<version>/<path>'"
-                )));
+                return Err(Error::invalid(format!("unrecognized load parameter '{other}'.")));
             }
         }
     }
-    Ok(load)
+    Ok((config, files))
+}
+
+/// Checks an unload request's `unload_dependents` parameter, the one Triton reads; Ferry has no
+/// ensembles, so a model has no dependents and the value changes nothing.
+fn check_unload_parameters(parameters: &HashMap<String, pb::ModelRepositoryParameter>) -> Result<(), Error> {
+    match parameters.get("unload_dependents").map(|p| &p.parameter_choice) {
+        None | Some(Some(ParameterChoice::BoolParam(_))) => Ok(()),
+        Some(_) => Err(Error::invalid(
+            "invalid value type for 'unload_dependents' parameter, expected bool_param.",
+        )),
+    }
 }
 
 #[tonic::async_trait]
@@ -135,6 +221,11 @@ impl GrpcInferenceService for InferenceService {
 
     async fn model_ready(&self, request: Request<pb::ModelReadyRequest>) -> Reply<pb::ModelReadyResponse> {
         let request = request.into_inner();
+        // As in Triton, only a version string that is not a number is an error; anything else not serving
+        // is simply not ready.
+        if !request.version.is_empty() {
+            crate::repository::parse_version(&request.version)?;
+        }
         let ready = self.registry.resolve(&request.name, &request.version).is_ok();
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
@@ -144,7 +235,7 @@ impl GrpcInferenceService for InferenceService {
         _: Request<pb::ServerMetadataRequest>,
     ) -> Reply<pb::ServerMetadataResponse> {
         Ok(Response::new(pb::ServerMetadataResponse {
-            name: SERVER_NAME.to_owned(),
+            name: self.server_name.as_str().to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             extensions: EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
         }))
@@ -155,15 +246,16 @@ impl GrpcInferenceService for InferenceService {
         request: Request<pb::ModelMetadataRequest>,
     ) -> Reply<pb::ModelMetadataResponse> {
         let request = request.into_inner();
-        let entry = self.registry.model(&request.name)?;
         let spec = if request.version.is_empty() {
-            entry.spec.clone().ok_or_else(|| Error::ModelNotReady {
+            let entry = self.registry.model(&request.name)?;
+            entry.spec.clone().ok_or_else(|| Error::NoAvailableVersion {
                 model: request.name.clone(),
-                reason: entry.failure.clone().unwrap_or_default(),
+                reason: entry.not_ready_reason(),
             })?
         } else {
             Arc::clone(&self.registry.resolve(&request.name, &request.version)?.spec)
         };
+        let entry = self.registry.model(&request.name)?;
         let versions = entry.ready_versions().map(|m| m.version.to_string()).collect();
         Ok(Response::new(model_metadata(&spec, versions)))
     }
@@ -272,13 +364,14 @@ impl GrpcInferenceService for InferenceService {
         let request = request.into_inner();
         // Every served version runs the model's current config (a change that only touches instance_group
         // or version_policy keeps the versions' sessions), so the entry's config answers for each of them.
-        let entry = self.registry.model(&request.name)?;
         if !request.version.is_empty() {
             self.registry.resolve(&request.name, &request.version)?;
         }
-        let spec = entry.spec.ok_or_else(|| Error::ModelNotReady {
+        let entry = self.registry.model(&request.name)?;
+        let reason = entry.not_ready_reason();
+        let spec = entry.spec.ok_or_else(|| Error::NoAvailableVersion {
             model: request.name.clone(),
-            reason: entry.failure.unwrap_or_default(),
+            reason,
         })?;
         Ok(Response::new(pb::ModelConfigResponse {
             config: Some(spec.config.clone()),
@@ -304,6 +397,7 @@ impl GrpcInferenceService for InferenceService {
         request: Request<pb::RepositoryIndexRequest>,
     ) -> Reply<pb::RepositoryIndexResponse> {
         let request = request.into_inner();
+        refuse_repository_name(&request.repository_name)?;
         let models = self
             .registry
             .index()
@@ -323,7 +417,16 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::RepositoryModelLoadRequest>,
     ) -> Reply<pb::RepositoryModelLoadResponse> {
-        let load = load_request(request.into_inner())?;
+        // Triton's order: the repository name, the parameters' types, the control mode, the model name.
+        let request = request.into_inner();
+        refuse_repository_name(&request.repository_name)?;
+        let (config_json, files) = load_parameters(request.parameters)?;
+        self.registry.check_model_control()?;
+        let load = LoadRequest {
+            name: ModelName::parse(request.model_name)?,
+            config_json,
+            files,
+        };
         let registry = Arc::clone(&self.registry);
         // Loading opens sessions and warms them up: never on an async worker.
         tokio::task::spawn_blocking(move || registry.load_request(load))
@@ -336,8 +439,11 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Reply<pb::RepositoryModelUnloadResponse> {
-        // `unload_dependents` is accepted: Ferry has no ensembles, so a model has no dependents to unload.
-        let name = ModelName::parse(request.into_inner().model_name)?;
+        let request = request.into_inner();
+        refuse_repository_name(&request.repository_name)?;
+        check_unload_parameters(&request.parameters)?;
+        self.registry.check_model_control()?;
+        let name = ModelName::parse(request.model_name)?;
         let registry = Arc::clone(&self.registry);
         tokio::task::spawn_blocking(move || registry.unload_request(&name))
             .await

@@ -61,6 +61,8 @@ pub struct Server {
     grpc_response_compression: compression::grpc::ResponseCompression,
     /// Admits and bounds the connections of every port.
     gate: Arc<connection::Gate>,
+    /// The name ServerMetadata reports on every front end.
+    server_name: grpc::ServerName,
 }
 
 impl Server {
@@ -75,7 +77,16 @@ impl Server {
             max_message_bytes: options.max_message_bytes,
             grpc_response_compression: options.grpc_response_compression,
             gate: connection::Gate::new(&options.connections),
+            server_name: grpc::ServerName::default(),
         })
+    }
+
+    /// The same server reporting `name` in ServerMetadata (gRPC and REST `GET /v2`) instead of "ferry".
+    pub fn with_server_name(self, name: grpc::ServerName) -> Self {
+        Server {
+            server_name: name,
+            ..self
+        }
     }
 
     /// The inference core every front end calls.
@@ -85,6 +96,7 @@ impl Server {
             Arc::clone(&self.shared_memory),
         )
         .with_max_message_bytes(self.max_message_bytes)
+        .with_server_name(self.server_name.clone())
     }
 
     /// The registry of served models.

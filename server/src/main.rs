@@ -8,6 +8,7 @@ use ferry_server::{
     Server, ServerOptions,
     compression::grpc::ResponseCompression,
     connection::{self, ConnectionLimits},
+    grpc::ServerName,
     limits::ResourceLimits,
     onnx,
     repository::{ControlMode, RepositoryOptions},
@@ -151,6 +152,11 @@ struct Flags {
     #[arg(long, default_value_t = ResourceLimits::default().max_model_threads, value_name = "COUNT")]
     max_model_threads: usize,
 
+    /// The name ServerMetadata reports (gRPC, and REST `GET /v2`): 1 to 64 bytes of printable ASCII. Give
+    /// `triton` where clients or health checks expect Triton's name.
+    #[arg(long, default_value = ferry_server::grpc::SERVER_NAME, value_name = "NAME")]
+    server_name: ServerName,
+
     /// Path of libonnxruntime.so. Without it Ferry looks in ORT_DYLIB_PATH, then the project's .venv, then
     /// the onnxruntime package of python3, then the system library path.
     #[arg(long, env = "ORT_DYLIB_PATH", value_name = "FILE")]
@@ -243,7 +249,7 @@ fn main() -> ExitCode {
         },
     };
     let server = match Server::start(&options) {
-        Ok(server) => server,
+        Ok(server) => server.with_server_name(flags.server_name.clone()),
         Err(error) => {
             eprintln!("ferry: {error:#}");
             return ExitCode::FAILURE;

@@ -22,15 +22,28 @@ pub fn trace_setting(request: TraceSettingRequest) -> Result<TraceSettingRespons
         let value = setting.value.first().map(String::as_str);
         match (key.as_str(), value) {
             ("trace_rate", None) => telemetry::set_trace_rate(1),
+            ("trace_rate", Some(_)) if setting.value.len() > 1 => {
+                return Err(Error::invalid("expect only 1 value for 'trace_rate'"));
+            }
             ("trace_rate", Some(rate)) => {
-                let rate = rate.parse::<u64>().map_err(|_| {
+                // Triton's texts (`RegisterTrace` in grpc_server.cc), for a rate that must fit in uint32.
+                let parsed = rate
+                    .parse::<i64>()
+                    .map_err(|_| Error::invalid(format!("Unable to parse 'trace_rate', got: {rate}")))?;
+                let rate = u32::try_from(parsed).map_err(|_| {
                     Error::invalid(format!(
-                        "trace setting 'trace_rate' must be a whole number, got '{rate}'"
+                        "Unable to parse 'trace_rate', value is out of range [ 0, {} ], got: {rate}",
+                        u32::MAX
                     ))
                 })?;
-                telemetry::set_trace_rate(rate);
+                telemetry::set_trace_rate(u64::from(rate));
             }
             ("trace_level", None) => telemetry::set_trace_rate(1),
+            ("trace_level", Some(_))
+                if setting.value.len() > 1 && setting.value.iter().any(|level| level == "OFF") =>
+            {
+                return Err(Error::invalid("Expect only one trace level 'OFF' is specified"));
+            }
             ("trace_level", Some(_)) if setting.value.iter().any(|level| level == "OFF") => {
                 telemetry::set_trace_rate(0);
             }
@@ -68,19 +81,15 @@ pub fn log_settings(request: LogSettingsRequest) -> Result<LogSettingsResponse, 
     use log_settings_request::setting_value::ParameterChoice as Given;
     let mut levels = telemetry::log_levels();
     for (key, setting) in &request.settings {
-        let wrong = |expected: &str| {
-            Error::invalid(format!(
-                "log setting '{key}' must be {expected}, got {:?}",
-                setting.parameter_choice
-            ))
-        };
+        // Triton's texts (`RegisterLogging` in grpc_server.cc).
+        let wrong = |expected: &str| Error::invalid(format!("expect {expected} for '{key}'"));
         match (key.as_str(), &setting.parameter_choice) {
             ("log_info", Some(Given::BoolParam(on))) => levels.info = *on,
             ("log_warning", Some(Given::BoolParam(on))) => levels.warning = *on,
             ("log_error", Some(Given::BoolParam(on))) => levels.error = *on,
             ("log_verbose_level", Some(Given::Uint32Param(level))) => levels.verbose = *level,
-            ("log_info" | "log_warning" | "log_error", _) => return Err(wrong("a bool_param")),
-            ("log_verbose_level", _) => return Err(wrong("a uint32_param")),
+            ("log_info" | "log_warning" | "log_error", _) => return Err(wrong("boolean")),
+            ("log_verbose_level", _) => return Err(wrong("int32")),
             ("log_file" | "log_format", _) => {
                 return Err(Error::invalid(format!(
                     "log setting '{key}' cannot change at run time; start ferry with --log-format instead"
@@ -140,8 +149,19 @@ mod tests {
         let response = trace_setting(trace("trace_level", &["TIMESTAMPS"])).expect("valid");
         assert_eq!(response.settings["trace_level"].value, ["TIMESTAMPS"]);
         trace_setting(trace("trace_rate", &["1"])).expect("valid");
+        // Triton's texts (`RegisterTrace` in grpc_server.cc).
         let error = trace_setting(trace("trace_rate", &["often"])).expect_err("not a number");
-        assert!(error.to_string().contains("'often'"), "{error}");
+        assert_eq!(error.to_string(), "Unable to parse 'trace_rate', got: often");
+        let error = trace_setting(trace("trace_rate", &["5000000000"])).expect_err("over uint32");
+        assert_eq!(
+            error.to_string(),
+            "Unable to parse 'trace_rate', value is out of range [ 0, 4294967295 ], got: 5000000000"
+        );
+        let error = trace_setting(trace("trace_level", &["OFF", "TIMESTAMPS"])).expect_err("OFF alone");
+        assert_eq!(
+            error.to_string(),
+            "Expect only one trace level 'OFF' is specified"
+        );
         assert!(trace_setting(trace("nope", &[])).is_err());
     }
 
@@ -158,10 +178,8 @@ mod tests {
             )]),
         };
         let error = log_settings(request).expect_err("log_info takes a bool");
-        assert!(
-            error.to_string().contains("log_info") && error.to_string().contains("bool_param"),
-            "{error}"
-        );
+        // Triton's text (`RegisterLogging` in grpc_server.cc).
+        assert_eq!(error.to_string(), "expect boolean for 'log_info'");
         let current = log_settings(LogSettingsRequest::default()).expect("reading is always allowed");
         assert!(current.settings.contains_key("log_verbose_level"));
     }

@@ -66,9 +66,9 @@ pub struct RegionInfo {
 impl SharedMemoryRegistry {
     /// Maps `byte_size` bytes of the POSIX shared memory object `key`, from `offset` on, as region `name`.
     ///
-    /// Errors follow Triton: a taken name is `ALREADY_EXISTS`, a region past the end of the object
-    /// `INVALID_ARGUMENT`. A missing object is `NOT_FOUND` (Triton answers `INTERNAL`, which hides a client
-    /// mistake behind a server fault).
+    /// Errors are Triton's (`SharedMemoryManager::RegisterSystemSharedMemory`), with Ferry's detail after
+    /// `"; "`: a taken name is `ALREADY_EXISTS`, an object that cannot be opened `INTERNAL`, a region past
+    /// the end of the object `INVALID_ARGUMENT`.
     pub fn register(&self, name: &str, key: &str, offset: u64, byte_size: u64) -> Result<(), Error> {
         check_name_length(name)?;
         if name.is_empty() {
@@ -111,7 +111,9 @@ impl SharedMemoryRegistry {
         }
         match regions.get(name) {
             Some(region) => Ok(vec![region.info()]),
-            None => Err(Error::NotFound(unknown_region(name, &regions))),
+            None => Err(Error::NotFound(format!(
+                "Unable to find system shared memory region: '{name}'"
+            ))),
         }
     }
 
@@ -125,26 +127,28 @@ impl SharedMemoryRegistry {
         &self.cuda
     }
 
-    /// The bytes `tensor` points at, checked against its region; `owner` names the tensor in errors
-    /// (`input 'INPUT0'`).
-    pub fn slice(&self, tensor: &TensorRegion, owner: &str) -> Result<RegionSlice, Error> {
-        let region = {
-            let regions = self.read();
-            match regions.get(&tensor.region) {
-                Some(region) => Arc::clone(region),
-                None => {
-                    let message = unknown_region(&tensor.region, &regions);
-                    return Err(Error::NotFound(format!("{owner}: {message}")));
-                }
-            }
-        };
-        let end = tensor.offset.checked_add(tensor.byte_size);
-        if end.is_none_or(|end| end > region.byte_size) {
-            let (size, offset) = (tensor.byte_size, tensor.offset);
+    /// The bytes `tensor` points at, checked against its region with Triton's errors
+    /// (`SharedMemoryManager::GetMemoryInfo`).
+    pub fn slice(&self, tensor: &TensorRegion) -> Result<RegionSlice, Error> {
+        let region = self.read().get(&tensor.region).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "Unable to find shared memory region: '{}'",
+                tensor.region
+            ))
+        })?;
+        let (size, offset) = (tensor.byte_size, tensor.offset);
+        let holds = region.byte_size;
+        if offset >= holds {
             return Err(Error::invalid(format!(
-                "{owner} asks for {size} bytes at offset {offset} of shared memory region '{}' ({BYTE_SIZE} \
-                 {size}, {OFFSET} {offset}), but the region holds {} bytes",
-                region.name, region.byte_size
+                "Invalid offset for shared memory region: '{}'; {OFFSET} {offset}, the region holds {holds} bytes",
+                region.name
+            )));
+        }
+        if offset.checked_add(size).is_none_or(|end| end > holds) {
+            return Err(Error::invalid(format!(
+                "Invalid offset + byte size for shared memory region: '{}'; {OFFSET} {offset} + {BYTE_SIZE} \
+                 {size}, the region holds {holds} bytes",
+                region.name
             )));
         }
         Ok(RegionSlice {
@@ -177,21 +181,9 @@ fn check_name_length(name: &str) -> Result<(), Error> {
 
 fn already_registered(existing: &Region) -> Error {
     Error::AlreadyExists(format!(
-        "shared memory region '{}' is already registered (key '{}', offset {}, {} bytes); unregister it first",
-        existing.name, existing.key, existing.offset, existing.byte_size
+        "shared memory region '{}' already in manager",
+        existing.name
     ))
-}
-
-/// Why `name` cannot be found, naming the regions that can.
-fn unknown_region(name: &str, regions: &HashMap<String, Arc<Region>>) -> String {
-    let mut known: Vec<&str> = regions.keys().map(String::as_str).collect();
-    known.sort_unstable();
-    let known = if known.is_empty() {
-        "none".to_owned()
-    } else {
-        known.join(", ")
-    };
-    format!("unknown shared memory region '{name}'; registered regions: {known}")
 }
 
 /// Where a tensor's bytes are, as its shared memory parameters say; not yet checked against the region.
@@ -206,38 +198,30 @@ pub struct TensorRegion {
 }
 
 impl TensorRegion {
-    /// Reads the shared memory parameters of a tensor; `None` when it sets none of them. `owner` names the
-    /// tensor in errors. Like Triton, the offset and size are only valid with a region, and a region needs
-    /// a size.
+    /// Reads the shared memory parameters of the tensor named `tensor`; `None` when it sets none of them.
+    /// As in Triton (`ParseSharedMemoryParams`, whose texts the errors are), the offset and size are only
+    /// valid with a region, and a region needs a size.
     pub fn from_parameters(
         parameters: &HashMap<String, InferParameter>,
-        owner: &str,
+        tensor: &str,
     ) -> Result<Option<Self>, Error> {
         let region = match parameters.get(REGION).map(|p| &p.parameter_choice) {
             None => None,
             Some(Some(ParameterChoice::StringParam(region))) => Some(region.clone()),
-            Some(other) => {
+            Some(_) => {
                 return Err(Error::invalid(format!(
-                    "{owner} parameter '{REGION}' must be a string (string_param), got {other:?}"
+                    "invalid value type for '{REGION}' parameter for tensor '{tensor}', expected string_param."
                 )));
             }
         };
-        let offset = size_parameter(parameters, OFFSET, owner)?;
-        let byte_size = size_parameter(parameters, BYTE_SIZE, owner)?;
+        let offset = size_parameter(parameters, OFFSET, tensor, region.is_some())?;
+        let byte_size = size_parameter(parameters, BYTE_SIZE, tensor, region.is_some())?;
         let Some(region) = region else {
-            if let Some(key) = [(OFFSET, offset), (BYTE_SIZE, byte_size)]
-                .iter()
-                .find_map(|(key, value)| value.map(|_| key))
-            {
-                return Err(Error::invalid(format!(
-                    "{owner} sets parameter '{key}' without '{REGION}'; name the shared memory region too"
-                )));
-            }
             return Ok(None);
         };
         let Some(byte_size) = byte_size else {
             return Err(Error::invalid(format!(
-                "{owner} uses shared memory region '{region}' but does not set '{BYTE_SIZE}'; it is required"
+                "'{BYTE_SIZE}' must be specified along with '{REGION}' parameter for tensor '{tensor}'"
             )));
         };
         Ok(Some(TensorRegion {
@@ -270,21 +254,28 @@ impl TensorRegion {
     }
 }
 
-/// An offset or size parameter: a non-negative int64 as Triton's clients send it, or a uint64.
+/// An offset or size parameter of the tensor named `tensor`: a non-negative int64 as Triton's clients send
+/// it, or a uint64; only valid `with_region`.
 fn size_parameter(
     parameters: &HashMap<String, InferParameter>,
     key: &str,
-    owner: &str,
+    tensor: &str,
+    with_region: bool,
 ) -> Result<Option<usize>, Error> {
     let Some(parameter) = parameters.get(key) else {
         return Ok(None);
     };
+    if !with_region {
+        return Err(Error::invalid(format!(
+            "'{key}' can not be specified without '{REGION}' parameter for tensor '{tensor}'"
+        )));
+    }
     let value = match parameter.parameter_choice {
         Some(ParameterChoice::Int64Param(value)) => u64::try_from(value).ok(),
         Some(ParameterChoice::Uint64Param(value)) => Some(value),
-        ref other => {
+        _ => {
             return Err(Error::invalid(format!(
-                "{owner} parameter '{key}' must be an integer (int64_param), got {other:?}"
+                "invalid value type for '{key}' parameter for tensor '{tensor}', expected int64_param."
             )));
         }
     };
@@ -293,7 +284,8 @@ fn size_parameter(
         .map(Some)
         .ok_or_else(|| {
             Error::invalid(format!(
-                "{owner} parameter '{key}' must be 0 or more and fit in memory, got {parameter:?}"
+                "invalid value for '{key}' parameter for tensor '{tensor}', expected a value >= 0 that fits \
+                 in memory, got {parameter:?}"
             ))
         })
 }
@@ -323,18 +315,20 @@ impl RegionSlice {
         self.region.copy_out(self.offset, self.byte_size).map(Into::into)
     }
 
-    /// Copies `data` to the start of the slice; `owner` names the tensor when `data` does not fit.
-    pub fn write(&self, data: &[u8], owner: &str) -> Result<(), Error> {
-        self.check_fits(data.len(), owner)?;
+    /// Copies `data` to the start of the slice, which holds the output named `output`.
+    pub fn write(&self, data: &[u8], output: &str) -> Result<(), Error> {
+        self.check_fits(data.len(), output)?;
         self.region.copy_in(self.offset, data)
     }
 
-    /// Whether `needed` bytes fit in the slice.
-    pub fn check_fits(&self, needed: usize, owner: &str) -> Result<(), Error> {
+    /// Whether `needed` bytes of the output named `output` fit in the slice; Triton's `INTERNAL` error
+    /// (`ResponseAllocatorHelper`) when they do not.
+    pub fn check_fits(&self, needed: usize, output: &str) -> Result<(), Error> {
         if needed > self.byte_size {
-            return Err(Error::invalid(format!(
-                "{owner} needs {needed} bytes but its shared memory ({BYTE_SIZE} in region '{}') gives {}",
-                self.region.name, self.byte_size
+            return Err(Error::Internal(format!(
+                "shared memory size specified with the request for output '{output}' ({} bytes) should be at \
+                 least {needed} bytes to hold the results",
+                self.byte_size
             )));
         }
         Ok(())
@@ -356,9 +350,8 @@ impl OutputRegions {
     ) -> Result<Self, Error> {
         let mut resolved = Vec::new();
         for output in outputs {
-            let owner = format!("output '{}'", output.name);
-            if let Some(tensor) = TensorRegion::from_parameters(&output.parameters, &owner)? {
-                let slice = registry.slice(&tensor, &owner)?;
+            if let Some(tensor) = TensorRegion::from_parameters(&output.parameters, &output.name)? {
+                let slice = registry.slice(&tensor)?;
                 resolved.push((output.name.clone(), tensor, slice));
             }
         }
@@ -368,7 +361,7 @@ impl OutputRegions {
     /// Checks that `output`'s `needed` bytes fit its slice; outputs not in shared memory always fit.
     pub fn check_fits(&self, output: &str, needed: usize) -> Result<(), Error> {
         match self.find(output) {
-            Some((_, slice)) => slice.check_fits(needed, &format!("output '{output}'")),
+            Some((_, slice)) => slice.check_fits(needed, output),
             None => Ok(()),
         }
     }
@@ -379,7 +372,7 @@ impl OutputRegions {
         let Some((tensor, slice)) = self.find(output) else {
             return Ok(None);
         };
-        slice.write(data, &format!("output '{output}'"))?;
+        slice.write(data, output)?;
         Ok(Some(tensor.parameters()))
     }
 
@@ -403,19 +396,19 @@ struct Region {
 
 impl Region {
     fn map(name: &str, key: &str, offset: u64, byte_size: u64) -> Result<Self, Error> {
-        let fail =
-            |why: String| Error::invalid(format!("cannot register shared memory region '{name}': {why}"));
+        // Triton's text, then Ferry's detail.
+        let fail = |why: String| {
+            Error::invalid(format!(
+                "failed to register shared memory region '{name}': invalid args; {why}"
+            ))
+        };
         if byte_size == 0 {
             return Err(fail("byte_size is 0; a region holds at least one byte".into()));
         }
         let object = open(name, key)?;
         let object_size = object
             .metadata()
-            .map_err(|error| {
-                fail(format!(
-                    "cannot read the size of shared memory object '{key}': {error}"
-                ))
-            })?
+            .map_err(|error| Error::Internal(format!("Invalid shared memory region: '{key}'; {error}")))?
             .len();
         let end = offset.checked_add(byte_size);
         if end.is_none_or(|end| end > object_size) {
@@ -502,24 +495,20 @@ impl Region {
     }
 }
 
-/// Opens the shared memory object `key` for reading and writing, as Triton does.
+/// Opens the shared memory object `key` for reading and writing, as Triton does, with Triton's errors.
 fn open(name: &str, key: &str) -> Result<File, Error> {
     let c_key = CString::new(key).map_err(|_| {
         Error::invalid(format!(
-            "cannot register shared memory region '{name}': key {key:?} contains a NUL byte"
+            "failed to register shared memory region '{name}': invalid args; key {key:?} contains a NUL byte"
         ))
     })?;
     // SAFETY: `c_key` is a NUL-terminated string that outlives the call; shm_open reads nothing else.
     let fd = unsafe { libc::shm_open(c_key.as_ptr(), libc::O_RDWR, 0) };
     if fd < 0 {
         let error = std::io::Error::last_os_error();
-        let message = format!(
-            "cannot register shared memory region '{name}': cannot open shared memory object '{key}': {error}"
-        );
-        return Err(match error.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound(message),
-            _ => Error::invalid(message),
-        });
+        return Err(Error::Internal(format!(
+            "Unable to open shared memory region: '{key}'; {error}"
+        )));
     }
     // SAFETY: shm_open just returned this descriptor; nothing else owns it, so the File may close it.
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
@@ -571,19 +560,17 @@ mod tests {
         let object = Object::new("rw", &bytes);
         let registry = SharedMemoryRegistry::default();
         registry.register("r", &object.key, 4099, 5000).expect("register");
-        let slice = registry
-            .slice(&tensor("r", 1, 8), "input 'x'")
-            .expect("in bounds");
+        let slice = registry.slice(&tensor("r", 1, 8)).expect("in bounds");
         assert_eq!(slice.to_bytes().expect("read").as_ref(), &bytes[4100..4108]);
-        slice.write(&[9; 4], "output 'y'").expect("fits");
+        slice.write(&[9; 4], "y").expect("fits");
         assert_eq!(&object.contents()[4100..4104], &[9; 4]);
-        let message = slice
-            .write(&[0; 9], "output 'y'")
-            .expect_err("too big")
-            .to_string();
-        assert!(
-            message.contains("output 'y' needs 9 bytes") && message.contains("gives 8"),
-            "{message}"
+        let error = slice.write(&[0; 9], "y").expect_err("too big");
+        // Triton's INTERNAL error (`ResponseAllocatorHelper` in grpc/infer_handler.cc).
+        assert!(matches!(error, Error::Internal(_)), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            "shared memory size specified with the request for output 'y' (8 bytes) should be at least 9 \
+             bytes to hold the results"
         );
     }
 
@@ -592,13 +579,16 @@ mod tests {
         let object = Object::new("reg", &[0; 64]);
         let registry = SharedMemoryRegistry::default();
         registry.register("r", &object.key, 0, 64).expect("whole object");
+        // Triton's statuses and texts (`SharedMemoryManager::RegisterSystemSharedMemory`).
         let taken = registry.register("r", &object.key, 0, 8).expect_err("taken");
         assert!(matches!(taken, Error::AlreadyExists(_)), "{taken:?}");
+        assert_eq!(taken.to_string(), "shared memory region 'r' already in manager");
         let missing = registry
             .register("m", "/ferry_no_such_object", 0, 8)
             .expect_err("missing");
         assert!(
-            matches!(&missing, Error::NotFound(m) if m.contains("/ferry_no_such_object")),
+            matches!(&missing, Error::Internal(m)
+                if m.starts_with("Unable to open shared memory region: '/ferry_no_such_object'; ")),
             "{missing:?}"
         );
         let past = registry
@@ -607,7 +597,7 @@ mod tests {
         let message = past.to_string();
         assert!(
             matches!(past, Error::InvalidRequest(_))
-                && message.contains("'p'")
+                && message.starts_with("failed to register shared memory region 'p': invalid args; ")
                 && message.contains("offset 60 + byte_size 8")
                 && message.contains("holds 64 bytes"),
             "{message}"
@@ -641,9 +631,9 @@ mod tests {
             }]
         );
         let unknown = registry.status("c").expect_err("unknown");
-        assert!(
-            matches!(&unknown, Error::NotFound(m) if m.contains("'c'") && m.contains("a, b")),
-            "{unknown:?}"
+        assert_eq!(
+            unknown,
+            Error::NotFound("Unable to find system shared memory region: 'c'".into())
         );
         registry.unregister("a");
         registry.unregister("never registered");
@@ -674,26 +664,36 @@ mod tests {
         let object = Object::new("slice", &[0; 32]);
         let registry = SharedMemoryRegistry::default();
         registry.register("r", &object.key, 0, 32).expect("r");
-        let unknown = registry
-            .slice(&tensor("q", 0, 4), "input 'x'")
-            .expect_err("unknown");
-        assert!(
-            matches!(&unknown, Error::NotFound(m) if m.contains("input 'x'") && m.contains("'q'")),
-            "{unknown:?}"
+        // Triton's texts (`SharedMemoryManager::GetMemoryInfo`).
+        let unknown = registry.slice(&tensor("q", 0, 4)).expect_err("unknown");
+        assert_eq!(
+            unknown,
+            Error::NotFound("Unable to find shared memory region: 'q'".into())
         );
-        for (offset, size) in [(30, 4), (usize::MAX, 2), (0, 33)] {
+        for (offset, size, text) in [
+            (
+                30,
+                4,
+                "Invalid offset + byte size for shared memory region: 'r'; ",
+            ),
+            (usize::MAX, 2, "Invalid offset for shared memory region: 'r'; "),
+            (32, 0, "Invalid offset for shared memory region: 'r'; "),
+            (
+                0,
+                33,
+                "Invalid offset + byte size for shared memory region: 'r'; ",
+            ),
+        ] {
             let message = registry
-                .slice(&tensor("r", offset, size), "input 'x'")
+                .slice(&tensor("r", offset, size))
                 .expect_err("out of bounds")
                 .to_string();
             assert!(
-                message.contains("input 'x'") && message.contains("holds 32 bytes"),
+                message.starts_with(text) && message.contains("holds 32 bytes"),
                 "{message}"
             );
         }
-        registry
-            .slice(&tensor("r", 28, 4), "input 'x'")
-            .expect("last bytes");
+        registry.slice(&tensor("r", 28, 4)).expect("last bytes");
     }
 
     /// A client that truncated its object under a registered region used to kill the server with SIGBUS.
@@ -702,9 +702,7 @@ mod tests {
         let object = Object::new("truncated", &[5; 8192]);
         let registry = SharedMemoryRegistry::default();
         registry.register("r", &object.key, 0, 8192).expect("r");
-        let slice = registry
-            .slice(&tensor("r", 4096, 4096), "input 'x'")
-            .expect("slice");
+        let slice = registry.slice(&tensor("r", 4096, 4096)).expect("slice");
         File::options()
             .write(true)
             .open(&object.path)
@@ -712,10 +710,7 @@ mod tests {
             .expect("truncate");
         let read = slice.to_bytes().expect_err("truncated").to_string();
         assert!(read.contains("truncated") && read.contains("'r'"), "{read}");
-        let write = slice
-            .write(&[1; 8], "output 'y'")
-            .expect_err("truncated")
-            .to_string();
+        let write = slice.write(&[1; 8], "y").expect_err("truncated").to_string();
         assert!(write.contains("holds 100 bytes now"), "{write}");
         assert_eq!(
             object.contents().len(),
@@ -729,11 +724,11 @@ mod tests {
         let object = Object::new("inuse", &[7; 16]);
         let registry = SharedMemoryRegistry::default();
         registry.register("r", &object.key, 0, 16).expect("r");
-        let slice = registry.slice(&tensor("r", 0, 16), "input 'x'").expect("slice");
+        let slice = registry.slice(&tensor("r", 0, 16)).expect("slice");
         registry.unregister("r");
         drop(object);
         assert_eq!(slice.to_bytes().expect("still open").as_ref(), &[7; 16]);
-        slice.write(&[1; 16], "output 'y'").expect("still open");
+        slice.write(&[1; 16], "y").expect("still open");
         assert_eq!(slice.to_bytes().expect("still open").as_ref(), &[1; 16]);
     }
 
@@ -748,7 +743,7 @@ mod tests {
         let parse = |pairs: Vec<(&str, InferParameter)>| {
             let map: HashMap<String, InferParameter> =
                 pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-            TensorRegion::from_parameters(&map, "input 'x'")
+            TensorRegion::from_parameters(&map, "x")
         };
         assert_eq!(parse(vec![("other", int(1))]).expect("none"), None);
         let full = parse(vec![
@@ -761,24 +756,39 @@ mod tests {
         assert_eq!(full, tensor("r", 8, 64));
         assert_eq!(full.parameters().len(), 3);
         assert_eq!(tensor("r", 0, 4).parameters().len(), 2, "offset 0 is not echoed");
-        for (pairs, needle) in [
+        // Triton's texts (`ParseSharedMemoryParams` in grpc/grpc_utils.h).
+        for (pairs, text) in [
             (
                 vec![(REGION, string("r"))],
-                "does not set 'shared_memory_byte_size'",
+                "'shared_memory_byte_size' must be specified along with 'shared_memory_region' parameter \
+                 for tensor 'x'",
             ),
-            (vec![(BYTE_SIZE, int(4))], "without 'shared_memory_region'"),
-            (vec![(REGION, int(1)), (BYTE_SIZE, int(4))], "must be a string"),
-            (vec![(REGION, string("r")), (BYTE_SIZE, int(-4))], "0 or more"),
+            (
+                vec![(BYTE_SIZE, int(4))],
+                "'shared_memory_byte_size' can not be specified without 'shared_memory_region' parameter \
+                 for tensor 'x'",
+            ),
+            (
+                vec![(OFFSET, int(4))],
+                "'shared_memory_offset' can not be specified without 'shared_memory_region' parameter for \
+                 tensor 'x'",
+            ),
+            (
+                vec![(REGION, int(1)), (BYTE_SIZE, int(4))],
+                "invalid value type for 'shared_memory_region' parameter for tensor 'x', expected \
+                 string_param.",
+            ),
             (
                 vec![(REGION, string("r")), (BYTE_SIZE, string("4"))],
-                "must be an integer",
+                "invalid value type for 'shared_memory_byte_size' parameter for tensor 'x', expected \
+                 int64_param.",
             ),
         ] {
-            let message = parse(pairs).expect_err(needle).to_string();
-            assert!(
-                message.contains(needle) && message.contains("input 'x'"),
-                "{message}"
-            );
+            assert_eq!(parse(pairs).expect_err(text).to_string(), text);
         }
+        let negative = parse(vec![(REGION, string("r")), (BYTE_SIZE, int(-4))])
+            .expect_err("negative")
+            .to_string();
+        assert!(negative.contains("expected a value >= 0"), "{negative}");
     }
 }

@@ -24,7 +24,9 @@ use std::{
 use bytes::Bytes;
 use ferry_proto::{
     GrpcInferenceServiceClient,
-    inference::{ModelInferRequest, ServerReadyRequest, model_infer_request::InferInputTensor},
+    inference::{
+        ModelInferRequest, ServerMetadataRequest, ServerReadyRequest, model_infer_request::InferInputTensor,
+    },
 };
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
@@ -474,4 +476,46 @@ async fn connections_beyond_max_connections_are_closed_with_a_warning() {
             .is_some_and(|m| m.contains("--max-connections")),
         "the warning names the flag: {warning}"
     );
+}
+
+/// `--server-name` sets the name ServerMetadata reports on both protocols (a drop-in replacement reports
+/// "triton"), and a name that is not 1 to 64 bytes of printable ASCII stops ferry before it loads anything.
+#[tokio::test]
+async fn server_name_is_configurable_and_checked() {
+    let ferry = Ferry::start(&["--server-name", "triton"]).await;
+    let mut client = GrpcInferenceServiceClient::new(ferry.channel().await);
+    let metadata = client
+        .server_metadata(ServerMetadataRequest {})
+        .await
+        .expect("metadata")
+        .into_inner();
+    assert_eq!(metadata.name, "triton");
+    let mut stream = TcpStream::connect(ferry.http).await.expect("connects");
+    stream
+        .write_all(b"GET /v2 HTTP/1.1\r\nHost: ferry\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains(r#""name":"triton""#), "{answer}");
+
+    let long = "x".repeat(65);
+    for bad in ["", " triton", "tri\nton", "tritón", long.as_str()] {
+        let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["--model-repository", "/nonexistent", "--server-name", bad])
+            .output()
+            .await
+            .expect("ferry runs");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{bad:?} is refused as a usage error"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--server-name") && stderr.contains("a server name"),
+            "{bad:?}: {stderr}"
+        );
+    }
 }

@@ -271,7 +271,11 @@ def test_errors_carry_triton_statuses(client):
     inputs = make_inputs({"INPUT0": a, "INPUT1": a}, {"INPUT0": "INT32", "INPUT1": "INT32"}, False)
     assert_http_error(lambda: client.infer("no_such_model", inputs), "404", ["no_such_model"])
     assert_http_error(lambda: client.infer("simple", inputs, model_version="7"), "404", ["7"])
-    assert_http_error(lambda: client.infer("corrupt", inputs), "503", ["corrupt"])
+    # Triton's statuses: no version available is NOT_FOUND (404), a version not ready UNAVAILABLE (503).
+    assert_http_error(lambda: client.infer("corrupt", inputs), "404", ["corrupt", "has no available versions"])
+    assert_http_error(
+        lambda: client.infer("corrupt", inputs, model_version="1"), "503", ["corrupt", "not at ready state"]
+    )
     wrong = make_inputs({"INPUT0": a.astype(np.float32), "INPUT1": a}, {"INPUT0": "FP32", "INPUT1": "INT32"}, True)
     assert_http_error(lambda: client.infer("simple", wrong), "400", ["INPUT0", "FP32", "INT32"])
     fp16 = httpclient.InferInput("INPUT0", [1, 16], "FP16")

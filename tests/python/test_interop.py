@@ -582,7 +582,8 @@ BAD_REQUESTS = [
     BadRequest("wrong-datatype", INVALID, ("INPUT0",),
                lambda c, s: c.infer("simple", [_input("INPUT0", FEEDS["INPUT0"].astype(np.float32), "FP32"),
                                                _input("INPUT1", FEEDS["INPUT1"], "INT32")])),
-    BadRequest("wrong-rank", INVALID, ("INPUT0",),
+    # Triton reads INPUT0's first dimension as the batch size, so INPUT1 is the one that differs.
+    BadRequest("wrong-rank", INVALID, ("INPUT1", "batch size does not match"),
                lambda c, s: c.infer("simple", [_input("INPUT0", FEEDS["INPUT0"][0], "INT32"),
                                                _input("INPUT1", FEEDS["INPUT1"], "INT32")])),
     BadRequest("wrong-dimension", INVALID, ("INPUT0",),

@@ -140,7 +140,9 @@ def test_errors_reach_the_client(client, regions):
     assert "StatusCode.ALREADY_EXISTS" in str(taken.value.status())
     with pytest.raises(InferenceServerException) as missing:
         client.register_system_shared_memory("nowhere", key("never_created"), 32)
-    assert "StatusCode.NOT_FOUND" in str(missing.value.status())
+    # Triton answers an object it cannot open with INTERNAL (shared_memory_manager.cc, OpenSharedMemoryRegion).
+    assert "StatusCode.INTERNAL" in str(missing.value.status())
+    assert missing.value.message().startswith(f"Unable to open shared memory region: '{key('never_created')}'")
     with pytest.raises(InferenceServerException) as too_big:
         client.register_system_shared_memory("big", key("small"), 64)
     assert "StatusCode.INVALID_ARGUMENT" in str(too_big.value.status())
@@ -160,5 +162,10 @@ def test_errors_reach_the_client(client, regions):
     outputs[0].set_shared_memory("small", 32)
     with pytest.raises(InferenceServerException) as overflow:
         client.infer(model_name="simple", inputs=inputs, outputs=outputs)
-    assert "OUTPUT0" in overflow.value.message() and "needs 64 bytes" in overflow.value.message()
+    # Triton's INTERNAL error and text (grpc/infer_handler.cc, ResponseAllocatorHelper).
+    assert "StatusCode.INTERNAL" in str(overflow.value.status())
+    assert overflow.value.message() == (
+        "shared memory size specified with the request for output 'OUTPUT0' (32 bytes) should be at least "
+        "64 bytes to hold the results"
+    )
     client.unregister_system_shared_memory("small")

@@ -16,7 +16,8 @@ pub use shm::ShmObject;
 use anyhow::Context;
 use ferry_proto::GrpcInferenceServiceClient;
 use ferry_server::{
-    Server, ServerOptions, connection::ConnectionLimits, onnx, repository::RepositoryOptions,
+    Server, ServerOptions, connection::ConnectionLimits, grpc::ServerName, onnx,
+    repository::RepositoryOptions,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
@@ -81,6 +82,12 @@ impl TestServer {
         Self::start_with_options(options).await
     }
 
+    /// Starts a server that reports `name` in ServerMetadata (the `--server-name` flag).
+    pub async fn start_named(repository: RepositoryOptions, name: ServerName) -> anyhow::Result<Self> {
+        let options = Self::options(repository, ferry_server::MAX_MESSAGE_BYTES)?;
+        Self::launch(options, name).await
+    }
+
     /// The options the other constructors start a server with: `repository`, messages of at most
     /// `max_message_bytes`, ONNX Runtime found the way the `ferry` binary finds it, defaults elsewhere.
     pub fn options(repository: RepositoryOptions, max_message_bytes: usize) -> anyhow::Result<ServerOptions> {
@@ -97,7 +104,13 @@ impl TestServer {
 
     /// Starts a server with `options` as they are (from [`TestServer::options`], changed as a test needs).
     pub async fn start_with_options(options: ServerOptions) -> anyhow::Result<Self> {
-        let server = tokio::task::spawn_blocking(move || Server::start(&options)).await??;
+        Self::launch(options, ServerName::default()).await
+    }
+
+    async fn launch(options: ServerOptions, name: ServerName) -> anyhow::Result<Self> {
+        let server = tokio::task::spawn_blocking(move || Server::start(&options))
+            .await??
+            .with_server_name(name);
         let serving = server.clone();
         let grpc = spawn_front_end("gRPC", move |listener, stopped| async move {
             serving.serve(listener, stopped).await

@@ -442,8 +442,12 @@ async fn explicit_mode_reloads_on_request_without_failing_a_request() {
             .await
             .expect_err("version 3 is corrupt");
         assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+        // Triton's text (`ModelRepositoryManager::LoadUnloadModels`, `ModelLifeCycle::OnLoadComplete`).
         assert!(
-            status.message().contains("failed to load 'm'"),
+            status
+                .message()
+                .starts_with("load failed for model 'm': version 3 is at UNAVAILABLE state: ")
+                && status.message().ends_with(";\n"),
             "{}",
             status.message()
         );
@@ -548,7 +552,12 @@ async fn explicit_mode_loads_unloads_and_takes_configs_and_files_from_the_reques
             .ready
     );
     let status = client.model_infer(request(0.0)).await.expect_err("unloaded");
-    assert_eq!(status.code(), Code::Unavailable);
+    // Triton: an unloaded model has no available version (`ModelLifeCycle::GetModel`).
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(
+        status.message(),
+        "Request for unknown model: 'm' has no available versions; unloaded"
+    );
     let now = states(&mut client).await;
     assert_eq!(
         now.get("")
@@ -610,7 +619,12 @@ async fn explicit_mode_loads_unloads_and_takes_configs_and_files_from_the_reques
         })
         .await
         .expect_err("no such model");
-    assert_eq!(status.code(), Code::NotFound);
+    // Triton cannot poll a model that is in no repository (`ModelRepositoryManager::LoadUnloadModel`).
+    assert_eq!(status.code(), Code::Internal);
+    assert_eq!(
+        status.message(),
+        "failed to load 'nope', failed to poll from model repository; model not found in any model repository"
+    );
     server.stop().await;
 }
 
@@ -685,7 +699,9 @@ async fn a_failed_load_changes_nothing(mode: ControlMode) {
                 status.message()
             );
             assert!(
-                status.message().contains("failed to load 'm'"),
+                status
+                    .message()
+                    .starts_with("load failed for model 'm': version 3 is at UNAVAILABLE state: "),
                 "{}",
                 status.message()
             );

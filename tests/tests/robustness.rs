@@ -82,11 +82,14 @@ async fn alive(server: &TestServer) {
 impl Repository {
     /// Model `name`: the identity model over every type (1-D inputs of any length), with `dims` in its
     /// config instead of `-1`.
+    /// `identity_types` as `name`, its dims `dims` and its inputs optional, so that a request may send one
+    /// input alone and reach the checks on that input (Triton counts the inputs first).
     fn identity(&self, name: &str, dims: &str) {
         let source = test_repository().join("identity_types");
         let text = std::fs::read_to_string(source.join("config.pbtxt")).expect("config");
         let config = text
             .replace("dims: [ -1 ]", &format!("dims: [ {dims} ]"))
+            .replace("name: \"IN_", "optional: true\n    name: \"IN_")
             .replace("identity_types", name);
         self.model(name, &source, &config);
     }
@@ -244,7 +247,9 @@ fn in_region(region: &str, byte_size: i64) -> HashMap<String, InferParameter> {
 /// region: the request memory limit now applies to shared memory too, before the copy.
 #[tokio::test]
 async fn a_huge_shared_memory_input_is_refused_before_the_copy() {
-    let server = TestServer::start(vec![test_repository()]).await.expect("server");
+    let repository = Repository::new();
+    repository.identity("identity_types", "-1");
+    let server = start(&repository, ControlMode::None, ResourceLimits::default()).await;
     let object = ShmObject::sized("huge", 64 << 30);
     register(&server, "huge", &object, 64 << 30).await;
     let mut client = server.raw_client().await.expect("client");

@@ -299,10 +299,11 @@ async fn status_lists_regions_and_unregister_forgets_them() {
     );
     let one = status("first").await.expect("first");
     assert_eq!(one.keys().collect::<Vec<_>>(), ["first"]);
+    // Triton's text (`SharedMemoryManager::GetStatus`).
     assert_error(
         status("third").await,
         Code::NotFound,
-        &["'third'", "first, second"],
+        &["Unable to find system shared memory region: 'third'"],
     );
 
     unregister(&server, "first").await;
@@ -316,7 +317,7 @@ async fn status_lists_regions_and_unregister_forgets_them() {
     assert_error(
         infer(&server, all_in_shm("second", "second")).await,
         Code::NotFound,
-        &["input 'INPUT0'", "'second'"],
+        &["Unable to find shared memory region: 'second'"],
     );
     register(&server, "second", &object.key, 0, 2 * TENSOR_BYTES as u64)
         .await
@@ -335,21 +336,22 @@ async fn bad_registrations_are_refused_like_triton() {
         .expect("server");
     let object = ShmObject::new("badreg", 100);
     register(&server, "r", &object.key, 0, 100).await.expect("r");
+    // Triton's statuses and texts (`SharedMemoryManager::RegisterSystemSharedMemory`), Ferry's detail after.
     assert_error(
         register(&server, "r", &object.key, 0, 10).await,
         Code::AlreadyExists,
-        &["'r'", "already registered"],
+        &["shared memory region 'r' already in manager"],
     );
     assert_error(
         register(&server, "missing", "/ferry_e2e_no_such_key", 0, 10).await,
-        Code::NotFound,
-        &["'missing'", "/ferry_e2e_no_such_key"],
+        Code::Internal,
+        &["Unable to open shared memory region: '/ferry_e2e_no_such_key'; "],
     );
     assert_error(
         register(&server, "past", &object.key, 96, 8).await,
         Code::InvalidArgument,
         &[
-            "'past'",
+            "failed to register shared memory region 'past': invalid args; ",
             "offset 96 + byte_size 8",
             &object.key,
             "holds 100 bytes",
@@ -358,7 +360,7 @@ async fn bad_registrations_are_refused_like_triton() {
     assert_error(
         register(&server, "empty", &object.key, 0, 0).await,
         Code::InvalidArgument,
-        &["'empty'", "byte_size is 0"],
+        &["failed to register shared memory region 'empty': invalid args; byte_size is 0"],
     );
     assert_error(
         register(&server, "", &object.key, 0, 10).await,
@@ -387,20 +389,28 @@ async fn every_bad_tensor_reference_gets_a_clear_error() {
         request
     };
     let cases: Vec<(ModelInferRequest, Code, Vec<&str>)> = vec![
+        // Triton's texts: `SharedMemoryManager::GetMemoryInfo`, core's `ValidateRequestInputs`,
+        // `InferGRPCToInput` and `ParseSharedMemoryParams`, `ResponseAllocatorHelper`.
         (
             with(&|r| r.inputs[0].parameters = in_shm("nope", 0, size)),
             Code::NotFound,
-            vec!["input 'INPUT0'", "'nope'", "registered regions: in, small"],
+            vec!["Unable to find shared memory region: 'nope'"],
         ),
         (
             with(&|r| r.inputs[1].parameters = in_shm("in", size + 4, size)),
             Code::InvalidArgument,
-            vec!["input 'INPUT1'", "64 bytes at offset 68", "holds 128 bytes"],
+            vec![
+                "Invalid offset + byte size for shared memory region: 'in'; ",
+                "holds 128 bytes",
+            ],
         ),
         (
             with(&|r| r.inputs[0].parameters = in_shm("in", 0, 32)),
             Code::InvalidArgument,
-            vec!["input 'INPUT0'", "32 bytes of shared memory", "64 bytes in all"],
+            vec![
+                "[request id: shm-1] input byte size mismatch for input 'INPUT0' for model 'simple'. \
+                 Expected 64, got 32",
+            ],
         ),
         (
             with(&|r| {
@@ -410,7 +420,10 @@ async fn every_bad_tensor_reference_gets_a_clear_error() {
                 })
             }),
             Code::InvalidArgument,
-            vec!["input 'INPUT0'", "also sets contents"],
+            vec![
+                "unexpected 'content' provided when using shared memory for input tensor 'INPUT0' for model \
+                 'simple'",
+            ],
         ),
         (
             with(&|r| r.raw_input_contents = vec![Bytes::from(vec![0; TENSOR_BYTES])]),
@@ -425,7 +438,10 @@ async fn every_bad_tensor_reference_gets_a_clear_error() {
                 r.inputs[0].parameters.remove("shared_memory_byte_size");
             }),
             Code::InvalidArgument,
-            vec!["input 'INPUT0'", "shared_memory_byte_size"],
+            vec![
+                "'shared_memory_byte_size' must be specified along with 'shared_memory_region' parameter \
+                 for tensor 'INPUT0'",
+            ],
         ),
         (
             with(&|r| {
@@ -434,22 +450,31 @@ async fn every_bad_tensor_reference_gets_a_clear_error() {
                     .insert("shared_memory_region".into(), int(3));
             }),
             Code::InvalidArgument,
-            vec!["input 'INPUT0'", "must be a string"],
+            vec![
+                "invalid value type for 'shared_memory_region' parameter for tensor 'INPUT0', expected \
+                 string_param.",
+            ],
         ),
         (
             with(&|r| r.outputs[0].parameters = in_shm("gone", 0, size)),
             Code::NotFound,
-            vec!["output 'OUTPUT0'", "'gone'"],
+            vec!["Unable to find shared memory region: 'gone'"],
         ),
         (
             with(&|r| r.outputs[1].parameters = in_shm("small", 0, 32)),
-            Code::InvalidArgument,
-            vec!["output 'OUTPUT1' needs 64 bytes", "region 'small'", "gives 32"],
+            Code::Internal,
+            vec![
+                "shared memory size specified with the request for output 'OUTPUT1' (32 bytes) should be at \
+                 least 64 bytes to hold the results",
+            ],
         ),
         (
             with(&|r| r.outputs[1].parameters = in_shm("small", 16, 32)),
             Code::InvalidArgument,
-            vec!["output 'OUTPUT1'", "32 bytes at offset 16", "holds 32 bytes"],
+            vec![
+                "Invalid offset + byte size for shared memory region: 'small'; ",
+                "holds 32 bytes",
+            ],
         ),
     ];
     for (request, code, needles) in cases {
@@ -462,7 +487,7 @@ async fn every_bad_tensor_reference_gets_a_clear_error() {
         r.outputs[1].parameters = in_shm("small", 0, 32);
     });
     let before = object.read(0, 2 * TENSOR_BYTES);
-    assert_error(infer(&server, request).await, Code::InvalidArgument, &["OUTPUT1"]);
+    assert_error(infer(&server, request).await, Code::Internal, &["OUTPUT1"]);
     assert_eq!(object.read(0, 2 * TENSOR_BYTES), before);
     assert_eq!(object.read(2 * TENSOR_BYTES, 32), vec![0xAB; 32]);
     server.stop().await;

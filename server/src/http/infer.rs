@@ -171,7 +171,7 @@ fn parse_inputs(
             }
         }
         // The same parse as the gRPC path's; the core reads the region when it parses the request.
-        let in_shared_memory = TensorRegion::from_parameters(&parameters, &format!("input '{name}'"))
+        let in_shared_memory = TensorRegion::from_parameters(&parameters, &name)
             .map_err(|error| HttpError::from(tonic::Status::from(error)))?
             .is_some();
         let raw = match (input.remove("data"), binary_size, in_shared_memory) {
@@ -561,8 +561,7 @@ mod tests {
             request.raw_input_contents,
             [Bytes::from(3i32.to_le_bytes().to_vec())]
         );
-        let region =
-            TensorRegion::from_parameters(&request.inputs[1].parameters, "input 'b'").expect("valid");
+        let region = TensorRegion::from_parameters(&request.inputs[1].parameters, "b").expect("valid");
         assert_eq!(
             region,
             Some(TensorRegion {
@@ -571,8 +570,7 @@ mod tests {
                 byte_size: 4
             })
         );
-        let output =
-            TensorRegion::from_parameters(&request.outputs[0].parameters, "output 'y'").expect("valid");
+        let output = TensorRegion::from_parameters(&request.outputs[0].parameters, "y").expect("valid");
         assert_eq!(output.map(|o| o.region), Some("o".into()));
     }
 

@@ -14,7 +14,7 @@ use axum::{
 };
 use bytes::Bytes;
 use ferry_proto::{GrpcInferenceService, inference as pb};
-use http::{HeaderMap, StatusCode, Uri, request::Parts};
+use http::{HeaderMap, StatusCode, request::Parts};
 use serde_json::{Map, Value};
 use tonic::Request;
 
@@ -150,12 +150,12 @@ fn ok_json(value: &Value) -> Response {
     json_response(StatusCode::OK, value)
 }
 
-/// 200 when `yes`, otherwise Triton's 400 with `message`.
-fn health(yes: bool, message: impl FnOnce() -> String) -> Result<Response, HttpError> {
+/// 200 when `yes`, otherwise Triton's 400 with an empty body (`HandleServerHealth`).
+fn health(yes: bool) -> Response {
     if yes {
-        Ok(StatusCode::OK.into_response())
+        StatusCode::OK.into_response()
     } else {
-        Err(HttpError::bad_request(message()))
+        StatusCode::BAD_REQUEST.into_response()
     }
 }
 
@@ -164,7 +164,7 @@ async fn live(State(shared): State<Shared>) -> Result<Response, HttpError> {
         .service
         .server_live(Request::new(pb::ServerLiveRequest {}))
         .await?;
-    health(live.into_inner().live, || "the server is not live".into())
+    Ok(health(live.into_inner().live))
 }
 
 async fn ready(State(shared): State<Shared>) -> Result<Response, HttpError> {
@@ -172,7 +172,7 @@ async fn ready(State(shared): State<Shared>) -> Result<Response, HttpError> {
         .service
         .server_ready(Request::new(pb::ServerReadyRequest {}))
         .await?;
-    health(ready.into_inner().ready, || "the server is not ready".into())
+    Ok(health(ready.into_inner().ready))
 }
 
 async fn server_metadata(State(shared): State<Shared>) -> Result<Response, HttpError> {
@@ -205,22 +205,20 @@ async fn model_metadata(State(shared): State<Shared>, names: Names) -> Result<Re
 
 async fn model_ready(State(shared): State<Shared>, names: Names) -> Result<Response, HttpError> {
     let request = pb::ModelReadyRequest {
-        name: names.model.clone(),
-        version: names.version.clone(),
+        name: names.model,
+        version: names.version,
     };
     let ready = shared
         .service
         .model_ready(Request::new(request))
         .await?
         .into_inner();
-    health(ready.ready, || {
-        let version = if names.version.is_empty() {
-            String::new()
-        } else {
-            format!(" version {}", names.version)
-        };
-        format!("model '{}'{version} is not ready", names.model)
-    })
+    if ready.ready {
+        Ok(StatusCode::OK.into_response())
+    } else {
+        // Triton's answer (`HandleModelReady`).
+        Err(HttpError::bad_request("Model version not ready"))
+    }
 }
 
 async fn model_config(State(shared): State<Shared>, names: Names) -> Result<Response, HttpError> {
@@ -279,7 +277,6 @@ async fn model_infer(
 
 async fn repository_index(
     State(shared): State<Shared>,
-    names: Names,
     payload: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
     let mut object = object_body(&body(payload, &shared)?, "repository index")?;
@@ -293,8 +290,9 @@ async fn repository_index(
             )));
         }
     };
+    // Triton's REST index ignores a repository name in the path (`HandleRepositoryIndex`), unlike gRPC.
     let request = pb::RepositoryIndexRequest {
-        repository_name: names.repository,
+        repository_name: String::new(),
         ready,
     };
     let index = shared
@@ -302,13 +300,20 @@ async fn repository_index(
         .repository_index(Request::new(request))
         .await?
         .into_inner();
-    // Triton answers the bare array of models, not the message that holds it.
-    let models = match proto_to_json(&index, "inference.RepositoryIndexResponse")? {
+    // Triton answers the bare array of models, not the message that holds it, and writes only the fields a
+    // model has (`TRITONSERVER_ServerModelIndex`): a model never loaded is its name alone, a ready version
+    // has no reason.
+    let mut models = match proto_to_json(&index, "inference.RepositoryIndexResponse")? {
         Value::Object(mut message) => message
             .remove("models")
             .unwrap_or_else(|| Value::Array(Vec::new())),
         _ => Value::Array(Vec::new()),
     };
+    if let Value::Array(rows) = &mut models {
+        for row in rows.iter_mut().filter_map(Value::as_object_mut) {
+            row.retain(|key, value| key == "name" || value.as_str() != Some(""));
+        }
+    }
     Ok(ok_json(&models))
 }
 
@@ -348,16 +353,15 @@ async fn unload(
     Ok(StatusCode::OK.into_response())
 }
 
-async fn method_not_allowed(uri: Uri) -> HttpError {
+/// Triton's answer to a known path with the wrong method.
+async fn method_not_allowed() -> HttpError {
     HttpError {
         status: StatusCode::METHOD_NOT_ALLOWED,
-        message: format!("method not allowed on {}", uri.path()),
+        message: "Method Not Allowed".to_owned(),
     }
 }
 
-async fn not_found(uri: Uri) -> HttpError {
-    HttpError {
-        status: StatusCode::NOT_FOUND,
-        message: format!("no endpoint at {}", uri.path()),
-    }
+/// Triton's answer to a path it does not serve: 400 with an empty body (`HTTPAPIServer::Handle`).
+async fn not_found() -> Response {
+    StatusCode::BAD_REQUEST.into_response()
 }

@@ -272,21 +272,20 @@ impl ModelVersion {
         }
     }
 
+    /// Triton's answer to a request whose queue timeout passed (`DynamicBatchScheduler`), word for word:
+    /// clients compare it.
     fn timed_out(&self) -> Error {
-        Error::QueueTimeout(format!(
-            "request for model '{}' version {} timed out in the queue",
-            self.spec.name, self.version
-        ))
+        Error::QueueTimeout("Request timeout expired".to_owned())
     }
 
     fn rejection(&self, error: EnqueueError) -> Error {
         let context = format!("model '{}' version {}", self.spec.name, self.version);
         match error {
-            EnqueueError::QueueFull { .. } => {
-                Error::Overloaded(format!("Exceeds maximum queue size: {context}: {error}"))
-            }
-            EnqueueError::Closed => Error::ModelNotReady {
+            // Triton's text for a full queue, without Ferry's detail: clients compare it.
+            EnqueueError::QueueFull { .. } => Error::Overloaded("Exceeds maximum queue size".to_owned()),
+            EnqueueError::Closed => Error::VersionNotReady {
                 model: self.spec.name.clone(),
+                version: self.version,
                 reason: error.to_string(),
             },
             EnqueueError::InvalidPriority { .. } | EnqueueError::TooManyRows { .. } => {

@@ -14,7 +14,7 @@ use prost_reflect::DynamicMessage;
 
 use super::{
     ControlMode, ModelEntry, Registry, RepositoryOptions, VersionState, files,
-    loader::{self, Current, ModelSource},
+    loader::{self, Current, LoadFailure, ModelSource},
     scan::{ChangeDetector, Fingerprint, model_folders},
 };
 use crate::{Error, config::model_config_descriptor, limits::ThreadBudget};
@@ -38,7 +38,8 @@ pub struct ModelName(String);
 
 impl ModelName {
     /// Accepts a name of 1 to [`MAX_MODEL_NAME_BYTES`] bytes that names one folder: no `/`, `\\` or NUL, not
-    /// `.` or `..`, and not hidden (a leading `.`, which repository scans skip).
+    /// `.` or `..`, and not hidden (a leading `.`, which repository scans skip). The names Triton refuses
+    /// (`ValidateModelName`: empty, only whitespace, `/` or `..` anywhere) get Triton's text.
     pub fn parse(name: String) -> Result<Self, Error> {
         if name.len() > MAX_MODEL_NAME_BYTES {
             return Err(Error::invalid(format!(
@@ -46,10 +47,26 @@ impl ModelName {
                 name.len()
             )));
         }
+        if name.is_empty() {
+            return Err(Error::invalid("model name must not be empty"));
+        }
+        if name
+            .chars()
+            .all(|c| matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r'))
+        {
+            return Err(Error::invalid(
+                "model name must not contain only whitespace characters",
+            ));
+        }
+        if name.contains("..") || name.contains('/') {
+            return Err(Error::invalid(format!(
+                "invalid model name '{name}', model name must not contain path traversal characters"
+            )));
+        }
         if !files::is_plain_file_name(&name) || name.starts_with('.') {
             return Err(Error::invalid(format!(
-                "model name {name:?} is not a folder name: it must be non-empty, must not start with '.', and \
-                 must not contain '/', '\\' or NUL"
+                "invalid model name {name:?}: a model name is a folder name; it must not start with '.' nor \
+                 contain '\\' or NUL"
             )));
         }
         Ok(ModelName(name))
@@ -134,6 +151,8 @@ impl Registry {
         for row in registry.index() {
             match row.state {
                 "READY" => tracing::info!(model = %row.name, version = %row.version, "model version ready"),
+                // Not asked for at start (explicit mode): nothing to say.
+                "" => {}
                 _ => {
                     tracing::warn!(model = %row.name, version = %row.version, state = row.state, reason = %row.reason, "model not ready")
                 }
@@ -162,12 +181,12 @@ impl Registry {
                         .join(", ")
                 );
                 self.publish(name, Some(failed(reason.clone())));
-                Err(reason)
+                Err(LoadFailure::Model(reason))
             }
             None => {
                 let reason = format!("no model folder named '{name}' in the model repositories");
                 self.publish(name, Some(failed(reason.clone())));
-                Err(reason)
+                Err(LoadFailure::Model(reason))
             }
         };
         if let Err(reason) = result {
@@ -180,13 +199,13 @@ impl Registry {
     /// ready are they swapped in together, and the versions that left the policy drain. If any fails, the
     /// serving set stays exactly as it was, the failed versions show as unavailable with the reason, and
     /// the versions this load had opened are released. Returns the first failure, if any.
-    pub(super) fn load_model(&self, name: &str, source: &ModelSource) -> Result<(), String> {
+    pub(super) fn load_model(&self, name: &str, source: &ModelSource) -> Result<(), LoadFailure> {
         let before = self.models.load().get(name).cloned().unwrap_or_default();
         let prepared = match loader::prepare(&self.environment, name, source, &self.options.limits) {
             Ok(prepared) => prepared,
-            Err(reason) => {
-                self.keep_serving_or_fail(name, before, &reason);
-                return Err(reason);
+            Err(failure) => {
+                self.keep_serving_or_fail(name, before, &failure.to_string());
+                return Err(failure);
             }
         };
         let current: BTreeMap<u64, Current> = before
@@ -215,9 +234,12 @@ impl Registry {
 
         let outcome = loader::load_versions(&self.environment, &prepared, &current, &self.threads);
         if let Some((version, reason)) = outcome.failed.iter().next() {
-            let reason = format!("version {version}: {reason}");
-            self.publish(name, Some(aborted(before, outcome, &reason)));
-            return Err(reason);
+            let failure = LoadFailure::Version {
+                version: *version,
+                reason: reason.clone(),
+            };
+            self.publish(name, Some(aborted(before, outcome, &failure.to_string())));
+            return Err(failure);
         }
         let mut versions = BTreeMap::new();
         let mut loaded_files = BTreeMap::new();
@@ -269,16 +291,33 @@ impl Registry {
         self.publish(name, Some(failed(super::UNLOADED.to_owned())));
     }
 
-    /// Handles RepositoryModelLoad. Blocks while the model loads: call it off the async workers.
-    pub fn load_request(&self, request: LoadRequest) -> Result<(), Error> {
-        if self.options.control_mode != ControlMode::Explicit {
-            return Err(Error::ModelControlDisabled(CONTROL_DISABLED.to_owned()));
+    /// Refuses load and unload requests outside explicit mode, with Triton's status and text.
+    pub fn check_model_control(&self) -> Result<(), Error> {
+        if self.options.control_mode == ControlMode::Explicit {
+            Ok(())
+        } else {
+            Err(Error::ModelControlDisabled(CONTROL_DISABLED.to_owned()))
         }
+    }
+
+    /// Handles RepositoryModelLoad. Blocks while the model loads: call it off the async workers.
+    ///
+    /// Failures are Triton's (`ModelRepositoryManager::LoadUnloadModel`): a model that cannot be found,
+    /// read or configured is `INTERNAL` "failed to load '<model>', failed to poll from model repository",
+    /// and a version that fails to load is `INVALID_ARGUMENT` "load failed for model '<model>': version N
+    /// is at UNAVAILABLE state: <reason>;". Ferry's detail follows Triton's text after `"; "`.
+    pub fn load_request(&self, request: LoadRequest) -> Result<(), Error> {
+        self.check_model_control()?;
         let name = request.name.as_str();
-        let config = request.config_json.as_deref().map(config_from_json).transpose()?;
+        let config = request
+            .config_json
+            .as_deref()
+            .map(config_from_json)
+            .transpose()
+            .map_err(|error| poll_failure(name, error))?;
         let mut lifecycle = self.lifecycle.lock().unwrap_or_else(PoisonError::into_inner);
         let (source, upload) = if request.files.is_empty() {
-            let folders = model_folders(&self.options.roots).map_err(Error::ModelLoad)?;
+            let folders = model_folders(&self.options.roots).map_err(|error| poll_failure(name, error))?;
             match folders.get(name).map(Vec::as_slice) {
                 Some([dir]) => (
                     ModelSource {
@@ -287,24 +326,18 @@ impl Registry {
                     },
                     None,
                 ),
-                Some(_) => {
-                    return Err(Error::ModelLoad(format!(
-                        "failed to load '{name}': it is in more than one repository"
-                    )));
-                }
-                None => {
-                    return Err(Error::UnknownModel {
-                        model: name.to_owned(),
-                    });
-                }
+                Some(_) => return Err(poll_failure(name, "not unique across all model repositories")),
+                None => return Err(poll_failure(name, "model not found in any model repository")),
             }
         } else {
             let Some(config) = config else {
-                return Err(Error::invalid(format!(
-                    "failed to load '{name}': the 'config' parameter is required when 'file:' parameters are given"
-                )));
+                return Err(poll_failure(
+                    name,
+                    "Load parameter 'config' must be specified for model file override",
+                ));
             };
-            let dir = write_uploads(&self.uploads, &request.name, &request.files)?;
+            let dir = write_uploads(&self.uploads, &request.name, &request.files)
+                .map_err(|error| poll_failure(name, error))?;
             (
                 ModelSource {
                     dir: dir.clone(),
@@ -327,23 +360,25 @@ impl Registry {
                 }
             }
         }
-        loaded.map_err(|reason| Error::ModelLoad(format!("failed to load '{name}': {reason}")))
+        loaded.map_err(|failure| match failure {
+            LoadFailure::Model(reason) => poll_failure(name, reason),
+            LoadFailure::NoVersions(_) => Error::ModelLoad(format!(
+                "load failed for model '{name}': at least one version must be available under the version \
+                 policy of model '{name}'\n"
+            )),
+            LoadFailure::Version { version, reason } => Error::ModelLoad(format!(
+                "load failed for model '{name}': version {version} is at UNAVAILABLE state: {reason};\n"
+            )),
+        })
     }
 
-    /// Handles RepositoryModelUnload.
+    /// Handles RepositoryModelUnload. As in Triton, unloading a model that is not loaded, or not in any
+    /// repository, succeeds: afterwards it is not served either way.
     pub fn unload_request(&self, name: &ModelName) -> Result<(), Error> {
-        if self.options.control_mode != ControlMode::Explicit {
-            return Err(Error::ModelControlDisabled(CONTROL_DISABLED.to_owned()));
-        }
+        self.check_model_control()?;
         let name = name.as_str();
         let mut lifecycle = self.lifecycle.lock().unwrap_or_else(PoisonError::into_inner);
         if !self.models.load().contains_key(name) {
-            let folders = model_folders(&self.options.roots).map_err(Error::ModelLoad)?;
-            if !folders.contains_key(name) {
-                return Err(Error::UnknownModel {
-                    model: name.to_owned(),
-                });
-            }
             return Ok(());
         }
         self.unload_model(name);
@@ -413,6 +448,14 @@ fn aborted(before: ModelEntry, outcome: loader::LoadOutcome, reason: &str) -> Mo
         .loaded_files
         .retain(|version, _| matches!(entry.versions.get(version), Some(VersionState::Ready { .. })));
     entry
+}
+
+/// Triton's answer to a load of a model it cannot find, read or configure (it finds out while polling the
+/// repository), with Ferry's reason after it.
+fn poll_failure(name: &str, detail: impl std::fmt::Display) -> Error {
+    Error::Internal(format!(
+        "failed to load '{name}', failed to poll from model repository; {detail}"
+    ))
 }
 
 fn failed(reason: String) -> ModelEntry {
@@ -545,6 +588,8 @@ mod tests {
             "a\\b",
             "a\0b",
             ".hidden",
+            "a..b",
+            " \t",
             long.as_str(),
         ] {
             let error = ModelName::parse(bad.to_owned()).expect_err(bad);
@@ -554,5 +599,16 @@ mod tests {
                 "the message does not echo a long name whole"
             );
         }
+        // Triton's texts (`ValidateModelName` in model_repository_manager.cc).
+        let message = |bad: &str| ModelName::parse(bad.to_owned()).expect_err(bad).to_string();
+        assert_eq!(message(""), "model name must not be empty");
+        assert_eq!(
+            message("  "),
+            "model name must not contain only whitespace characters"
+        );
+        assert_eq!(
+            message("../x"),
+            "invalid model name '../x', model name must not contain path traversal characters"
+        );
     }
 }

@@ -40,13 +40,45 @@ pub struct Prepared {
     pub versions: Vec<(u64, PathBuf, Fingerprint)>,
 }
 
+/// Why loading a model failed, in the kinds Triton answers differently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadFailure {
+    /// The config could not be read, completed or validated: Triton finds this while it polls the
+    /// repository, before any version loads.
+    Model(String),
+    /// The version policy selects no version folder (Triton's `AsyncLoad`).
+    NoVersions(String),
+    /// A selected version failed to load, so the load committed nothing.
+    Version {
+        /// The version that failed first.
+        version: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<String> for LoadFailure {
+    fn from(reason: String) -> Self {
+        LoadFailure::Model(reason)
+    }
+}
+
+impl std::fmt::Display for LoadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadFailure::Model(reason) | LoadFailure::NoVersions(reason) => f.write_str(reason),
+            LoadFailure::Version { version, reason } => write!(f, "version {version}: {reason}"),
+        }
+    }
+}
+
 /// Reads, completes and validates the config of the model `name` and selects its versions.
 pub fn prepare(
     environment: &Environment,
     name: &str,
     source: &ModelSource,
     limits: &ResourceLimits,
-) -> Result<Prepared, String> {
+) -> Result<Prepared, LoadFailure> {
     let config_path = source.dir.join("config.pbtxt");
     // Errors name where the config came from: the file, or the load request that carried it.
     let path_text = match &source.config {
@@ -65,10 +97,10 @@ pub fn prepare(
     };
     let selected = VersionPolicy::from_config(&config).select(&version_folders(&source.dir));
     let Some(&highest) = selected.first() else {
-        return Err(format!(
+        return Err(LoadFailure::NoVersions(format!(
             "no version folder of {} is selected by its version policy (folders are named 1, 2, ...)",
             source.dir.display()
-        ));
+        )));
     };
     let filename = if config.default_model_filename.is_empty() {
         "model.onnx"
@@ -76,10 +108,10 @@ pub fn prepare(
         config.default_model_filename.as_str()
     };
     if !files::is_plain_file_name(filename) {
-        return Err(format!(
+        return Err(LoadFailure::Model(format!(
             "{path_text}: default_model_filename must be a file name inside each version folder, without \
              '/' or '..', got '{filename}'"
-        ));
+        )));
     }
     let signature = if needs_signature(&config) {
         let path = source.dir.join(highest.to_string()).join(filename);

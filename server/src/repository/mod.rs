@@ -116,17 +116,34 @@ impl ModelEntry {
         })
     }
 
-    fn is_loading(&self) -> bool {
-        self.versions
+    /// Why no version of the model serves: the detail Ferry adds after Triton's "has no available versions".
+    pub fn not_ready_reason(&self) -> String {
+        if let Some(failure) = &self.failure {
+            return failure.clone();
+        }
+        if self
+            .versions
             .values()
             .any(|state| matches!(state, VersionState::Loading))
+        {
+            return LOADING.to_owned();
+        }
+        let failed: Vec<String> = self
+            .versions
+            .iter()
+            .filter_map(|(version, state)| match state {
+                VersionState::Unavailable(reason) => Some(format!("version {version}: {reason}")),
+                _ => None,
+            })
+            .collect();
+        failed.join("; ")
     }
 }
 
 /// A requested version number. Like Triton (`GetModelVersionFromString`), a version that is not a whole
 /// number, or is negative, is INVALID_ARGUMENT with Triton's message, not an unknown version; Triton's
 /// parse also accepts a number followed by other text ("1.5"), which Ferry refuses.
-fn parse_version(version: &str) -> Result<u64, Error> {
+pub fn parse_version(version: &str) -> Result<u64, Error> {
     match version.parse::<i64>() {
         Ok(number) => u64::try_from(number).map_err(|_| {
             Error::invalid(format!(
@@ -143,6 +160,13 @@ fn parse_version(version: &str) -> Result<u64, Error> {
 /// The reason RepositoryIndex gives for a model unloaded on request, as Triton words it.
 const UNLOADED: &str = "unloaded";
 
+/// Ferry's detail for a version that is still loading.
+const LOADING: &str = "it is loading";
+
+/// The reason RepositoryIndex gives for a model found in several repositories
+/// (`MODEL_READY_REASON_DUPLICATE` in Triton's `model_repository_manager.h`).
+const DUPLICATE: &str = "model appears in two or more repositories";
+
 /// One row of RepositoryIndex.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexEntry {
@@ -150,7 +174,7 @@ pub struct IndexEntry {
     pub name: String,
     /// Version, or empty for a model that is not served as a whole.
     pub version: String,
-    /// `LOADING`, `READY`, `UNLOADING` or `UNAVAILABLE`.
+    /// `LOADING`, `READY`, `UNLOADING` or `UNAVAILABLE`; empty for a model that was never loaded.
     pub state: &'static str,
     /// Why it is not ready, or why a reload failed; empty otherwise.
     pub reason: String,
@@ -201,63 +225,56 @@ impl Registry {
     }
 
     /// The version that serves a request for `name` and `version`; an empty version means the highest ready
-    /// version.
+    /// version. Errors are Triton's (`ModelRepositoryManager::GetModel`): the version string is checked
+    /// first, then the model, then the version.
     pub fn resolve(&self, name: &str, version: &str) -> Result<Arc<ModelVersion>, Error> {
+        let number = if version.is_empty() {
+            None
+        } else {
+            Some(parse_version(version)?)
+        };
         let models = self.models.load();
         let entry = models.get(name).ok_or_else(|| Error::UnknownModel {
             model: name.to_owned(),
         })?;
-        if let Some(failure) = &entry.failure {
-            return Err(Error::ModelNotReady {
-                model: name.to_owned(),
-                reason: failure.clone(),
-            });
-        }
-        if version.is_empty() {
+        let Some(number) = number else {
             return entry
                 .ready_versions()
                 .next()
                 .cloned()
-                .ok_or_else(|| Error::ModelNotReady {
+                .ok_or_else(|| Error::NoAvailableVersion {
                     model: name.to_owned(),
-                    reason: if entry.is_loading() {
-                        "it is loading"
-                    } else {
-                        "no version is ready"
-                    }
-                    .to_owned(),
+                    reason: entry.not_ready_reason(),
                 });
-        }
-        let unknown = || Error::UnknownVersion {
-            model: name.to_owned(),
-            version: version.to_owned(),
-            served: entry
-                .ready_versions()
-                .map(|m| m.version.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
         };
-        let number = parse_version(version)?;
         match entry.versions.get(&number) {
-            Some(VersionState::Ready { model, .. }) => Ok(Arc::clone(model)),
-            Some(VersionState::Loading) => Err(Error::ModelNotReady {
-                model: format!("{name}' version '{version}"),
-                reason: "it is loading".to_owned(),
+            Some(VersionState::Ready { model, .. }) if entry.failure.is_none() => Ok(Arc::clone(model)),
+            Some(state) => Err(Error::VersionNotReady {
+                model: name.to_owned(),
+                version: number,
+                reason: match (&entry.failure, state) {
+                    (Some(failure), _) => failure.clone(),
+                    (None, VersionState::Unavailable(reason)) => reason.clone(),
+                    (None, _) => LOADING.to_owned(),
+                },
             }),
-            Some(VersionState::Unavailable(reason)) => Err(Error::ModelNotReady {
-                model: format!("{name}' version '{version}"),
-                reason: reason.clone(),
+            None => Err(Error::UnknownVersion {
+                model: name.to_owned(),
+                version: number,
             }),
-            None => Err(unknown()),
         }
     }
 
-    /// The ready versions a statistics request covers: every model when `name` is empty, every version of
-    /// the model when `version` is empty.
+    /// The ready versions a statistics request covers: every model when `name` is empty, every ready
+    /// version of the model when `version` is empty. Errors are Triton's
+    /// (`TRITONSERVER_ServerModelStatistics`): a model with no ready version, known or not, is "not
+    /// available", and so is a version that is not ready.
     pub fn ready_versions(&self, name: &str, version: &str) -> Result<Vec<Arc<ModelVersion>>, Error> {
-        if !version.is_empty() {
-            return self.resolve(name, version).map(|model| vec![model]);
-        }
+        let number = if version.is_empty() {
+            None
+        } else {
+            Some(parse_version(version)?)
+        };
         let models = self.models.load();
         if name.is_empty() {
             return Ok(models
@@ -265,10 +282,27 @@ impl Registry {
                 .flat_map(|e| e.ready_versions().cloned())
                 .collect());
         }
-        let entry = models.get(name).ok_or_else(|| Error::UnknownModel {
-            model: name.to_owned(),
-        })?;
-        Ok(entry.ready_versions().cloned().collect())
+        let ready: Vec<Arc<ModelVersion>> = models
+            .get(name)
+            .map(|entry| entry.ready_versions().cloned().collect())
+            .unwrap_or_default();
+        if ready.is_empty() {
+            return Err(Error::invalid(format!(
+                "requested model '{name}' is not available"
+            )));
+        }
+        match number {
+            None => Ok(ready),
+            Some(number) => ready
+                .into_iter()
+                .find(|model| model.version == number)
+                .map(|model| vec![model])
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "requested model version is not available for model '{name}'"
+                    ))
+                }),
+        }
     }
 
     /// Whether the server is ready: with strict readiness, when every model it knows serves every version it
@@ -304,10 +338,31 @@ impl Registry {
     }
 
     /// Every model and version with its state, sorted by name and version; versions still draining after
-    /// removal are listed as `UNLOADING`.
+    /// removal are listed as `UNLOADING`. As in Triton (`ModelRepositoryManager::RepositoryIndex`), every
+    /// model folder of the repositories is listed, loaded or not: one never loaded (explicit mode) has only
+    /// its name, with empty version, state and reason, and one found in several repositories is
+    /// `UNAVAILABLE` with Triton's reason.
     pub fn index(&self) -> Vec<IndexEntry> {
         let models = self.models.load();
         let mut rows = Vec::new();
+        match scan::model_folders(&self.options.roots) {
+            Ok(folders) => {
+                for (name, paths) in folders.iter().filter(|(name, _)| !models.contains_key(*name)) {
+                    let (state, reason) = if paths.len() > 1 {
+                        ("UNAVAILABLE", DUPLICATE.to_owned())
+                    } else {
+                        ("", String::new())
+                    };
+                    rows.push(IndexEntry {
+                        name: name.clone(),
+                        version: String::new(),
+                        state,
+                        reason,
+                    });
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot list the model repositories for RepositoryIndex"),
+        }
         for (name, entry) in models.iter() {
             if let Some(failure) = &entry.failure {
                 rows.push(IndexEntry {
