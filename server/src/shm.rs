@@ -41,13 +41,23 @@ pub const BYTE_SIZE: &str = "shared_memory_byte_size";
 /// The longest region name Register accepts: names are kept for as long as the region is registered and
 /// echoed by Status, so a client cannot make the server hold megabytes of name.
 pub const MAX_REGION_NAME_BYTES: usize = 255;
+/// The most regions registered at once: each keeps an open file descriptor and its name, so without a
+/// bound a client could exhaust the server's descriptors by registering without ever unregistering.
+pub const MAX_REGIONS: usize = 1024;
 
 /// The registered regions by name; shared by every request of a front end, so it is behind a lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SharedMemoryRegistry {
     regions: RwLock<HashMap<String, Arc<Region>>>,
     /// The CUDA regions, kept here because both kinds share one namespace of names, as in Triton.
     cuda: cuda::CudaSharedMemoryRegistry,
+    max_regions: usize,
+}
+
+impl Default for SharedMemoryRegistry {
+    fn default() -> Self {
+        Self::with_max_regions(MAX_REGIONS)
+    }
 }
 
 /// What Status reports about a region: the registration as the client made it.
@@ -64,6 +74,15 @@ pub struct RegionInfo {
 }
 
 impl SharedMemoryRegistry {
+    /// An empty registry that keeps at most `max_regions` regions at once ([`MAX_REGIONS`] by default).
+    pub fn with_max_regions(max_regions: usize) -> Self {
+        Self {
+            regions: RwLock::default(),
+            cuda: cuda::CudaSharedMemoryRegistry,
+            max_regions,
+        }
+    }
+
     /// Maps `byte_size` bytes of the POSIX shared memory object `key`, from `offset` on, as region `name`.
     ///
     /// Errors are Triton's (`SharedMemoryManager::RegisterSystemSharedMemory`), with Ferry's detail after
@@ -79,13 +98,27 @@ impl SharedMemoryRegistry {
         if let Some(existing) = self.read().get(name) {
             return Err(already_registered(existing));
         }
+        self.check_room(self.read().len())?;
         let region = Region::map(name, key, offset, byte_size)?;
         let mut regions = self.write();
-        // Another request may have taken the name while the object was being mapped.
+        // Another request may have taken the name, or the last free place, while the object was opened.
         if let Some(existing) = regions.get(name) {
             return Err(already_registered(existing));
         }
+        self.check_room(regions.len())?;
         regions.insert(name.to_owned(), Arc::new(region));
+        Ok(())
+    }
+
+    /// Refuses a new region when `registered` regions already fill the registry, before anything is opened.
+    fn check_room(&self, registered: usize) -> Result<(), Error> {
+        if registered >= self.max_regions {
+            return Err(Error::TooLarge(format!(
+                "failed to register shared memory region: {registered} regions are registered, the most Ferry \
+                 keeps at once ({}); unregister regions that are no longer used",
+                self.max_regions
+            )));
+        }
         Ok(())
     }
 
@@ -270,9 +303,9 @@ fn size_parameter(
             "'{key}' can not be specified without '{REGION}' parameter for tensor '{tensor}'"
         )));
     }
-    let value = match parameter.parameter_choice {
-        Some(ParameterChoice::Int64Param(value)) => u64::try_from(value).ok(),
-        Some(ParameterChoice::Uint64Param(value)) => Some(value),
+    let (value, given) = match parameter.parameter_choice {
+        Some(ParameterChoice::Int64Param(value)) => (u64::try_from(value).ok(), i128::from(value)),
+        Some(ParameterChoice::Uint64Param(value)) => (Some(value), i128::from(value)),
         _ => {
             return Err(Error::invalid(format!(
                 "invalid value type for '{key}' parameter for tensor '{tensor}', expected int64_param."
@@ -285,7 +318,7 @@ fn size_parameter(
         .ok_or_else(|| {
             Error::invalid(format!(
                 "invalid value for '{key}' parameter for tensor '{tensor}', expected a value >= 0 that fits \
-                 in memory, got {parameter:?}"
+                 in memory, got {given}"
             ))
         })
 }
@@ -608,6 +641,22 @@ mod tests {
         assert!(matches!(overflow, Error::InvalidRequest(_)), "{overflow:?}");
         assert!(registry.register("z", &object.key, 0, 0).is_err());
         assert!(registry.register("", &object.key, 0, 8).is_err());
+    }
+
+    #[test]
+    fn registrations_past_the_limit_are_refused_until_one_is_freed() {
+        let object = Object::new("limit", &[0; 16]);
+        let registry = SharedMemoryRegistry::with_max_regions(2);
+        registry.register("a", &object.key, 0, 8).expect("a");
+        registry.register("b", &object.key, 8, 8).expect("b");
+        let full = registry.register("c", &object.key, 0, 8).expect_err("full");
+        assert!(
+            matches!(&full, Error::TooLarge(m) if m.contains("2 regions are registered")),
+            "{full:?}"
+        );
+        assert_eq!(tonic::Status::from(full).code(), tonic::Code::ResourceExhausted);
+        registry.unregister("a");
+        registry.register("c", &object.key, 0, 8).expect("room again");
     }
 
     #[test]

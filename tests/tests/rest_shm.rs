@@ -225,9 +225,10 @@ async fn rest_shared_memory_errors_have_tritons_statuses() {
             vec!["'r'", "already"],
         ),
         (
+            // Triton: INTERNAL, which REST answers 500.
             register(&http, "m", "/ferry_e2e_no_such_object", 0, 8).await,
-            404,
-            vec!["'m'", "/ferry_e2e_no_such_object"],
+            500,
+            vec!["Unable to open shared memory region: '/ferry_e2e_no_such_object'"],
         ),
         (
             register(&http, "past", &object.key, 120, 16).await,
@@ -290,23 +291,23 @@ async fn rest_shared_memory_errors_have_tritons_statuses() {
         (
             post(&http, "/v2/systemsharedmemory/status", b"").await,
             405,
-            vec!["method not allowed"],
+            vec!["Method Not Allowed"],
         ),
         (
             get(&http, "/v2/systemsharedmemory/region/r/unregister").await,
             405,
-            vec!["method not allowed"],
+            vec!["Method Not Allowed"],
         ),
         // Tensors that point at regions badly.
         (
             post_json(&http, "/v2/models/simple/infer", &all_in_shm("nope", "r")).await,
             404,
-            vec!["input 'INPUT0'", "'nope'"],
+            vec!["Unable to find shared memory region: 'nope'"],
         ),
         (
             post_json(&http, "/v2/models/simple/infer", &all_in_shm("r", "small")).await,
             400,
-            vec!["output 'OUTPUT0'", "small"],
+            vec!["Invalid offset + byte size for shared memory region: 'small'"],
         ),
         (
             post_json(
@@ -350,7 +351,7 @@ async fn rest_shared_memory_errors_have_tritons_statuses() {
             )
             .await,
             400,
-            vec!["input 'INPUT0'", "shared_memory_byte_size", "0 or more"],
+            vec!["'shared_memory_byte_size' parameter for tensor 'INPUT0'", "got -64"],
         ),
     ];
     for (reply, status, needles) in cases {
@@ -567,7 +568,7 @@ async fn cuda_shared_memory_without_gpus_answers_like_triton() {
     assert_error(
         &post(&http, "/v2/cudasharedmemory/status", b"").await,
         405,
-        &["method not allowed"],
+        &["Method Not Allowed"],
     );
     stop(server, http).await;
 }

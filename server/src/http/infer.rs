@@ -626,7 +626,7 @@ mod tests {
             ),
             (
                 input(json!({"parameters": {"shared_memory_region": "r"}})),
-                "does not set 'shared_memory_byte_size'",
+                "'shared_memory_byte_size' must be specified along with 'shared_memory_region'",
             ),
             (
                 input(json!({"parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 4}})),
@@ -636,7 +636,7 @@ mod tests {
                 input(
                     json!({"data": null, "parameters": {"shared_memory_region": 3, "shared_memory_byte_size": 4}}),
                 ),
-                "must be a string",
+                "invalid value type for 'shared_memory_region' parameter for tensor 'a', expected string_param",
             ),
             (
                 json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"shared_memory_region": "r", "binary_data": true}}]}),
