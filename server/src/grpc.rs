@@ -7,9 +7,8 @@ use ferry_proto::{
     GrpcInferenceService,
     inference::{
         self as pb, cuda_shared_memory_status_response::RegionStatus as CudaRegionStatus,
-        model_infer_response::InferOutputTensor, model_metadata_response::TensorMetadata,
-        model_repository_parameter::ParameterChoice, repository_index_response::ModelIndex,
-        system_shared_memory_status_response::RegionStatus,
+        model_metadata_response::TensorMetadata, model_repository_parameter::ParameterChoice,
+        repository_index_response::ModelIndex, system_shared_memory_status_response::RegionStatus,
     },
 };
 use tonic::{Request, Response, Status, Streaming};
@@ -17,9 +16,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::{
     Error,
     config::{ModelSpec, TensorSpec},
-    repository::{LoadRequest, ModelName, Registry},
-    request::{InferRequest, full_dims},
-    shm::{OutputRegions, SharedMemoryRegistry},
+    repository::{LoadRequest, ModelName},
+    request::full_dims,
 };
 
 /// The name ServerMetadata reports unless `--server-name` says otherwise.
@@ -76,6 +74,7 @@ impl std::str::FromStr for ServerName {
 
 /// The protocol extensions Ferry serves, as ServerMetadata lists them.
 pub const EXTENSIONS: &[&str] = &[
+    "classification",
     "model_configuration",
     "model_repository",
     "schedule_policy",
@@ -83,44 +82,7 @@ pub const EXTENSIONS: &[&str] = &[
     "system_shared_memory",
 ];
 
-/// The gRPC service; cheap to clone, all state is in the model registry and the shared memory regions.
-#[derive(Debug, Clone)]
-pub struct InferenceService {
-    registry: Arc<Registry>,
-    shared_memory: Arc<SharedMemoryRegistry>,
-    max_message_bytes: usize,
-    server_name: ServerName,
-}
-
-impl InferenceService {
-    /// A service answering from `registry` whose shared memory regions are `shared_memory`: front ends
-    /// that share it see each other's registrations, as Triton's gRPC and HTTP endpoints do.
-    pub fn with_shared_memory(registry: Arc<Registry>, shared_memory: Arc<SharedMemoryRegistry>) -> Self {
-        Self {
-            registry,
-            shared_memory,
-            max_message_bytes: crate::MAX_MESSAGE_BYTES,
-            server_name: ServerName::default(),
-        }
-    }
-
-    /// The same service reporting `name` in ServerMetadata.
-    pub fn with_server_name(self, name: ServerName) -> Self {
-        Self {
-            server_name: name,
-            ..self
-        }
-    }
-
-    /// The same service refusing responses larger than `bytes` with RESOURCE_EXHAUSTED before they are
-    /// sent (tonic would answer OUT_OF_RANGE, which Triton's clients do not expect).
-    pub fn with_max_message_bytes(self, bytes: usize) -> Self {
-        Self {
-            max_message_bytes: bytes,
-            ..self
-        }
-    }
-}
+pub use crate::core::InferenceService;
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -261,86 +223,7 @@ impl GrpcInferenceService for InferenceService {
     }
 
     async fn model_infer(&self, request: Request<pb::ModelInferRequest>) -> Reply<pb::ModelInferResponse> {
-        let mut request = request.into_inner();
-        let model = self
-            .registry
-            .resolve(&request.model_name, &request.model_version)?;
-        // The parse does not need the name: move it into the response instead of copying it.
-        let model_name = std::mem::take(&mut request.model_name);
-        // Outputs' parameters outlive the parse only when some output has any (shared memory is checked
-        // after the inputs, as in Triton).
-        let requested = request
-            .outputs
-            .iter()
-            .any(|output| !output.parameters.is_empty())
-            .then(|| request.outputs.clone());
-        let received = std::time::Instant::now();
-        let mut parsed = InferRequest::parse_with_shared_memory(request, &model.spec, &self.shared_memory)
-            .inspect_err(|_| {
-                // A request the model refuses is a failed inference in the statistics and metrics, as in Triton.
-                model.stats.record_request(false, received.elapsed());
-            })?;
-        // Checked before the model runs; holding the slices keeps their regions mapped until the reply.
-        let output_regions =
-            OutputRegions::resolve(&self.shared_memory, requested.as_deref().unwrap_or_default())?;
-        let id = parsed.id.clone();
-        let classifications = std::mem::take(&mut parsed.classifications);
-        let mut outputs = model.infer(parsed).await?;
-        if !classifications.is_empty() {
-            // Ranking a large output is real work: off the async workers.
-            let (spec, budget) = (Arc::clone(&model.spec), self.max_message_bytes);
-            let classes = classifications.clone();
-            outputs = tokio::task::spawn_blocking(move || {
-                crate::classification::apply(outputs, &classes, &spec, budget)
-            })
-            .await
-            .map_err(|error| Status::internal(format!("the classification task failed: {error}")))??;
-        }
-        // Every output must fit before any is written, so a failed request leaves the regions untouched.
-        for output in &outputs {
-            output_regions.check_fits(&model.spec.outputs[output.index].name, output.data.len())?;
-        }
-        let mut response = pb::ModelInferResponse {
-            model_name,
-            model_version: model.version.to_string(),
-            id,
-            parameters: HashMap::new(),
-            outputs: Vec::with_capacity(outputs.len()),
-            raw_output_contents: Vec::with_capacity(outputs.len()),
-        };
-        for output in outputs {
-            let tensor = &model.spec.outputs[output.index];
-            // An output in shared memory keeps its place in raw_output_contents, empty, as in Triton, so
-            // that clients still find the other outputs' bytes by position.
-            let (parameters, raw) = match output_regions.write(&tensor.name, &output.data)? {
-                Some(parameters) => (parameters, Bytes::new()),
-                None => (HashMap::new(), output.data),
-            };
-            // A classified output answers with strings, whatever the model's type.
-            let datatype = if classifications.iter().any(|c| c.output == output.index) {
-                crate::DataType::Bytes.wire_name()
-            } else {
-                tensor.data_type.wire_name()
-            };
-            response.outputs.push(InferOutputTensor {
-                name: tensor.name.clone(),
-                datatype: datatype.to_owned(),
-                shape: output.shape,
-                parameters,
-                contents: None,
-            });
-            response.raw_output_contents.push(raw);
-        }
-        let size = prost::Message::encoded_len(&response);
-        if size > self.max_message_bytes {
-            return Err(Error::TooLarge(format!(
-                "the response of model '{}' is {size} bytes, over the {} bytes a message may have \
-                 (--grpc-max-message-bytes); request fewer rows or outputs, or use shared memory for outputs",
-                response.model_name, self.max_message_bytes
-            ))
-            .into());
-        }
-        Ok(Response::new(response))
+        Ok(Response::new(self.infer(request.into_inner()).await?))
     }
 
     type ModelStreamInferStream = crate::stream::ResponseStream;

@@ -8,6 +8,7 @@ pub mod classification;
 pub mod compression;
 pub mod config;
 pub mod connection;
+pub mod core;
 mod datatype;
 mod error;
 pub mod grpc;

@@ -4,18 +4,15 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use ferry_proto::{
-    GrpcInferenceService,
-    inference::{ModelInferRequest, ModelInferResponse, ModelStreamInferResponse},
-};
+use ferry_proto::inference::{ModelInferRequest, ModelInferResponse, ModelStreamInferResponse};
 use tokio::{
     sync::{Semaphore, mpsc},
     task::JoinSet,
 };
 use tokio_stream::{Stream, wrappers::ReceiverStream};
-use tonic::{Request, Status, Streaming};
+use tonic::{Status, Streaming};
 
-use crate::grpc::InferenceService;
+use crate::core::InferenceService;
 
 /// How many requests of one stream may be in the server at once; the stream stops reading beyond that, so a
 /// fast sender is slowed down instead of queueing without bound.
@@ -81,14 +78,14 @@ async fn answer(
         request.model_name.clone(),
         request.model_version.clone(),
     );
-    match service.model_infer(Request::new(request)).await {
+    match service.infer(request).await {
         Ok(response) => Ok(ModelStreamInferResponse {
             error_message: String::new(),
-            infer_response: Some(response.into_inner()),
+            infer_response: Some(response),
         }),
-        Err(status) if grpc_errors => Err(status),
-        Err(status) => Ok(ModelStreamInferResponse {
-            error_message: status.message().to_owned(),
+        Err(error) if grpc_errors => Err(Status::from(error)),
+        Err(error) => Ok(ModelStreamInferResponse {
+            error_message: Status::from(error).message().to_owned(),
             infer_response: Some(ModelInferResponse {
                 model_name,
                 model_version,

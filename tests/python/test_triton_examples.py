@@ -84,6 +84,7 @@ def test_health_metadata(clients, protocol: str):
     metadata = client.get_server_metadata()
     extensions = metadata.extensions if protocol == "grpc" else metadata["extensions"]
     assert "model_repository" in extensions
+    assert "classification" in extensions  # served on both protocols (test_classification.py)
     model = client.get_model_metadata("simple")
     if protocol == "grpc":
         shapes = {tensor.name: (tensor.datatype, list(tensor.shape)) for tensor in model.inputs}

@@ -268,9 +268,9 @@ async fn model_infer(
     let rest = infer::parse_request(&names.model, &names.version, &headers, payload)?;
     let response = shared
         .service
-        .model_infer(Request::new(rest.request))
-        .await?
-        .into_inner();
+        .infer(rest.request)
+        .await
+        .map_err(tonic::Status::from)?;
     let answer = infer::build_response(&response, &rest.outputs)?;
     Ok(encoding::encode_response(answer, encoding::response_encoding(&headers)).await)
 }
