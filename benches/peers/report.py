@@ -131,7 +131,9 @@ def summary_rows(run):
         elif run.rc == 2 or not run.rows:
             gate, result = "–", f"could not run: {run.error}"
         else:
-            gate, result = "not gated", "–"
+            failed = [f"{dict(zip(run.check.labels, run.check.names)).get(r.label, r.label)}: {r.why}"
+                      for r in run.rows if r.model == model and not r.ok]
+            gate, result = "not gated", ("no result: " + "; ".join(failed)) if not (a and b) and failed else "–"
         rows.append(f"| {run.check.key} | {model} | {conc} | {na} | {per_s(a)} | {ms(a.p99_us if a else None)} | {nb} "
                     f"| {per_s(b)} | {ms(b.p99_us if b else None)} | {value} | {gate} | {result} |")
     return rows

@@ -75,7 +75,13 @@ def test_report_quotes_the_gate_and_plots_three_lines_per_panel():
     info = {"cores": 2, "load_before": (0.1, 0.1, 0.1), "load_after": (0.2, 0.2, 0.2), "date": "d", "commit": "c",
             "cpu": "cpu", "memory_gib": 8, "kernel": "k", "triton": "2.51.0", "perf_analyzer": "pa",
             "h2load": "h2", "onnxruntime": "1"}
-    md = report.markdown(info, [gate_run], sweep_runs, points, "", True)
+    triton = next(c for c in fixed if c.key == "triton")
+    failed_run = run_of(triton, [row("ferry", 32, 639, 146_000, "mlp_big"),
+                                 peers.Row("triton", "mlp_big", 32, 1, False, why="perf_analyzer rc=2: unstable")],
+                        ["ferry/triton mlp_small c=32: 1.56x (...) [per round 1.56; need >= 2x: FAIL]"], rc=1)
+    md = report.markdown(info, [gate_run, failed_run], sweep_runs, points, "", True)
+    assert "| triton | mlp_big | 32 | Ferry | 639 | 146.00 | Triton | – | – | – | not gated " \
+           "| no result: Triton: perf_analyzer rc=2: unstable |" in md
     assert "| vs-limit | mlp_big | 64 | Ferry | 638 | 152.00 | in-process ORT | 789 | – | 0.81 (0.82 adjusted) " \
            "| adjusted ≥ 0.9 | FAIL |" in md
     assert "| 32 | 32,000 | 500 | 64.00 | 0.90, 1.20 | 32,000 | – | – | 0.90, – |" in md
