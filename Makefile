@@ -7,8 +7,9 @@ GRPC_PORT ?= 8001
 SOAK_SECONDS ?= 1800
 FUZZ_SECONDS ?= 600
 FUZZ_JOBS ?= 1
+PEERS_ARGS ?=
 
-.PHONY: setup serve test lint bench bench-serving soak models fuzz
+.PHONY: setup serve test lint bench bench-serving bench-peers soak models fuzz
 
 ## setup: create .venv with ONNX Runtime (libonnxruntime.so), onnx, numpy, tritonclient and pytest
 setup: $(VENV)/.installed
@@ -36,9 +37,22 @@ lint:
 bench: setup
 	cargo bench -p ferry-benches --bench request_parsing --bench batcher
 
-## bench-serving: Ferry over loopback gRPC vs in-process ONNX Runtime; writes benches/results/serving.{md,svg}
+## bench-serving: Ferry over loopback gRPC vs in-process ONNX Runtime; writes benches/results/serving.{md,svg};
+## when PEERS is set, runs bench-peers afterwards
 bench-serving: setup
 	cargo bench -p ferry-benches --bench serving
+	@if [ -n "$(PEERS)" ]; then $(MAKE) bench-peers; \
+	else echo "bench-serving: PEERS is not set, so the side-by-side checks (make bench-peers) were skipped"; fi
+
+## bench-peers: the side-by-side checks of ../shared/bench (Ferry vs tritonserver 2.51, in-process ONNX Runtime and
+## the loopback limit, one at a time on the same ports) and a concurrency sweep; needs PEERS, the peers toolkit
+## (PEERS=$$HOME/ferry-peers ../shared/bench/peers/setup.sh); writes benches/results/peers.{md,svg}; not in CI
+bench-peers: setup
+	@if [ -z "$(PEERS)" ]; then \
+	  echo "bench-peers: set PEERS to the peers toolkit (set it up with PEERS=\$$HOME/ferry-peers ../shared/bench/peers/setup.sh)"; \
+	  exit 2; fi
+	cargo build --release -p ferry-server --bin ferry
+	$(PYTHON) benches/peers/peers.py $(PEERS_ARGS)
 
 ## soak: SOAK_SECONDS (default 1800) of mixed traffic against a release ferry, RSS sampled each second;
 ## writes benches/results/soak.{md,csv,svg} and fails on a crash, a failed valid request or RSS growth (not in CI)
