@@ -292,7 +292,8 @@ def test_a_negative_class_count_is_refused(grpc, http, rng):
     with pytest.raises(InferenceServerException) as http_error:
         http_infer(http, "mlp_labels", {"features": features}, {"features": "FP32"}, {"probabilities": -1},
                    binary=False)
-    assert http_error.value.status() == "400"
+    # TritonJson's errors are INTERNAL in http_server.cc, which HttpCodeFromError answers 500.
+    assert http_error.value.status() == "500"
     assert http_error.value.message().startswith(
         "Unable to set 'classification': attempt to access JSON non-unsigned-integer as unsigned-integer")
 

@@ -452,3 +452,85 @@ def test_explicit_load_errors_are_tritons(request, protocol):
     client.unload_model("simple_int8")
     client.unload_model("nope")
     assert client.is_model_ready("simple")
+
+
+# --------------------------------------------------------------------------- malformed REST bodies
+
+_SIMPLE_INPUT1 = {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": [1] * 16}
+_UINT = "attempt to access JSON non-unsigned-integer as unsigned-integer"
+
+# (case, path, headers, body, status, Triton's text the message starts with). Triton's JSON reader
+# (`TritonJson` in triton_json.h) reports INTERNAL errors, which http_server.cc's HttpCodeFromError answers 500.
+_MALFORMED_BODIES = [
+    # TritonJson::Value::Parse, via EVBufferToJson in http_server.cc.
+    ("not JSON", "/v2/models/simple/infer", {}, b"{inputs", 500,
+     "failed to parse the request JSON buffer: Missing a name for object member. at 1"),
+    ("index not JSON", "/v2/repository/index", {}, b"{", 500,
+     "failed to parse the request JSON buffer: Missing a name for object member. at 1"),
+    # ParseJsonTritonIO: MemberAsArray("inputs") under "Unable to parse 'inputs'".
+    ("no inputs", "/v2/models/simple/infer", {}, b"{}", 500,
+     "Unable to parse 'inputs': attempt to access non-existing object member 'inputs'"),
+    # ParseJsonTritonIO: MemberAsString("name").
+    ("input without name", "/v2/models/simple/infer", {},
+     json.dumps({"inputs": [{"datatype": "INT32", "shape": [1, 16], "data": [0] * 16}, _SIMPLE_INPUT1]}).encode(),
+     500, "Unable to parse 'name': attempt to access non-existing object member 'name'"),
+    # ParseJsonTritonIO: IndexAsUInt on each dimension.
+    ("negative dimension", "/v2/models/simple/infer", {},
+     json.dumps({"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [-1, 16], "data": [0] * 16},
+                            _SIMPLE_INPUT1]}).encode(),
+     500, f"Unable to parse 'shape': {_UINT}"),
+    # ReadDataFromJson: the count of values differs from the shape.
+    ("count differs", "/v2/models/simple/infer", {},
+     json.dumps({"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": [0] * 15},
+                            _SIMPLE_INPUT1]}).encode(),
+     500, "Unable to parse 'data': Shape does not match true shape of 'data' field"),
+    # ReadDataFromJsonHelper: AsInt on an INT32 element.
+    ("not an integer", "/v2/models/simple/infer", {},
+     json.dumps({"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": [0.5] * 16},
+                            _SIMPLE_INPUT1]}).encode(),
+     500, "Unable to parse 'data': attempt to access JSON non-signed-integer as signed-integer"),
+    # ParseJsonTritonParams: MemberAsUInt("priority").
+    ("negative priority", "/v2/models/simple/infer", {},
+     json.dumps({"parameters": {"priority": -1}, "inputs": [dict(_SIMPLE_INPUT1, name="INPUT0"), _SIMPLE_INPUT1]}).encode(),
+     500, f"Unable to parse 'priority': {_UINT}"),
+    # SetTritonParameterFromJsonParameter.
+    ("array parameter", "/v2/models/simple/infer", {},
+     json.dumps({"parameters": {"k": [1]}, "inputs": [dict(_SIMPLE_INPUT1, name="INPUT0"), _SIMPLE_INPUT1]}).encode(),
+     400, "parameter 'k' has invalid type. It should be either 'int', 'bool', or 'string'."),
+    # ParseJsonTritonIO: binary data shorter than binary_data_size.
+    ("binary too short", "/v2/models/simple/infer", {"Inference-Header-Content-Length": "HEADER"},
+     [{"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "parameters": {"binary_data_size": 64}},
+      {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "parameters": {"binary_data_size": 64}}],
+     400, "unexpected size for input 'INPUT1', expecting 54 additional bytes for model 'simple'"),
+    # GetInferenceHeaderLength: a length past the body.
+    ("header past the body", "/v2/models/simple/infer", {"Inference-Header-Content-Length": "100000"},
+     json.dumps({"inputs": [dict(_SIMPLE_INPUT1, name="INPUT0"), _SIMPLE_INPUT1]}).encode(),
+     400, "inference header size should be in range (0, "),
+    # HandleRepositoryControl: "Unable to parse 'unload_dependents'".
+    ("unload_dependents not a boolean", "/v2/repository/models/simple/unload", {},
+     json.dumps({"parameters": {"unload_dependents": "yes"}}).encode(), 500,
+     "Unable to parse 'unload_dependents': attempt to access JSON non-boolean as boolean"),
+]
+
+
+@pytest.mark.parametrize("case", _MALFORMED_BODIES, ids=[c[0] for c in _MALFORMED_BODIES])
+def test_malformed_rest_bodies_get_tritons_texts(case):
+    """Raw HTTP (tritonclient cannot send these bodies); each case names the http_server.cc function."""
+    import http.client
+
+    _, path, headers, body, status, text = case
+    headers = dict(headers)
+    if isinstance(body, list):
+        header = json.dumps({"inputs": body}).encode()
+        headers["Inference-Header-Content-Length"] = str(len(header))
+        body = header + bytes(64) + bytes(10)
+    host, port = _url("FERRY_HTTP_URL").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT_S)
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.status == status, answer
+    assert answer["error"].startswith(text), answer

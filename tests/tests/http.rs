@@ -641,7 +641,8 @@ async fn malformed_requests_are_answered_with_clear_errors() {
             header_bytes(),
             vec![&blob, &blob],
             400,
-            vec!["negative"],
+            // Triton's `GetInferenceHeaderLength`.
+            vec!["inference header size should be in range (0, ", "got: -5; "],
         ),
         (
             "header past the body",
@@ -649,15 +650,20 @@ async fn malformed_requests_are_answered_with_clear_errors() {
             header_bytes(),
             vec![&blob, &blob],
             400,
-            vec!["100000", "only"],
+            vec![
+                "inference header size should be in range (0, ",
+                "got: 100000; ",
+                "only",
+            ],
         ),
         (
             "header cuts the JSON",
             Some((json_len - 2).to_string()),
             header_bytes(),
             vec![&blob, &blob],
-            400,
-            vec!["not valid JSON"],
+            500,
+            // Triton's `TritonJson::Value::Parse`, an INTERNAL error there.
+            vec!["failed to parse the request JSON buffer: ", "not valid JSON"],
         ),
         (
             "raw binary request",
@@ -673,7 +679,11 @@ async fn malformed_requests_are_answered_with_clear_errors() {
             header_bytes(),
             vec![&blob, &blob[..10]],
             400,
-            vec!["INPUT1", "binary_data_size 64", "10 bytes"],
+            // Triton's `ParseJsonTritonIO`.
+            vec![
+                "unexpected size for input 'INPUT1', expecting 54 additional bytes for model 'simple'; ",
+                "10 bytes",
+            ],
         ),
         (
             "binary left over",
@@ -681,7 +691,11 @@ async fn malformed_requests_are_answered_with_clear_errors() {
             header_bytes(),
             vec![&blob, &blob, &blob[..3]],
             400,
-            vec!["131 bytes", "add up to 128"],
+            vec![
+                "unexpected additional input data for model 'simple'; ",
+                "131 bytes",
+                "add up to 128",
+            ],
         ),
         (
             "binary without header",
@@ -689,33 +703,47 @@ async fn malformed_requests_are_answered_with_clear_errors() {
             header_bytes(),
             vec![],
             400,
-            vec!["INPUT0", "Inference-Header-Content-Length"],
+            vec!["unexpected size for input 'INPUT0', expecting 64 additional bytes for model 'simple'"],
         ),
         (
             "not JSON",
             None,
             b"{inputs".to_vec(),
             vec![],
-            400,
-            vec!["not valid JSON"],
+            500,
+            vec!["failed to parse the request JSON buffer: Missing a name for object member. at 1; "],
         ),
-        ("empty body", None, vec![], vec![], 400, vec!["not valid JSON"]),
+        (
+            "empty body",
+            None,
+            vec![],
+            vec![],
+            500,
+            vec!["failed to parse the request JSON buffer: The document is empty. at 0; "],
+        ),
         (
             "not an object",
             None,
             b"[1, 2]".to_vec(),
             vec![],
-            400,
-            vec!["JSON object", "an array"],
+            500,
+            vec!["Unable to parse 'inputs': attempt to access non-existing object member 'inputs'; "],
         ),
-        ("no inputs", None, b"{}".to_vec(), vec![], 400, vec!["'inputs'"]),
+        (
+            "no inputs",
+            None,
+            b"{}".to_vec(),
+            vec![],
+            500,
+            vec!["Unable to parse 'inputs': attempt to access non-existing object member 'inputs'; "],
+        ),
         (
             "input without name",
             None,
             with_input(json!({"shape": [1, 16], "datatype": "INT32", "data": vec![0; 16]})),
             vec![],
-            400,
-            vec!["inputs[0]", "'name'"],
+            500,
+            vec!["Unable to parse 'name': attempt to access non-existing object member 'name'; inputs[0]"],
         ),
         (
             "unknown datatype",
@@ -732,16 +760,23 @@ async fn malformed_requests_are_answered_with_clear_errors() {
                 json!({"name": "INPUT0", "shape": [-1, 16], "datatype": "INT32", "data": vec![0; 16]}),
             ),
             vec![],
-            400,
-            vec!["INPUT0", "non-negative"],
+            500,
+            vec![
+                "Unable to parse 'shape': attempt to access JSON non-unsigned-integer as unsigned-integer; ",
+                "INPUT0",
+            ],
         ),
         (
             "count differs from shape",
             None,
             with_input(json!({"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": vec![0; 15]})),
             vec![],
-            400,
-            vec!["INPUT0", "15 values", "16"],
+            500,
+            vec![
+                "Unable to parse 'data': Shape does not match true shape of 'data' field; ",
+                "INPUT0",
+                "15 values",
+            ],
         ),
         (
             "out of range",
@@ -760,8 +795,11 @@ async fn malformed_requests_are_answered_with_clear_errors() {
                 json!({"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": vec![0.5; 16]}),
             ),
             vec![],
-            400,
-            vec!["element 0", "integers"],
+            500,
+            vec![
+                "Unable to parse 'data': attempt to access JSON non-signed-integer as signed-integer; ",
+                "element 0",
+            ],
         ),
         (
             "data and binary",
@@ -789,7 +827,9 @@ async fn malformed_requests_are_answered_with_clear_errors() {
             ),
             vec![],
             400,
-            vec!["FP16", "binary"],
+            vec![
+                "receiving FP16 data via JSON is not supported. Please use the binary data format for input INPUT0",
+            ],
         ),
         // Caught by the shared core, with the gRPC path's own message.
         (
@@ -827,8 +867,11 @@ async fn malformed_requests_are_answered_with_clear_errors() {
                 .to_string()
                 .into_bytes(),
             vec![],
-            400,
-            vec!["priority"],
+            // Triton's `ParseJsonTritonParams` reads `priority` as an unsigned integer (INTERNAL, 500).
+            500,
+            vec![
+                "Unable to parse 'priority': attempt to access JSON non-unsigned-integer as unsigned-integer; ",
+            ],
         ),
     ];
     for (case, length, json, blobs, status, needles) in cases {
@@ -980,9 +1023,45 @@ async fn model_control_goes_through_the_grpc_core() {
         .await;
     same_outcome(&reply, grpc.map(|_| ()));
 
+    // Triton's `HandleRepositoryControl` and `HandleRepositoryIndex` pass their JSON reader's errors on:
+    // INTERNAL there, so 500.
     let reply = post_json(&http, "/v2/repository/models/x/load", &json!({"parameters": []})).await;
-    assert_eq!(reply.status, 400);
-    assert!(reply.error().contains("'parameters'"));
+    assert_eq!(reply.status, 500);
+    assert!(
+        reply
+            .error()
+            .starts_with("attempt to get members for non-object; "),
+        "{}",
+        reply.error()
+    );
+    let reply = post_json(
+        &http,
+        "/v2/repository/models/x/load",
+        &json!({"parameters": {"config": 1}}),
+    )
+    .await;
+    assert_eq!(reply.status, 500);
+    assert!(
+        reply
+            .error()
+            .starts_with("attempt to access JSON non-string as string; "),
+        "{}",
+        reply.error()
+    );
+    let reply = post_json(
+        &http,
+        "/v2/repository/models/x/unload",
+        &json!({"parameters": {"unload_dependents": "yes"}}),
+    )
+    .await;
+    assert_eq!(reply.status, 500);
+    assert!(
+        reply.error().starts_with(
+            "Unable to parse 'unload_dependents': attempt to access JSON non-boolean as boolean; "
+        ),
+        "{}",
+        reply.error()
+    );
     let reply = post_json(
         &http,
         "/v2/repository/models/x/load",
@@ -992,8 +1071,14 @@ async fn model_control_goes_through_the_grpc_core() {
     assert_eq!(reply.status, 400);
     assert!(reply.error().contains("base64"));
     let reply = post_json(&http, "/v2/repository/index", &json!({"ready": "yes"})).await;
-    assert_eq!(reply.status, 400);
-    assert!(reply.error().contains("'ready'"));
+    assert_eq!(reply.status, 500);
+    assert!(
+        reply
+            .error()
+            .starts_with("attempt to access JSON non-boolean as boolean; 'ready'"),
+        "{}",
+        reply.error()
+    );
     stop(server, http).await;
 }
 

@@ -39,14 +39,22 @@ pub fn header_length(headers: &HeaderMap, body_len: usize) -> Result<Option<usiz
         )
     })?;
     let digits = text.trim_matches([' ', '\t']);
+    // Triton's text for a length outside the body (`GetInferenceHeaderLength` in its `http_server.cc`).
+    let out_of_range = |detail: String| {
+        HttpError::bad_request(format!(
+            "inference header size should be in range (0, {body_len}), got: {text}; {detail}"
+        ))
+    };
     if let Some(magnitude) = digits.strip_prefix('-')
         && !magnitude.is_empty()
         && magnitude.bytes().all(|b| b.is_ascii_digit())
     {
-        return Err(HttpError::bad_request(format!(
-            "Inference-Header-Content-Length must not be negative, got '{text}'"
-        )));
+        return Err(out_of_range(
+            "Inference-Header-Content-Length must not be negative".to_owned(),
+        ));
     }
+    // Triton reads the value with `atoi`, so that text which is no number reads as 0 (a raw binary
+    // request); Ferry refuses it with its own message instead.
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(HttpError::bad_request(format!(
             "Inference-Header-Content-Length must be a decimal byte count, got '{text}'"
@@ -55,47 +63,45 @@ pub fn header_length(headers: &HeaderMap, body_len: usize) -> Result<Option<usiz
     // Only digits remain, so the one way to fail is a number too large for usize: larger than any body.
     let length: usize = digits.parse().unwrap_or(usize::MAX);
     if length > body_len {
-        return Err(HttpError::bad_request(format!(
+        return Err(out_of_range(format!(
             "Inference-Header-Content-Length is {digits} but the request body holds only {body_len} bytes"
         )));
     }
     Ok(Some(length))
 }
 
-/// The binary part of a request body, handed out input by input in the order the JSON lists them.
+/// The binary part of a request body, handed out input by input in the order the JSON lists them. Without
+/// `Inference-Header-Content-Length` the whole body is JSON and the binary part is empty, as in Triton.
 #[derive(Debug)]
-pub struct BinaryTail {
+pub struct BinaryTail<'a> {
     data: Bytes,
     offset: usize,
-    /// Whether the request sent `Inference-Header-Content-Length`; without it there is no binary part.
-    declared: bool,
+    /// The model, which Triton's messages name.
+    model: &'a str,
 }
 
-impl BinaryTail {
-    /// The bytes after the JSON header; `declared` tells whether the request has the length header at all.
-    pub fn new(data: Bytes, declared: bool) -> Self {
+impl<'a> BinaryTail<'a> {
+    /// The bytes after the JSON header of a request to `model`.
+    pub fn new(data: Bytes, model: &'a str) -> Self {
         BinaryTail {
             data,
             offset: 0,
-            declared,
+            model,
         }
     }
 
-    /// The next `size` bytes, for `input`'s `binary_data_size`, as a slice of the body.
+    /// The next `size` bytes, for `input`'s `binary_data_size`, as a slice of the body. Triton's text when
+    /// they run out (`ParseJsonTritonIO` in its `http_server.cc`), then Ferry's detail.
     pub fn take(&mut self, input: &str, size: u64) -> Result<Bytes, HttpError> {
-        if !self.declared {
-            return Err(HttpError::bad_request(format!(
-                "input '{input}' has binary_data_size but the request has no Inference-Header-Content-Length \
-                 header saying where the JSON ends and the binary data begins"
-            )));
-        }
         let remaining = self.data.len() - self.offset;
         let size = match usize::try_from(size) {
             Ok(size) if size <= remaining => size,
             _ => {
                 return Err(HttpError::bad_request(format!(
-                    "input '{input}' has binary_data_size {size} but only {remaining} bytes of binary data remain \
-                     in the request body"
+                    "unexpected size for input '{input}', expecting {} additional bytes for model '{}'; \
+                     binary_data_size {size} but only {remaining} bytes of binary data remain in the request body",
+                    size - remaining as u64,
+                    self.model
                 )));
             }
         };
@@ -108,8 +114,9 @@ impl BinaryTail {
     pub fn finish(self) -> Result<(), HttpError> {
         if self.offset != self.data.len() {
             return Err(HttpError::bad_request(format!(
-                "the request body has {} bytes of binary data after the JSON header but the inputs' \
-                 binary_data_size values add up to {}",
+                "unexpected additional input data for model '{}'; the request body has {} bytes of binary data \
+                 after the JSON header but the inputs' binary_data_size values add up to {}",
+                self.model,
                 self.data.len(),
                 self.offset
             )));
@@ -178,46 +185,70 @@ mod tests {
         result.expect_err("must be refused").message
     }
 
+    /// Triton's `GetInferenceHeaderLength`: a length below 0 or past the body gets its range message.
     #[test]
     fn header_length_is_strict() {
         assert_eq!(header_length(&HeaderMap::new(), 10), Ok(None));
         assert_eq!(header_length(&headers(&["7"]), 10), Ok(Some(7)));
         assert_eq!(header_length(&headers(&[" 10 "]), 10), Ok(Some(10)));
         assert_eq!(header_length(&headers(&["0"]), 0), Ok(Some(0)));
-        assert!(message(header_length(&headers(&["-1"]), 10)).contains("negative"));
+        let negative = message(header_length(&headers(&["-1"]), 10));
+        assert!(
+            negative.starts_with("inference header size should be in range (0, 10), got: -1; ")
+                && negative.contains("negative"),
+            "{negative}"
+        );
         for bad in ["abc", "", "+5", "5x", "1.5", "0x10", "- 1"] {
             let text = message(header_length(&headers(&[bad]), 10));
             assert!(text.contains("decimal byte count"), "{bad}: {text}");
         }
-        assert!(message(header_length(&headers(&["11"]), 10)).contains("only 10 bytes"));
+        let past = message(header_length(&headers(&["11"]), 10));
+        assert!(
+            past.starts_with("inference header size should be in range (0, 10), got: 11; ")
+                && past.contains("only 10 bytes"),
+            "{past}"
+        );
         let huge = "99999999999999999999999999999";
         assert!(message(header_length(&headers(&[huge]), 10)).contains("only 10 bytes"));
         assert!(message(header_length(&headers(&["1", "2"]), 10)).contains("more than once"));
     }
 
+    /// Triton's `ParseJsonTritonIO`: too few bytes name the input, the missing count and the model; bytes
+    /// left over name the model.
     #[test]
     fn the_tail_is_sliced_without_copies_and_must_be_used_up() {
         let body = Bytes::from_static(b"abcdef");
-        let mut tail = BinaryTail::new(body.clone(), true);
+        let mut tail = BinaryTail::new(body.clone(), "m");
         let first = tail.take("a", 2).expect("fits");
         assert_eq!(first, "ab");
         assert_eq!(first.as_ptr(), body.as_ptr());
         let error = tail.take("b", 5).expect_err("overruns");
         assert!(
-            error.message.contains("'b'") && error.message.contains("4 bytes"),
+            error
+                .message
+                .starts_with("unexpected size for input 'b', expecting 1 additional bytes for model 'm'; ")
+                && error.message.contains("4 bytes"),
             "{error}"
         );
         assert!(tail.take("b", u64::MAX).is_err());
         tail.take("b", 3).expect("fits");
         let error = tail.finish().expect_err("one byte left");
-        assert!(error.message.contains("add up to 5"), "{error}");
-
-        let mut undeclared = BinaryTail::new(Bytes::new(), false);
-        let error = undeclared.take("x", 0).expect_err("no header");
         assert!(
-            error.message.contains("Inference-Header-Content-Length"),
+            error
+                .message
+                .starts_with("unexpected additional input data for model 'm'; ")
+                && error.message.contains("add up to 5"),
             "{error}"
         );
+
+        let mut empty = BinaryTail::new(Bytes::new(), "m");
+        assert_eq!(
+            empty.take("x", 0),
+            Ok(Bytes::new()),
+            "an empty tensor needs no bytes"
+        );
+        let error = empty.take("x", 4).expect_err("no binary part");
+        assert!(error.message.contains("expecting 4 additional bytes"), "{error}");
     }
 
     #[test]

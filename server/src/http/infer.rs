@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use super::{
     HttpError,
     binary::{self, BinaryTail, ChunkedBody},
-    json::{infer_parameter, infer_parameters_json},
+    json::{access, infer_parameter, infer_parameters_json, triton_json},
     tensor::{JsonTensor, json_to_raw, kind},
 };
 use crate::{
@@ -60,6 +60,10 @@ impl OutputForms {
 
 /// Translates the body of `POST /v2/models/{model}[/versions/{version}]/infer`, already inflated when it
 /// came compressed (`super::encoding`).
+///
+/// Mistakes Triton's REST front end also catches get its status and text (`EVBufferToInput`,
+/// `ParseJsonTritonRequestID`, `ParseJsonTritonParams` and `ParseJsonTritonIO` in its `http_server.cc`), in
+/// its order, with Ferry's detail after `"; "`. Its JSON reader's errors are `INTERNAL` there, so 500.
 pub fn parse_request(
     model: &str,
     version: &str,
@@ -67,39 +71,60 @@ pub fn parse_request(
     body: Bytes,
 ) -> Result<RestInferRequest, HttpError> {
     let (json, tail) = match binary::header_length(headers, body.len())? {
-        None => (body, BinaryTail::new(Bytes::new(), false)),
+        None => (body, BinaryTail::new(Bytes::new(), model)),
         Some(0) => {
             return Err(HttpError::bad_request(
                 "Inference-Header-Content-Length 0 (a raw binary request without a JSON header) is not supported; \
                  send a JSON header that names the input and gives its binary_data_size",
             ));
         }
-        Some(length) => (body.slice(..length), BinaryTail::new(body.slice(length..), true)),
+        Some(length) => (body.slice(..length), BinaryTail::new(body.slice(length..), model)),
     };
     let value = super::json::parse_json(&json, "inference request header")?;
-    let Value::Object(mut object) = value else {
-        return Err(HttpError::bad_request(format!(
-            "the inference request must be a JSON object, got {}",
-            kind(&value)
-        )));
+    // Triton reads members of a request that is no object as missing: `inputs` is the first it requires.
+    let mut object = match value {
+        Value::Object(object) => object,
+        other => {
+            return Err(unable(
+                "inputs",
+                access::missing("inputs"),
+                &format!("the inference request is {}, not a JSON object", kind(&other)),
+            ));
+        }
     };
     let id = match object.remove("id") {
         None => String::new(),
         Some(Value::String(id)) => id,
+        Some(other) => return Err(unable("id", access::STRING, &format!("'id' is {}", kind(&other)))),
+    };
+    let mut forms = OutputForms::default();
+    let mut parameters = HashMap::new();
+    let request_parameters = match object.remove("parameters") {
+        None => Map::new(),
+        Some(Value::Object(map)) => map,
         Some(other) => {
-            return Err(HttpError::bad_request(format!(
-                "'id' must be a string, got {}",
+            return Err(triton_json(format!(
+                "failed to get request params.: {}; 'parameters' is {}",
+                access::MEMBERS,
                 kind(&other)
             )));
         }
     };
-    let mut forms = OutputForms::default();
-    let mut parameters = HashMap::new();
-    for (key, value) in optional_object(object.remove("parameters"), "the request's 'parameters'")? {
-        if key == "binary_data_output" {
-            forms.default_binary = boolean(&value, "parameter 'binary_data_output'")?;
-        } else {
-            parameters.insert(key.clone(), infer_parameter(&key, &value)?);
+    for (key, value) in request_parameters {
+        match key.as_str() {
+            "binary_data_output" => {
+                forms.default_binary = boolean(&value, "binary_data_output", "Unable to parse")?
+            }
+            // Triton's REST front end reads these as unsigned integers before the core sees them.
+            "priority" | "timeout" => {
+                if !value.is_u64() {
+                    return Err(unable(&key, access::UINT, &format!("'{key}' is {value}")));
+                }
+                parameters.insert(key.clone(), infer_parameter(&key, &value)?);
+            }
+            _ => {
+                parameters.insert(key.clone(), infer_parameter(&key, &value)?);
+            }
         }
     }
     let (inputs, raw_input_contents) = parse_inputs(object.remove("inputs"), tail)?;
@@ -118,6 +143,12 @@ pub fn parse_request(
     })
 }
 
+/// Triton's `RETURN_MSG_IF_ERR(..., "Unable to parse '<field>'")` around a `TritonJson` error, then
+/// Ferry's detail.
+fn unable(field: &str, error: impl std::fmt::Display, detail: &str) -> HttpError {
+    triton_json(format!("Unable to parse '{field}': {error}; {detail}"))
+}
+
 fn parse_inputs(
     inputs: Option<Value>,
     mut tail: BinaryTail,
@@ -125,13 +156,16 @@ fn parse_inputs(
     let inputs = match inputs {
         Some(Value::Array(inputs)) => inputs,
         Some(other) => {
-            return Err(HttpError::bad_request(format!(
-                "'inputs' must be an array, got {}",
-                kind(&other)
-            )));
+            return Err(unable(
+                "inputs",
+                access::ARRAY,
+                &format!("'inputs' is {}", kind(&other)),
+            ));
         }
         None => {
-            return Err(HttpError::bad_request(
+            return Err(unable(
+                "inputs",
+                access::missing("inputs"),
                 "the inference request has no 'inputs' array",
             ));
         }
@@ -139,18 +173,43 @@ fn parse_inputs(
     let mut tensors = Vec::with_capacity(inputs.len());
     let mut contents = Vec::with_capacity(inputs.len());
     for (position, input) in inputs.into_iter().enumerate() {
-        let Value::Object(mut input) = input else {
-            return Err(HttpError::bad_request(format!(
-                "inputs[{position}] must be a JSON object, got {}",
-                kind(&input)
-            )));
+        // Triton checks where the data is before anything else; an input that is no object has none.
+        let mut input = match input {
+            Value::Object(input) => input,
+            other => {
+                return Err(one_source_of_data(
+                    &format!("inputs[{position}], {}", kind(&other)),
+                    false,
+                    false,
+                    false,
+                ));
+            }
         };
+        let (has_binary, has_region) = match input.get("parameters") {
+            Some(Value::Object(parameters)) => (
+                parameters.contains_key("binary_data_size"),
+                parameters.contains_key(shm::REGION),
+            ),
+            _ => (false, false),
+        };
+        if usize::from(input.contains_key("data")) + usize::from(has_binary) + usize::from(has_region) != 1 {
+            let who = match input.get("name") {
+                Some(Value::String(name)) => format!("'{name}'"),
+                _ => format!("inputs[{position}]"),
+            };
+            return Err(one_source_of_data(
+                &who,
+                input.contains_key("data"),
+                has_binary,
+                has_region,
+            ));
+        }
         let name = string(input.remove("name"), &format!("inputs[{position}]"), "name")?;
         let datatype_name = string(input.remove("datatype"), &format!("input '{name}'"), "datatype")?;
+        let shape = parse_shape(input.remove("shape"), &name)?;
         let datatype = DataType::from_wire_name(&datatype_name).ok_or_else(|| {
             HttpError::bad_request(format!("input '{name}' has unknown datatype '{datatype_name}'"))
         })?;
-        let shape = parse_shape(input.remove("shape"), &name)?;
         let mut binary_size = None;
         let mut parameters = HashMap::new();
         for (key, value) in optional_object(
@@ -160,9 +219,11 @@ fn parse_inputs(
             match key.as_str() {
                 "binary_data_size" => {
                     binary_size = Some(value.as_u64().ok_or_else(|| {
-                        HttpError::bad_request(format!(
-                            "input '{name}' binary_data_size must be a non-negative integer, got {value}"
-                        ))
+                        unable(
+                            "binary_data_size",
+                            access::UINT,
+                            &format!("input '{name}' binary_data_size is {value}"),
+                        )
                     })?);
                 }
                 _ => {
@@ -171,27 +232,18 @@ fn parse_inputs(
             }
         }
         // The same parse as the gRPC path's; the core reads the region when it parses the request.
-        let in_shared_memory = TensorRegion::from_parameters(&parameters, &name)
-            .map_err(|error| HttpError::from(tonic::Status::from(error)))?
-            .is_some();
-        let raw = match (input.remove("data"), binary_size, in_shared_memory) {
-            (Some(data), None, false) => Some(Bytes::from(json_to_raw(
+        TensorRegion::from_parameters(&parameters, &name)
+            .map_err(|error| HttpError::from(tonic::Status::from(error)))?;
+        let raw = match (input.remove("data"), binary_size) {
+            (Some(data), _) => Some(Bytes::from(json_to_raw(
                 &name,
                 datatype,
                 &data,
                 elements(&shape, &name)?,
             )?)),
-            (None, Some(size), false) => Some(tail.take(&name, size)?),
+            (None, Some(size)) => Some(tail.take(&name, size)?),
             // As in gRPC, an input in shared memory has no entry among the raw contents.
-            (None, None, true) => None,
-            (data, _, _) => {
-                return Err(one_source_of_data(
-                    &name,
-                    data.is_some(),
-                    binary_size.is_some(),
-                    in_shared_memory,
-                ));
-            }
+            (None, None) => None,
         };
         tensors.push(InferInputTensor {
             name,
@@ -207,8 +259,8 @@ fn parse_inputs(
 }
 
 /// Triton's error for an input that does not take its data from exactly one place (`ValidateInputContentType`
-/// in its `http_server.cc`), naming the input after Triton's text.
-fn one_source_of_data(name: &str, data: bool, binary: bool, shared_memory: bool) -> HttpError {
+/// in its `http_server.cc`), naming the input (`who`) after Triton's text.
+fn one_source_of_data(who: &str, data: bool, binary: bool, shared_memory: bool) -> HttpError {
     let set: Vec<&str> = [
         (data, "'data'"),
         (binary, "'binary_data_size'"),
@@ -224,23 +276,40 @@ fn one_source_of_data(name: &str, data: bool, binary: bool, shared_memory: bool)
     };
     HttpError::bad_request(format!(
         "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', \
-         'shared_memory_region' in 'parameters'. But{which} (input '{name}')"
+         'shared_memory_region' in 'parameters'. But{which}; input {who}"
     ))
 }
 
+/// The shape, read as Triton does (`IndexAsUInt` on each dimension of `MemberAsArray("shape")`).
 fn parse_shape(shape: Option<Value>, name: &str) -> Result<Vec<i64>, HttpError> {
-    let Some(Value::Array(dims)) = shape else {
-        return Err(HttpError::bad_request(format!(
-            "input '{name}' has no 'shape' array"
-        )));
+    let dims = match shape {
+        Some(Value::Array(dims)) => dims,
+        Some(other) => {
+            return Err(unable(
+                "shape",
+                access::ARRAY,
+                &format!("input '{name}' shape is {}", kind(&other)),
+            ));
+        }
+        None => {
+            return Err(unable(
+                "shape",
+                access::missing("shape"),
+                &format!("input '{name}' has no 'shape' array"),
+            ));
+        }
     };
     dims.iter()
         .map(|dim| {
             dim.as_u64().and_then(|d| i64::try_from(d).ok()).ok_or_else(|| {
-                HttpError::bad_request(format!(
-                    "input '{name}' shape {} holds {dim}; dimensions are non-negative integers",
-                    Value::Array(dims.clone())
-                ))
+                unable(
+                    "shape",
+                    access::UINT,
+                    &format!(
+                        "input '{name}' shape {} holds {dim}; dimensions are non-negative integers",
+                        Value::Array(dims.clone())
+                    ),
+                )
             })
         })
         .collect()
@@ -264,31 +333,38 @@ fn parse_outputs(
         None => return Ok(Vec::new()),
         Some(Value::Array(outputs)) => outputs,
         Some(other) => {
-            return Err(HttpError::bad_request(format!(
-                "'outputs' must be an array, got {}",
-                kind(&other)
-            )));
+            return Err(unable(
+                "outputs",
+                access::ARRAY,
+                &format!("'outputs' is {}", kind(&other)),
+            ));
         }
     };
     let mut requested = Vec::with_capacity(outputs.len());
     for (position, output) in outputs.into_iter().enumerate() {
-        let Value::Object(mut output) = output else {
-            return Err(HttpError::bad_request(format!(
-                "outputs[{position}] must be a JSON object, got {}",
-                kind(&output)
-            )));
+        // Triton reads the members of an output that is no object as missing: `name` first.
+        let mut output = match output {
+            Value::Object(output) => output,
+            other => {
+                return Err(unable(
+                    "name",
+                    access::missing("name"),
+                    &format!("outputs[{position}] is {}, not a JSON object", kind(&other)),
+                ));
+            }
         };
+        // Triton ignores `parameters` that are no object.
+        let output_parameters = match output.remove("parameters") {
+            Some(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        check_shared_memory_output(&output_parameters, &format!("outputs[{position}]"))?;
         let name = string(output.remove("name"), &format!("outputs[{position}]"), "name")?;
         let mut parameters = HashMap::new();
-        let output_parameters = optional_object(
-            output.remove("parameters"),
-            &format!("output '{name}' 'parameters'"),
-        )?;
-        check_shared_memory_output(&output_parameters, &name)?;
         for (key, value) in output_parameters {
             match key.as_str() {
                 "binary_data" => {
-                    let binary = boolean(&value, &format!("output '{name}' parameter 'binary_data'"))?;
+                    let binary = boolean(&value, "binary_data", "Unable to parse")?;
                     forms.per_output.insert(name.clone(), binary);
                 }
                 "classification" => {
@@ -311,9 +387,9 @@ fn parse_outputs(
 /// the gRPC parameter the shared core reads.
 fn classification_count(value: &Value) -> Result<Option<InferParameter>, HttpError> {
     let count = value.as_u64().ok_or_else(|| {
-        HttpError::bad_request(format!(
-            "Unable to set 'classification': attempt to access JSON non-unsigned-integer as unsigned-integer \
-             (got {value})"
+        triton_json(format!(
+            "Unable to set 'classification': {}; got {value}",
+            access::UINT
         ))
     })?;
     // Counts beyond int64 ask for every class, as any count above the class count does.
@@ -325,39 +401,48 @@ fn classification_count(value: &Value) -> Result<Option<InferParameter>, HttpErr
 
 /// Refuses what Triton refuses with an output in shared memory (`ValidateOutputParameter` in its
 /// `http_server.cc`): classification, which is computed from the output, and binary data, which would send
-/// it in the body too. Triton's texts, then the output's name.
-fn check_shared_memory_output(parameters: &Map<String, Value>, name: &str) -> Result<(), HttpError> {
+/// it in the body too. Triton's texts, then the output (`who`).
+fn check_shared_memory_output(parameters: &Map<String, Value>, who: &str) -> Result<(), HttpError> {
     if !parameters.contains_key(shm::REGION) {
         return Ok(());
     }
     let other = if parameters.contains_key("classification") {
         "classification"
-    } else if parameters.get("binary_data") == Some(&Value::Bool(true)) {
+    } else if let Some(binary) = parameters.get("binary_data") {
+        if !boolean(binary, "binary_data", "Unable to set")? {
+            return Ok(());
+        }
         "binary_data"
     } else {
         return Ok(());
     };
     Err(HttpError::bad_request(format!(
-        "Output can't set both 'shared_memory_region' and '{other}' (output '{name}')"
+        "Output can't set both 'shared_memory_region' and '{other}'; output {who}"
     )))
 }
 
-/// A required string field `field` of `owner`.
+/// A required string field `field` of `owner`, read as Triton's `MemberAsString`.
 fn string(value: Option<Value>, owner: &str, field: &str) -> Result<String, HttpError> {
     match value {
         Some(Value::String(text)) => Ok(text),
-        Some(other) => Err(HttpError::bad_request(format!(
-            "{owner} '{field}' must be a string, got {}",
-            kind(&other)
-        ))),
-        None => Err(HttpError::bad_request(format!("{owner} has no '{field}'"))),
+        Some(other) => Err(unable(
+            field,
+            access::STRING,
+            &format!("{owner} '{field}' is {}", kind(&other)),
+        )),
+        None => Err(unable(
+            field,
+            access::missing(field),
+            &format!("{owner} has no '{field}'"),
+        )),
     }
 }
 
-fn boolean(value: &Value, what: &str) -> Result<bool, HttpError> {
+/// A boolean parameter `key`, read as Triton's `AsBool` under `prefix` ("Unable to parse", "Unable to set").
+fn boolean(value: &Value, key: &str, prefix: &str) -> Result<bool, HttpError> {
     value
         .as_bool()
-        .ok_or_else(|| HttpError::bad_request(format!("{what} must be a boolean, got {}", kind(value))))
+        .ok_or_else(|| triton_json(format!("{prefix} '{key}': {}; got {}", access::BOOL, kind(value))))
 }
 
 /// An optional JSON object; `what` names it in the error when it is something else.
@@ -587,97 +672,95 @@ mod tests {
             }
             json!({"inputs": [input]})
         };
+        // (body, Triton's text that starts the message, HTTP status): Triton's `ParseJsonTritonRequestID`,
+        // `ParseJsonTritonParams`, `ParseJsonTritonIO`, `ValidateInputContentType`,
+        // `ValidateOutputParameter`, `CheckClassificationOutput` in its `http_server.cc`, with `TritonJson`'s
+        // texts; its JSON reader's errors are INTERNAL (500), its own checks INVALID_ARG (400).
+        let uint = "attempt to access JSON non-unsigned-integer as unsigned-integer";
         let cases = [
-            (json!([1]), "must be a JSON object, got an array"),
-            (json!({}), "no 'inputs'"),
-            (json!({"inputs": {}}), "'inputs' must be an array"),
-            (json!({"inputs": [3]}), "inputs[0] must be a JSON object"),
-            (json!({"id": 5, "inputs": []}), "'id' must be a string"),
-            (
-                json!({"parameters": [], "inputs": []}),
-                "'parameters' must be a JSON object",
-            ),
-            (
-                json!({"parameters": {"binary_data_output": 1}, "inputs": []}),
-                "binary_data_output",
-            ),
-            (json!({"parameters": {"k": null}, "inputs": []}), "parameter 'k'"),
-            (input(json!({"name": null})), "inputs[0] has no 'name'"),
-            (input(json!({"name": 3})), "'name' must be a string"),
-            (input(json!({"datatype": null})), "no 'datatype'"),
-            (input(json!({"datatype": "FP99"})), "unknown datatype 'FP99'"),
-            (input(json!({"shape": null})), "no 'shape'"),
-            (input(json!({"shape": [-1]})), "non-negative"),
-            (input(json!({"shape": [1.5]})), "non-negative"),
-            (input(json!({"shape": [u64::MAX]})), "non-negative"),
-            (input(json!({"shape": [i64::MAX, i64::MAX]})), "too large"),
-            (input(json!({"data": null})), "But no field is set (input 'a')"),
-            (
-                input(json!({"parameters": {"binary_data_size": 4}})),
-                "But set 'data' 'binary_data_size'",
-            ),
-            (
-                input(json!({"data": null, "parameters": {"binary_data_size": -4}})),
-                "non-negative integer",
-            ),
-            (
-                input(json!({"data": null, "parameters": {"binary_data_size": 4}})),
-                "no Inference-Header-Content-Length",
-            ),
-            (
-                input(json!({"parameters": {"shared_memory_region": "r"}})),
-                "'shared_memory_byte_size' must be specified along with 'shared_memory_region'",
-            ),
-            (
-                input(json!({"parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 4}})),
-                "But set 'data' 'shared_memory_region' (input 'a')",
-            ),
-            (
-                input(
-                    json!({"data": null, "parameters": {"shared_memory_region": 3, "shared_memory_byte_size": 4}}),
-                ),
-                "invalid value type for 'shared_memory_region' parameter for tensor 'a', expected string_param",
-            ),
-            (
-                json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"shared_memory_region": "r", "binary_data": true}}]}),
-                "Output can't set both 'shared_memory_region' and 'binary_data' (output 'y')",
-            ),
-            (
-                json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"shared_memory_region": "r", "classification": 2}}]}),
-                "Output can't set both 'shared_memory_region' and 'classification'",
-            ),
-            (input(json!({"data": [1, 2]})), "2 values"),
-            (json!({"inputs": [], "outputs": {}}), "'outputs' must be an array"),
-            (
-                json!({"inputs": [], "outputs": ["y"]}),
-                "outputs[0] must be a JSON object",
-            ),
-            (json!({"inputs": [], "outputs": [{}]}), "outputs[0] has no 'name'"),
-            (
-                json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"binary_data": "yes"}}]}),
-                "binary_data",
-            ),
-            (
-                json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"classification": -2}}]}),
-                "Unable to set 'classification': attempt to access JSON non-unsigned-integer",
-            ),
-            (
-                json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"classification": "2"}}]}),
-                "Unable to set 'classification'",
-            ),
-            (
-                json!({"inputs": [], "outputs": [{"name": "y", "parameters": {
-                    "classification": 2, "shared_memory_region": "r"}}]}),
-                "Output can't set both 'shared_memory_region' and 'classification'",
-            ),
+            (json!([1]), "Unable to parse 'inputs': attempt to access non-existing object member 'inputs'; ".to_owned(), 500),
+            (json!({}), "Unable to parse 'inputs': attempt to access non-existing object member 'inputs'; ".into(), 500),
+            (json!({"inputs": {}}), "Unable to parse 'inputs': attempt to access JSON non-array as array; ".into(), 500),
+            (json!({"inputs": [3]}), "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', 'shared_memory_region' in 'parameters'. But no field is set; input inputs[0], a number".into(), 400),
+            (json!({"id": 5, "inputs": []}), "Unable to parse 'id': attempt to access JSON non-string as string; ".into(), 500),
+            (json!({"parameters": [], "inputs": []}), "failed to get request params.: attempt to get members for non-object; ".into(), 500),
+            (json!({"parameters": {"binary_data_output": 1}, "inputs": []}), "Unable to parse 'binary_data_output': attempt to access JSON non-boolean as boolean; ".into(), 500),
+            (json!({"parameters": {"priority": -1}, "inputs": []}), format!("Unable to parse 'priority': {uint}; "), 500),
+            (json!({"parameters": {"timeout": "1"}, "inputs": []}), format!("Unable to parse 'timeout': {uint}; "), 500),
+            (json!({"parameters": {"k": null}, "inputs": []}), "parameter 'k' has invalid type. It should be either 'int', 'bool', or 'string'.; got null".into(), 400),
+            (input(json!({"name": null})), "Unable to parse 'name': attempt to access non-existing object member 'name'; inputs[0] has no 'name'".into(), 500),
+            (input(json!({"name": 3})), "Unable to parse 'name': attempt to access JSON non-string as string; ".into(), 500),
+            (input(json!({"datatype": null})), "Unable to parse 'datatype': attempt to access non-existing object member 'datatype'; ".into(), 500),
+            (input(json!({"datatype": "FP99"})), "input 'a' has unknown datatype 'FP99'".into(), 400),
+            (input(json!({"shape": null})), "Unable to parse 'shape': attempt to access non-existing object member 'shape'; ".into(), 500),
+            (input(json!({"shape": 1})), "Unable to parse 'shape': attempt to access JSON non-array as array; ".into(), 500),
+            (input(json!({"shape": [-1]})), format!("Unable to parse 'shape': {uint}; "), 500),
+            (input(json!({"shape": [1.5]})), format!("Unable to parse 'shape': {uint}; "), 500),
+            (input(json!({"shape": [u64::MAX]})), format!("Unable to parse 'shape': {uint}; "), 500),
+            (input(json!({"shape": [i64::MAX, i64::MAX]})), "input 'a' shape".into(), 400),
+            (input(json!({"data": null})), "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', 'shared_memory_region' in 'parameters'. But no field is set; input 'a'".into(), 400),
+            (input(json!({"parameters": {"binary_data_size": 4}})), "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', 'shared_memory_region' in 'parameters'. But set 'data' 'binary_data_size'; input 'a'".into(), 400),
+            (input(json!({"data": null, "parameters": {"binary_data_size": -4}})), format!("Unable to parse 'binary_data_size': {uint}; "), 500),
+            (input(json!({"data": null, "parameters": {"binary_data_size": 4}})), "unexpected size for input 'a', expecting 4 additional bytes for model 'm'; ".into(), 400),
+            (input(json!({"parameters": {"shared_memory_region": "r"}})), "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', 'shared_memory_region' in 'parameters'. But set 'data' 'shared_memory_region'; input 'a'".into(), 400),
+            (input(json!({"data": null, "parameters": {"shared_memory_region": "r"}})), "'shared_memory_byte_size' must be specified along with 'shared_memory_region'".into(), 400),
+            (input(json!({"data": null, "parameters": {"shared_memory_region": 3, "shared_memory_byte_size": 4}})), "invalid value type for 'shared_memory_region' parameter for tensor 'a', expected string_param".into(), 400),
+            (json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"shared_memory_region": "r", "binary_data": true}}]}), "Output can't set both 'shared_memory_region' and 'binary_data'; output outputs[0]".into(), 400),
+            (json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"shared_memory_region": "r", "binary_data": 1}}]}), "Unable to set 'binary_data': attempt to access JSON non-boolean as boolean; ".into(), 500),
+            (json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"shared_memory_region": "r", "classification": 2}}]}), "Output can't set both 'shared_memory_region' and 'classification'; output outputs[0]".into(), 400),
+            (input(json!({"data": [1, 2]})), "Unable to parse 'data': Shape does not match true shape of 'data' field; input 'a' has 2 values".into(), 500),
+            (json!({"inputs": [], "outputs": {}}), "Unable to parse 'outputs': attempt to access JSON non-array as array; ".into(), 500),
+            (json!({"inputs": [], "outputs": ["y"]}), "Unable to parse 'name': attempt to access non-existing object member 'name'; outputs[0] is a string".into(), 500),
+            (json!({"inputs": [], "outputs": [{}]}), "Unable to parse 'name': attempt to access non-existing object member 'name'; outputs[0] has no 'name'".into(), 500),
+            (json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"binary_data": "yes"}}]}), "Unable to parse 'binary_data': attempt to access JSON non-boolean as boolean; ".into(), 500),
+            (json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"classification": -2}}]}), format!("Unable to set 'classification': {uint}; got -2"), 500),
+            (json!({"inputs": [], "outputs": [{"name": "y", "parameters": {"classification": "2"}}]}), format!("Unable to set 'classification': {uint}; "), 500),
         ];
-        for (body, needle) in cases {
-            let message = parse(body.clone()).expect_err(needle);
-            assert!(message.contains(needle), "{body}: '{message}' lacks '{needle}'");
+        for (body, prefix, status) in cases {
+            let error =
+                parse_request("m", "", &headers(None), Bytes::from(body.to_string())).expect_err(&prefix);
+            assert!(
+                error.message.starts_with(&prefix),
+                "{body}: '{}' does not start with '{prefix}'",
+                error.message
+            );
+            assert_eq!(error.status.as_u16(), status, "{body}: {}", error.message);
         }
-        let error = parse_request("m", "", &headers(None), Bytes::from_static(b"{\"inputs\": ["))
-            .expect_err("bad JSON");
-        assert!(error.message.contains("not valid JSON"), "{error}");
+        for (body, prefix) in [
+            (
+                &b"{\"inputs\": ["[..],
+                "failed to parse the request JSON buffer: Invalid value. at 12; ",
+            ),
+            (
+                b"{inputs",
+                "failed to parse the request JSON buffer: Missing a name for object member. at 1; ",
+            ),
+            (
+                b"",
+                "failed to parse the request JSON buffer: The document is empty. at 0; ",
+            ),
+            (
+                b"{} x",
+                "failed to parse the request JSON buffer: The document root must not be followed by other values. at 3; ",
+            ),
+            (
+                b"{\"a\" 1}",
+                "failed to parse the request JSON buffer: Missing a colon after a name of object member. at 5; ",
+            ),
+            (
+                b"[1 2]",
+                "failed to parse the request JSON buffer: Missing a comma or ']' after an array element. at 3; ",
+            ),
+        ] {
+            let error =
+                parse_request("m", "", &headers(None), Bytes::from_static(body)).expect_err("bad JSON");
+            assert!(
+                error.message.starts_with(prefix),
+                "{}: {error}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(error.status.as_u16(), 500, "Triton's JSON reader errs INTERNAL");
+        }
     }
 
     /// Triton's REST front end reads `classification` as an unsigned integer and treats 0 as no

@@ -22,6 +22,11 @@ pub const MAX_JSON_VALUES: usize = 1 << 23;
 
 /// Parses a request body (or the JSON header of a binary one) as JSON, refusing one that holds more than
 /// [`MAX_JSON_VALUES`] values before parsing it. `what` names the body in messages.
+///
+/// A body that is not JSON gets the text of Triton's `TritonJson::Value::Parse` (`triton_json.h` in
+/// `triton-inference-server/common`): rapidjson's English message for the error and its byte offset, then
+/// Ferry's own detail. Triton's HTTP front end includes that header with `TRITONJSON_STATUSRETURN` building an
+/// `INTERNAL` error, which its `HttpCodeFromError` answers with 500.
 pub fn parse_json(body: &[u8], what: &str) -> Result<Value, HttpError> {
     // Every value but the first follows a ',' or opens a container: an upper bound, strings included.
     let values = 1 + body.iter().filter(|b| matches!(b, b',' | b'[' | b'{')).count();
@@ -34,8 +39,93 @@ pub fn parse_json(body: &[u8], what: &str) -> Result<Value, HttpError> {
             ),
         ));
     }
-    serde_json::from_slice(body)
-        .map_err(|error| HttpError::bad_request(format!("the {what} is not valid JSON: {error}")))
+    serde_json::from_slice(body).map_err(|error| {
+        let (text, offset) = rapidjson_error(body, &error);
+        triton_json(format!(
+            "failed to parse the request JSON buffer: {text} at {offset}; the {what} is not valid JSON: {error}"
+        ))
+    })
+}
+
+/// rapidjson's message (`GetParseError_En`) and byte offset for the error serde_json found in `body`. Both
+/// parsers stop at the same byte for the errors a client makes; rapidjson reports an end of input at the
+/// body's length and any other error at the offending byte.
+fn rapidjson_error(body: &[u8], error: &serde_json::Error) -> (&'static str, usize) {
+    if body.iter().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+        return ("The document is empty.", body.len());
+    }
+    let offset = if error.is_eof() {
+        body.len()
+    } else {
+        let line_start: usize = body
+            .split(|b| *b == b'\n')
+            .take(error.line().saturating_sub(1))
+            .map(|line| line.len() + 1)
+            .sum();
+        (line_start + error.column()).saturating_sub(1).min(body.len())
+    };
+    let message = error.to_string();
+    // At the end of input rapidjson expects what the last byte calls for: a value after '[' or ',' in an
+    // array, a member name after '{' or ',' in an object.
+    let last = body.iter().rev().find(|b| !b.is_ascii_whitespace());
+    let after_opening = matches!(last, Some(b'[' | b','));
+    let text = if error.is_eof() && message.starts_with("EOF while parsing a list") && after_opening {
+        "Invalid value."
+    } else if error.is_eof()
+        && message.starts_with("EOF while parsing an object")
+        && matches!(last, Some(b'{' | b','))
+    {
+        "Missing a name for object member."
+    } else if message.starts_with("EOF while parsing a value") || message.starts_with("expected value") {
+        "Invalid value."
+    } else if message.starts_with("EOF while parsing a list") || message.starts_with("expected `,` or `]`") {
+        "Missing a comma or ']' after an array element."
+    } else if message.starts_with("EOF while parsing an object") || message.starts_with("expected `,` or `}`")
+    {
+        "Missing a comma or '}' after an object member."
+    } else if message.starts_with("key must be a string") {
+        "Missing a name for object member."
+    } else if message.starts_with("expected `:`") {
+        "Missing a colon after a name of object member."
+    } else if message.starts_with("EOF while parsing a string") {
+        "Missing a closing quotation mark in string."
+    } else if message.starts_with("trailing characters") {
+        "The document root must not be followed by other values."
+    } else if message.starts_with("invalid escape") {
+        "Invalid escape character in string."
+    } else {
+        "Unspecific syntax error."
+    };
+    (text, offset)
+}
+
+/// An error Triton's HTTP front end gets from its JSON reader (`TritonJson` in `triton_json.h`): an
+/// `INTERNAL` error there, so HTTP 500 through `HttpCodeFromError`, however much it is the client's mistake.
+pub fn triton_json(message: impl Into<String>) -> HttpError {
+    HttpError::internal(message)
+}
+
+/// `TritonJson`'s texts for a member or element of the wrong JSON type, and for a missing member.
+pub mod access {
+    /// A value read as a string (`AsString`, `MemberAsString`).
+    pub const STRING: &str = "attempt to access JSON non-string as string";
+    /// A value read as a boolean (`AsBool`, `MemberAsBool`).
+    pub const BOOL: &str = "attempt to access JSON non-boolean as boolean";
+    /// A value read as an unsigned integer (`AsUInt`, `MemberAsUInt`, `IndexAsUInt`).
+    pub const UINT: &str = "attempt to access JSON non-unsigned-integer as unsigned-integer";
+    /// A value read as a signed integer (`AsInt`).
+    pub const INT: &str = "attempt to access JSON non-signed-integer as signed-integer";
+    /// A value read as a double (`AsDouble`).
+    pub const NUMBER: &str = "attempt to access JSON non-number as double";
+    /// A member read as an array (`MemberAsArray`).
+    pub const ARRAY: &str = "attempt to access JSON non-array as array";
+    /// The members of a value that is not an object (`Members`).
+    pub const MEMBERS: &str = "attempt to get members for non-object";
+
+    /// A member read from an object that lacks it, or from a value that is no object.
+    pub fn missing(name: &str) -> String {
+        format!("attempt to access non-existing object member '{name}'")
+    }
 }
 
 /// `message`, whose protobuf full name is `full_name` (such as `inference.ModelConfig`), as Triton's JSON.
@@ -72,9 +162,10 @@ pub fn infer_parameter(key: &str, value: &Value) -> Result<InferParameter, HttpE
                 ParameterChoice::DoubleParam(number.as_f64().unwrap_or_default())
             }
         }
+        // Triton's text (`SetTritonParameterFromJsonParameter` in its `http_server.cc`), then the type given.
         other => {
             return Err(HttpError::bad_request(format!(
-                "parameter '{key}' is {}; parameters must be strings, booleans or numbers",
+                "parameter '{key}' has invalid type. It should be either 'int', 'bool', or 'string'.; got {}",
                 kind(other)
             )));
         }

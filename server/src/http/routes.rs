@@ -22,7 +22,7 @@ use super::{
     HttpError, encoding,
     error::json_response,
     infer,
-    json::{self, proto_to_json, repository_parameter},
+    json::{self, access, proto_to_json, repository_parameter, triton_json},
     tensor::kind,
 };
 use crate::grpc::InferenceService;
@@ -114,9 +114,10 @@ pub(super) fn body(body: Result<Bytes, BytesRejection>, shared: &Shared) -> Resu
     })
 }
 
-/// An optional JSON object body, as the model-control endpoints take: empty means no fields.
+/// An optional JSON object body, as the model-control endpoints take: empty means no fields. Triton parses
+/// any body that is not empty (`HandleRepositoryIndex`, `HandleRepositoryControl`), so blanks are not JSON.
 fn object_body(body: &[u8], what: &str) -> Result<Map<String, Value>, HttpError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.is_empty() {
         return Ok(Map::new());
     }
     match json::parse_json(body, &format!("{what} request"))? {
@@ -128,22 +129,55 @@ fn object_body(body: &[u8], what: &str) -> Result<Map<String, Value>, HttpError>
     }
 }
 
-/// The `parameters` object of a model-control body, as protobuf parameters.
-fn repository_parameters(
+/// The `parameters` of a load body, as protobuf parameters. Triton's `HandleRepositoryControl` reads them
+/// as an object of strings; its JSON reader's texts come first, with its `INTERNAL` status (500).
+fn load_parameters(
     mut object: Map<String, Value>,
-    what: &str,
 ) -> Result<HashMap<String, pb::ModelRepositoryParameter>, HttpError> {
     match object.remove("parameters") {
         None => Ok(HashMap::new()),
         Some(Value::Object(parameters)) => parameters
             .iter()
-            .map(|(key, value)| Ok((key.clone(), repository_parameter(key, value)?)))
+            .map(|(key, value)| {
+                if !value.is_string() {
+                    return Err(triton_json(format!(
+                        "{}; load parameter '{key}' is {}",
+                        access::STRING,
+                        kind(value)
+                    )));
+                }
+                Ok((key.clone(), repository_parameter(key, value)?))
+            })
             .collect(),
-        Some(other) => Err(HttpError::bad_request(format!(
-            "the {what} request's 'parameters' must be a JSON object, got {}",
+        Some(other) => Err(triton_json(format!(
+            "{}; the load request's 'parameters' is {}",
+            access::MEMBERS,
             kind(&other)
         ))),
     }
+}
+
+/// The `parameters` of an unload body. Triton's `HandleRepositoryControl` reads `unload_dependents` alone,
+/// as a boolean, and ignores `parameters` that are no object.
+fn unload_parameters(
+    mut object: Map<String, Value>,
+) -> Result<HashMap<String, pb::ModelRepositoryParameter>, HttpError> {
+    let Some(Value::Object(parameters)) = object.remove("parameters") else {
+        return Ok(HashMap::new());
+    };
+    if let Some(value) = parameters.get("unload_dependents")
+        && !value.is_boolean()
+    {
+        return Err(triton_json(format!(
+            "Unable to parse 'unload_dependents': {}; got {}",
+            access::BOOL,
+            kind(value)
+        )));
+    }
+    parameters
+        .iter()
+        .map(|(key, value)| Ok((key.clone(), repository_parameter(key, value)?)))
+        .collect()
 }
 
 fn ok_json(value: &Value) -> Response {
@@ -283,9 +317,11 @@ async fn repository_index(
     let ready = match object.remove("ready") {
         None => false,
         Some(Value::Bool(ready)) => ready,
+        // Triton's `HandleRepositoryIndex` passes its JSON reader's error on bare (500).
         Some(other) => {
-            return Err(HttpError::bad_request(format!(
-                "'ready' must be a boolean, got {}",
+            return Err(triton_json(format!(
+                "{}; 'ready' is {}",
+                access::BOOL,
                 kind(&other)
             )));
         }
@@ -326,7 +362,7 @@ async fn load(
     let request = pb::RepositoryModelLoadRequest {
         repository_name: names.repository,
         model_name: names.model,
-        parameters: repository_parameters(object, "load")?,
+        parameters: load_parameters(object)?,
     };
     shared
         .service
@@ -344,7 +380,7 @@ async fn unload(
     let request = pb::RepositoryModelUnloadRequest {
         repository_name: names.repository,
         model_name: names.model,
-        parameters: repository_parameters(object, "unload")?,
+        parameters: unload_parameters(object)?,
     };
     shared
         .service

@@ -12,11 +12,19 @@
 use serde::ser::{Error as _, Serialize, SerializeSeq, Serializer};
 use serde_json::Value;
 
-use super::HttpError;
+use super::{
+    HttpError,
+    json::{access, triton_json},
+};
 use crate::DataType;
 
 /// Converts `data`, the JSON elements of input `name`, to raw bytes of `datatype`, checking that it holds
-/// exactly `elements` values.
+/// exactly `elements` values (BYTES excepted: the shared core counts strings with Triton's message).
+///
+/// Mistakes Triton's REST front end catches get its texts (`ReadDataFromJson`, `ReadDataFromJsonHelper` and
+/// `JsonBytesArrayByteSize` in its `http_server.cc`) and statuses: its JSON reader's errors and its shape
+/// check are `INTERNAL` there, so 500. Values out of a narrow type's range, which Triton silently
+/// truncates, get Ferry's own 400.
 pub fn json_to_raw(
     name: &str,
     datatype: DataType,
@@ -24,31 +32,38 @@ pub fn json_to_raw(
     elements: usize,
 ) -> Result<Vec<u8>, HttpError> {
     let Some(element_size) = json_element_size(datatype) else {
-        return Err(HttpError::bad_request(format!(
-            "input '{name}' is {datatype}, which has no JSON form; send it as binary data (binary_data_size)"
-        )));
+        return Err(no_json_form(name, datatype));
     };
     if !data.is_array() {
-        return Err(HttpError::bad_request(format!(
-            "input '{name}' has 'data' of type {}; expected an array",
+        return Err(triton_json(format!(
+            "Unable to parse 'data': {}; input '{name}' has 'data' of type {}",
+            access::ARRAY,
             kind(data)
         )));
     }
+    let counted = datatype != DataType::Bytes;
     // The shape may promise far more elements than the body holds: reserve by the JSON, not the shape.
     let mut out = Vec::with_capacity(element_size * elements.min(1 << 16));
     let mut count = 0usize;
     visit_leaves(data, &mut |value| {
-        if count == elements {
+        if counted && count == elements {
             return Err(count_mismatch(name, data, elements));
         }
         push_element(&mut out, datatype, value, name, count)?;
         count += 1;
         Ok(())
     })?;
-    if count != elements {
+    if counted && count != elements {
         return Err(count_mismatch(name, data, elements));
     }
     Ok(out)
+}
+
+/// Triton's refusal of FP16 and BF16 data in JSON (`ReadDataFromJson`).
+fn no_json_form(name: &str, datatype: DataType) -> HttpError {
+    HttpError::bad_request(format!(
+        "receiving {datatype} data via JSON is not supported. Please use the binary data format for input {name}"
+    ))
 }
 
 /// Bytes one element takes in raw form, for reserving space; `None` for types that have no JSON form.
@@ -68,8 +83,9 @@ fn count_mismatch(name: &str, data: &Value, elements: usize) -> HttpError {
         count += 1;
         Ok(())
     });
-    HttpError::bad_request(format!(
-        "input '{name}' has {count} values in 'data' but its shape holds {elements}"
+    triton_json(format!(
+        "Unable to parse 'data': Shape does not match true shape of 'data' field; input '{name}' has {count} \
+         values in 'data' but its shape holds {elements}"
     ))
 }
 
@@ -136,11 +152,7 @@ fn push_element(
             }
             other => return Err(wrong_kind(name, position, other, datatype, "strings")),
         },
-        DataType::Fp16 | DataType::Bf16 => {
-            return Err(HttpError::bad_request(format!(
-                "input '{name}' is {datatype}, which has no JSON form; send it as binary data (binary_data_size)"
-            )));
-        }
+        DataType::Fp16 | DataType::Bf16 => return Err(no_json_form(name, datatype)),
     }
     Ok(())
 }
@@ -154,12 +166,10 @@ fn unsigned<T: TryFrom<u64>>(
     let Value::Number(number) = value else {
         return Err(wrong_kind(name, position, value, datatype, "integers"));
     };
-    if let Some(wide) = number.as_u64() {
-        T::try_from(wide).map_err(|_| out_of_range(name, position, value, datatype))
-    } else if number.is_i64() {
-        Err(out_of_range(name, position, value, datatype))
-    } else {
-        Err(not_an_integer(name, position, value, datatype))
+    match number.as_u64() {
+        Some(wide) => T::try_from(wide).map_err(|_| out_of_range(name, position, value, datatype)),
+        // Negative or not an integer: not a JSON unsigned integer to Triton's reader.
+        None => Err(wrong_kind(name, position, value, datatype, "unsigned integers")),
     }
 }
 
@@ -172,12 +182,10 @@ fn signed<T: TryFrom<i64>>(
     let Value::Number(number) = value else {
         return Err(wrong_kind(name, position, value, datatype, "integers"));
     };
-    if let Some(wide) = number.as_i64() {
-        T::try_from(wide).map_err(|_| out_of_range(name, position, value, datatype))
-    } else if number.is_u64() {
-        Err(out_of_range(name, position, value, datatype))
-    } else {
-        Err(not_an_integer(name, position, value, datatype))
+    match number.as_i64() {
+        Some(wide) => T::try_from(wide).map_err(|_| out_of_range(name, position, value, datatype)),
+        // Beyond int64 or not an integer: not a JSON signed integer to Triton's reader.
+        None => Err(wrong_kind(name, position, value, datatype, "integers")),
     }
 }
 
@@ -191,9 +199,20 @@ fn number(value: &Value, name: &str, position: usize, datatype: DataType) -> Res
     }
 }
 
+/// Triton's text for an element its JSON reader cannot read as `datatype`, then which element it is.
 fn wrong_kind(name: &str, position: usize, value: &Value, datatype: DataType, expected: &str) -> HttpError {
-    HttpError::bad_request(format!(
-        "input '{name}' element {position} is {} {}; {datatype} data must be JSON {expected}",
+    let triton = match datatype {
+        // `JsonBytesArrayByteSize` reads every BYTES element as a string first.
+        DataType::Bytes => format!("Unable to parse JSON bytes array: {}", access::STRING),
+        DataType::Bool => format!("Unable to parse 'data': {}", access::BOOL),
+        DataType::Uint8 | DataType::Uint16 | DataType::Uint32 | DataType::Uint64 => {
+            format!("Unable to parse 'data': {}", access::UINT)
+        }
+        DataType::Fp32 | DataType::Fp64 => format!("Unable to parse 'data': {}", access::NUMBER),
+        _ => format!("Unable to parse 'data': {}", access::INT),
+    };
+    triton_json(format!(
+        "{triton}; input '{name}' element {position} is {} {}; {datatype} data must be JSON {expected}",
         kind(value),
         excerpt(value)
     ))
@@ -202,13 +221,6 @@ fn wrong_kind(name: &str, position: usize, value: &Value, datatype: DataType, ex
 fn out_of_range(name: &str, position: usize, value: &Value, datatype: DataType) -> HttpError {
     HttpError::bad_request(format!(
         "input '{name}' element {position} is {}, which does not fit in {datatype}",
-        excerpt(value)
-    ))
-}
-
-fn not_an_integer(name: &str, position: usize, value: &Value, datatype: DataType) -> HttpError {
-    HttpError::bad_request(format!(
-        "input '{name}' element {position} is {}, but {datatype} takes integers",
         excerpt(value)
     ))
 }
@@ -462,16 +474,93 @@ mod tests {
         refused(DataType::Fp32, json!([1e39]), 1, &["FP32"]);
         refused(DataType::Fp32, json!([null]), 1, &["null", "numbers"]);
         refused(DataType::Bytes, json!([1]), 1, &["strings"]);
-        refused(DataType::Fp16, json!([1.0]), 1, &["FP16", "binary"]);
-        refused(DataType::Bf16, json!([1.0]), 1, &["BF16", "binary"]);
-        refused(DataType::Int32, json!(5), 1, &["an array"]);
         refused(DataType::Int32, json!([[{"a": "x".repeat(100)}]]), 1, &["..."]);
     }
 
+    /// Triton's texts and statuses (`ReadDataFromJson`, `ReadDataFromJsonHelper`, `JsonBytesArrayByteSize`
+    /// in its `http_server.cc`; `TritonJson`'s `As*` texts in `triton_json.h`): its reader's errors are
+    /// `INTERNAL`, so 500; FP16 and BF16 are `INVALID_ARG`, so 400.
+    #[test]
+    fn tritons_texts_come_first() {
+        let error = |datatype: DataType, data: Value, elements: usize| {
+            json_to_raw("x", datatype, &data, elements).expect_err("must be refused")
+        };
+        let internal = http::StatusCode::INTERNAL_SERVER_ERROR;
+        for (datatype, data, text) in [
+            (
+                DataType::Int32,
+                json!([1.5]),
+                "Unable to parse 'data': attempt to access JSON non-signed-integer as signed-integer; ",
+            ),
+            (
+                DataType::Int64,
+                json!([u64::MAX]),
+                "Unable to parse 'data': attempt to access JSON non-signed-integer as signed-integer; ",
+            ),
+            (
+                DataType::Uint8,
+                json!([-1]),
+                "Unable to parse 'data': attempt to access JSON non-unsigned-integer as unsigned-integer; ",
+            ),
+            (
+                DataType::Bool,
+                json!([1]),
+                "Unable to parse 'data': attempt to access JSON non-boolean as boolean; ",
+            ),
+            (
+                DataType::Fp32,
+                json!(["1"]),
+                "Unable to parse 'data': attempt to access JSON non-number as double; ",
+            ),
+            (
+                DataType::Bytes,
+                json!([1]),
+                "Unable to parse JSON bytes array: attempt to access JSON non-string as string; ",
+            ),
+            (
+                DataType::Int32,
+                json!(5),
+                "Unable to parse 'data': attempt to access JSON non-array as array; ",
+            ),
+        ] {
+            let error = error(datatype, data.clone(), 1);
+            assert!(error.message.starts_with(text), "{datatype} {data}: {error}");
+            assert_eq!(error.status, internal, "{datatype} {data}");
+        }
+        for datatype in [DataType::Fp16, DataType::Bf16] {
+            let error = error(datatype, json!([1.0]), 1);
+            assert_eq!(
+                error.message,
+                format!(
+                    "receiving {datatype} data via JSON is not supported. Please use the binary data format for input x"
+                )
+            );
+            assert_eq!(error.status, http::StatusCode::BAD_REQUEST);
+        }
+        let range = error(DataType::Int8, json!([300]), 1);
+        assert_eq!(range.status, http::StatusCode::BAD_REQUEST, "Ferry's own check");
+    }
+
+    /// Triton's `ReadDataFromJson`: too many or too few values for the shape, 500.
     #[test]
     fn counts_must_match_the_shape() {
-        refused(DataType::Int32, json!([1, 2, 3]), 2, &["3 values", "holds 2"]);
-        refused(DataType::Int32, json!([[1], [2]]), 3, &["2 values", "holds 3"]);
+        let text = "Unable to parse 'data': Shape does not match true shape of 'data' field; ";
+        refused(
+            DataType::Int32,
+            json!([1, 2, 3]),
+            2,
+            &[text, "3 values", "holds 2"],
+        );
+        refused(
+            DataType::Int32,
+            json!([[1], [2]]),
+            3,
+            &[text, "2 values", "holds 3"],
+        );
+        let error = json_to_raw("x", DataType::Int32, &json!([1]), 2).expect_err("short");
+        assert_eq!(error.status, http::StatusCode::INTERNAL_SERVER_ERROR);
+        // BYTES strings are counted by the shared core, with Triton's core message.
+        assert!(raw(DataType::Bytes, json!(["a", "b"]), 3).is_ok());
     }
 
     fn to_json(datatype: DataType, raw: &[u8]) -> Result<String, String> {
