@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod arrivals;
 mod policy;
 mod scheduler;
 mod state;
