@@ -5,8 +5,12 @@
 //! whatever the delay, and in a closed loop (a client that sends its next request only once this one is
 //! answered) nothing arrives while it waits. A request that finds others queued, or every instance busy
 //! (where waiting costs nothing), arrives in company. The batcher waits only while most recent arrivals came
-//! in company, and then only for as long as the rate of those arrivals says another is due, so one client
+//! in company, and then only for as long as the gaps before those arrivals say another is due, so one client
 //! at a time never teaches it to wait, however short its round trip.
+//!
+//! The gap is a plain (arithmetic) mean: on a busy machine arrivals come in clumps with pauses between
+//! them, and a pause is part of the wait for the next request. A gap counts as at most the delay, so that
+//! one stall does not stop the waiting for long.
 
 use std::time::{Duration, Instant};
 
@@ -21,47 +25,35 @@ const COMPANY: f64 = 0.5;
 /// has paused and sends what it has.
 const PATIENCE: u32 = 4;
 
-/// The shortest gap measured: arrivals at the same instant count as this far apart, keeping the rate finite.
-const MIN_GAP_SECONDS: f64 = 1e-7;
-
 /// The batcher's view of recent arrivals.
 #[derive(Debug, Default)]
 pub(crate) struct Arrivals {
     /// Smoothed share of arrivals that came in company, from 0 to 1.
     company: f64,
-    /// Smoothed rate, per second, of arrivals in company, measured from the arrival before each; 0 until
-    /// the first one.
-    per_second: f64,
+    /// Smoothed gap, in seconds, before each arrival in company; `None` until the first one.
+    gap: Option<f64>,
     /// The latest arrival.
     last: Option<Instant>,
 }
 
 impl Arrivals {
-    /// Records a request arriving at `now`; `alone` when it found nothing queued and an instance free.
-    pub(crate) fn record(&mut self, now: Instant, alone: bool) {
+    /// Records a request arriving at `now`; `alone` when it found nothing queued and an instance free. A
+    /// gap counts as at most `longest`, the delay: longer ones all mean "not worth waiting for".
+    pub(crate) fn record(&mut self, now: Instant, alone: bool, longest: Duration) {
         self.company += WEIGHT * (if alone { 0.0 } else { 1.0 } - self.company);
         if let (false, Some(last)) = (alone, self.last) {
-            let gap = now
-                .saturating_duration_since(last)
-                .as_secs_f64()
-                .max(MIN_GAP_SECONDS);
-            let sample = 1.0 / gap;
-            if self.per_second > 0.0 {
-                self.per_second += WEIGHT * (sample - self.per_second);
-            } else {
-                self.per_second = sample;
-            }
+            let sample = now.saturating_duration_since(last).min(longest).as_secs_f64();
+            self.gap = Some(self.gap.map_or(sample, |gap| gap + WEIGHT * (sample - gap)));
         }
         self.last = Some(now);
     }
 
-    /// The expected time to the next arrival that could join a batch; `None` while most arrivals come alone
-    /// or the rate is too low to express.
+    /// The expected time to the next arrival that could join a batch; `None` while most arrivals come alone.
     pub(crate) fn expected_gap(&self) -> Option<Duration> {
-        if self.company < COMPANY || self.per_second <= 0.0 {
+        if self.company < COMPANY {
             return None;
         }
-        Duration::try_from_secs_f64(1.0 / self.per_second).ok()
+        Duration::try_from_secs_f64(self.gap?).ok()
     }
 
     /// Until when an instance holding a batch that must leave by `send_at` should wait for one more request,
@@ -89,23 +81,22 @@ mod tests {
     }
 
     #[test]
-    fn arrivals_in_company_measure_the_rate_and_lone_ones_stop_the_waiting() {
+    fn arrivals_in_company_measure_the_gap_and_lone_ones_stop_the_waiting() {
         let start = Instant::now();
         let mut arrivals = Arrivals::default();
         assert_eq!(arrivals.expected_gap(), None, "nothing measured yet");
         for i in 0..20 {
-            arrivals.record(start + us(10 * i), false);
+            arrivals.record(start + us(10 * i), false, us(500));
         }
-        let gap = arrivals.expected_gap().expect("measured");
-        assert!(gap >= us(9) && gap <= us(11), "{gap:?}");
-        arrivals.record(start + us(1000), true);
+        assert_eq!(arrivals.expected_gap(), Some(us(10)));
+        arrivals.record(start + us(1000), true, us(500));
         assert_eq!(
             arrivals.expected_gap(),
-            Some(gap),
+            Some(us(10)),
             "one lone arrival among many changes nothing"
         );
         for i in 1..=3 {
-            arrivals.record(start + us(1000 + 200 * i), true);
+            arrivals.record(start + us(1000 + 200 * i), true, us(500));
         }
         assert_eq!(arrivals.expected_gap(), None, "most recent arrivals came alone");
     }
@@ -115,7 +106,7 @@ mod tests {
         let start = Instant::now();
         let mut arrivals = Arrivals::default();
         for i in 0..40 {
-            arrivals.record(start + us(100 * i), false);
+            arrivals.record(start + us(100 * i), false, us(500));
         }
         let last = start + us(3900);
         let until = arrivals
@@ -145,21 +136,42 @@ mod tests {
     }
 
     #[test]
-    fn extreme_gaps_neither_panic_nor_wait() {
+    fn the_gap_is_a_plain_mean_so_clumps_and_pauses_both_count() {
         let start = Instant::now();
         let mut arrivals = Arrivals::default();
-        for _ in 0..10 {
-            arrivals.record(start, false);
+        // Clumps of 4 requests 5 µs apart, then a 185 µs pause: on average one every 50 µs.
+        let mut t = 0;
+        for i in 0..80 {
+            t += if i % 4 == 0 { 185 } else { 5 };
+            arrivals.record(start + us(t), false, us(500));
         }
+        let gap = arrivals.expected_gap().expect("measured");
+        assert!(gap >= us(30) && gap <= us(70), "{gap:?}");
+        let last = start + us(t);
         assert!(
-            arrivals.expected_gap().is_some(),
-            "simultaneous arrivals stay finite"
+            arrivals.wait_until(last + us(100), last + us(500)).is_some(),
+            "a pause like the usual ones does not end the wait"
         );
-        let mut slow = Arrivals::default();
-        for i in 0..10 {
-            slow.record(start + Duration::from_secs(u64::from(u32::MAX) * i), false);
+    }
+
+    #[test]
+    fn a_stall_counts_as_at_most_the_delay() {
+        let start = Instant::now();
+        let mut arrivals = Arrivals::default();
+        for i in 0..20 {
+            arrivals.record(start + us(10 * i), false, us(500));
         }
-        let at = start + Duration::from_secs(u64::from(u32::MAX) * 9);
-        assert_eq!(slow.wait_until(at, at + us(500)), None);
+        arrivals.record(start + Duration::from_secs(u64::from(u32::MAX)), false, us(500));
+        assert_eq!(arrivals.expected_gap(), Some(us(10) + (us(500) - us(10)) / 4));
+        let mut simultaneous = Arrivals::default();
+        for _ in 0..10 {
+            simultaneous.record(start, false, us(500));
+        }
+        assert_eq!(simultaneous.expected_gap(), Some(Duration::ZERO));
+        assert_eq!(
+            simultaneous.wait_until(start, start + us(500)),
+            None,
+            "nothing to wait for"
+        );
     }
 }

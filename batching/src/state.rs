@@ -234,7 +234,7 @@ impl<P: Payload> BatcherState<P> {
         if self.policy.adaptive_delay {
             let instance_free = self.running == 0 || self.waiting_instances > 0;
             let alone = instance_free && !self.levels.iter().flatten().any(|entry| entry.ticket.is_queued());
-            self.arrivals.record(now, alone);
+            self.arrivals.record(now, alone, self.policy.max_queue_delay);
         }
         self.levels[level].push_back(Entry {
             payload: request.payload,
