@@ -8,7 +8,7 @@ SOAK_SECONDS ?= 1800
 FUZZ_SECONDS ?= 600
 FUZZ_JOBS ?= 1
 
-.PHONY: setup serve test lint bench bench-serving soak models fuzz
+.PHONY: setup serve test lint bench bench-serving bench-adaptive soak models fuzz
 
 ## setup: create .venv with ONNX Runtime (libonnxruntime.so), onnx, numpy, tritonclient and pytest
 setup: $(VENV)/.installed
@@ -39,6 +39,11 @@ bench: setup
 ## bench-serving: Ferry over loopback gRPC vs in-process ONNX Runtime; writes benches/results/serving.{md,svg}
 bench-serving: setup
 	cargo bench -p ferry-benches --bench serving
+
+## bench-adaptive: latency at 1 and throughput at 32 and 128 in flight for dynamic_batching { }, a fixed 500 µs delay
+## and the adaptive 500 µs delay; writes benches/results/adaptive_delay.md
+bench-adaptive: setup
+	cargo bench -p ferry-benches --bench adaptive_delay
 
 ## soak: SOAK_SECONDS (default 1800) of mixed traffic against a release ferry, RSS sampled each second;
 ## writes benches/results/soak.{md,csv,svg} and fails on a crash, a failed valid request or RSS growth (not in CI)
