@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_JOBS ?= 1
 PEERS_ARGS ?=
 
-.PHONY: setup serve test lint bench bench-serving bench-peers soak models fuzz
+.PHONY: setup serve test lint bench bench-serving bench-peers bench-adaptive soak models fuzz
 
 ## setup: create .venv with ONNX Runtime (libonnxruntime.so), onnx, numpy, tritonclient and pytest
 setup: $(VENV)/.installed
@@ -53,6 +53,11 @@ bench-peers: setup
 	  exit 2; fi
 	cargo build --release -p ferry-server --bin ferry
 	$(PYTHON) benches/peers/peers.py $(PEERS_ARGS)
+
+## bench-adaptive: latency at 1 and throughput at 32 and 128 in flight for dynamic_batching { }, a fixed 500 µs delay
+## and the adaptive 500 µs delay; writes benches/results/adaptive_delay.md
+bench-adaptive: setup
+	cargo bench -p ferry-benches --bench adaptive_delay
 
 ## soak: SOAK_SECONDS (default 1800) of mixed traffic against a release ferry, RSS sampled each second;
 ## writes benches/results/soak.{md,csv,svg} and fails on a crash, a failed valid request or RSS growth (not in CI)

@@ -306,10 +306,12 @@ def generate() -> list[Path]:
         _write(corrupt_bytes(), TESTS / "corrupt" / "1" / "model.onnx"),
         _write(linear(), TESTS / "bad_config" / "1" / "model.onnx"),
         _write(add_one_batched(), TESTS / "add_one_batched" / "1" / "model.onnx"),
-        # The same graph under batching configs: a fixed long delay, a bounded queue with timeouts, greedy.
+        # The same graph under batching configs: a fixed long delay, a bounded queue with timeouts, greedy, and
+        # the long delay made adaptive.
         _write(add_one_batched(), TESTS / "add_one_dynamic" / "1" / "model.onnx"),
         _write(add_one_batched(), TESTS / "add_one_queue" / "1" / "model.onnx"),
         _write(add_one_batched(), TESTS / "add_one_greedy" / "1" / "model.onnx"),
+        _write(add_one_batched(), TESTS / "add_one_adaptive" / "1" / "model.onnx"),
         _write(gather_table(), TESTS / "gather_table" / "1" / "model.onnx"),
         # Twins of the models in Triton's docs/examples/model_repository that its client examples call.
         _write(simple_int8(), TESTS / "simple_int8" / "1" / "model.onnx"),

@@ -2,12 +2,14 @@
 //!
 //! Requests of one model version queue by priority level in a [`BatcherState`], which decides, given the
 //! time, which of them an idle model instance runs next as one batch, following Triton's `dynamic_batching`
-//! rules ([`BatchingPolicy`]). A [`Scheduler`] shares that state between the request handlers that submit
-//! and the instance threads that block waiting for batches. Each request carries a [`Ticket`] that its caller
-//! can withdraw: a request whose client went away or whose deadline passed is never run.
+//! rules ([`BatchingPolicy`]), or, where the config asks for it, a delay that adapts to the arrivals it
+//! sees. A [`Scheduler`] shares that state between the request handlers that submit and the instance threads
+//! that block waiting for batches. Each request carries a [`Ticket`] that its caller can withdraw: a request
+//! whose client went away or whose deadline passed is never run.
 
 #![forbid(unsafe_code)]
 
+mod arrivals;
 mod policy;
 mod scheduler;
 mod state;

@@ -38,6 +38,10 @@ pub struct BatchingPolicy {
     pub preferred_batch_sizes: Vec<usize>,
     /// How long the oldest request may wait for a fuller batch.
     pub max_queue_delay: Duration,
+    /// Wait for a fuller batch only while another request is expected within `max_queue_delay` (from the
+    /// arrival rate observed, counting requests that found every instance busy): a lone request at low load
+    /// runs at once instead of waiting out the delay. Off, the delay is always waited out, as in Triton.
+    pub adaptive_delay: bool,
     /// Whether responses leave in the order their batches were formed, whatever instance finishes first.
     pub preserve_ordering: bool,
     /// Queue policy of each priority level; index 0 is level 1, the highest. Never empty.
@@ -54,6 +58,7 @@ impl BatchingPolicy {
             max_batch_size: 1,
             preferred_batch_sizes: Vec::new(),
             max_queue_delay: Duration::ZERO,
+            adaptive_delay: false,
             preserve_ordering: false,
             levels: vec![QueuePolicy {
                 max_queue_size,

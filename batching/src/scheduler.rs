@@ -37,6 +37,7 @@ pub struct Scheduler<P> {
     /// Signalled when a batch's responses have left.
     turns: Condvar,
     preserve_ordering: bool,
+    adaptive_delay: bool,
 }
 
 impl<P: Payload> Scheduler<P> {
@@ -44,6 +45,7 @@ impl<P: Payload> Scheduler<P> {
     pub fn new(policy: BatchingPolicy) -> Self {
         Scheduler {
             preserve_ordering: policy.preserve_ordering,
+            adaptive_delay: policy.adaptive_delay,
             shared: Mutex::new(Shared {
                 state: BatcherState::new(policy),
                 closed: false,
@@ -78,26 +80,16 @@ impl<P: Payload> Scheduler<P> {
     /// as soon as `retired` is set (an instance being removed stops between batches).
     pub fn next_batch(&self, retired: &AtomicBool) -> Option<Batch<P>> {
         let mut shared = self.lock();
-        loop {
+        shared.state.instance_waiting();
+        let batch = loop {
             if retired.load(Ordering::Acquire) {
-                return None;
+                break None;
             }
             let now = Instant::now();
             match shared.state.next_batch(now) {
-                Next::Batch(batch) => {
-                    let more = !shared.state.is_empty();
-                    drop(shared);
-                    if more {
-                        // Another idle instance may be able to start on what is left.
-                        self.arrivals.notify_one();
-                    }
-                    if batch.items.is_empty() {
-                        // Every request picked was withdrawn at the last moment: decide again.
-                        shared = self.lock();
-                        continue;
-                    }
-                    return Some(batch);
-                }
+                // Every request picked was withdrawn at the last moment: decide again.
+                Next::Batch(batch) if batch.items.is_empty() => continue,
+                Next::Batch(batch) => break Some(batch),
                 Next::WaitUntil(at) => {
                     let wait = at.saturating_duration_since(now);
                     shared = self
@@ -106,17 +98,30 @@ impl<P: Payload> Scheduler<P> {
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
                 }
-                Next::Idle if shared.closed => return None,
+                Next::Idle if shared.closed => break None,
                 Next::Idle => {
                     shared = self.arrivals.wait(shared).unwrap_or_else(PoisonError::into_inner);
                 }
             }
+        };
+        shared.state.instance_not_waiting();
+        let more = batch.is_some() && !shared.state.is_empty();
+        drop(shared);
+        if more {
+            // Another idle instance may be able to start on what is left.
+            self.arrivals.notify_one();
         }
+        batch
     }
 
     /// Sends a batch's responses with `send`: at once, or, when the policy preserves ordering, after every
-    /// batch formed before it. Every batch from [`Scheduler::next_batch`] must be delivered exactly once.
+    /// batch formed before it. Every batch from [`Scheduler::next_batch`] must be delivered exactly once, as
+    /// soon as it has run: the adaptive delay counts the batches still running.
     pub fn deliver(&self, sequence: u64, send: impl FnOnce()) {
+        if self.adaptive_delay {
+            // Before any response leaves, so that a client's next request never finds this batch running.
+            self.lock().state.batch_finished();
+        }
         if !self.preserve_ordering {
             send();
             return;
@@ -203,6 +208,32 @@ mod tests {
             waiter.join().expect("instance thread"),
             "it stopped without a batch"
         );
+    }
+
+    #[test]
+    fn under_the_adaptive_delay_one_client_at_a_time_never_waits() {
+        // One client sending each request 50 ms after the previous was answered, against a 10 s delay.
+        // Delivering a batch tells the batcher it no longer runs, so every request arrives alone; were that
+        // lost, the batcher would count later requests as company and wait 4 gaps (200 ms) for more.
+        let policy = BatchingPolicy {
+            max_queue_delay: Duration::from_secs(10),
+            adaptive_delay: true,
+            ..BatchingPolicy::greedy(8)
+        };
+        let scheduler = Scheduler::new(policy);
+        let running = AtomicBool::new(false);
+        for _ in 0..8 {
+            assert!(scheduler.submit(request()).is_ok());
+            let asked = Instant::now();
+            let batch = scheduler.next_batch(&running).expect("a batch");
+            assert!(
+                asked.elapsed() < Duration::from_millis(100),
+                "waited {:?}",
+                asked.elapsed()
+            );
+            scheduler.deliver(batch.sequence, || {});
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     #[test]

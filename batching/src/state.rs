@@ -7,6 +7,7 @@ use std::{
 };
 
 use crate::{
+    arrivals::Arrivals,
     policy::{BatchingPolicy, TimeoutAction},
     ticket::Ticket,
 };
@@ -138,6 +139,12 @@ pub struct BatcherState<P> {
     policy: BatchingPolicy,
     levels: Vec<VecDeque<Entry<P>>>,
     next_sequence: u64,
+    /// Arrivals seen, for the adaptive delay.
+    arrivals: Arrivals,
+    /// Instances waiting for a batch now, as their scheduler reports them.
+    waiting_instances: usize,
+    /// Batches formed that have not finished running.
+    running: usize,
 }
 
 impl<P: Payload> BatcherState<P> {
@@ -148,6 +155,9 @@ impl<P: Payload> BatcherState<P> {
             policy,
             levels,
             next_sequence: 0,
+            arrivals: Arrivals::default(),
+            waiting_instances: 0,
+            running: 0,
         }
     }
 
@@ -164,6 +174,23 @@ impl<P: Payload> BatcherState<P> {
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.levels.iter().all(VecDeque::is_empty)
+    }
+
+    /// An instance began waiting for a batch. Under the adaptive delay, a request that finds an instance
+    /// waiting and nothing queued arrives alone: it says nothing of a rate worth waiting for.
+    pub fn instance_waiting(&mut self) {
+        self.waiting_instances += 1;
+    }
+
+    /// An instance stopped waiting for a batch: it took one, or it stopped serving.
+    pub fn instance_not_waiting(&mut self) {
+        self.waiting_instances = self.waiting_instances.saturating_sub(1);
+    }
+
+    /// A batch formed here finished running (reported under the adaptive delay only). Then a request that
+    /// arrives while no batch runs and nothing is queued arrives alone, whatever the instance threads do.
+    pub fn batch_finished(&mut self) {
+        self.running = self.running.saturating_sub(1);
     }
 
     /// Queues a request arriving at `now`, or hands it back with the reason it cannot wait.
@@ -204,6 +231,11 @@ impl<P: Payload> BatcherState<P> {
             (default, _) => default,
         };
         let deadline = timeout.map(|t| now + t);
+        if self.policy.adaptive_delay {
+            let instance_free = self.running == 0 || self.waiting_instances > 0;
+            let alone = instance_free && !self.levels.iter().flatten().any(|entry| entry.ticket.is_queued());
+            self.arrivals.record(now, alone, self.policy.max_queue_delay);
+        }
         self.levels[level].push_back(Entry {
             payload: request.payload,
             rows: request.rows,
@@ -245,10 +277,16 @@ impl<P: Payload> BatcherState<P> {
             return Next::Batch(self.take(&picks[..end], now));
         }
         let send_at = oldest + self.policy.max_queue_delay;
-        if now >= send_at {
-            Next::Batch(self.take(&picks, now))
+        let wait_until = if now >= send_at {
+            None
+        } else if self.policy.adaptive_delay {
+            self.arrivals.wait_until(now, send_at)
         } else {
-            Next::WaitUntil(send_at)
+            Some(send_at)
+        };
+        match wait_until {
+            Some(at) => Next::WaitUntil(at),
+            None => Next::Batch(self.take(&picks, now)),
         }
     }
 
@@ -336,6 +374,8 @@ impl<P: Payload> BatcherState<P> {
         let sequence = self.next_sequence;
         if !items.is_empty() {
             self.next_sequence += 1;
+            // Counted only where its scheduler reports the end of each batch.
+            self.running += usize::from(self.policy.adaptive_delay);
         }
         Batch {
             rows: items.iter().map(|item| item.rows).sum(),

@@ -366,6 +366,246 @@ fn queue_time_is_reported_per_request() {
     assert_eq!(waits, [ms(10), ms(4)]);
 }
 
+/// The adaptive queue delay (`BatchingPolicy::adaptive_delay`), which Triton does not have: Triton's
+/// dynamic batcher (core `src/dynamic_batch_scheduler.cc`, `GetDynamicBatch`) always waits out
+/// `max_queue_delay_microseconds` for a batch that is neither full nor of a preferred size.
+mod adaptive {
+    use super::*;
+
+    /// Time steps of the simulations, in µs: a free instance asks for a batch at each.
+    const TICK: u64 = 10;
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    fn policy(max_batch_size: usize, delay_us: u64, adaptive: bool) -> BatchingPolicy {
+        BatchingPolicy {
+            max_queue_delay: us(delay_us),
+            adaptive_delay: adaptive,
+            ..BatchingPolicy::greedy(max_batch_size)
+        }
+    }
+
+    /// A batch as it left: how many requests, and the longest any of them waited.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    struct Formed {
+        size: usize,
+        longest_wait: Duration,
+    }
+
+    /// One model instance fed 1-row requests, driven the way its scheduler drives it: the instance reports
+    /// when it waits and when a batch has run, and while free asks for a batch at every tick (as arrivals
+    /// and its timer would wake it). Each batch runs for `run` µs.
+    struct Sim {
+        state: BatcherState<Job>,
+        start: Instant,
+        now: u64,
+        run: u64,
+        busy_until: Option<u64>,
+        formed: Vec<Formed>,
+    }
+
+    impl Sim {
+        fn new(policy: BatchingPolicy, run: u64) -> Self {
+            let mut state = BatcherState::new(policy);
+            state.instance_waiting();
+            Sim {
+                state,
+                start: Instant::now(),
+                now: 0,
+                run,
+                busy_until: None,
+                formed: Vec::new(),
+            }
+        }
+
+        fn arrive(&mut self) {
+            let request = Request {
+                payload: Job { id: 0, shape: 0 },
+                rows: 1,
+                priority: 0,
+                timeout: None,
+                ticket: Ticket::new(),
+            };
+            assert!(self.state.enqueue(request, self.start + us(self.now)).is_ok());
+            self.serve();
+        }
+
+        fn serve(&mut self) {
+            if self.busy_until.is_some_and(|until| until <= self.now) {
+                self.busy_until = None;
+                self.state.batch_finished();
+                self.state.instance_waiting();
+            }
+            if self.busy_until.is_some() {
+                return;
+            }
+            match self.state.next_batch(self.start + us(self.now)) {
+                Next::Batch(batch) => {
+                    self.state.instance_not_waiting();
+                    self.busy_until = Some(self.now + self.run);
+                    self.formed.push(Formed {
+                        size: batch.items.len(),
+                        longest_wait: batch
+                            .items
+                            .iter()
+                            .map(|item| item.queued_for)
+                            .max()
+                            .unwrap_or_default(),
+                    });
+                }
+                Next::WaitUntil(at) => {
+                    let oldest_allowed = self.start + us(self.now) + self.state.policy().max_queue_delay;
+                    assert!(at <= oldest_allowed, "waits at most the delay");
+                }
+                Next::Idle => {}
+            }
+        }
+
+        fn advance_to(&mut self, until: u64) {
+            while self.now < until {
+                self.now = (self.now + TICK).min(until);
+                self.serve();
+            }
+        }
+
+        /// `count` requests `gap` µs apart, whatever the server does (an open loop).
+        fn open_loop(&mut self, count: usize, gap: u64) -> &[Formed] {
+            let first = self.formed.len();
+            for _ in 0..count {
+                self.arrive();
+                self.advance_to(self.now + gap);
+            }
+            self.advance_to(self.now + 10 * self.state.policy().max_queue_delay.as_micros() as u64);
+            &self.formed[first..]
+        }
+
+        /// One client sending `count` requests, each `think` µs after the previous one was answered.
+        fn closed_loop(&mut self, count: usize, think: u64) -> &[Formed] {
+            let first = self.formed.len();
+            for _ in 0..count {
+                self.arrive();
+                while self.busy_until.is_some() || !self.state.is_empty() {
+                    self.advance_to(self.now + TICK);
+                }
+                self.advance_to(self.now + think);
+            }
+            &self.formed[first..]
+        }
+    }
+
+    fn waits(formed: &[Formed]) -> Vec<u64> {
+        formed.iter().map(|f| f.longest_wait.as_micros() as u64).collect()
+    }
+
+    #[test]
+    fn one_request_in_flight_runs_at_once_even_when_it_comes_back_within_the_delay() {
+        // A 180 µs round trip against a 500 µs delay: the next request always arrives within the delay, but
+        // only after this one was answered, so waiting would never fill anything.
+        let adaptive = Sim::new(policy(8, 500, true), 100).closed_loop(50, 80).to_vec();
+        assert_eq!(adaptive.len(), 50);
+        assert_eq!(waits(&adaptive), [0; 50], "no request waits");
+        let fixed = Sim::new(policy(8, 500, false), 100).closed_loop(50, 80).to_vec();
+        assert_eq!(
+            waits(&fixed),
+            [500; 50],
+            "the fixed delay is waited out every time"
+        );
+    }
+
+    #[test]
+    fn a_high_arrival_rate_forms_full_batches_as_the_fixed_delay_does() {
+        // A request every 20 µs against 100 µs runs: 8 requests come in 140 µs, well within the delay.
+        let adaptive = Sim::new(policy(8, 500, true), 100).open_loop(400, 20).to_vec();
+        let fixed = Sim::new(policy(8, 500, false), 100).open_loop(400, 20).to_vec();
+        assert!(fixed.iter().all(|f| f.size == 8), "{fixed:?}");
+        assert_eq!(
+            adaptive[0].size, 1,
+            "the first request knows no rate yet and runs at once"
+        );
+        let sizes: Vec<usize> = adaptive[1..].iter().map(|f| f.size).collect();
+        assert!(sizes[..sizes.len() - 1].iter().all(|&s| s == 8), "{sizes:?}");
+        assert!(
+            adaptive.len() <= fixed.len() + 2,
+            "{} vs {}",
+            adaptive.len(),
+            fixed.len()
+        );
+    }
+
+    #[test]
+    fn while_every_instance_is_busy_it_keeps_gathering() {
+        let mut h = Harness::new(BatchingPolicy {
+            adaptive_delay: true,
+            ..delayed(8, 10)
+        });
+        h.state.instance_waiting();
+        h.push(0, 1, 0, 0);
+        assert_eq!(h.batch(0), [0], "alone: it runs at once");
+        h.state.instance_not_waiting();
+        for t in 1..=5 {
+            // The only instance is busy: these could not run anyway, and they tell the batcher the rate.
+            h.push(t, 1, 0, 0);
+        }
+        h.state.batch_finished();
+        h.state.instance_waiting();
+        match h.next(6) {
+            // One request a millisecond: wait for up to 4 more gaps past the latest, within the delay.
+            Next::WaitUntil(at) => assert_eq!(at, h.at(9)),
+            other => panic!("expected to keep gathering, got {other:?}"),
+        }
+        h.push(6, 1, 0, 0);
+        h.push(7, 1, 0, 0);
+        assert!(matches!(h.next(7), Next::WaitUntil(_)));
+        h.push(8, 1, 0, 0);
+        assert_eq!(h.batch(8), [1, 2, 3, 4, 5, 6, 7, 8], "a full batch");
+    }
+
+    #[test]
+    fn it_never_waits_longer_than_max_queue_delay() {
+        // Requests keep coming every 40 µs, so the batcher keeps expecting one more, but 64 rows never fill:
+        // every batch leaves by the time its oldest request has waited the delay (a little earlier: as soon
+        // as the next request is not expected before then).
+        let adaptive = Sim::new(policy(64, 500, true), 50).open_loop(300, 40).to_vec();
+        assert!(adaptive.iter().all(|f| f.longest_wait <= us(500)), "{adaptive:?}");
+        assert!(
+            adaptive[3..adaptive.len() - 1]
+                .iter()
+                .all(|f| f.longest_wait >= us(460) && f.size >= 12),
+            "{adaptive:?}"
+        );
+    }
+
+    #[test]
+    fn it_follows_the_load_down_and_up_again() {
+        let mut sim = Sim::new(policy(8, 500, true), 100);
+        sim.open_loop(400, 20);
+        let quiet = waits(sim.closed_loop(30, 80));
+        assert!(
+            quiet.iter().all(|&w| w <= 80),
+            "a few short waits while it notices: {quiet:?}"
+        );
+        assert!(quiet[3..].iter().all(|&w| w == 0), "then none: {quiet:?}");
+        let busy: Vec<usize> = sim.open_loop(400, 20).iter().map(|f| f.size).collect();
+        assert!(
+            busy[4..busy.len() - 1].iter().all(|&s| s == 8),
+            "full batches again: {busy:?}"
+        );
+    }
+
+    #[test]
+    fn without_the_flag_nothing_changes() {
+        let mut h = Harness::new(delayed(8, 10));
+        h.state.instance_waiting();
+        h.push(0, 1, 0, 0);
+        match h.next(0) {
+            Next::WaitUntil(at) => assert_eq!(at, h.at(10)),
+            other => panic!("expected to wait out the delay, got {other:?}"),
+        }
+    }
+}
+
 mod properties {
     use std::collections::{HashMap, HashSet};
 
@@ -389,6 +629,8 @@ mod properties {
         Wait(u64),
         /// An instance asks for a batch.
         Batch,
+        /// A batch finished running; under the adaptive delay, instances wait or stop waiting.
+        Finish,
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -399,10 +641,11 @@ mod properties {
             1 => (0usize..8).prop_map(Step::Cancel),
             2 => (0u64..15).prop_map(Step::Wait),
             3 => Just(Step::Batch),
+            1 => Just(Step::Finish),
         ]
     }
 
-    fn policy(action: TimeoutAction, delay_ms: u64, preferred: Vec<usize>) -> BatchingPolicy {
+    fn policy(action: TimeoutAction, delay_ms: u64, preferred: Vec<usize>, adaptive: bool) -> BatchingPolicy {
         let level = QueuePolicy {
             timeout_action: action,
             default_timeout: Some(ms(20)),
@@ -413,6 +656,7 @@ mod properties {
             preferred_batch_sizes: preferred,
             levels: vec![level, QueuePolicy::default()],
             default_level: 1,
+            adaptive_delay: adaptive,
             ..delayed(6, delay_ms)
         }
     }
@@ -428,9 +672,11 @@ mod properties {
             delay_on in any::<bool>(),
             reject in any::<bool>(),
             preferred in proptest::collection::vec(1usize..=6, 0..3),
+            adaptive in any::<bool>(),
         ) {
             let action = if reject { TimeoutAction::Reject } else { TimeoutAction::Delay };
-            let mut h = Harness::new(policy(action, if delay_on { 5 } else { 0 }, preferred));
+            let delay = ms(if delay_on { 5 } else { 0 });
+            let mut h = Harness::new(policy(action, delay.as_millis() as u64, preferred, adaptive));
             let mut clock = 0u64;
             let mut tickets: HashMap<u32, (Ticket, usize, u32)> = HashMap::new();
             let mut ran: HashSet<u32> = HashSet::new();
@@ -462,9 +708,17 @@ mod properties {
                         }
                     }
                     Step::Wait(n) => clock += n,
-                    Step::Batch => {
-                        if let Next::Batch(batch) = h.next(clock) {
-                            check(batch, &tickets, &mut ran)?;
+                    Step::Batch => match h.next(clock) {
+                        Next::Batch(batch) => check(batch, &tickets, &mut ran)?,
+                        Next::WaitUntil(at) => prop_assert!(at > h.at(clock) && at <= h.at(clock) + delay),
+                        Next::Idle => {}
+                    },
+                    Step::Finish => {
+                        h.state.batch_finished();
+                        if clock.is_multiple_of(2) {
+                            h.state.instance_waiting();
+                        } else {
+                            h.state.instance_not_waiting();
                         }
                     }
                 }

@@ -90,6 +90,88 @@ async fn concurrent_requests_form_one_full_batch() {
     server.stop().await;
 }
 
+/// Ferry's adaptive queue delay, which Triton does not have: Triton's dynamic batcher (core
+/// `src/dynamic_batch_scheduler.cc`, `GetDynamicBatch` and `pending_batch_delay_ns_`) holds a batch that is
+/// neither full nor of a preferred size until its oldest request has waited `max_queue_delay_microseconds`,
+/// as Ferry does without the flag.
+#[tokio::test]
+async fn under_the_adaptive_delay_one_request_at_a_time_runs_without_waiting_out_the_delay() {
+    let server = start().await;
+    let mut client = server.raw_client().await.expect("client");
+    // Both models hold a batch for up to 2 s; only add_one_adaptive has ferry.adaptive_queue_delay.
+    let delay = Duration::from_secs(2);
+    for i in 0..5 {
+        let started = Instant::now();
+        let response = client
+            .model_infer(add_one_request("add_one_adaptive", 1, i as f32))
+            .await
+            .expect("infer")
+            .into_inner();
+        let took = started.elapsed();
+        assert_eq!(floats(&response.raw_output_contents[0]), vec![i as f32 + 1.0; 4]);
+        assert!(
+            took < delay / 2,
+            "request {i} took {took:?}, the delay is {delay:?}"
+        );
+    }
+    let stats = server.statistics("add_one_adaptive").await;
+    assert_eq!(
+        (stats.inference_count, stats.execution_count),
+        (5, 5),
+        "each ran alone"
+    );
+    let started = Instant::now();
+    client
+        .model_infer(add_one_request("add_one_dynamic", 1, 0.0))
+        .await
+        .expect("infer");
+    assert!(
+        started.elapsed() >= delay,
+        "the fixed-delay twin waits out the delay, took {:?}",
+        started.elapsed()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn under_the_adaptive_delay_a_burst_is_batched_and_its_tail_does_not_wait_out_the_delay() {
+    let server = start().await;
+    let client = server.raw_client().await.expect("client");
+    // 201 requests at once: while the instance is busy the others gather into batches, and once the burst
+    // is over the last, partial batch leaves without waiting out the 2 s delay.
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..201)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let response = client
+                    .model_infer(add_one_request("add_one_adaptive", 1, i as f32))
+                    .await
+                    .expect("infer")
+                    .into_inner();
+                assert_eq!(floats(&response.raw_output_contents[0]), vec![i as f32 + 1.0; 4]);
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    let stats = server.statistics("add_one_adaptive").await;
+    assert_eq!(stats.inference_count, 201);
+    let sizes: Vec<u64> = stats.batch_stats.iter().map(|b| b.batch_size).collect();
+    assert!(
+        sizes.iter().any(|&size| size > 1),
+        "requests were batched: {sizes:?}"
+    );
+    assert!(sizes.iter().all(|&size| size <= 4), "{sizes:?}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn every_request_gets_exactly_its_own_rows_under_load() {
     let server = start().await;

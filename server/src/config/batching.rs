@@ -16,13 +16,27 @@ use crate::Error;
 /// that turns overload into RESOURCE_EXHAUSTED answers instead of unbounded memory.
 pub const DEFAULT_MAX_QUEUE_SIZE: usize = 4096;
 
+/// The config `parameters` key that turns on Ferry's adaptive queue delay (`"true"` or `"false"`, default
+/// false): a batch waits for more requests only while more are expected within `max_queue_delay_microseconds`
+/// (see docs/batching.md). The `ferry.` prefix keeps it apart from the keys of Triton's backends.
+pub const ADAPTIVE_QUEUE_DELAY: &str = "ferry.adaptive_queue_delay";
+
 /// The batching policy of a validated config whose `max_batch_size` is `max_batch_size`.
 pub fn batching_policy(
     config: &ModelConfig,
     max_batch_size: usize,
     source: ConfigSource<'_>,
 ) -> Result<BatchingPolicy, Error> {
+    let adaptive_delay = adaptive_delay(config, source)?;
     let Some(SchedulingChoice::DynamicBatching(batching)) = &config.scheduling_choice else {
+        if adaptive_delay {
+            return Err(source.error(
+                &[ADAPTIVE_QUEUE_DELAY],
+                format!(
+                    "parameter {ADAPTIVE_QUEUE_DELAY} needs dynamic_batching, which this model does not have"
+                ),
+            ));
+        }
         return Ok(BatchingPolicy::unbatched(Some(DEFAULT_MAX_QUEUE_SIZE)));
     };
     let mut preferred = Vec::with_capacity(batching.preferred_batch_size.len());
@@ -45,10 +59,26 @@ pub fn batching_policy(
         max_batch_size,
         preferred_batch_sizes: preferred,
         max_queue_delay: Duration::from_micros(batching.max_queue_delay_microseconds),
+        adaptive_delay,
         preserve_ordering: batching.preserve_ordering,
         levels,
         default_level,
     })
+}
+
+/// Whether the config turns the adaptive queue delay on; any value but "true" or "false" fails the load.
+fn adaptive_delay(config: &ModelConfig, source: ConfigSource<'_>) -> Result<bool, Error> {
+    let Some(parameter) = config.parameters.get(ADAPTIVE_QUEUE_DELAY) else {
+        return Ok(false);
+    };
+    match parameter.string_value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(source.error(
+            &[ADAPTIVE_QUEUE_DELAY],
+            format!("parameter {ADAPTIVE_QUEUE_DELAY} must be \"true\" or \"false\", got '{other}'"),
+        )),
+    }
 }
 
 fn priority_levels(
@@ -153,6 +183,48 @@ mod tests {
         assert!(policy.levels[0].allow_timeout_override);
         assert_eq!(policy.levels[1].max_queue_size, Some(7));
         assert_eq!(policy.levels[0].max_queue_size, Some(DEFAULT_MAX_QUEUE_SIZE));
+    }
+
+    #[test]
+    fn the_adaptive_queue_delay_is_off_unless_asked_for() {
+        let with = |value: &str| {
+            format!(
+                "max_batch_size: 8\ndynamic_batching {{ max_queue_delay_microseconds: 500 }}\n\
+                 parameters {{ key: \"ferry.adaptive_queue_delay\" value {{ string_value: \"{value}\" }} }}\n"
+            )
+        };
+        let fixed = policy("max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 500 }\n")
+            .expect("valid");
+        assert!(!fixed.adaptive_delay);
+        let adaptive = policy(&with("true")).expect("valid");
+        assert!(adaptive.adaptive_delay);
+        assert_eq!(adaptive.max_queue_delay, Duration::from_micros(500));
+        assert!(!policy(&with("false")).expect("valid").adaptive_delay);
+        let unbatched = "max_batch_size: 8\nparameters { key: \"ferry.adaptive_queue_delay\" value { string_value: \"false\" } }\n";
+        assert!(!policy(unbatched).expect("false asks for nothing").dynamic);
+    }
+
+    #[test]
+    fn a_bad_adaptive_queue_delay_fails_the_load_naming_key_expected_and_given() {
+        let text = "max_batch_size: 8\ndynamic_batching { }\nparameters {\n  key: \"ferry.adaptive_queue_delay\"\n  \
+                    value { string_value: \"yes\" }\n}\n";
+        match policy(text) {
+            Err(Error::Config { line, message, .. }) => {
+                assert_eq!(
+                    message,
+                    "parameter ferry.adaptive_queue_delay must be \"true\" or \"false\", got 'yes'"
+                );
+                assert_eq!(line, 4);
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
+        let unbatched = "max_batch_size: 8\nparameters { key: \"ferry.adaptive_queue_delay\" value { string_value: \"true\" } }\n";
+        match policy(unbatched) {
+            Err(Error::Config { message, .. }) => {
+                assert!(message.contains("needs dynamic_batching"), "{message}")
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
     }
 
     #[test]
