@@ -12,11 +12,10 @@
 use std::{fmt::Write as _, path::Path, time::Duration};
 
 use anyhow::Context;
-use bytes::Bytes;
 use ferry_client::{
     Client,
     bench::{LoadConfig, LoadReport, run_load},
-    proto::{ModelInferRequest, ModelStatisticsRequest, model_infer_request::InferInputTensor},
+    proto::ModelStatisticsRequest,
 };
 use ferry_server::{
     MAX_MESSAGE_BYTES, Server, ServerOptions, config::ADAPTIVE_QUEUE_DELAY, onnx,
@@ -92,24 +91,6 @@ fn variant_repository(models: &Path) -> anyhow::Result<std::path::PathBuf> {
     Ok(out)
 }
 
-fn request(model: &str, width: usize) -> ModelInferRequest {
-    let values: Vec<u8> = (0..width)
-        .flat_map(|i| (i as f32 / width as f32).to_le_bytes())
-        .collect();
-    ModelInferRequest {
-        model_name: model.into(),
-        inputs: vec![InferInputTensor {
-            name: "x".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, width as i64],
-            parameters: Default::default(),
-            contents: None,
-        }],
-        raw_input_contents: vec![Bytes::from(values)],
-        ..Default::default()
-    }
-}
-
 async fn executions(client: &Client, model: &str) -> anyhow::Result<(u64, u64)> {
     let request = ModelStatisticsRequest {
         name: model.into(),
@@ -174,7 +155,7 @@ fn main() -> anyhow::Result<()> {
                             rate: None,
                             warmup: Duration::from_secs(1),
                             duration: Duration::from_secs(seconds),
-                            request: request(&name, width),
+                            request: ferry_benches::serving_request(&name, width),
                         };
                         let report = run_load(config).await?;
                         let after = executions(&client, &name).await?;

@@ -9,7 +9,6 @@
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use anyhow::Context;
-use bytes::Bytes;
 use ferry_benches::{
     plot::{self, Panel, Series},
     reference::{self, Reference},
@@ -17,7 +16,7 @@ use ferry_benches::{
 use ferry_client::{
     Client,
     bench::{LoadConfig, LoadReport, run_load},
-    proto::{ModelInferRequest, ModelStatisticsRequest, model_infer_request::InferInputTensor},
+    proto::ModelStatisticsRequest,
 };
 use ferry_server::{MAX_MESSAGE_BYTES, Server, ServerOptions, onnx, repository::RepositoryOptions};
 
@@ -39,24 +38,6 @@ struct Point {
 /// Whether `FERRY_BENCH_ONLY` (a model name, unset for both) selects this model.
 fn selected(model: &str) -> bool {
     std::env::var("FERRY_BENCH_ONLY").map_or(true, |only| only == model)
-}
-
-fn request(model: &str, width: usize) -> ModelInferRequest {
-    let values: Vec<u8> = (0..width)
-        .flat_map(|i| (i as f32 / width as f32).to_le_bytes())
-        .collect();
-    ModelInferRequest {
-        model_name: model.into(),
-        inputs: vec![InferInputTensor {
-            name: "x".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, width as i64],
-            parameters: Default::default(),
-            contents: None,
-        }],
-        raw_input_contents: vec![Bytes::from(values)],
-        ..Default::default()
-    }
 }
 
 async fn executions(client: &Client, model: &str) -> anyhow::Result<(u64, u64)> {
@@ -126,7 +107,7 @@ fn main() -> anyhow::Result<()> {
                         rate: None,
                         warmup: Duration::from_secs(1),
                         duration: Duration::from_secs(seconds),
-                        request: request(&name, width),
+                        request: ferry_benches::serving_request(&name, width),
                     };
                     let report = run_load(config).await?;
                     let after = executions(&client, &name).await?;

@@ -86,3 +86,23 @@ pub fn bench_models() -> Result<PathBuf, String> {
     }
     Ok(dir)
 }
+
+/// One row of `width` FP32 features for the `x` input of the serving benchmarks' MLPs, named for `model`:
+/// the request every serving benchmark sends, so their figures compare like with like.
+pub fn serving_request(model: &str, width: usize) -> ModelInferRequest {
+    let values: Vec<u8> = (0..width)
+        .flat_map(|i| (i as f32 / width as f32).to_le_bytes())
+        .collect();
+    ModelInferRequest {
+        model_name: model.into(),
+        inputs: vec![InferInputTensor {
+            name: "x".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, width as i64],
+            parameters: Default::default(),
+            contents: None,
+        }],
+        raw_input_contents: vec![Bytes::from(values)],
+        ..Default::default()
+    }
+}
