@@ -71,6 +71,21 @@ impl LogLevels {
     }
 }
 
+/// The target of the spans Ferry opens per request and per batch (`request`, `infer`, `queue`, `batch`,
+/// `execute`). They cost a span allocation and bookkeeping each, so they are switched off unless something
+/// consumes them: an OTLP exporter, or verbose logging ([`filter_directives`]).
+pub const REQUEST_SPANS: &str = "ferry::request";
+
+/// The filter for `levels`: request spans stay off unless spans are exported or logging is verbose, so
+/// that a request costs no span bookkeeping when nothing reads it.
+fn filter_directives(levels: &LogLevels, exporting: bool) -> String {
+    let mut filter = levels.filter();
+    if !exporting && levels.verbose == 0 {
+        filter.push_str(",ferry::request=off");
+    }
+    filter
+}
+
 /// Trace sampling as TraceSetting sees it: one trace in every `rate` requests, none when `enabled` is off.
 #[derive(Debug)]
 struct TraceControl {
@@ -145,8 +160,6 @@ pub fn init(options: &TelemetryOptions) -> Result<(), String> {
         error: true,
         verbose: options.log_verbose,
     };
-    let initial = std::env::var("RUST_LOG").unwrap_or_else(|_| levels.filter());
-    let (filter, filter_handle) = reload::Layer::new(EnvFilter::new(initial));
     let endpoint = options
         .otlp_endpoint
         .clone()
@@ -173,6 +186,9 @@ pub fn init(options: &TelemetryOptions) -> Result<(), String> {
         }
         None => None,
     };
+    let initial =
+        std::env::var("RUST_LOG").unwrap_or_else(|_| filter_directives(&levels, provider.is_some()));
+    let (filter, filter_handle) = reload::Layer::new(EnvFilter::new(initial));
     let otel = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("ferry")));
@@ -216,7 +232,10 @@ pub fn set_log_levels(levels: LogLevels) -> Result<(), String> {
     let telemetry = TELEMETRY.get().ok_or("logging is not managed by this process")?;
     telemetry
         .filter
-        .reload(EnvFilter::new(levels.filter()))
+        .reload(EnvFilter::new(filter_directives(
+            &levels,
+            telemetry.provider.is_some(),
+        )))
         .map_err(|error| format!("cannot change the log level: {error}"))?;
     *telemetry.levels.lock().unwrap_or_else(PoisonError::into_inner) = levels;
     Ok(())
@@ -273,6 +292,23 @@ mod tests {
     }
 
     #[test]
+    fn request_spans_are_off_unless_exported_or_verbose() {
+        let mut levels = LogLevels {
+            info: true,
+            warning: true,
+            error: true,
+            verbose: 0,
+        };
+        assert_eq!(
+            filter_directives(&levels, false),
+            "info,ort=warn,ferry::request=off"
+        );
+        assert_eq!(filter_directives(&levels, true), "info,ort=warn");
+        levels.verbose = 1;
+        assert_eq!(filter_directives(&levels, false), "debug,ort=debug");
+    }
+
+    #[test]
     fn a_traceparent_header_is_continued() {
         let mut headers = http::HeaderMap::new();
         headers.insert(
@@ -321,7 +357,7 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         use tracing::Instrument;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let span = tracing::info_span!("request", path = %request.uri().path());
+        let span = tracing::info_span!(target: REQUEST_SPANS, "request", path = %request.uri().path());
         if request.headers().contains_key("traceparent") {
             let _ = span.set_parent(remote_context(request.headers()));
         }

@@ -211,6 +211,7 @@ impl ModelVersion {
     pub async fn infer(&self, request: InferRequest) -> Result<Vec<OutputTensor>, Error> {
         let started = Instant::now();
         let span = tracing::info_span!(
+            target: crate::telemetry::REQUEST_SPANS,
             "infer",
             model = %self.spec.name,
             version = self.version,
@@ -232,7 +233,7 @@ impl ModelVersion {
             payload: InferJob {
                 request,
                 reply,
-                queue_span: tracing::info_span!("queue"),
+                queue_span: tracing::info_span!(target: crate::telemetry::REQUEST_SPANS, "queue"),
             },
             ticket: ticket.clone(),
         };
@@ -324,7 +325,7 @@ impl Instance {
     }
 
     fn run(&mut self, mut batch: Batch<InferJob>) {
-        let span = tracing::info_span!("batch", model = %self.spec.name, rows = batch.rows, requests = batch.items.len());
+        let span = tracing::info_span!(target: crate::telemetry::REQUEST_SPANS, "batch", model = %self.spec.name, rows = batch.rows, requests = batch.items.len());
         for item in &mut batch.items {
             // The wait is over: close the request's queue span and tie the batch to the requests it serves.
             let queue_span = std::mem::replace(&mut item.payload.queue_span, tracing::Span::none());
@@ -332,21 +333,22 @@ impl Instance {
         }
         let requests: Vec<&InferRequest> = batch.items.iter().map(|item| &item.payload.request).collect();
         let (runner, session, spec) = (&mut self.runner, &mut self.session, &self.spec);
-        let result = tracing::info_span!(parent: &span, "execute").in_scope(|| {
-            // A bug that panics while running a batch must cost that batch, not the instance: with the
-            // thread gone, every request still queued for a one-instance model would wait forever.
-            std::panic::catch_unwind(AssertUnwindSafe(|| runner.run(session, spec, &requests)))
-                .unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    Err(Error::Execution(format!(
-                        "the instance panicked while running the batch: {what}"
-                    )))
-                })
-        });
+        let result = tracing::info_span!(target: crate::telemetry::REQUEST_SPANS, parent: &span, "execute")
+            .in_scope(|| {
+                // A bug that panics while running a batch must cost that batch, not the instance: with the
+                // thread gone, every request still queued for a one-instance model would wait forever.
+                std::panic::catch_unwind(AssertUnwindSafe(|| runner.run(session, spec, &requests)))
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(Error::Execution(format!(
+                            "the instance panicked while running the batch: {what}"
+                        )))
+                    })
+            });
         let sequence = batch.sequence;
         let rows = batch.rows;
         self.scheduler.deliver(sequence, || match result {
