@@ -83,14 +83,15 @@ impl InferenceService {
         let output_regions =
             OutputRegions::resolve(&self.shared_memory, requested.as_deref().unwrap_or_default())?;
         let id = parsed.id.clone();
-        let classifications = std::mem::take(&mut parsed.classifications);
+        let mut classifications = std::mem::take(&mut parsed.classifications);
         let mut outputs = model.infer(parsed).await?;
         if !classifications.is_empty() {
-            // Ranking a large output is real work: off the async workers.
+            // Ranking a large output is real work: off the async workers. The classifications travel to the
+            // blocking thread and back, so that the answer below still knows which outputs became strings.
             let (spec, budget) = (Arc::clone(&model.spec), self.max_message_bytes);
-            let classes = classifications.clone();
-            outputs = tokio::task::spawn_blocking(move || {
-                crate::classification::apply(outputs, &classes, &spec, budget)
+            (outputs, classifications) = tokio::task::spawn_blocking(move || {
+                crate::classification::apply(outputs, &classifications, &spec, budget)
+                    .map(|outputs| (outputs, classifications))
             })
             .await
             .map_err(|error| Error::Internal(format!("the classification task failed: {error}")))??;

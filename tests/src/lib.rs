@@ -10,7 +10,7 @@ use std::{
 mod rest;
 mod shm;
 
-pub use rest::{RestReply, rest_request};
+pub use rest::{RestReply, rest_request, rest_request_with_headers};
 pub use shm::ShmObject;
 
 use anyhow::Context;

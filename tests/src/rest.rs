@@ -41,11 +41,26 @@ pub async fn rest_request(
     path: &str,
     body: &[u8],
 ) -> std::io::Result<RestReply> {
+    rest_request_with_headers(address, method, path, &[], body).await
+}
+
+/// [`rest_request`] with extra header lines, written as given (`Content-Encoding`, `Accept-Encoding`, ...).
+pub async fn rest_request_with_headers(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> std::io::Result<RestReply> {
     let mut stream = TcpStream::connect(address).await?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body).await?;
     let mut raw = Vec::new();

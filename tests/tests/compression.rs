@@ -20,10 +20,7 @@ use ferry_server::{compression::grpc::ResponseCompression, repository::Repositor
 use ferry_tests::{TestServer, example_repository, run_pytest};
 use flate2::{Compress, Compression, FlushCompress};
 use prost::Message;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::net::TcpStream;
 
 /// The message and body limit of the servers here: small, so that bombs are cheap to build.
 const LIMIT: usize = 8 << 20;
@@ -461,38 +458,13 @@ impl HttpReply {
 }
 
 async fn post(address: SocketAddr, path: &str, headers: &[(&str, String)], body: &[u8]) -> HttpReply {
-    let mut stream = TcpStream::connect(address).await.expect("connect");
-    let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.expect("send head");
-    stream.write_all(body).await.expect("send body");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read answer");
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete head");
-    let head = String::from_utf8(raw[..end].to_vec()).expect("ASCII head");
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .expect("status code");
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
+    let reply = ferry_tests::rest_request_with_headers(address, "POST", path, headers, body)
+        .await
+        .expect("a complete HTTP answer");
     HttpReply {
-        status,
-        headers,
-        body: raw[end + 4..].to_vec(),
+        status: reply.status,
+        headers: reply.headers.into_iter().collect(),
+        body: reply.body,
     }
 }
 
