@@ -12,10 +12,6 @@ use ferry_proto::inference::{
 };
 use ferry_tests::{HttpFrontEnd, TestServer, run_pytest};
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
 
 /// An HTTP answer as received.
 #[derive(Debug)]
@@ -57,7 +53,7 @@ impl Reply {
     }
 }
 
-/// Sends one request with `Connection: close` and reads the whole answer.
+/// Sends one request with `Connection: close` and reads the whole answer (which must carry its length).
 async fn send(
     address: SocketAddr,
     method: &str,
@@ -65,46 +61,13 @@ async fn send(
     headers: &[(&str, String)],
     body: &[u8],
 ) -> Reply {
-    let mut stream = TcpStream::connect(address).await.expect("connect");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.expect("send head");
-    stream.write_all(body).await.expect("send body");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read answer");
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete head");
-    let head = String::from_utf8(raw[..end].to_vec()).expect("ASCII head");
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().expect("status line");
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
-    let headers: HashMap<String, String> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let body = raw[end + 4..].to_vec();
-    let length: usize = headers
-        .get("content-length")
-        .expect("answers carry Content-Length")
-        .parse()
-        .expect("a number");
-    assert_eq!(body.len(), length, "the body has the length announced");
+    let reply = ferry_tests::rest_request_with_headers(address, method, path, headers, body)
+        .await
+        .expect("a complete HTTP answer with the length it announces");
     Reply {
-        status,
-        headers,
-        body,
+        status: reply.status,
+        headers: reply.headers.into_iter().collect(),
+        body: reply.body,
     }
 }
 
