@@ -18,6 +18,9 @@ use crate::{
 struct Shared<P> {
     state: BatcherState<P>,
     closed: bool,
+    /// Instance threads blocked on `arrivals` now. A notify with nobody blocked still costs a futex system
+    /// call, so submitters skip it when this is zero.
+    sleeping: usize,
 }
 
 /// The queue of one model version. Handlers call [`Scheduler::submit`]; each instance thread loops on
@@ -49,6 +52,7 @@ impl<P: Payload> Scheduler<P> {
             shared: Mutex::new(Shared {
                 state: BatcherState::new(policy),
                 closed: false,
+                sleeping: 0,
             }),
             arrivals: Condvar::new(),
             delivered: Mutex::new(0),
@@ -71,8 +75,11 @@ impl<P: Payload> Scheduler<P> {
             });
         }
         let admitted = shared.state.enqueue(request, Instant::now())?;
+        let wake = shared.sleeping > 0;
         drop(shared);
-        self.arrivals.notify_one();
+        if wake {
+            self.arrivals.notify_one();
+        }
         Ok(admitted)
     }
 
@@ -92,20 +99,24 @@ impl<P: Payload> Scheduler<P> {
                 Next::Batch(batch) => break Some(batch),
                 Next::WaitUntil(at) => {
                     let wait = at.saturating_duration_since(now);
+                    shared.sleeping += 1;
                     shared = self
                         .arrivals
                         .wait_timeout(shared, wait)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
+                    shared.sleeping -= 1;
                 }
                 Next::Idle if shared.closed => break None,
                 Next::Idle => {
+                    shared.sleeping += 1;
                     shared = self.arrivals.wait(shared).unwrap_or_else(PoisonError::into_inner);
+                    shared.sleeping -= 1;
                 }
             }
         };
         shared.state.instance_not_waiting();
-        let more = batch.is_some() && !shared.state.is_empty();
+        let more = batch.is_some() && !shared.state.is_empty() && shared.sleeping > 0;
         drop(shared);
         if more {
             // Another idle instance may be able to start on what is left.
