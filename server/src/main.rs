@@ -15,6 +15,13 @@ use ferry_server::{
     telemetry::{self, LogFormat, TelemetryOptions},
 };
 
+/// mimalloc instead of glibc's allocator: the request path allocates and frees many small buffers across
+/// threads (HTTP/2 frames, protobuf messages, tensors handed from tokio workers to instance threads and back),
+/// where glibc's arenas cost about a tenth of the server's CPU under load (`perf record`, mlp_small, 32 in
+/// flight); docs/benchmarks.md has the A/B figures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Serve ONNX models over Triton's gRPC and HTTP/REST inference protocols (KServe v2).
 ///
 /// Flags keep Triton's names where Triton has them, so existing launch scripts carry over.
