@@ -541,11 +541,11 @@ fn shared_memory_data(
     elements: usize,
     at: &Context,
 ) -> Result<TensorData, Error> {
-    let slice = regions.slice(region)?;
-    if let Some(size) = data_type.element_size() {
-        check_byte_size(slice.byte_size(), name, elements * size, at)?;
-    }
-    raw_data(slice.to_bytes()?, name, data_type, elements, at)
+    let bytes = regions.read_input(region, |given| match data_type.element_size() {
+        Some(size) => check_byte_size(given, name, elements * size, at),
+        None => Ok(()),
+    })?;
+    raw_data(bytes, name, data_type, elements, at)
 }
 
 /// How length-prefixed BYTES contents fail to hold the elements their shape says.
