@@ -9,7 +9,7 @@ use ferry_proto::inference::{
     model_queue_policy::TimeoutAction as ConfigTimeoutAction,
 };
 
-use super::spec::ConfigSource;
+use super::source::ConfigSource;
 use crate::Error;
 
 /// How many requests a priority level holds when its `max_queue_size` is 0 (Triton's "unlimited"): a bound
