@@ -9,11 +9,12 @@ use ferry_proto::inference::{
     model_queue_policy::TimeoutAction as ConfigTimeoutAction,
 };
 
-use super::spec::ConfigSource;
+use super::source::ConfigSource;
 use crate::Error;
 
 /// How many requests a priority level holds when its `max_queue_size` is 0 (Triton's "unlimited"): a bound
-/// that turns overload into RESOURCE_EXHAUSTED answers instead of unbounded memory.
+/// that turns overload into answers instead of unbounded memory. A request that finds its level full gets
+/// Triton's answer to a full queue, UNAVAILABLE "Exceeds maximum queue size" (REST 503).
 pub const DEFAULT_MAX_QUEUE_SIZE: usize = 4096;
 
 /// The config `parameters` key that turns on Ferry's adaptive queue delay (`"true"` or `"false"`, default

@@ -1,12 +1,28 @@
 //! Model configuration: parsing `config.pbtxt`, completing it from the ONNX model, and validating it into a
 //! [`ModelSpec`].
+//!
+//! `pbtxt` parses the text, `complete` fills in what the model file says, and `spec` validates the whole into
+//! a [`ModelSpec`], with one module per part of the config: `tensors`, `versions`, `instances` and `batching`.
+//! `signature` then checks the spec against the model file. Every part names the file and line of a mistake
+//! through [`ConfigSource`] (`source`), which depends on nothing else here.
 
 mod batching;
 mod complete;
+mod instances;
 mod pbtxt;
+mod signature;
+mod source;
 mod spec;
+mod tensors;
+#[cfg(test)]
+mod testing;
+mod versions;
 
 pub use batching::{ADAPTIVE_QUEUE_DELAY, DEFAULT_MAX_QUEUE_SIZE};
 pub use complete::{ModelSignature, ModelTensor, complete_config, needs_signature};
+pub use instances::{InstancePlan, Placement};
 pub use pbtxt::{model_config_descriptor, parse_model_config};
-pub use spec::{ConfigSource, InstancePlan, ModelSpec, Placement, TensorSpec, VersionPolicy};
+pub use source::ConfigSource;
+pub use spec::ModelSpec;
+pub use tensors::TensorSpec;
+pub use versions::VersionPolicy;
