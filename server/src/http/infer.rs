@@ -4,7 +4,8 @@
 //! inputs as the raw bytes their `data` converts to; inputs in shared memory keep their `shared_memory_*`
 //! parameters and have no entry, as over gRPC. The shared core then validates names, datatypes, shapes,
 //! byte sizes and regions once for both protocols. This layer checks only what the core cannot see: the JSON's
-//! structure, the JSON elements and the binary sizes.
+//! structure, the JSON elements and the binary sizes. It runs once the core has resolved the model, so its
+//! refusals count as failed requests of the model, as the core's own do.
 
 use std::collections::HashMap;
 
@@ -35,7 +36,7 @@ use crate::{
 /// output back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestInferRequest {
-    /// The request for the core ([`InferenceService::infer`](crate::core::InferenceService::infer)).
+    /// The request for the core ([`InferenceService::infer_with`](crate::core::InferenceService::infer_with)).
     pub request: ModelInferRequest,
     /// Which outputs go back as binary data.
     pub outputs: OutputForms,

@@ -5,7 +5,8 @@
 //! [`InferenceService`], and writes its answer as JSON and binary tensors, or its [`crate::Error`] as
 //! `{"error": ...}` with the status [`crate::Error::http_status`] gives. So validation, inference,
 //! statistics, model control and shared memory have one code path, and a failure means the same thing on
-//! both protocols.
+//! both protocols. An inference body is decoded once the core has resolved its model, so a body the model
+//! cannot take counts as a failed request, as the same mistake over gRPC does.
 //!
 //! - [`routes`]: Triton's paths and the handlers.
 //! - [`infer`]: an inference request body to `ModelInferRequest`, and the response back.

@@ -251,6 +251,9 @@ async fn statistics(State(shared): State<Shared>, names: Names) -> Result<Respon
     )?))
 }
 
+/// Inference. The body is read and inflated first (a refusal there is the transport's, as a gRPC message
+/// over the limit is); the core then resolves the model and only then has the body decoded, so that a body
+/// the model cannot take counts as a failed request of the model, as the same mistake over gRPC does.
 async fn model_infer(
     State(shared): State<Shared>,
     names: Names,
@@ -263,9 +266,13 @@ async fn model_infer(
         // A refusal is a whole answer: a 415 carries its Accept-Encoding header.
         Err(refusal) => return Ok(refusal),
     };
-    let rest = infer::parse_request(&names.model, &names.version, &headers, payload)?;
-    let forms = rest.outputs;
-    let response = shared.service.infer(rest.request).await?;
+    let (response, forms) = shared
+        .service
+        .infer_with(&names.model, &names.version, || {
+            let rest = infer::parse_request(&names.model, &names.version, &headers, payload)?;
+            Ok((rest.request, rest.outputs))
+        })
+        .await?;
     let answer = infer::build_response(&response, &forms)?;
     Ok(encoding::encode_response(answer, encoding::response_encoding(&headers)).await)
 }
