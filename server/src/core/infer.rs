@@ -12,7 +12,7 @@ use super::InferenceService;
 use crate::{Error, model::ModelVersion, request::InferRequest, shm::OutputRegions};
 
 impl InferenceService {
-    /// Runs one decoded inference request: resolves the model, then [`InferenceService::run`] on it.
+    /// Runs one decoded inference request: resolves the model, then runs the request on it.
     pub async fn infer(&self, request: pb::ModelInferRequest) -> Result<pb::ModelInferResponse, Error> {
         let model = self
             .registry

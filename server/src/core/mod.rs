@@ -1,13 +1,14 @@
 //! The transport-free core below the front ends: every RPC of Triton's protocol as a method that takes plain
-//! or protobuf values and returns the answer or Ferry's [`Error`]. The gRPC front end ([`crate::grpc`]),
-//! ModelStreamInfer ([`crate::stream`]) and REST ([`crate::http`]) each decode their wire format, call the
-//! core, and encode what it returns (an [`Error`] becomes a gRPC status through [`Error::grpc_code`] and an
-//! HTTP status through [`Error::http_status`]); none of them builds another's request types. So
+//! or protobuf values and returns the answer or Ferry's [`Error`](crate::Error). The gRPC front end
+//! ([`crate::grpc`]), ModelStreamInfer ([`crate::stream`]) and REST ([`crate::http`]) each decode their wire
+//! format, call the core, and encode what it returns (an error becomes a gRPC status through
+//! [`grpc_code`](crate::Error::grpc_code) and an HTTP status through
+//! [`http_status`](crate::Error::http_status)); none of them builds another's request types. So
 //! validation, inference, statistics, model control and shared memory have one code path, and the same
 //! mistake fails, and counts, the same on every protocol.
 //!
-//! - [`infer`](InferenceService::infer): inference, from a decoded request or from a REST body decoded once
-//!   its model is known.
+//! - `infer`: inference, from a decoded request ([`InferenceService::infer`]) or from a REST body decoded
+//!   once its model is known ([`InferenceService::infer_with`]).
 //! - `server`: liveness, readiness and metadata of the server and its models, their configs and statistics.
 //! - `repository`: the repository index and model control (load, unload).
 //! - `shared_memory`: system and CUDA shared memory regions (status, register, unregister).
