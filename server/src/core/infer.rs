@@ -1,7 +1,9 @@
-//! Inference: a decoded `ModelInferRequest` in, the response or Ferry's [`Error`] out. A request whose
-//! model serves and that fails from then on, whatever refused it, counts as a failed request of the model in
-//! ModelStatistics and the metrics, as in Triton; gRPC decodes its message before the model is known, REST
-//! decodes its body after ([`InferenceService::infer_with`]), so the same mistake counts on both.
+//! Inference: a decoded `ModelInferRequest` in, the response or Ferry's [`Error`] out. Once a request's model
+//! is resolved to a serving version, a request that cannot become a valid request of the model (a body that
+//! cannot be decoded, a wrong input, shape, byte count or region) counts as a failed request of the model in
+//! ModelStatistics and the metrics, as one that fails in the queue or in ONNX Runtime does. gRPC decodes its
+//! message before the model is known, REST decodes its body after ([`InferenceService::infer_with`]), so the
+//! same mistake counts the same on both.
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
