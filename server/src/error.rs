@@ -1,4 +1,5 @@
-//! Ferry's one error type and the one place that maps it to a gRPC status, and a gRPC status to HTTP.
+//! Ferry's one error type and the one place that maps it to the gRPC status and the HTTP status a client
+//! gets, whichever protocol carried the request.
 
 use tonic::{Code, Status};
 
@@ -100,6 +101,19 @@ pub enum Error {
     /// first.
     #[error("{0}")]
     AlreadyExists(String),
+    /// A REST body that Triton's JSON reader (`TritonJson` in `triton_json.h`) refuses: not JSON, or a
+    /// member missing or of the wrong JSON type. Triton reports these as `INTERNAL`, so HTTP 500, however
+    /// much they are the client's mistake; the message starts with Triton's text.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// A REST body over the size limit (`--grpc-max-message-bytes`), as received or once inflated: HTTP 413,
+    /// as from Triton's HTTP server; over gRPC such a message is `RESOURCE_EXHAUSTED`.
+    #[error("{0}")]
+    BodyTooLarge(String),
+    /// A REST body in a `Content-Encoding` Ferry does not read: HTTP 415, as from Triton; gRPC answers an
+    /// unknown `grpc-encoding` with `UNIMPLEMENTED`.
+    #[error("{0}")]
+    UnsupportedEncoding(String),
 }
 
 impl Error {
@@ -117,9 +131,22 @@ impl Error {
             | Error::ModelControlDisabled(_)
             | Error::Overloaded(_) => Code::Unavailable,
             Error::InvalidRequest(_) | Error::Config { .. } | Error::ModelLoad(_) => Code::InvalidArgument,
-            Error::Execution(_) | Error::Internal(_) => Code::Internal,
-            Error::TooLarge(_) => Code::ResourceExhausted,
-            Error::Unimplemented(_) | Error::Unsupported(_) => Code::Unimplemented,
+            Error::Execution(_) | Error::Internal(_) | Error::MalformedJson(_) => Code::Internal,
+            Error::TooLarge(_) | Error::BodyTooLarge(_) => Code::ResourceExhausted,
+            Error::Unimplemented(_) | Error::Unsupported(_) | Error::UnsupportedEncoding(_) => {
+                Code::Unimplemented
+            }
+        }
+    }
+
+    /// The HTTP status the REST front end answers for this failure: the status Triton's `HttpCodeFromError`
+    /// gives its gRPC code ([`http_status`]), except for the two refusals of a body's transport that HTTP
+    /// has statuses of its own for, 413 and 415.
+    pub fn http_status(&self) -> http::StatusCode {
+        match self {
+            Error::BodyTooLarge(_) => http::StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedEncoding(_) => http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            other => http_status(other.grpc_code()),
         }
     }
 
@@ -138,9 +165,9 @@ fn detail(reason: &str) -> String {
     }
 }
 
-/// The HTTP status the REST front end answers for a gRPC status code: Triton's own mapping
-/// (`HttpCodeFromError` in its `http_server.cc`), so that REST clients see what they would see from Triton.
-/// A request body over the size limit is refused before it reaches this mapping (413).
+/// The HTTP status for a gRPC status code: Triton's own mapping (`HttpCodeFromError` in its
+/// `http_server.cc`), so that REST clients see what they would see from Triton. [`Error::http_status`]
+/// applies it to every failure but a body too large (413) or in an unknown coding (415).
 pub fn http_status(code: Code) -> http::StatusCode {
     match code {
         Code::Ok => http::StatusCode::OK,
@@ -228,5 +255,42 @@ mod tests {
         ] {
             assert_eq!(http_status(other), StatusCode::BAD_REQUEST, "{other:?}");
         }
+    }
+
+    /// Every failure's HTTP status is its gRPC code's, through Triton's `HttpCodeFromError`, but for the two
+    /// transport refusals HTTP names itself.
+    #[test]
+    fn an_errors_http_status_follows_its_grpc_code() {
+        use http::StatusCode;
+        let cases = [
+            (Error::UnknownModel { model: "m".into() }, StatusCode::NOT_FOUND),
+            (Error::invalid("x"), StatusCode::BAD_REQUEST),
+            (Error::Overloaded("x".into()), StatusCode::SERVICE_UNAVAILABLE),
+            (Error::Internal("x".into()), StatusCode::INTERNAL_SERVER_ERROR),
+            (
+                Error::MalformedJson("x".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (Error::Unsupported("x".into()), StatusCode::NOT_IMPLEMENTED),
+            (Error::TooLarge("x".into()), StatusCode::BAD_REQUEST),
+            (Error::AlreadyExists("x".into()), StatusCode::BAD_REQUEST),
+            (Error::BodyTooLarge("x".into()), StatusCode::PAYLOAD_TOO_LARGE),
+            (
+                Error::UnsupportedEncoding("x".into()),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+        ];
+        for (error, status) in cases {
+            assert_eq!(error.http_status(), status, "{error:?}");
+        }
+        assert_eq!(Error::MalformedJson("x".into()).grpc_code(), Code::Internal);
+        assert_eq!(
+            Error::BodyTooLarge("x".into()).grpc_code(),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            Error::UnsupportedEncoding("x".into()).grpc_code(),
+            Code::Unimplemented
+        );
     }
 }

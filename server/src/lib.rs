@@ -63,7 +63,7 @@ pub struct Server {
     /// Admits and bounds the connections of every port.
     gate: Arc<connection::Gate>,
     /// The name ServerMetadata reports on every front end.
-    server_name: grpc::ServerName,
+    server_name: core::ServerName,
 }
 
 impl Server {
@@ -78,12 +78,12 @@ impl Server {
             max_message_bytes: options.max_message_bytes,
             grpc_response_compression: options.grpc_response_compression,
             gate: connection::Gate::new(&options.connections),
-            server_name: grpc::ServerName::default(),
+            server_name: core::ServerName::default(),
         })
     }
 
     /// The same server reporting `name` in ServerMetadata (gRPC and REST `GET /v2`) instead of "ferry".
-    pub fn with_server_name(self, name: grpc::ServerName) -> Self {
+    pub fn with_server_name(self, name: core::ServerName) -> Self {
         Server {
             server_name: name,
             ..self
@@ -91,8 +91,8 @@ impl Server {
     }
 
     /// The inference core every front end calls.
-    fn inference_service(&self) -> grpc::InferenceService {
-        grpc::InferenceService::with_shared_memory(
+    fn inference_service(&self) -> core::InferenceService {
+        core::InferenceService::with_shared_memory(
             Arc::clone(&self.registry),
             Arc::clone(&self.shared_memory),
         )
@@ -160,8 +160,8 @@ impl Server {
     }
 
     /// Serves Triton's HTTP/REST protocol (KServe v2) on `listener` until `shutdown` completes. Requests go
-    /// through the same gRPC service as [`Server::serve`], so both protocols validate, infer and fail alike;
-    /// request bodies are bounded by the same message size limit.
+    /// through the same core ([`core::InferenceService`]) as [`Server::serve`], so both protocols validate,
+    /// infer, count and fail alike; request bodies are bounded by the same message size limit.
     pub async fn serve_http(
         &self,
         listener: TcpListener,

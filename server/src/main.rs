@@ -8,7 +8,7 @@ use ferry_server::{
     Server, ServerOptions,
     compression::grpc::ResponseCompression,
     connection::{self, ConnectionLimits},
-    grpc::ServerName,
+    core::ServerName,
     limits::ResourceLimits,
     onnx,
     repository::{ControlMode, RepositoryOptions},
@@ -161,7 +161,7 @@ struct Flags {
 
     /// The name ServerMetadata reports (gRPC, and REST `GET /v2`): 1 to 64 bytes of printable ASCII. Give
     /// `triton` where clients or health checks expect Triton's name.
-    #[arg(long, default_value = ferry_server::grpc::SERVER_NAME, value_name = "NAME")]
+    #[arg(long, default_value = ferry_server::core::SERVER_NAME, value_name = "NAME")]
     server_name: ServerName,
 
     /// Path of libonnxruntime.so. Without it Ferry looks in ORT_DYLIB_PATH, then the project's .venv, then

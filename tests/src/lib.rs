@@ -16,7 +16,7 @@ pub use shm::ShmObject;
 use anyhow::Context;
 use ferry_proto::GrpcInferenceServiceClient;
 use ferry_server::{
-    Server, ServerOptions, connection::ConnectionLimits, grpc::ServerName, onnx,
+    Server, ServerOptions, connection::ConnectionLimits, core::ServerName, onnx,
     repository::RepositoryOptions,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};

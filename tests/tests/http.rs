@@ -879,6 +879,15 @@ async fn malformed_requests_are_answered_with_clear_errors() {
         assert_eq!(reply.status, status, "{path}");
         assert!(reply.error().starts_with(start), "{path}: {}", reply.error());
     }
+    // The model is resolved before the body is read, as in Triton's `HandleInfer` (`http_server.cc`, which
+    // asks `TRITONSERVER_ServerModelTransactionProperties` first): a body that is not even JSON, sent to a
+    // model that does not exist, is answered with the unknown model.
+    let reply = send(http.address, "POST", "/v2/models/no_such_model/infer", &[], b"{").await;
+    assert_eq!(reply.status, 404, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.error(),
+        "Request for unknown model: 'no_such_model' is not found"
+    );
     // A coding Ferry does not read is Triton's 415 (gzip and deflate: tests/tests/compression.rs).
     let brotli = send(
         http.address,

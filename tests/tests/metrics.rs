@@ -1,8 +1,8 @@
 //! End-to-end tests of the Prometheus metrics endpoint: the real server, real ONNX Runtime, a known mix of
-//! requests over gRPC, then `GET /metrics` over a plain HTTP/1.1 connection. The answer is parsed with a
-//! small text-format parser written here, so that a malformed exposition fails the test rather than being
-//! read leniently, and its counters are checked against the requests sent and against the ModelStatistics
-//! RPC, which reads the same statistics.
+//! requests over gRPC (and REST, where both protocols must count alike), then `GET /metrics` over a plain
+//! HTTP/1.1 connection. The answer is parsed with a small text-format parser written here, so that a
+//! malformed exposition fails the test rather than being read leniently, and its counters are checked
+//! against the requests sent and against the ModelStatistics RPC, which reads the same statistics.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -389,7 +389,7 @@ async fn counters_and_histograms_account_for_every_request() {
     );
 
     // simple: 7 successful one-row requests, each its own execution (no dynamic batching), and 2 with a
-    // wrong shape, refused before they reach the model.
+    // wrong shape, refused before they run.
     for _ in 0..7 {
         client
             .model_infer(simple_request(16))
@@ -548,11 +548,86 @@ async fn counters_and_histograms_account_for_every_request() {
     }
 
     // The metrics and the ModelStatistics RPC read the same statistics; for simple this also covers the
-    // wrong-shape requests, which the front end rejects before the model (and its statistics) sees them.
+    // wrong-shape requests, which the model refuses before they run and which count as failures.
     for model in ["simple", "add_one_greedy", "add_one_queue"] {
         assert_agrees_with_statistics(&scraped, model, &server.statistics(model).await);
     }
 
+    metrics.stop().await;
+    server.stop().await;
+}
+
+/// The same mistake counts the same whichever protocol carried it: a `simple` request whose INPUT0 holds 3
+/// values where its shape [1, 16] holds 16, sent as REST JSON (`data`) and as gRPC raw bytes, raises the
+/// model's failure count by one each time, in ModelStatistics and in `nv_inference_request_failure`. REST used
+/// to refuse the JSON before it resolved the model, so only the gRPC request counted. Triton's REST front end
+/// resolves the model before it reads the body (`HandleInfer` in `http_server.cc` asks
+/// `TRITONSERVER_ServerModelTransactionProperties` first), and its JSON reader's refusal of the count is
+/// `INTERNAL` there (`ReadDataFromJson`), so 500.
+#[tokio::test]
+async fn a_bad_request_counts_as_a_failure_over_rest_and_grpc_alike() {
+    let server = TestServer::start(vec![ferry_tests::example_repository()])
+        .await
+        .expect("server");
+    let http = server.start_http().await.expect("REST front end");
+    let metrics = server.start_metrics().await.expect("metrics endpoint");
+    let mut client = server.raw_client().await.expect("client");
+    let failures = |stats: ModelStatistics| {
+        let inference = stats.inference_stats.expect("inference stats");
+        (
+            inference.fail.map_or(0, |d| d.count),
+            inference.success.map_or(0, |d| d.count),
+        )
+    };
+    assert_eq!(failures(server.statistics("simple").await), (0, 0));
+
+    let row: Vec<i32> = (0..16).collect();
+    let body = serde_json::json!({"inputs": [
+        {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": [1, 2, 3]},
+        {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": row},
+    ]});
+    let reply = ferry_tests::rest_request(
+        http.address,
+        "POST",
+        "/v2/models/simple/infer",
+        body.to_string().as_bytes(),
+    )
+    .await
+    .expect("a REST answer");
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert!(
+        reply
+            .text()
+            .contains("Unable to parse 'data': Shape does not match true shape of 'data' field"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(
+        failures(server.statistics("simple").await),
+        (1, 0),
+        "the REST request counts as a failure"
+    );
+    assert_eq!(
+        scrape(&metrics)
+            .await
+            .count("nv_inference_request_failure", "simple", "1"),
+        1
+    );
+
+    let mut request = simple_request(16);
+    request.raw_input_contents[0] = [1i32, 2, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let status = client.model_infer(request).await.expect_err("3 values for 16");
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert_eq!(
+        failures(server.statistics("simple").await),
+        (2, 0),
+        "the gRPC request counts as a failure"
+    );
+    let scraped = scrape(&metrics).await;
+    assert_eq!(scraped.count("nv_inference_request_failure", "simple", "1"), 2);
+    assert_eq!(scraped.count("nv_inference_request_success", "simple", "1"), 0);
+
+    http.stop().await;
     metrics.stop().await;
     server.stop().await;
 }

@@ -3,7 +3,7 @@
 //! and one in explicit mode named "triton" (`--server-name`), each with gRPC and REST on loopback ports.
 
 use ferry_server::{
-    grpc::ServerName,
+    core::ServerName,
     repository::{ControlMode, RepositoryOptions},
 };
 use ferry_tests::{TestServer, example_repository, run_pytest, test_repository};

@@ -16,32 +16,30 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Frame, SizeHint};
 
-use super::HttpError;
+use crate::Error;
 
 /// The header that gives the length of the JSON part of a body holding binary tensors.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
 /// Reads `Inference-Header-Content-Length`: `None` when the request does not send it (the whole body is
 /// JSON), otherwise the JSON length, checked to be a decimal byte count within the `body_len` received.
-pub fn header_length(headers: &HeaderMap, body_len: usize) -> Result<Option<usize>, HttpError> {
+pub fn header_length(headers: &HeaderMap, body_len: usize) -> Result<Option<usize>, Error> {
     let mut values = headers.get_all(HEADER_LENGTH).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(HttpError::bad_request(
+        return Err(Error::invalid(
             "Inference-Header-Content-Length is given more than once",
         ));
     }
     let text = value.to_str().map_err(|_| {
-        HttpError::bad_request(
-            "Inference-Header-Content-Length must be a decimal byte count, got non-ASCII bytes",
-        )
+        Error::invalid("Inference-Header-Content-Length must be a decimal byte count, got non-ASCII bytes")
     })?;
     let digits = text.trim_matches([' ', '\t']);
     // Triton's text for a length outside the body (`GetInferenceHeaderLength` in its `http_server.cc`).
     let out_of_range = |detail: String| {
-        HttpError::bad_request(format!(
+        Error::invalid(format!(
             "inference header size should be in range (0, {body_len}), got: {text}; {detail}"
         ))
     };
@@ -56,7 +54,7 @@ pub fn header_length(headers: &HeaderMap, body_len: usize) -> Result<Option<usiz
     // Triton reads the value with `atoi`, so that text which is no number reads as 0 (a raw binary
     // request); Ferry refuses it with its own message instead.
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(HttpError::bad_request(format!(
+        return Err(Error::invalid(format!(
             "Inference-Header-Content-Length must be a decimal byte count, got '{text}'"
         )));
     }
@@ -92,12 +90,12 @@ impl<'a> BinaryTail<'a> {
 
     /// The next `size` bytes, for `input`'s `binary_data_size`, as a slice of the body. Triton's text when
     /// they run out (`ParseJsonTritonIO` in its `http_server.cc`), then Ferry's detail.
-    pub fn take(&mut self, input: &str, size: u64) -> Result<Bytes, HttpError> {
+    pub fn take(&mut self, input: &str, size: u64) -> Result<Bytes, Error> {
         let remaining = self.data.len() - self.offset;
         let size = match usize::try_from(size) {
             Ok(size) if size <= remaining => size,
             _ => {
-                return Err(HttpError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "unexpected size for input '{input}', expecting {} additional bytes for model '{}'; \
                      binary_data_size {size} but only {remaining} bytes of binary data remain in the request body",
                     size - remaining as u64,
@@ -111,9 +109,9 @@ impl<'a> BinaryTail<'a> {
     }
 
     /// Checks that the inputs' `binary_data_size` values accounted for every byte after the JSON header.
-    pub fn finish(self) -> Result<(), HttpError> {
+    pub fn finish(self) -> Result<(), Error> {
         if self.offset != self.data.len() {
-            return Err(HttpError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "unexpected additional input data for model '{}'; the request body has {} bytes of binary data \
                  after the JSON header but the inputs' binary_data_size values add up to {}",
                 self.model,
@@ -181,8 +179,8 @@ mod tests {
         headers
     }
 
-    fn message(result: Result<Option<usize>, HttpError>) -> String {
-        result.expect_err("must be refused").message
+    fn message(result: Result<Option<usize>, Error>) -> String {
+        result.expect_err("must be refused").to_string()
     }
 
     /// Triton's `GetInferenceHeaderLength`: a length below 0 or past the body gets its range message.
@@ -225,9 +223,9 @@ mod tests {
         let error = tail.take("b", 5).expect_err("overruns");
         assert!(
             error
-                .message
+                .to_string()
                 .starts_with("unexpected size for input 'b', expecting 1 additional bytes for model 'm'; ")
-                && error.message.contains("4 bytes"),
+                && error.to_string().contains("4 bytes"),
             "{error}"
         );
         assert!(tail.take("b", u64::MAX).is_err());
@@ -235,9 +233,9 @@ mod tests {
         let error = tail.finish().expect_err("one byte left");
         assert!(
             error
-                .message
+                .to_string()
                 .starts_with("unexpected additional input data for model 'm'; ")
-                && error.message.contains("add up to 5"),
+                && error.to_string().contains("add up to 5"),
             "{error}"
         );
 
@@ -248,7 +246,10 @@ mod tests {
             "an empty tensor needs no bytes"
         );
         let error = empty.take("x", 4).expect_err("no binary part");
-        assert!(error.message.contains("expecting 4 additional bytes"), "{error}");
+        assert!(
+            error.to_string().contains("expecting 4 additional bytes"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -24,7 +24,10 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body::Body as _;
 
 use super::HttpError;
-use crate::compression::{self, Encoding, InflateError};
+use crate::{
+    Error,
+    compression::{self, Encoding, InflateError},
+};
 
 /// What Ferry reads, as Triton's 415 answer lists it.
 const ACCEPTED: &str = "gzip, deflate";
@@ -32,6 +35,10 @@ const ACCEPTED: &str = "gzip, deflate";
 /// The body of an inference request as the client meant it: inflated when `Content-Encoding` says it is
 /// compressed, to at most `limit` bytes. A refusal is a whole answer, since a 415 carries a header of its own.
 pub async fn decode_request(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, Response> {
+    inflate(headers, body, limit).await.map_err(refusal)
+}
+
+async fn inflate(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, Error> {
     let Some(value) = headers.get(header::CONTENT_ENCODING) else {
         return Ok(body);
     };
@@ -41,40 +48,38 @@ pub async fn decode_request(headers: &HeaderMap, body: Bytes, limit: usize) -> R
         return Ok(body);
     }
     let Some(encoding) = Encoding::from_name(name) else {
-        let mut refusal = HttpError {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            message: crate::limits::bounded_message(format!(
-                "Content-Encoding '{name}' is not supported: send gzip, deflate or identity"
-            )),
-        }
-        .into_response();
-        refusal
-            .headers_mut()
-            .insert(header::ACCEPT_ENCODING, HeaderValue::from_static(ACCEPTED));
-        return Err(refusal);
+        return Err(Error::UnsupportedEncoding(format!(
+            "Content-Encoding '{name}' is not supported: send gzip, deflate or identity"
+        )));
     };
     let compressed = body.len();
     let inflated = tokio::task::spawn_blocking(move || compression::inflate(&body, limit))
         .await
-        .map_err(|error| HttpError::internal(format!("inflating the request body failed: {error}")))
-        .map_err(IntoResponse::into_response)?;
-    inflated.map(Bytes::from).map_err(|error| {
-        let error = match error {
-            InflateError::TooLarge { limit } => HttpError {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                message: format!(
-                    "the request body inflates to more than the server's limit of {limit} bytes \
-                     (--grpc-max-message-bytes); it is {compressed} bytes compressed ({})",
-                    encoding.name()
-                ),
-            },
-            InflateError::Corrupt { .. } => HttpError::bad_request(format!(
-                "cannot inflate the request body (Content-Encoding: {}): {error}",
-                encoding.name()
-            )),
-        };
-        error.into_response()
+        .map_err(|error| Error::Internal(format!("inflating the request body failed: {error}")))?;
+    inflated.map(Bytes::from).map_err(|error| match error {
+        InflateError::TooLarge { limit } => Error::BodyTooLarge(format!(
+            "the request body inflates to more than the server's limit of {limit} bytes \
+             (--grpc-max-message-bytes); it is {compressed} bytes compressed ({})",
+            encoding.name()
+        )),
+        InflateError::Corrupt { .. } => Error::invalid(format!(
+            "cannot inflate the request body (Content-Encoding: {}): {error}",
+            encoding.name()
+        )),
     })
+}
+
+/// The answer to a body that cannot be read: the error's, and for a coding Ferry does not read, the
+/// `Accept-Encoding` header that lists those it does, as Triton's 415 answer has.
+fn refusal(error: Error) -> Response {
+    let unsupported = matches!(error, Error::UnsupportedEncoding(_));
+    let mut response = HttpError::from(error).into_response();
+    if unsupported {
+        response
+            .headers_mut()
+            .insert(header::ACCEPT_ENCODING, HeaderValue::from_static(ACCEPTED));
+    }
+    response
 }
 
 /// The coding of the answer, from the request's `Accept-Encoding` as Triton reads it
@@ -125,8 +130,10 @@ pub async fn encode_response(response: Response, encoding: Option<Encoding>) -> 
         match frame {
             Ok(frame) => chunks.extend(frame.into_data().ok()),
             Err(error) => {
-                return HttpError::internal(format!("cannot read the answer to compress it: {error}"))
-                    .into_response();
+                return HttpError::from(Error::Internal(format!(
+                    "cannot read the answer to compress it: {error}"
+                )))
+                .into_response();
             }
         }
     }
@@ -134,7 +141,7 @@ pub async fn encode_response(response: Response, encoding: Option<Encoding>) -> 
         match tokio::task::spawn_blocking(move || compression::compress_chunks(encoding, &chunks)).await {
             Ok(compressed) => compressed,
             Err(error) => {
-                return HttpError::internal(format!("compressing the answer failed: {error}"))
+                return HttpError::from(Error::Internal(format!("compressing the answer failed: {error}")))
                     .into_response();
             }
         };
@@ -224,7 +231,7 @@ mod tests {
             compression::inflate(&body, 1024).expect("zlib"),
             b"{\"outputs\": []}"
         );
-        let error = HttpError::bad_request("no").into_response();
+        let error = HttpError::from(Error::invalid("no")).into_response();
         let error = encode_response(error, Some(Encoding::Gzip)).await;
         assert!(!error.headers().contains_key(header::CONTENT_ENCODING));
     }

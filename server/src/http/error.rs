@@ -1,11 +1,14 @@
 //! Failed REST requests, answered as Triton does: a JSON body `{"error": "<message>"}` with the HTTP status
-//! that `crate::error::http_status` gives the failure's gRPC code.
+//! [`Error::http_status`] gives the failure, the one mapping both front ends share.
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use tonic::{Code, Status};
+
+use crate::Error;
 
 /// A failed REST request: the status to answer and a message that names the field and the values at fault.
+/// Made from Ferry's [`Error`], except for a known path asked with the wrong method, which is routing's
+/// refusal and no failure of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpError {
     /// The HTTP status of the answer.
@@ -15,33 +18,21 @@ pub struct HttpError {
 }
 
 impl HttpError {
-    /// A failure with the meaning of a gRPC `code`, so REST answers it with the status gRPC's code maps to.
-    pub fn from_code(code: Code, message: impl Into<String>) -> Self {
+    /// Triton's answer to a known path with the wrong method: 405 `{"error": "Method Not Allowed"}`.
+    pub fn method_not_allowed() -> Self {
         HttpError {
-            status: crate::error::http_status(code),
-            message: crate::limits::bounded_message(message.into()),
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message: "Method Not Allowed".to_owned(),
         }
-    }
-
-    /// A request the REST layer finds malformed before the shared core sees it (Triton's `INVALID_ARG`).
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::from_code(Code::InvalidArgument, message)
-    }
-
-    /// A protocol feature Ferry does not serve (Triton's `UNSUPPORTED`).
-    pub fn unsupported(message: impl Into<String>) -> Self {
-        Self::from_code(Code::Unimplemented, message)
-    }
-
-    /// A broken promise inside the server, such as a response the core built inconsistently.
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::from_code(Code::Internal, message)
     }
 }
 
-impl From<Status> for HttpError {
-    fn from(status: Status) -> Self {
-        Self::from_code(status.code(), status.message())
+impl From<Error> for HttpError {
+    fn from(error: Error) -> Self {
+        HttpError {
+            status: error.http_status(),
+            message: crate::limits::bounded_message(error.to_string()),
+        }
     }
 }
 

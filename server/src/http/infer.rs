@@ -4,7 +4,8 @@
 //! inputs as the raw bytes their `data` converts to; inputs in shared memory keep their `shared_memory_*`
 //! parameters and have no entry, as over gRPC. The shared core then validates names, datatypes, shapes,
 //! byte sizes and regions once for both protocols. This layer checks only what the core cannot see: the JSON's
-//! structure, the JSON elements and the binary sizes.
+//! structure, the JSON elements and the binary sizes. It runs once the core has resolved the model, so its
+//! refusals count as failed requests of the model, as the core's own do.
 
 use std::collections::HashMap;
 
@@ -22,13 +23,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
-    HttpError,
     binary::{self, BinaryTail, ChunkedBody},
     json::{access, infer_parameter, infer_parameters_json, triton_json},
     tensor::{JsonTensor, json_to_raw, kind},
 };
 use crate::{
-    DataType,
+    DataType, Error,
     shm::{self, TensorRegion},
 };
 
@@ -36,7 +36,7 @@ use crate::{
 /// output back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestInferRequest {
-    /// The request for `GrpcInferenceService::model_infer`.
+    /// The request for the core ([`InferenceService::infer_with`](crate::core::InferenceService::infer_with)).
     pub request: ModelInferRequest,
     /// Which outputs go back as binary data.
     pub outputs: OutputForms,
@@ -69,11 +69,11 @@ pub fn parse_request(
     version: &str,
     headers: &HeaderMap,
     body: Bytes,
-) -> Result<RestInferRequest, HttpError> {
+) -> Result<RestInferRequest, Error> {
     let (json, tail) = match binary::header_length(headers, body.len())? {
         None => (body, BinaryTail::new(Bytes::new(), model)),
         Some(0) => {
-            return Err(HttpError::bad_request(
+            return Err(Error::invalid(
                 "Inference-Header-Content-Length 0 (a raw binary request without a JSON header) is not supported; \
                  send a JSON header that names the input and gives its binary_data_size",
             ));
@@ -145,14 +145,14 @@ pub fn parse_request(
 
 /// Triton's `RETURN_MSG_IF_ERR(..., "Unable to parse '<field>'")` around a `TritonJson` error, then
 /// Ferry's detail.
-fn unable(field: &str, error: impl std::fmt::Display, detail: &str) -> HttpError {
+fn unable(field: &str, error: impl std::fmt::Display, detail: &str) -> Error {
     triton_json(format!("Unable to parse '{field}': {error}; {detail}"))
 }
 
 fn parse_inputs(
     inputs: Option<Value>,
     mut tail: BinaryTail,
-) -> Result<(Vec<InferInputTensor>, Vec<Bytes>), HttpError> {
+) -> Result<(Vec<InferInputTensor>, Vec<Bytes>), Error> {
     let inputs = match inputs {
         Some(Value::Array(inputs)) => inputs,
         Some(other) => {
@@ -208,7 +208,7 @@ fn parse_inputs(
         let datatype_name = string(input.remove("datatype"), &format!("input '{name}'"), "datatype")?;
         let shape = parse_shape(input.remove("shape"), &name)?;
         let datatype = DataType::from_wire_name(&datatype_name).ok_or_else(|| {
-            HttpError::bad_request(format!("input '{name}' has unknown datatype '{datatype_name}'"))
+            Error::invalid(format!("input '{name}' has unknown datatype '{datatype_name}'"))
         })?;
         let mut binary_size = None;
         let mut parameters = HashMap::new();
@@ -232,8 +232,7 @@ fn parse_inputs(
             }
         }
         // The same parse as the gRPC path's; the core reads the region when it parses the request.
-        TensorRegion::from_parameters(&parameters, &name)
-            .map_err(|error| HttpError::from(tonic::Status::from(error)))?;
+        TensorRegion::from_parameters(&parameters, &name)?;
         let raw = match (input.remove("data"), binary_size) {
             (Some(data), _) => Some(Bytes::from(json_to_raw(
                 &name,
@@ -260,7 +259,7 @@ fn parse_inputs(
 
 /// Triton's error for an input that does not take its data from exactly one place (`ValidateInputContentType`
 /// in its `http_server.cc`), naming the input (`who`) after Triton's text.
-fn one_source_of_data(who: &str, data: bool, binary: bool, shared_memory: bool) -> HttpError {
+fn one_source_of_data(who: &str, data: bool, binary: bool, shared_memory: bool) -> Error {
     let set: Vec<&str> = [
         (data, "'data'"),
         (binary, "'binary_data_size'"),
@@ -274,14 +273,14 @@ fn one_source_of_data(who: &str, data: bool, binary: bool, shared_memory: bool) 
     } else {
         format!(" set {}", set.join(" "))
     };
-    HttpError::bad_request(format!(
+    Error::invalid(format!(
         "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', \
          'shared_memory_region' in 'parameters'. But{which}; input {who}"
     ))
 }
 
 /// The shape, read as Triton does (`IndexAsUInt` on each dimension of `MemberAsArray("shape")`).
-fn parse_shape(shape: Option<Value>, name: &str) -> Result<Vec<i64>, HttpError> {
+fn parse_shape(shape: Option<Value>, name: &str) -> Result<Vec<i64>, Error> {
     let dims = match shape {
         Some(Value::Array(dims)) => dims,
         Some(other) => {
@@ -316,19 +315,19 @@ fn parse_shape(shape: Option<Value>, name: &str) -> Result<Vec<i64>, HttpError> 
 }
 
 /// The element count of `shape`, refusing shapes whose product overflows.
-fn elements(shape: &[i64], name: &str) -> Result<usize, HttpError> {
+fn elements(shape: &[i64], name: &str) -> Result<usize, Error> {
     shape
         .iter()
         .try_fold(1usize, |count, dim| {
             count.checked_mul(usize::try_from(*dim).ok()?)
         })
-        .ok_or_else(|| HttpError::bad_request(format!("input '{name}' shape {shape:?} is too large")))
+        .ok_or_else(|| Error::invalid(format!("input '{name}' shape {shape:?} is too large")))
 }
 
 fn parse_outputs(
     outputs: Option<Value>,
     forms: &mut OutputForms,
-) -> Result<Vec<InferRequestedOutputTensor>, HttpError> {
+) -> Result<Vec<InferRequestedOutputTensor>, Error> {
     let outputs = match outputs {
         None => return Ok(Vec::new()),
         Some(Value::Array(outputs)) => outputs,
@@ -385,7 +384,7 @@ fn parse_outputs(
 /// An output's `classification` parameter as Triton's REST front end reads it (`CheckClassificationOutput`
 /// in its `http_server.cc`): an unsigned JSON integer, where 0 asks for the raw tensor. The count goes on as
 /// the gRPC parameter the shared core reads.
-fn classification_count(value: &Value) -> Result<Option<InferParameter>, HttpError> {
+fn classification_count(value: &Value) -> Result<Option<InferParameter>, Error> {
     let count = value.as_u64().ok_or_else(|| {
         triton_json(format!(
             "Unable to set 'classification': {}; got {value}",
@@ -402,7 +401,7 @@ fn classification_count(value: &Value) -> Result<Option<InferParameter>, HttpErr
 /// Refuses what Triton refuses with an output in shared memory (`ValidateOutputParameter` in its
 /// `http_server.cc`): classification, which is computed from the output, and binary data, which would send
 /// it in the body too. Triton's texts, then the output (`who`).
-fn check_shared_memory_output(parameters: &Map<String, Value>, who: &str) -> Result<(), HttpError> {
+fn check_shared_memory_output(parameters: &Map<String, Value>, who: &str) -> Result<(), Error> {
     if !parameters.contains_key(shm::REGION) {
         return Ok(());
     }
@@ -416,13 +415,13 @@ fn check_shared_memory_output(parameters: &Map<String, Value>, who: &str) -> Res
     } else {
         return Ok(());
     };
-    Err(HttpError::bad_request(format!(
+    Err(Error::invalid(format!(
         "Output can't set both 'shared_memory_region' and '{other}'; output {who}"
     )))
 }
 
 /// A required string field `field` of `owner`, read as Triton's `MemberAsString`.
-fn string(value: Option<Value>, owner: &str, field: &str) -> Result<String, HttpError> {
+fn string(value: Option<Value>, owner: &str, field: &str) -> Result<String, Error> {
     match value {
         Some(Value::String(text)) => Ok(text),
         Some(other) => Err(unable(
@@ -439,18 +438,18 @@ fn string(value: Option<Value>, owner: &str, field: &str) -> Result<String, Http
 }
 
 /// A boolean parameter `key`, read as Triton's `AsBool` under `prefix` ("Unable to parse", "Unable to set").
-fn boolean(value: &Value, key: &str, prefix: &str) -> Result<bool, HttpError> {
+fn boolean(value: &Value, key: &str, prefix: &str) -> Result<bool, Error> {
     value
         .as_bool()
         .ok_or_else(|| triton_json(format!("{prefix} '{key}': {}; got {}", access::BOOL, kind(value))))
 }
 
 /// An optional JSON object; `what` names it in the error when it is something else.
-fn optional_object(value: Option<Value>, what: &str) -> Result<Map<String, Value>, HttpError> {
+fn optional_object(value: Option<Value>, what: &str) -> Result<Map<String, Value>, Error> {
     match value {
         None => Ok(Map::new()),
         Some(Value::Object(map)) => Ok(map),
-        Some(other) => Err(HttpError::bad_request(format!(
+        Some(other) => Err(Error::invalid(format!(
             "{what} must be a JSON object, got {}",
             kind(&other)
         ))),
@@ -482,9 +481,9 @@ struct OutputHeader<'a> {
 /// The REST answer to `response`: JSON alone, or when any output is binary, the JSON header followed by the
 /// binary outputs in order, with `Inference-Header-Content-Length` and `application/octet-stream` as Triton
 /// sends them.
-pub fn build_response(response: &ModelInferResponse, forms: &OutputForms) -> Result<Response, HttpError> {
+pub fn build_response(response: &ModelInferResponse, forms: &OutputForms) -> Result<Response, Error> {
     if response.raw_output_contents.len() != response.outputs.len() {
-        return Err(HttpError::internal(format!(
+        return Err(Error::Internal(format!(
             "the response has {} outputs but {} raw contents",
             response.outputs.len(),
             response.raw_output_contents.len()
@@ -513,7 +512,7 @@ pub fn build_response(response: &ModelInferResponse, forms: &OutputForms) -> Res
             None
         } else {
             let datatype = DataType::from_wire_name(&tensor.datatype).ok_or_else(|| {
-                HttpError::internal(format!(
+                Error::Internal(format!(
                     "output '{}' has unknown datatype '{}'",
                     tensor.name, tensor.datatype
                 ))
@@ -536,7 +535,7 @@ pub fn build_response(response: &ModelInferResponse, forms: &OutputForms) -> Res
         outputs,
     };
     let json = serde_json::to_vec(&header)
-        .map_err(|error| HttpError::internal(format!("cannot write the response as JSON: {error}")))?;
+        .map_err(|error| Error::Internal(format!("cannot write the response as JSON: {error}")))?;
     if !any_binary {
         let mut reply = (StatusCode::OK, json).into_response();
         reply
@@ -573,7 +572,7 @@ mod tests {
 
     fn parse(body: Value) -> Result<RestInferRequest, String> {
         let body = Bytes::from(body.to_string());
-        parse_request("m", "", &headers(None), body).map_err(|e| e.message)
+        parse_request("m", "", &headers(None), body).map_err(|e| e.to_string())
     }
 
     fn with_binary(header: Value, blobs: &[&[u8]]) -> (HeaderMap, Bytes) {
@@ -720,11 +719,10 @@ mod tests {
             let error =
                 parse_request("m", "", &headers(None), Bytes::from(body.to_string())).expect_err(&prefix);
             assert!(
-                error.message.starts_with(&prefix),
-                "{body}: '{}' does not start with '{prefix}'",
-                error.message
+                error.to_string().starts_with(&prefix),
+                "{body}: '{error}' does not start with '{prefix}'"
             );
-            assert_eq!(error.status.as_u16(), status, "{body}: {}", error.message);
+            assert_eq!(error.http_status().as_u16(), status, "{body}: {error}");
         }
         for (body, prefix) in [
             (
@@ -755,11 +753,15 @@ mod tests {
             let error =
                 parse_request("m", "", &headers(None), Bytes::from_static(body)).expect_err("bad JSON");
             assert!(
-                error.message.starts_with(prefix),
+                error.to_string().starts_with(prefix),
                 "{}: {error}",
                 String::from_utf8_lossy(body)
             );
-            assert_eq!(error.status.as_u16(), 500, "Triton's JSON reader errs INTERNAL");
+            assert_eq!(
+                error.http_status().as_u16(),
+                500,
+                "Triton's JSON reader errs INTERNAL"
+            );
         }
     }
 
@@ -791,20 +793,20 @@ mod tests {
         let (h, body) = with_binary(header(8), &[&[0; 4]]);
         let error = parse_request("m", "", &h, body).expect_err("overrun");
         assert!(
-            error.message.contains("binary_data_size 8") && error.message.contains("4 bytes"),
+            error.to_string().contains("binary_data_size 8") && error.to_string().contains("4 bytes"),
             "{error}"
         );
         let (h, body) = with_binary(header(4), &[&[0; 6]]);
         let error = parse_request("m", "", &h, body).expect_err("left over");
         assert!(
-            error.message.contains("6 bytes") && error.message.contains("add up to 4"),
+            error.to_string().contains("6 bytes") && error.to_string().contains("add up to 4"),
             "{error}"
         );
         let (_, body) = with_binary(header(4), &[&[0; 4]]);
         let error = parse_request("m", "", &headers(Some(0)), body.clone()).expect_err("raw binary");
-        assert!(error.message.contains("not supported"), "{error}");
+        assert!(error.to_string().contains("not supported"), "{error}");
         let error = parse_request("m", "", &headers(Some(3)), body).expect_err("JSON cut short");
-        assert!(error.message.contains("not valid JSON"), "{error}");
+        assert!(error.to_string().contains("not valid JSON"), "{error}");
     }
 
     fn response() -> ModelInferResponse {

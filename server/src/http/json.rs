@@ -13,7 +13,8 @@ use ferry_proto::inference::{
 use prost_reflect::{DynamicMessage, SerializeOptions};
 use serde_json::{Map, Value};
 
-use super::{HttpError, tensor::kind};
+use super::tensor::kind;
+use crate::Error;
 
 /// The most values (numbers, strings, arrays, objects...) a REST request's JSON may hold: parsed, each takes
 /// some 32 to 80 bytes, so this bounds a parse at a few hundred megabytes however the body is made (64 MB of
@@ -27,17 +28,14 @@ pub const MAX_JSON_VALUES: usize = 1 << 23;
 /// `triton-inference-server/common`): rapidjson's English message for the error and its byte offset, then
 /// Ferry's own detail. Triton's HTTP front end includes that header with `TRITONJSON_STATUSRETURN` building an
 /// `INTERNAL` error, which its `HttpCodeFromError` answers with 500.
-pub fn parse_json(body: &[u8], what: &str) -> Result<Value, HttpError> {
+pub fn parse_json(body: &[u8], what: &str) -> Result<Value, Error> {
     // Every value but the first follows a ',' or opens a container: an upper bound, strings included.
     let values = 1 + body.iter().filter(|b| matches!(b, b',' | b'[' | b'{')).count();
     if values > MAX_JSON_VALUES {
-        return Err(HttpError::from_code(
-            tonic::Code::ResourceExhausted,
-            format!(
-                "the {what} holds up to {values} JSON values, more than the {MAX_JSON_VALUES} a request may \
+        return Err(Error::TooLarge(format!(
+            "the {what} holds up to {values} JSON values, more than the {MAX_JSON_VALUES} a request may \
                  hold; send large tensors with the binary tensor data extension"
-            ),
-        ));
+        )));
     }
     serde_json::from_slice(body).map_err(|error| {
         let (text, offset) = rapidjson_error(body, &error);
@@ -101,8 +99,8 @@ fn rapidjson_error(body: &[u8], error: &serde_json::Error) -> (&'static str, usi
 
 /// An error Triton's HTTP front end gets from its JSON reader (`TritonJson` in `triton_json.h`): an
 /// `INTERNAL` error there, so HTTP 500 through `HttpCodeFromError`, however much it is the client's mistake.
-pub fn triton_json(message: impl Into<String>) -> HttpError {
-    HttpError::internal(message)
+pub fn triton_json(message: impl Into<String>) -> Error {
+    Error::MalformedJson(message.into())
 }
 
 /// `TritonJson`'s texts for a member or element of the wrong JSON type, and for a missing member.
@@ -129,25 +127,25 @@ pub mod access {
 }
 
 /// `message`, whose protobuf full name is `full_name` (such as `inference.ModelConfig`), as Triton's JSON.
-pub fn proto_to_json(message: &impl prost::Message, full_name: &str) -> Result<Value, HttpError> {
+pub fn proto_to_json(message: &impl prost::Message, full_name: &str) -> Result<Value, Error> {
     let pool = crate::config::model_config_descriptor().parent_pool();
     let descriptor = pool
         .get_message_by_name(full_name)
-        .ok_or_else(|| HttpError::internal(format!("{full_name} is not in the embedded descriptor set")))?;
+        .ok_or_else(|| Error::Internal(format!("{full_name} is not in the embedded descriptor set")))?;
     let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
-        .map_err(|error| HttpError::internal(format!("cannot re-read {full_name}: {error}")))?;
+        .map_err(|error| Error::Internal(format!("cannot re-read {full_name}: {error}")))?;
     let options = SerializeOptions::new()
         .stringify_64_bit_integers(false)
         .use_proto_field_name(true)
         .skip_default_fields(false);
     dynamic
         .serialize_with_options(serde_json::value::Serializer, &options)
-        .map_err(|error| HttpError::internal(format!("cannot write {full_name} as JSON: {error}")))
+        .map_err(|error| Error::Internal(format!("cannot write {full_name} as JSON: {error}")))
 }
 
 /// A request or tensor `parameters` value as the protobuf parameter: strings, booleans, integers (`uint64`
 /// beyond the `int64` range) and other numbers (`double`). `key` names the parameter in errors.
-pub fn infer_parameter(key: &str, value: &Value) -> Result<InferParameter, HttpError> {
+pub fn infer_parameter(key: &str, value: &Value) -> Result<InferParameter, Error> {
     use infer_parameter::ParameterChoice;
     let choice = match value {
         Value::String(text) => ParameterChoice::StringParam(text.clone()),
@@ -164,7 +162,7 @@ pub fn infer_parameter(key: &str, value: &Value) -> Result<InferParameter, HttpE
         }
         // Triton's text (`SetTritonParameterFromJsonParameter` in its `http_server.cc`), then the type given.
         other => {
-            return Err(HttpError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "parameter '{key}' has invalid type. It should be either 'int', 'bool', or 'string'.; got {}",
                 kind(other)
             )));
@@ -198,16 +196,14 @@ pub fn infer_parameters_json(parameters: &HashMap<String, InferParameter>) -> Ma
 
 /// A model-control (`load`, `unload`) parameter: `config` and other strings stay strings, except that
 /// `file:<path>` values are base64 as in Triton and are decoded to bytes; booleans and integers pass as such.
-pub fn repository_parameter(key: &str, value: &Value) -> Result<ModelRepositoryParameter, HttpError> {
+pub fn repository_parameter(key: &str, value: &Value) -> Result<ModelRepositoryParameter, Error> {
     use base64::Engine as _;
     use model_repository_parameter::ParameterChoice;
     let choice = match value {
         Value::String(text) if key.starts_with("file:") => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(text)
-                .map_err(|error| {
-                    HttpError::bad_request(format!("parameter '{key}' is not valid base64: {error}"))
-                })?;
+                .map_err(|error| Error::invalid(format!("parameter '{key}' is not valid base64: {error}")))?;
             ParameterChoice::BytesParam(bytes.into())
         }
         Value::String(text) => ParameterChoice::StringParam(text.clone()),
@@ -216,7 +212,7 @@ pub fn repository_parameter(key: &str, value: &Value) -> Result<ModelRepositoryP
             ParameterChoice::Int64Param(number.as_i64().unwrap_or_default())
         }
         other => {
-            return Err(HttpError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "parameter '{key}' is {}; model control parameters must be strings, booleans or integers",
                 kind(other)
             )));
@@ -241,15 +237,14 @@ mod tests {
         body.extend(std::iter::repeat_n(&b"0,"[..], MAX_JSON_VALUES).flatten());
         body.extend_from_slice(b"0]");
         let error = parse_json(&body, "test body").expect_err("too many values");
-        assert_eq!(error.status, http::StatusCode::BAD_REQUEST);
-        assert!(error.message.contains("binary tensor data"), "{}", error.message);
+        assert_eq!(error.http_status(), http::StatusCode::BAD_REQUEST);
+        assert!(error.to_string().contains("binary tensor data"), "{error}");
         let fine = parse_json(b"{\"inputs\": [1, 2, 3]}", "test body").expect("small");
         assert_eq!(fine["inputs"][2], 3);
         let broken = parse_json(b"{", "test body").expect_err("not JSON");
         assert!(
-            broken.message.contains("test body is not valid JSON"),
-            "{}",
-            broken.message
+            broken.to_string().contains("test body is not valid JSON"),
+            "{broken}"
         );
     }
 
@@ -288,7 +283,7 @@ mod tests {
         );
         assert_eq!(choice(json!(0.5)), Some(ParameterChoice::DoubleParam(0.5)));
         let error = infer_parameter("k", &json!([1])).expect_err("arrays are not parameters");
-        assert!(error.message.contains("'k'"), "{error}");
+        assert!(error.to_string().contains("'k'"), "{error}");
         for v in [json!("s"), json!(true), json!(-3), json!(u64::MAX), json!(0.5)] {
             assert_eq!(infer_parameter_json(&infer_parameter("k", &v).expect("valid")), v);
         }
@@ -310,7 +305,7 @@ mod tests {
         let flag = repository_parameter("unload_dependents", &json!(true)).expect("valid");
         assert_eq!(flag.parameter_choice, Some(ParameterChoice::BoolParam(true)));
         let error = repository_parameter("file:1/model.onnx", &json!("!!")).expect_err("not base64");
-        assert!(error.message.contains("base64"), "{error}");
+        assert!(error.to_string().contains("base64"), "{error}");
         assert!(repository_parameter("k", &json!(null)).is_err());
     }
 }

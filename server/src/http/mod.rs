@@ -1,10 +1,12 @@
 //! The KServe v2 / Triton HTTP REST front end.
 //!
-//! REST is a second skin over the gRPC front end, not a second server: each handler translates the HTTP
-//! request into the protobuf request of the matching RPC, calls the same [`InferenceService`] that serves
-//! gRPC, and translates the protobuf answer (or the `tonic::Status`) back into JSON and binary tensors. So
-//! validation, inference, statistics and model control have one code path, and a status code means the same
-//! thing on both protocols (`crate::error::http_status` maps one to the other).
+//! REST is a second front end over the transport-free core ([`crate::core`]) that gRPC also calls, not a
+//! second server: each handler reads the path and body into the values the core takes, calls the same
+//! [`InferenceService`], and writes its answer as JSON and binary tensors, or its [`crate::Error`] as
+//! `{"error": ...}` with the status [`crate::Error::http_status`] gives. So validation, inference,
+//! statistics, model control and shared memory have one code path, and a failure means the same thing on
+//! both protocols. An inference body is decoded once the core has resolved its model, so a body the model
+//! cannot take counts as a failed request, as the same mistake over gRPC does.
 //!
 //! - [`routes`]: Triton's paths and the handlers.
 //! - [`infer`]: an inference request body to `ModelInferRequest`, and the response back.
@@ -34,7 +36,7 @@ pub use routes::router;
 /// The one gRPC-to-HTTP status mapping, re-exported so that clients and tests can check REST against gRPC.
 pub use crate::error::http_status;
 
-use crate::{connection::Gate, grpc::InferenceService};
+use crate::{connection::Gate, core::InferenceService};
 
 /// Serves REST on `listener` until `shutdown` completes, answering every request through `service`.
 /// Request bodies above `max_body_bytes` are refused with 413 before they are buffered; connections are

@@ -1,5 +1,6 @@
-//! Triton's REST paths (`src/http_server.cc`) and their handlers. Each handler builds the protobuf request of
-//! one RPC, calls the shared [`InferenceService`], and writes the answer as Triton's REST API does.
+//! Triton's REST paths (`src/http_server.cc`) and their handlers. Each handler reads the path and body into
+//! the values the core takes, calls the shared [`InferenceService`], and writes the answer (or the
+//! [`Error`], through [`HttpError`]) as Triton's REST API does.
 
 use std::collections::HashMap;
 
@@ -13,10 +14,9 @@ use axum::{
     routing::{get, post},
 };
 use bytes::Bytes;
-use ferry_proto::{GrpcInferenceService, inference as pb};
+use ferry_proto::inference as pb;
 use http::{HeaderMap, StatusCode, request::Parts};
 use serde_json::{Map, Value};
-use tonic::Request;
 
 use super::{
     HttpError, encoding,
@@ -25,9 +25,9 @@ use super::{
     json::{self, access, proto_to_json, repository_parameter, triton_json},
     tensor::kind,
 };
-use crate::grpc::InferenceService;
+use crate::{Error, core::InferenceService};
 
-/// What every handler shares: the gRPC service that does the work and the body limit it was built with.
+/// What every handler shares: the core that does the work and the body limit it was built with.
 #[derive(Debug, Clone)]
 pub(super) struct Shared {
     pub(super) service: InferenceService,
@@ -83,7 +83,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Names {
         let params = match RawPathParams::from_request_parts(parts, state).await {
             Ok(params) => params,
             Err(RawPathParamsRejection::MissingPathParams(_)) => return Ok(Names::default()),
-            Err(rejection) => return Err(HttpError::bad_request(rejection.body_text())),
+            Err(rejection) => return Err(Error::invalid(rejection.body_text()).into()),
         };
         let mut names = Names::default();
         for (key, value) in &params {
@@ -98,31 +98,30 @@ impl<S: Send + Sync> FromRequestParts<S> for Names {
     }
 }
 
-/// The request body, or the reason it could not be read: 413 above the size limit.
-pub(super) fn body(body: Result<Bytes, BytesRejection>, shared: &Shared) -> Result<Bytes, HttpError> {
+/// The request body, or the reason it could not be read: 413 above the size limit, 400 when the
+/// connection failed while it was read.
+pub(super) fn body(body: Result<Bytes, BytesRejection>, shared: &Shared) -> Result<Bytes, Error> {
     body.map_err(|rejection| {
-        let status = rejection.status();
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!(
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::BodyTooLarge(format!(
                 "the request body is larger than the server's limit of {} bytes (--grpc-max-message-bytes)",
                 shared.max_body_bytes
-            )
+            ))
         } else {
-            format!("cannot read the request body: {}", rejection.body_text())
-        };
-        HttpError { status, message }
+            Error::invalid(format!("cannot read the request body: {}", rejection.body_text()))
+        }
     })
 }
 
 /// An optional JSON object body, as the model-control endpoints take: empty means no fields. Triton parses
 /// any body that is not empty (`HandleRepositoryIndex`, `HandleRepositoryControl`), so blanks are not JSON.
-fn object_body(body: &[u8], what: &str) -> Result<Map<String, Value>, HttpError> {
+fn object_body(body: &[u8], what: &str) -> Result<Map<String, Value>, Error> {
     if body.is_empty() {
         return Ok(Map::new());
     }
     match json::parse_json(body, &format!("{what} request"))? {
         Value::Object(object) => Ok(object),
-        other => Err(HttpError::bad_request(format!(
+        other => Err(Error::invalid(format!(
             "the {what} request must be a JSON object, got {}",
             kind(&other)
         ))),
@@ -133,7 +132,7 @@ fn object_body(body: &[u8], what: &str) -> Result<Map<String, Value>, HttpError>
 /// as an object of strings; its JSON reader's texts come first, with its `INTERNAL` status (500).
 fn load_parameters(
     mut object: Map<String, Value>,
-) -> Result<HashMap<String, pb::ModelRepositoryParameter>, HttpError> {
+) -> Result<HashMap<String, pb::ModelRepositoryParameter>, Error> {
     match object.remove("parameters") {
         None => Ok(HashMap::new()),
         Some(Value::Object(parameters)) => parameters
@@ -161,7 +160,7 @@ fn load_parameters(
 /// as a boolean, and ignores `parameters` that are no object.
 fn unload_parameters(
     mut object: Map<String, Value>,
-) -> Result<HashMap<String, pb::ModelRepositoryParameter>, HttpError> {
+) -> Result<HashMap<String, pb::ModelRepositoryParameter>, Error> {
     let Some(Value::Object(parameters)) = object.remove("parameters") else {
         return Ok(HashMap::new());
     };
@@ -193,28 +192,16 @@ fn health(yes: bool) -> Response {
     }
 }
 
-async fn live(State(shared): State<Shared>) -> Result<Response, HttpError> {
-    let live = shared
-        .service
-        .server_live(Request::new(pb::ServerLiveRequest {}))
-        .await?;
-    Ok(health(live.into_inner().live))
+async fn live(State(shared): State<Shared>) -> Response {
+    health(shared.service.is_live())
 }
 
-async fn ready(State(shared): State<Shared>) -> Result<Response, HttpError> {
-    let ready = shared
-        .service
-        .server_ready(Request::new(pb::ServerReadyRequest {}))
-        .await?;
-    Ok(health(ready.into_inner().ready))
+async fn ready(State(shared): State<Shared>) -> Response {
+    health(shared.service.is_ready())
 }
 
 async fn server_metadata(State(shared): State<Shared>) -> Result<Response, HttpError> {
-    let metadata = shared
-        .service
-        .server_metadata(Request::new(pb::ServerMetadataRequest {}))
-        .await?
-        .into_inner();
+    let metadata = shared.service.server_info();
     Ok(ok_json(&proto_to_json(
         &metadata,
         "inference.ServerMetadataResponse",
@@ -222,15 +209,10 @@ async fn server_metadata(State(shared): State<Shared>) -> Result<Response, HttpE
 }
 
 async fn model_metadata(State(shared): State<Shared>, names: Names) -> Result<Response, HttpError> {
-    let request = pb::ModelMetadataRequest {
+    let metadata = shared.service.describe_model(&pb::ModelMetadataRequest {
         name: names.model,
         version: names.version,
-    };
-    let metadata = shared
-        .service
-        .model_metadata(Request::new(request))
-        .await?
-        .into_inner();
+    })?;
     Ok(ok_json(&proto_to_json(
         &metadata,
         "inference.ModelMetadataResponse",
@@ -238,55 +220,40 @@ async fn model_metadata(State(shared): State<Shared>, names: Names) -> Result<Re
 }
 
 async fn model_ready(State(shared): State<Shared>, names: Names) -> Result<Response, HttpError> {
-    let request = pb::ModelReadyRequest {
+    let ready = shared.service.is_model_ready(&pb::ModelReadyRequest {
         name: names.model,
         version: names.version,
-    };
-    let ready = shared
-        .service
-        .model_ready(Request::new(request))
-        .await?
-        .into_inner();
-    if ready.ready {
+    })?;
+    if ready {
         Ok(StatusCode::OK.into_response())
     } else {
         // Triton's answer (`HandleModelReady`).
-        Err(HttpError::bad_request("Model version not ready"))
+        Err(Error::invalid("Model version not ready").into())
     }
 }
 
 async fn model_config(State(shared): State<Shared>, names: Names) -> Result<Response, HttpError> {
-    let request = pb::ModelConfigRequest {
+    let config = shared.service.model_config_of(&pb::ModelConfigRequest {
         name: names.model,
         version: names.version,
-    };
-    let response = shared
-        .service
-        .model_config(Request::new(request))
-        .await?
-        .into_inner();
-    let config = response
-        .config
-        .ok_or_else(|| HttpError::internal("the ModelConfig response holds no config"))?;
+    })?;
     Ok(ok_json(&proto_to_json(&config, "inference.ModelConfig")?))
 }
 
 async fn statistics(State(shared): State<Shared>, names: Names) -> Result<Response, HttpError> {
-    let request = pb::ModelStatisticsRequest {
+    let statistics = shared.service.statistics_of(&pb::ModelStatisticsRequest {
         name: names.model,
         version: names.version,
-    };
-    let statistics = shared
-        .service
-        .model_statistics(Request::new(request))
-        .await?
-        .into_inner();
+    })?;
     Ok(ok_json(&proto_to_json(
         &statistics,
         "inference.ModelStatisticsResponse",
     )?))
 }
 
+/// Inference. The body is read and inflated first (a refusal there is the transport's, as a gRPC message
+/// over the limit is); the core then resolves the model and only then has the body decoded, so that a body
+/// the model cannot take counts as a failed request of the model, as the same mistake over gRPC does.
 async fn model_infer(
     State(shared): State<Shared>,
     names: Names,
@@ -299,13 +266,14 @@ async fn model_infer(
         // A refusal is a whole answer: a 415 carries its Accept-Encoding header.
         Err(refusal) => return Ok(refusal),
     };
-    let rest = infer::parse_request(&names.model, &names.version, &headers, payload)?;
-    let response = shared
+    let (response, forms) = shared
         .service
-        .infer(rest.request)
-        .await
-        .map_err(tonic::Status::from)?;
-    let answer = infer::build_response(&response, &rest.outputs)?;
+        .infer_with(&names.model, &names.version, || {
+            let rest = infer::parse_request(&names.model, &names.version, &headers, payload)?;
+            Ok((rest.request, rest.outputs))
+        })
+        .await?;
+    let answer = infer::build_response(&response, &forms)?;
     Ok(encoding::encode_response(answer, encoding::response_encoding(&headers)).await)
 }
 
@@ -319,11 +287,7 @@ async fn repository_index(
         Some(Value::Bool(ready)) => ready,
         // Triton's `HandleRepositoryIndex` passes its JSON reader's error on bare (500).
         Some(other) => {
-            return Err(triton_json(format!(
-                "{}; 'ready' is {}",
-                access::BOOL,
-                kind(&other)
-            )));
+            return Err(triton_json(format!("{}; 'ready' is {}", access::BOOL, kind(&other))).into());
         }
     };
     // Triton's REST index ignores a repository name in the path (`HandleRepositoryIndex`), unlike gRPC.
@@ -331,11 +295,7 @@ async fn repository_index(
         repository_name: String::new(),
         ready,
     };
-    let index = shared
-        .service
-        .repository_index(Request::new(request))
-        .await?
-        .into_inner();
+    let index = shared.service.list_models(&request)?;
     // Triton answers the bare array of models, not the message that holds it, and writes only the fields a
     // model has (`TRITONSERVER_ServerModelIndex`): a model never loaded is its name alone, a ready version
     // has no reason.
@@ -364,10 +324,7 @@ async fn load(
         model_name: names.model,
         parameters: load_parameters(object)?,
     };
-    shared
-        .service
-        .repository_model_load(Request::new(request))
-        .await?;
+    shared.service.load_model(request).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -382,19 +339,13 @@ async fn unload(
         model_name: names.model,
         parameters: unload_parameters(object)?,
     };
-    shared
-        .service
-        .repository_model_unload(Request::new(request))
-        .await?;
+    shared.service.unload_model(request).await?;
     Ok(StatusCode::OK.into_response())
 }
 
 /// Triton's answer to a known path with the wrong method.
 async fn method_not_allowed() -> HttpError {
-    HttpError {
-        status: StatusCode::METHOD_NOT_ALLOWED,
-        message: "Method Not Allowed".to_owned(),
-    }
+    HttpError::method_not_allowed()
 }
 
 /// Triton's answer to a path it does not serve: 400 with an empty body (`HTTPAPIServer::Handle`).

@@ -1,7 +1,7 @@
 //! Triton's REST shared memory API (`docs/protocol/extension_shared_memory.md`, `HandleSystemSharedMemory`
 //! and `HandleCudaSharedMemory` in its `http_server.cc`): status, register and unregister of system and CUDA
 //! regions. Each handler reads the path and body into the protobuf request of the matching RPC and calls
-//! the shared [`InferenceService`](crate::grpc::InferenceService), so both protocols see one registry and
+//! the shared [`InferenceService`](crate::core::InferenceService), so both protocols see one registry and
 //! refuse alike.
 //!
 //! Status is a GET that answers a JSON array of regions; register and unregister are POSTs that answer 200
@@ -15,10 +15,9 @@ use axum::{
     routing::{get, post},
 };
 use bytes::Bytes;
-use ferry_proto::{GrpcInferenceService, inference as pb};
+use ferry_proto::inference as pb;
 use http::{StatusCode, request::Parts};
 use serde_json::{Map, Value, json};
-use tonic::Request;
 
 use super::{
     HttpError,
@@ -27,6 +26,7 @@ use super::{
     routes::{Shared, body},
     tensor::kind,
 };
+use crate::Error;
 
 /// Adds the shared memory paths, with and without `region/<name>`, to `router`.
 pub(super) fn routes(mut router: Router<Shared>) -> Router<Shared> {
@@ -60,17 +60,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Region {
                     .map(|(_, value)| value.to_owned())
                     .unwrap_or_default(),
             )),
-            Err(rejection) => Err(HttpError::bad_request(rejection.body_text())),
+            Err(rejection) => Err(Error::invalid(rejection.body_text()).into()),
         }
     }
 }
 
 async fn system_status(State(shared): State<Shared>, Region(name): Region) -> Result<Response, HttpError> {
-    let status = shared
-        .service
-        .system_shared_memory_status(Request::new(pb::SystemSharedMemoryStatusRequest { name }))
-        .await?
-        .into_inner();
+    let status = shared.service.system_regions(&name)?;
     let mut regions: Vec<_> = status.regions.into_values().collect();
     regions.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     let regions = regions
@@ -85,13 +81,23 @@ async fn system_register(
     Region(name): Region,
     payload: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
+    let request = system_register_request(name, &body(payload, &shared)?)?;
+    shared.service.register_system_region(&request)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Reads `{"key": "<shm key>", "offset": n, "byte_size": n}` (`offset` optional) as Triton does.
+fn system_register_request(
+    name: String,
+    body: &[u8],
+) -> Result<pb::SystemSharedMemoryRegisterRequest, Error> {
     if name.is_empty() {
         // Triton's text.
-        return Err(HttpError::bad_request(
+        return Err(Error::invalid(
             "'region name' is necessary to register system shared memory region",
         ));
     }
-    let mut object = register_body(&body(payload, &shared)?)?;
+    let mut object = register_body(body)?;
     let key = match required(&mut object, "key")? {
         Value::String(key) => key,
         other => return Err(wrong_type("key", "a string", &other)),
@@ -101,36 +107,21 @@ async fn system_register(
         Some(offset) => unsigned("offset", offset)?,
     };
     let byte_size = unsigned("byte_size", required(&mut object, "byte_size")?)?;
-    let request = pb::SystemSharedMemoryRegisterRequest {
+    Ok(pb::SystemSharedMemoryRegisterRequest {
         name,
         key,
         offset,
         byte_size,
-    };
-    shared
-        .service
-        .system_shared_memory_register(Request::new(request))
-        .await?;
-    Ok(StatusCode::OK.into_response())
+    })
 }
 
-async fn system_unregister(
-    State(shared): State<Shared>,
-    Region(name): Region,
-) -> Result<Response, HttpError> {
-    shared
-        .service
-        .system_shared_memory_unregister(Request::new(pb::SystemSharedMemoryUnregisterRequest { name }))
-        .await?;
-    Ok(StatusCode::OK.into_response())
+async fn system_unregister(State(shared): State<Shared>, Region(name): Region) -> Response {
+    shared.service.unregister_system_region(&name);
+    StatusCode::OK.into_response()
 }
 
 async fn cuda_status(State(shared): State<Shared>, Region(name): Region) -> Result<Response, HttpError> {
-    let status = shared
-        .service
-        .cuda_shared_memory_status(Request::new(pb::CudaSharedMemoryStatusRequest { name }))
-        .await?
-        .into_inner();
+    let status = shared.service.cuda_regions(&name)?;
     let mut regions: Vec<_> = status.regions.into_values().collect();
     regions.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     let regions = regions
@@ -140,27 +131,33 @@ async fn cuda_status(State(shared): State<Shared>, Region(name): Region) -> Resu
     Ok(json_response(StatusCode::OK, &Value::Array(regions)))
 }
 
-/// Reads `{"raw_handle": {"b64": "<base64>"}, "device_id": n, "byte_size": n}` as Triton does, then asks the
-/// core, which decides whether CUDA regions can be registered at all.
+/// Asks the core, which decides whether CUDA regions can be registered at all.
 async fn cuda_register(
     State(shared): State<Shared>,
     Region(name): Region,
     payload: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
+    let request = cuda_register_request(name, &body(payload, &shared)?)?;
+    shared.service.register_cuda_region(&request)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Reads `{"raw_handle": {"b64": "<base64>"}, "device_id": n, "byte_size": n}` as Triton does.
+fn cuda_register_request(name: String, body: &[u8]) -> Result<pb::CudaSharedMemoryRegisterRequest, Error> {
     use base64::Engine as _;
     if name.is_empty() {
         // Triton's text.
-        return Err(HttpError::bad_request(
+        return Err(Error::invalid(
             "'region name' is necessary to register cuda shared memory region",
         ));
     }
-    let mut object = register_body(&body(payload, &shared)?)?;
+    let mut object = register_body(body)?;
     let encoded = match required(&mut object, "raw_handle")? {
         Value::Object(mut handle) => match handle.remove("b64") {
             Some(Value::String(encoded)) => encoded,
             Some(other) => return Err(wrong_type("raw_handle.b64", "a string", &other)),
             None => {
-                return Err(HttpError::bad_request(
+                return Err(Error::invalid(
                     "'raw_handle' must be an object {\"b64\": \"<base64 handle>\"}; it has no 'b64'",
                 ));
             }
@@ -169,41 +166,33 @@ async fn cuda_register(
     };
     let raw_handle = base64::engine::general_purpose::STANDARD
         .decode(&encoded)
-        .map_err(|error| HttpError::bad_request(format!("'raw_handle' is not valid base64: {error}")))?;
+        .map_err(|error| Error::invalid(format!("'raw_handle' is not valid base64: {error}")))?;
     let device_id = unsigned("device_id", required(&mut object, "device_id")?)?;
     let device_id = i64::try_from(device_id).map_err(|_| {
-        HttpError::bad_request(format!(
+        Error::invalid(format!(
             "'device_id' must be at most {}, got {device_id}",
             i64::MAX
         ))
     })?;
     let byte_size = unsigned("byte_size", required(&mut object, "byte_size")?)?;
-    let request = pb::CudaSharedMemoryRegisterRequest {
+    Ok(pb::CudaSharedMemoryRegisterRequest {
         name,
         raw_handle: raw_handle.into(),
         device_id,
         byte_size,
-    };
-    shared
-        .service
-        .cuda_shared_memory_register(Request::new(request))
-        .await?;
-    Ok(StatusCode::OK.into_response())
+    })
 }
 
-async fn cuda_unregister(State(shared): State<Shared>, Region(name): Region) -> Result<Response, HttpError> {
-    shared
-        .service
-        .cuda_shared_memory_unregister(Request::new(pb::CudaSharedMemoryUnregisterRequest { name }))
-        .await?;
-    Ok(StatusCode::OK.into_response())
+async fn cuda_unregister(State(shared): State<Shared>, Region(name): Region) -> Response {
+    shared.service.unregister_cuda_region(&name);
+    StatusCode::OK.into_response()
 }
 
 /// A register request's body: a JSON object, parsed within the REST front end's bounds.
-fn register_body(body: &[u8]) -> Result<Map<String, Value>, HttpError> {
+fn register_body(body: &[u8]) -> Result<Map<String, Value>, Error> {
     match parse_json(body, "shared memory register request")? {
         Value::Object(object) => Ok(object),
-        other => Err(HttpError::bad_request(format!(
+        other => Err(Error::invalid(format!(
             "the shared memory register request must be a JSON object, got {}",
             kind(&other)
         ))),
@@ -211,25 +200,25 @@ fn register_body(body: &[u8]) -> Result<Map<String, Value>, HttpError> {
 }
 
 /// Field `field` of a register request, with Triton's text when it is missing.
-fn required(object: &mut Map<String, Value>, field: &str) -> Result<Value, HttpError> {
-    object.remove(field).ok_or_else(|| {
-        HttpError::bad_request(format!("Shared memory register request has no '{field}' field"))
-    })
+fn required(object: &mut Map<String, Value>, field: &str) -> Result<Value, Error> {
+    object
+        .remove(field)
+        .ok_or_else(|| Error::invalid(format!("Shared memory register request has no '{field}' field")))
 }
 
 /// A non-negative integer field, as Triton reads offsets, sizes and device ids.
-fn unsigned(field: &str, value: Value) -> Result<u64, HttpError> {
+fn unsigned(field: &str, value: Value) -> Result<u64, Error> {
     value
         .as_u64()
         .ok_or_else(|| wrong_type(field, "a non-negative integer", &value))
 }
 
-fn wrong_type(field: &str, expected: &str, value: &Value) -> HttpError {
+fn wrong_type(field: &str, expected: &str, value: &Value) -> Error {
     let given = match value {
         Value::Number(number) => format!("{number}"),
         other => kind(other).to_owned(),
     };
-    HttpError::bad_request(format!(
+    Error::invalid(format!(
         "'{field}' of the shared memory register request must be {expected}, got {given}"
     ))
 }

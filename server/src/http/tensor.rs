@@ -12,11 +12,8 @@
 use serde::ser::{Error as _, Serialize, SerializeSeq, Serializer};
 use serde_json::Value;
 
-use super::{
-    HttpError,
-    json::{access, triton_json},
-};
-use crate::DataType;
+use super::json::{access, triton_json};
+use crate::{DataType, Error};
 
 /// Converts `data`, the JSON elements of input `name`, to raw bytes of `datatype`, checking that it holds
 /// exactly `elements` values (BYTES excepted: the shared core counts strings with Triton's message).
@@ -25,12 +22,7 @@ use crate::DataType;
 /// `JsonBytesArrayByteSize` in its `http_server.cc`) and statuses: its JSON reader's errors and its shape
 /// check are `INTERNAL` there, so 500. Values out of a narrow type's range, which Triton silently
 /// truncates, get Ferry's own 400.
-pub fn json_to_raw(
-    name: &str,
-    datatype: DataType,
-    data: &Value,
-    elements: usize,
-) -> Result<Vec<u8>, HttpError> {
+pub fn json_to_raw(name: &str, datatype: DataType, data: &Value, elements: usize) -> Result<Vec<u8>, Error> {
     let Some(element_size) = json_element_size(datatype) else {
         return Err(no_json_form(name, datatype));
     };
@@ -60,8 +52,8 @@ pub fn json_to_raw(
 }
 
 /// Triton's refusal of FP16 and BF16 data in JSON (`ReadDataFromJson`).
-fn no_json_form(name: &str, datatype: DataType) -> HttpError {
-    HttpError::bad_request(format!(
+fn no_json_form(name: &str, datatype: DataType) -> Error {
+    Error::invalid(format!(
         "receiving {datatype} data via JSON is not supported. Please use the binary data format for input {name}"
     ))
 }
@@ -76,7 +68,7 @@ fn json_element_size(datatype: DataType) -> Option<usize> {
     }
 }
 
-fn count_mismatch(name: &str, data: &Value, elements: usize) -> HttpError {
+fn count_mismatch(name: &str, data: &Value, elements: usize) -> Error {
     let mut count = 0usize;
     // Counting cannot fail; the closure never errs.
     let _ = visit_leaves(data, &mut |_| {
@@ -91,7 +83,7 @@ fn count_mismatch(name: &str, data: &Value, elements: usize) -> HttpError {
 
 /// Calls `f` on every non-array value of `value`, depth first: the row-major order of nested data. The depth
 /// is bounded by the JSON parser's own nesting limit.
-fn visit_leaves(value: &Value, f: &mut impl FnMut(&Value) -> Result<(), HttpError>) -> Result<(), HttpError> {
+fn visit_leaves(value: &Value, f: &mut impl FnMut(&Value) -> Result<(), Error>) -> Result<(), Error> {
     match value {
         Value::Array(items) => items.iter().try_for_each(|item| visit_leaves(item, f)),
         leaf => f(leaf),
@@ -104,7 +96,7 @@ fn push_element(
     value: &Value,
     name: &str,
     position: usize,
-) -> Result<(), HttpError> {
+) -> Result<(), Error> {
     match datatype {
         DataType::Bool => match value {
             Value::Bool(b) => out.push(u8::from(*b)),
@@ -162,7 +154,7 @@ fn unsigned<T: TryFrom<u64>>(
     name: &str,
     position: usize,
     datatype: DataType,
-) -> Result<T, HttpError> {
+) -> Result<T, Error> {
     let Value::Number(number) = value else {
         return Err(wrong_kind(name, position, value, datatype, "integers"));
     };
@@ -178,7 +170,7 @@ fn signed<T: TryFrom<i64>>(
     name: &str,
     position: usize,
     datatype: DataType,
-) -> Result<T, HttpError> {
+) -> Result<T, Error> {
     let Value::Number(number) = value else {
         return Err(wrong_kind(name, position, value, datatype, "integers"));
     };
@@ -189,7 +181,7 @@ fn signed<T: TryFrom<i64>>(
     }
 }
 
-fn number(value: &Value, name: &str, position: usize, datatype: DataType) -> Result<f64, HttpError> {
+fn number(value: &Value, name: &str, position: usize, datatype: DataType) -> Result<f64, Error> {
     match value {
         // JSON has no NaN or infinity, so every number serde_json parsed is finite.
         Value::Number(number) => number
@@ -200,7 +192,7 @@ fn number(value: &Value, name: &str, position: usize, datatype: DataType) -> Res
 }
 
 /// Triton's text for an element its JSON reader cannot read as `datatype`, then which element it is.
-fn wrong_kind(name: &str, position: usize, value: &Value, datatype: DataType, expected: &str) -> HttpError {
+fn wrong_kind(name: &str, position: usize, value: &Value, datatype: DataType, expected: &str) -> Error {
     let triton = match datatype {
         // `JsonBytesArrayByteSize` reads every BYTES element as a string first.
         DataType::Bytes => format!("Unable to parse JSON bytes array: {}", access::STRING),
@@ -218,8 +210,8 @@ fn wrong_kind(name: &str, position: usize, value: &Value, datatype: DataType, ex
     ))
 }
 
-fn out_of_range(name: &str, position: usize, value: &Value, datatype: DataType) -> HttpError {
-    HttpError::bad_request(format!(
+fn out_of_range(name: &str, position: usize, value: &Value, datatype: DataType) -> Error {
+    Error::invalid(format!(
         "input '{name}' element {position} is {}, which does not fit in {datatype}",
         excerpt(value)
     ))
@@ -257,21 +249,21 @@ pub struct JsonTensor<'a> {
 impl<'a> JsonTensor<'a> {
     /// Checks that output `name`'s `raw` bytes can be JSON: FP16 and BF16 cannot, nor can NaN or infinite
     /// floats, nor BYTES elements that are not UTF-8 text. The message points the client to binary output.
-    pub fn new(name: &str, datatype: DataType, raw: &'a [u8]) -> Result<Self, HttpError> {
+    pub fn new(name: &str, datatype: DataType, raw: &'a [u8]) -> Result<Self, Error> {
         let use_binary = "request it with the output parameter binary_data: true";
         match datatype {
             DataType::Fp16 | DataType::Bf16 => {
-                return Err(HttpError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "output '{name}' is {datatype}, which has no JSON form; {use_binary}"
                 )));
             }
             DataType::Bytes => {
                 for (position, element) in bytes_elements(raw).enumerate() {
                     let element = element.ok_or_else(|| {
-                        HttpError::internal(format!("output '{name}' holds malformed BYTES data"))
+                        Error::Internal(format!("output '{name}' holds malformed BYTES data"))
                     })?;
                     if std::str::from_utf8(element).is_err() {
-                        return Err(HttpError::bad_request(format!(
+                        return Err(Error::invalid(format!(
                             "output '{name}' element {position} is not UTF-8 text, which JSON cannot carry; \
                              {use_binary}"
                         )));
@@ -288,7 +280,7 @@ impl<'a> JsonTensor<'a> {
                     })
                 };
                 if let Some(position) = finite {
-                    return Err(HttpError::bad_request(format!(
+                    return Err(Error::invalid(format!(
                         "output '{name}' element {position} is NaN or infinite, which JSON cannot carry; {use_binary}"
                     )));
                 }
@@ -298,7 +290,7 @@ impl<'a> JsonTensor<'a> {
         if let Some(size) = datatype.element_size()
             && !raw.len().is_multiple_of(size)
         {
-            return Err(HttpError::internal(format!(
+            return Err(Error::Internal(format!(
                 "output '{name}' has {} bytes, not a whole number of {datatype} elements",
                 raw.len()
             )));
@@ -386,7 +378,7 @@ mod tests {
     use super::*;
 
     fn raw(datatype: DataType, data: Value, elements: usize) -> Result<Vec<u8>, String> {
-        json_to_raw("x", datatype, &data, elements).map_err(|e| e.message)
+        json_to_raw("x", datatype, &data, elements).map_err(|e| e.to_string())
     }
 
     fn refused(datatype: DataType, data: Value, elements: usize, needles: &[&str]) {
@@ -524,21 +516,25 @@ mod tests {
             ),
         ] {
             let error = error(datatype, data.clone(), 1);
-            assert!(error.message.starts_with(text), "{datatype} {data}: {error}");
-            assert_eq!(error.status, internal, "{datatype} {data}");
+            assert!(error.to_string().starts_with(text), "{datatype} {data}: {error}");
+            assert_eq!(error.http_status(), internal, "{datatype} {data}");
         }
         for datatype in [DataType::Fp16, DataType::Bf16] {
             let error = error(datatype, json!([1.0]), 1);
             assert_eq!(
-                error.message,
+                error.to_string(),
                 format!(
                     "receiving {datatype} data via JSON is not supported. Please use the binary data format for input x"
                 )
             );
-            assert_eq!(error.status, http::StatusCode::BAD_REQUEST);
+            assert_eq!(error.http_status(), http::StatusCode::BAD_REQUEST);
         }
         let range = error(DataType::Int8, json!([300]), 1);
-        assert_eq!(range.status, http::StatusCode::BAD_REQUEST, "Ferry's own check");
+        assert_eq!(
+            range.http_status(),
+            http::StatusCode::BAD_REQUEST,
+            "Ferry's own check"
+        );
     }
 
     /// Triton's `ReadDataFromJson`: too many or too few values for the shape, 500.
@@ -558,13 +554,13 @@ mod tests {
             &[text, "2 values", "holds 3"],
         );
         let error = json_to_raw("x", DataType::Int32, &json!([1]), 2).expect_err("short");
-        assert_eq!(error.status, http::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(error.http_status(), http::StatusCode::INTERNAL_SERVER_ERROR);
         // BYTES strings are counted by the shared core, with Triton's core message.
         assert!(raw(DataType::Bytes, json!(["a", "b"]), 3).is_ok());
     }
 
     fn to_json(datatype: DataType, raw: &[u8]) -> Result<String, String> {
-        let tensor = JsonTensor::new("y", datatype, raw).map_err(|e| e.message)?;
+        let tensor = JsonTensor::new("y", datatype, raw).map_err(|e| e.to_string())?;
         serde_json::to_string(&tensor).map_err(|e| e.to_string())
     }
 

@@ -1,69 +1,54 @@
-//! The transport-free inference core: a decoded `ModelInferRequest` in, the response or Ferry's [`Error`] out.
-//! The gRPC front end ([`crate::grpc`]), ModelStreamInfer ([`crate::stream`]) and REST ([`crate::http`]) each
-//! decode their wire format, call [`InferenceService::infer`], and encode what it returns; none of them builds
-//! another's request types.
+//! Inference: a decoded `ModelInferRequest` in, the response or Ferry's [`Error`] out. Once a request's model
+//! is resolved to a serving version, a request that cannot become a valid request of the model (a body that
+//! cannot be decoded, a wrong input, shape, byte count or region) counts as a failed request of the model in
+//! ModelStatistics and the metrics, as one that fails in the queue or in ONNX Runtime does. gRPC decodes its
+//! message before the model is known, REST decodes its body after ([`InferenceService::infer_with`]), so the
+//! same mistake counts the same on both.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use ferry_proto::inference::{self as pb, model_infer_response::InferOutputTensor};
 
-use crate::{
-    Error,
-    grpc::ServerName,
-    repository::Registry,
-    request::InferRequest,
-    shm::{OutputRegions, SharedMemoryRegistry},
-};
-
-/// The inference core every front end calls (gRPC unary and streaming, REST); cheap to clone, all state is in
-/// the model registry and the shared memory regions.
-#[derive(Debug, Clone)]
-pub struct InferenceService {
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) shared_memory: Arc<SharedMemoryRegistry>,
-    pub(crate) max_message_bytes: usize,
-    pub(crate) server_name: ServerName,
-}
+use super::InferenceService;
+use crate::{Error, model::ModelVersion, request::InferRequest, shm::OutputRegions};
 
 impl InferenceService {
-    /// A service answering from `registry` whose shared memory regions are `shared_memory`: front ends
-    /// that share it see each other's registrations, as Triton's gRPC and HTTP endpoints do.
-    pub fn with_shared_memory(registry: Arc<Registry>, shared_memory: Arc<SharedMemoryRegistry>) -> Self {
-        Self {
-            registry,
-            shared_memory,
-            max_message_bytes: crate::MAX_MESSAGE_BYTES,
-            server_name: ServerName::default(),
-        }
-    }
-
-    /// The same service reporting `name` in ServerMetadata.
-    pub fn with_server_name(self, name: ServerName) -> Self {
-        Self {
-            server_name: name,
-            ..self
-        }
-    }
-
-    /// The same service refusing responses larger than `bytes` with RESOURCE_EXHAUSTED before they are
-    /// sent (tonic would answer OUT_OF_RANGE, which Triton's clients do not expect).
-    pub fn with_max_message_bytes(self, bytes: usize) -> Self {
-        Self {
-            max_message_bytes: bytes,
-            ..self
-        }
-    }
-}
-
-impl InferenceService {
-    /// Runs one inference request: resolves the model, parses the request against it (shared memory
-    /// included), queues it for the model's batcher, then ranks classified outputs, writes outputs that go to
-    /// shared memory, and checks the response against the message size limit.
-    pub async fn infer(&self, mut request: pb::ModelInferRequest) -> Result<pb::ModelInferResponse, Error> {
+    /// Runs one decoded inference request: resolves the model, then runs the request on it.
+    pub async fn infer(&self, request: pb::ModelInferRequest) -> Result<pb::ModelInferResponse, Error> {
         let model = self
             .registry
             .resolve(&request.model_name, &request.model_version)?;
+        self.run(&model, request, Instant::now()).await
+    }
+
+    /// Runs one inference request whose body is decoded only once its model is known: version `version` (or
+    /// the policy's choice, when empty) of model `name` is resolved first, then `decode` makes the request
+    /// (and whatever else the front end needs back, `T`). A body that cannot become a request of a serving
+    /// model counts as a failed request of the model, as a gRPC request the model refuses does. REST names
+    /// the model in its path, as Triton's `HandleInfer` (`http_server.cc`) resolves it before it reads the body.
+    pub async fn infer_with<T>(
+        &self,
+        name: &str,
+        version: &str,
+        decode: impl FnOnce() -> Result<(pb::ModelInferRequest, T), Error>,
+    ) -> Result<(pb::ModelInferResponse, T), Error> {
+        let model = self.registry.resolve(name, version)?;
+        let received = Instant::now();
+        let (request, rest) =
+            decode().inspect_err(|_| model.stats.record_request(false, received.elapsed()))?;
+        Ok((self.run(&model, request, received).await?, rest))
+    }
+
+    /// Runs `request` on `model`, received at `received`: parses it against the model (shared memory
+    /// included), queues it for the model's batcher, then ranks classified outputs, writes outputs that go
+    /// to shared memory, and checks the response against the message size limit.
+    async fn run(
+        &self,
+        model: &Arc<ModelVersion>,
+        mut request: pb::ModelInferRequest,
+        received: Instant,
+    ) -> Result<pb::ModelInferResponse, Error> {
         // The parse does not need the name: move it into the response instead of copying it.
         let model_name = std::mem::take(&mut request.model_name);
         // Outputs' parameters outlive the parse only when some output has any (shared memory is checked
@@ -73,7 +58,6 @@ impl InferenceService {
             .iter()
             .any(|output| !output.parameters.is_empty())
             .then(|| request.outputs.clone());
-        let received = std::time::Instant::now();
         let mut parsed = InferRequest::parse_with_shared_memory(request, &model.spec, &self.shared_memory)
             .inspect_err(|_| {
                 // A request the model refuses is a failed inference in the statistics and metrics, as in Triton.
