@@ -36,7 +36,7 @@ impl InferenceService {
         &self,
         request: &pb::SystemSharedMemoryRegisterRequest,
     ) -> Result<(), Error> {
-        // shm_open and mmap are quick system calls, not worth a blocking thread.
+        // shm_open and fstat are quick system calls, not worth a blocking thread.
         self.shared_memory
             .register(&request.name, &request.key, request.offset, request.byte_size)
     }
