@@ -32,6 +32,7 @@ pub fn fp32_spec(width: i64, max_batch_size: usize) -> ModelSpec {
         outputs: vec![tensor("y")],
         version_policy: VersionPolicy::Latest(1),
         instances: InstancePlan {
+            session: Default::default(),
             count: 1,
             intra_op_threads: None,
             inter_op_threads: None,

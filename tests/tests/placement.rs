@@ -94,3 +94,75 @@ async fn gpu_instances_need_cuda_and_auto_instances_fall_back_to_the_cpu() {
     }
     server.stop().await;
 }
+
+/// Triton's ONNX Runtime session options (`execution_mode`, `enable_mem_arena`, `enable_mem_pattern`,
+/// `optimization.graph.level`, as its onnxruntime_backend README lists them) and Ferry's
+/// `ferry.intra_op_spinning` reach the session: every accepted value loads and answers correctly, and a value
+/// of the wrong form leaves the model unavailable with a reason naming the key and the value.
+#[tokio::test]
+async fn session_options_from_the_config_open_working_sessions() {
+    let parameter = |key: &str, value: &str| {
+        format!("parameters {{ key: \"{key}\" value {{ string_value: \"{value}\" }} }}\n")
+    };
+    let repository = tempfile::tempdir().expect("temp dir");
+    let tuned = [
+        parameter("execution_mode", "1"),
+        parameter("inter_op_thread_count", "1"),
+        parameter("enable_mem_arena", "0"),
+        parameter("enable_mem_pattern", "0"),
+        parameter("ferry.intra_op_spinning", "true"),
+    ]
+    .concat();
+    model(
+        repository.path(),
+        "tuned",
+        &format!("optimization {{ graph {{ level: 2 }} }}\n{tuned}"),
+    );
+    model(
+        repository.path(),
+        "basic",
+        "optimization { graph { level: -1 } }\n",
+    );
+    model(
+        repository.path(),
+        "bad_mode",
+        &parameter("execution_mode", "fast"),
+    );
+    model(
+        repository.path(),
+        "bad_level",
+        "optimization { graph { level: 9 } }\n",
+    );
+    let server = TestServer::start(vec![repository.path().to_path_buf()])
+        .await
+        .expect("server");
+    let mut client = server.raw_client().await.expect("client");
+    let index: HashMap<String, (String, String)> = client
+        .repository_index(RepositoryIndexRequest::default())
+        .await
+        .expect("index")
+        .into_inner()
+        .models
+        .into_iter()
+        .map(|m| (m.name, (m.state, m.reason)))
+        .collect();
+    for name in ["tuned", "basic"] {
+        assert_eq!(index[name].0, "READY", "{name}: {:?}", index[name]);
+        let response = client
+            .model_infer(request(name))
+            .await
+            .expect("infer")
+            .into_inner();
+        let y = f32::from_le_bytes(response.raw_output_contents[0][..4].try_into().expect("4 bytes"));
+        assert_eq!(y, 3.0, "{name}");
+    }
+    for (name, words) in [
+        ("bad_mode", ["execution_mode", "fast"]),
+        ("bad_level", ["level", "9"]),
+    ] {
+        let (state, reason) = &index[name];
+        assert_eq!(state, "UNAVAILABLE", "{name}");
+        assert!(words.iter().all(|w| reason.contains(w)), "{name}: {reason}");
+    }
+    server.stop().await;
+}

@@ -3,7 +3,10 @@
 
 use ferry_proto::inference::{ModelConfig, model_instance_group::Kind};
 
-use super::source::ConfigSource;
+use super::{
+    session::{SessionOptions, session_options},
+    source::ConfigSource,
+};
 use crate::Error;
 
 /// Where a model's sessions run.
@@ -21,6 +24,8 @@ pub enum Placement {
 /// How many sessions of each model version run, where, and with how many ONNX Runtime threads each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InstancePlan {
+    /// ONNX Runtime's session options (execution mode, graph level, memory, spinning).
+    pub session: SessionOptions,
     /// Model instances (ONNX Runtime sessions), each on a thread of its own.
     pub count: usize,
     /// `intra_op_thread_count` from the config parameters; `None` lets Ferry share the cores out.
@@ -74,6 +79,7 @@ pub(super) fn instance_plan(config: &ModelConfig, source: ConfigSource<'_>) -> R
             .transpose()
     };
     Ok(InstancePlan {
+        session: session_options(config, source)?,
         count: if count == 0 { DEFAULT_CPU_INSTANCES } else { count },
         intra_op_threads: thread_parameter("intra_op_thread_count")?.filter(|n| *n > 0),
         inter_op_threads: thread_parameter("inter_op_thread_count")?.filter(|n| *n > 0),

@@ -2,7 +2,7 @@
 //! [`ModelSpec`].
 //!
 //! `pbtxt` parses the text, `complete` fills in what the model file says, and `spec` validates the whole into
-//! a [`ModelSpec`], with one module per part of the config: `tensors`, `versions`, `instances` and `batching`.
+//! a [`ModelSpec`], with one module per part of the config: `tensors`, `versions`, `instances` (with the ONNX Runtime `session` options) and `batching`.
 //! `signature` then checks the spec against the model file. Every part names the file and line of a mistake
 //! through [`ConfigSource`] (`source`), which depends on nothing else here.
 
@@ -10,6 +10,7 @@ mod batching;
 mod complete;
 mod instances;
 mod pbtxt;
+mod session;
 mod signature;
 mod source;
 mod spec;
@@ -22,6 +23,7 @@ pub use batching::{ADAPTIVE_QUEUE_DELAY, DEFAULT_MAX_QUEUE_SIZE};
 pub use complete::{ModelSignature, ModelTensor, complete_config, needs_signature};
 pub use instances::{InstancePlan, Placement};
 pub use pbtxt::{model_config_descriptor, parse_model_config};
+pub use session::{GraphLevel, INTRA_OP_SPINNING, SessionOptions};
 pub use source::ConfigSource;
 pub use spec::ModelSpec;
 pub use tensors::TensorSpec;

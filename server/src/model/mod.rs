@@ -379,6 +379,7 @@ fn instance_threads(plan: &InstancePlan) -> usize {
 /// Opens a session only to read the model's signature, for auto-completing a config before the spec exists.
 pub fn read_signature(environment: &Environment, model_path: &Path) -> Result<ModelSignature, Error> {
     let plan = InstancePlan {
+        session: Default::default(),
         count: 1,
         intra_op_threads: Some(1),
         inter_op_threads: None,

@@ -5,16 +5,16 @@ use std::path::Path;
 use ort::{
     environment::Environment,
     ep,
-    session::Session,
+    session::{Session, builder::GraphOptimizationLevel},
     value::{Outlet, ValueType},
 };
 
 use crate::{
     DataType, Error,
-    config::{InstancePlan, ModelSignature, ModelTensor, Placement},
+    config::{GraphLevel, InstancePlan, ModelSignature, ModelTensor, Placement},
 };
 
-/// Opens a session on `model_path` with the threads and placement of `plan`.
+/// Opens a session on `model_path` with the threads, placement and session options of `plan`.
 ///
 /// When the config does not set `intra_op_thread_count`, the machine's cores are shared out between the
 /// model's instances instead of every session starting one thread per core. A GPU placement registers ONNX
@@ -27,14 +27,33 @@ pub fn open_session(
 ) -> Result<Session, Error> {
     let fail = |error: ort::Error| Error::ModelLoad(format!("{}: {error}", model_path.display()));
     let intra = intra_threads(plan);
+    let options = &plan.session;
     let mut builder = Session::builder(environment)
         .map_err(fail)?
         .with_intra_threads(intra)
         .map_err(|e| fail(e.into()))?
-        .with_intra_op_spinning(false)
+        .with_intra_op_spinning(options.intra_op_spinning)
+        .map_err(|e| fail(e.into()))?
+        .with_parallel_execution(options.parallel_execution)
+        .map_err(|e| fail(e.into()))?
+        .with_optimization_level(match options.graph_level {
+            GraphLevel::All => GraphOptimizationLevel::All,
+            GraphLevel::Basic => GraphOptimizationLevel::Level1,
+            GraphLevel::Extended => GraphOptimizationLevel::Level2,
+            GraphLevel::Disabled => GraphOptimizationLevel::Disable,
+        })
         .map_err(|e| fail(e.into()))?;
     if let Some(inter) = plan.inter_op_threads {
         builder = builder.with_inter_threads(inter).map_err(|e| fail(e.into()))?;
+    }
+    if let Some(pattern) = options.mem_pattern {
+        builder = builder.with_memory_pattern(pattern).map_err(|e| fail(e.into()))?;
+    }
+    if let Some(arena) = options.mem_arena {
+        let cpu = ep::CPU::default().with_arena_allocator(arena).build();
+        builder = builder
+            .with_execution_providers([cpu])
+            .map_err(|e| fail(e.into()))?;
     }
     let device = match plan.placement {
         Placement::Cpu => None,

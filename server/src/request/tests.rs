@@ -37,6 +37,7 @@ pub(super) fn spec(max_batch_size: usize, inputs: Vec<TensorSpec>) -> ModelSpec 
         ],
         version_policy: VersionPolicy::Latest(1),
         instances: InstancePlan {
+            session: Default::default(),
             count: 1,
             intra_op_threads: None,
             inter_op_threads: None,
