@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_JOBS ?= 1
 PEERS_ARGS ?=
 
-.PHONY: setup serve test lint bench bench-serving bench-peers bench-adaptive soak models fuzz
+.PHONY: setup serve test lint bench bench-serving bench-peers bench-cost bench-adaptive soak models fuzz
 
 ## setup: create .venv with ONNX Runtime (libonnxruntime.so), onnx, numpy, tritonclient and pytest
 setup: $(VENV)/.installed
@@ -53,6 +53,13 @@ bench-peers: setup
 	  exit 2; fi
 	cargo build --release -p ferry-server --bin ferry
 	$(PYTHON) benches/peers/peers.py $(PEERS_ARGS)
+
+## bench-cost: server CPU time and context switches per request (perf stat, h2load, 32 in flight) and latency at
+## 1 in flight, Ferry vs the loopback limit on mlp_small; needs PEERS, h2load and perf; prints a table; not in CI
+bench-cost: setup
+	@if [ -z "$(PEERS)" ]; then echo "bench-cost: set PEERS to the peers toolkit"; exit 2; fi
+	cargo build --release -p ferry-server --bin ferry
+	$(PYTHON) benches/peers/cost.py $(COST_ARGS)
 
 ## bench-adaptive: latency at 1 and throughput at 32 and 128 in flight for dynamic_batching { }, a fixed 500 µs delay
 ## and the adaptive 500 µs delay; writes benches/results/adaptive_delay.md
