@@ -115,7 +115,7 @@ impl Server {
     }
 
     /// Serves gRPC on `listener` until `shutdown` completes: Triton's inference service, gRPC health checking
-    /// and server reflection.
+    /// and server reflection; over TLS when [`Server::with_tls`] gave the gRPC port an acceptor.
     pub async fn serve(
         &self,
         listener: TcpListener,
@@ -169,7 +169,8 @@ impl Server {
 
     /// Serves Triton's HTTP/REST protocol (KServe v2) on `listener` until `shutdown` completes. Requests go
     /// through the same core ([`core::InferenceService`]) as [`Server::serve`], so both protocols validate,
-    /// infer, count and fail alike; request bodies are bounded by the same message size limit.
+    /// infer, count and fail alike; request bodies are bounded by the same message size limit. Over TLS when
+    /// [`Server::with_tls`] gave the REST port an acceptor.
     pub async fn serve_http(
         &self,
         listener: TcpListener,
@@ -187,7 +188,8 @@ impl Server {
 
     /// Serves Prometheus metrics (`GET /metrics`, text format 0.0.4, Triton's metric names plus Ferry's
     /// histograms) on `listener` until `shutdown` completes. Like Triton, metrics get a port of their own so
-    /// that scrapers need no access to the inference ports.
+    /// that scrapers need no access to the inference ports. Over TLS when [`Server::with_tls`] gave the
+    /// metrics port an acceptor.
     pub async fn serve_metrics(
         &self,
         listener: TcpListener,

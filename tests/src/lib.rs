@@ -8,7 +8,6 @@ use std::{
 };
 
 /// Certificates made for a test run (shared with the server's own tests).
-#[allow(dead_code)]
 #[path = "../../server/tests/support/pki.rs"]
 pub mod pki;
 mod rest;

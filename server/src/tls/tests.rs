@@ -1,7 +1,6 @@
 //! Real handshakes on loopback: files to configuration, the REST and gRPC accept paths with TLS and mutual
 //! TLS, the client's identity in request extensions, the handshake timeout, and reloads.
 
-#[allow(dead_code, missing_docs, unreachable_pub)]
 #[path = "../../tests/support/pki.rs"]
 mod pki;
 
