@@ -156,6 +156,7 @@ fn main() -> anyhow::Result<()> {
                             warmup: Duration::from_secs(1),
                             duration: Duration::from_secs(seconds),
                             request: ferry_benches::serving_request(&name, width),
+                            tls: None,
                         };
                         let report = run_load(config).await?;
                         let after = executions(&client, &name).await?;

@@ -10,7 +10,7 @@ use crate::proto::{
     RepositoryIndexRequest, ServerLiveRequest, ServerMetadataRequest, ServerMetadataResponse,
     ServerReadyRequest,
 };
-use crate::{ClientError, GrpcInferenceServiceClient, InferRequest, InferResult};
+use crate::{ClientError, GrpcInferenceServiceClient, InferRequest, InferResult, TlsOptions};
 
 /// The largest message sent or received, matching the server's limit so that large tensors fail on the
 /// server's terms rather than on tonic's 4 MiB default.
@@ -45,9 +45,17 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `endpoint`, given as `host:port` or as a URI such as `http://host:port`.
+    /// Connects to `endpoint`, given as `host:port` or as a URI such as `http://host:port`; an
+    /// `https://` URI connects over TLS with [`TlsOptions::new`] (the system's CAs).
     pub async fn connect(endpoint: impl Into<String>) -> Result<Self, ClientError> {
-        let channel = connect_channel(endpoint.into(), |endpoint| endpoint).await?;
+        let channel = connect_channel(endpoint.into(), None, |endpoint| endpoint).await?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// Connects to `endpoint` (`host:port` or `https://host:port`) over TLS, trusting the CAs of `tls`
+    /// and presenting its client certificate, if any, to a server that requires one.
+    pub async fn connect_with_tls(endpoint: impl Into<String>, tls: TlsOptions) -> Result<Self, ClientError> {
+        let channel = connect_channel(endpoint.into(), Some(&tls), |endpoint| endpoint).await?;
         Ok(Self::from_channel(channel))
     }
 
@@ -168,20 +176,35 @@ impl Client {
     }
 }
 
-/// Opens one HTTP/2 connection to `endpoint` (`host:port` or a URI), letting `configure` tune the endpoint
-/// first; shared with the load generator so both accept the same addresses and fail with the same errors.
+/// Opens one HTTP/2 connection to `endpoint` (`host:port` or a URI), over TLS when `tls` is given or the
+/// URI is `https`, letting `configure` tune the endpoint first; shared with the load generator so both
+/// accept the same addresses and fail with the same errors.
 pub(crate) async fn connect_channel(
     endpoint: String,
+    tls: Option<&TlsOptions>,
     configure: impl FnOnce(Endpoint) -> Endpoint,
 ) -> Result<Channel, ClientError> {
-    let uri = if endpoint.contains("://") {
-        endpoint.clone()
-    } else {
-        format!("http://{endpoint}")
+    let uri = match (endpoint.contains("://"), tls) {
+        (true, _) => endpoint.clone(),
+        (false, None) => format!("http://{endpoint}"),
+        (false, Some(_)) => format!("https://{endpoint}"),
     };
-    let dialer = Endpoint::from_shared(uri.clone())
+    let https = uri.starts_with("https://");
+    if tls.is_some() && !https {
+        return Err(ClientError::TlsNeedsHttps { endpoint });
+    }
+    let mut dialer = Endpoint::from_shared(uri.clone())
         .map_err(|source| ClientError::InvalidEndpoint { endpoint, source })?
         .connect_timeout(CONNECT_TIMEOUT);
+    if https {
+        let config = tls.cloned().unwrap_or_default().to_tonic();
+        dialer = dialer
+            .tls_config(config)
+            .map_err(|source| ClientError::InvalidTls {
+                endpoint: uri.clone(),
+                source,
+            })?;
+    }
     configure(dialer)
         .connect()
         .await

@@ -17,6 +17,24 @@ pub enum ClientError {
         source: tonic::transport::Error,
     },
 
+    /// TLS options were given for an endpoint whose scheme is not `https`; caught before any network
+    /// activity, rather than connecting in plain text.
+    #[error("TLS options were given for {endpoint:?}, which is not an https:// endpoint")]
+    TlsNeedsHttps {
+        /// The endpoint as the caller gave it.
+        endpoint: String,
+    },
+
+    /// The TLS options cannot be used: a CA or client certificate that is not PEM, or a key that does not
+    /// fit its certificate; caught before any network activity.
+    #[error("invalid TLS options for {endpoint}")]
+    InvalidTls {
+        /// The URI that was to be dialled.
+        endpoint: String,
+        /// Why tonic rejected them.
+        source: tonic::transport::Error,
+    },
+
     /// A load test's settings describe no run at all (no connections, nothing in flight, no window, a rate
     /// that is not a positive number); caught before any connection is opened.
     #[error("invalid load test: {reason}")]

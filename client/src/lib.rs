@@ -26,6 +26,7 @@ mod element;
 mod error;
 mod request;
 mod response;
+mod tls;
 
 pub use client::Client;
 pub use element::TensorElement;
@@ -36,6 +37,7 @@ pub use ferry_proto::GrpcInferenceServiceClient;
 pub use ferry_proto::inference as proto;
 pub use request::{InferInput, InferRequest};
 pub use response::InferResult;
+pub use tls::TlsOptions;
 
 /// Re-exported so callers build `BYTES` outputs' element type from the same version this crate uses.
 pub use bytes;

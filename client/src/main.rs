@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use ferry_client::bench::{LoadConfig, run_load};
 use ferry_client::proto::model_metadata_response::TensorMetadata;
-use ferry_client::{Client, InferRequest};
+use ferry_client::{Client, InferRequest, TlsOptions};
 
 mod cli {
     //! The pieces of the command line that are worth testing on their own.
@@ -24,12 +24,64 @@ use cli::{json, report, table};
 #[derive(Debug, Parser)]
 #[command(name = "ferry-client", version)]
 struct Cli {
-    /// Server address, as host:port or http://host:port.
+    /// Server address, as host:port, http://host:port or https://host:port.
     #[arg(long, global = true, env = "FERRY_URL", default_value = "127.0.0.1:8001")]
     url: String,
 
+    #[command(flatten)]
+    tls: TlsArgs,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// TLS options, named as in Triton's client examples (`--ssl`, `--root-certificates`, `--private-key`,
+/// `--certificate-chain`). Any of them connects over TLS.
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// Connect over TLS, trusting the system's CA certificates unless --root-certificates is given.
+    #[arg(long, global = true)]
+    ssl: bool,
+    /// PEM file of the CA certificates to trust instead of the system's.
+    #[arg(long, global = true, value_name = "FILE")]
+    root_certificates: Option<PathBuf>,
+    /// PEM file of the client's private key, for servers that require a client certificate (mutual TLS).
+    #[arg(long, global = true, value_name = "FILE", requires = "certificate_chain")]
+    private_key: Option<PathBuf>,
+    /// PEM file of the client's certificate chain, leaf first, presented with --private-key.
+    #[arg(long, global = true, value_name = "FILE", requires = "private_key")]
+    certificate_chain: Option<PathBuf>,
+    /// Name to check the server's certificate against (and send as SNI) instead of the --url host.
+    #[arg(long, global = true, value_name = "NAME")]
+    tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    /// The TLS options the flags ask for, with their files read, or `None` for plain text.
+    fn options(&self) -> anyhow::Result<Option<TlsOptions>> {
+        let any = self.ssl
+            || self.root_certificates.is_some()
+            || self.private_key.is_some()
+            || self.tls_server_name.is_some();
+        if !any {
+            return Ok(None);
+        }
+        let read = |path: &PathBuf, flag: &str| {
+            std::fs::read(path).with_context(|| format!("cannot read {flag} {}", path.display()))
+        };
+        let mut options = TlsOptions::new();
+        if let Some(path) = &self.root_certificates {
+            options = options.with_ca_pem(read(path, "--root-certificates")?);
+        }
+        if let (Some(key), Some(chain)) = (&self.private_key, &self.certificate_chain) {
+            options =
+                options.with_identity_pem(read(chain, "--certificate-chain")?, read(key, "--private-key")?);
+        }
+        if let Some(name) = &self.tls_server_name {
+            options = options.with_server_name(name.clone());
+        }
+        Ok(Some(options))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,7 +202,13 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // Connect per command: the load generator opens connections of its own, as many as asked.
-    let connect = || Client::connect(cli.url.clone());
+    let tls = cli.tls.options()?;
+    let connect = || async {
+        match tls.clone() {
+            Some(tls) => Client::connect_with_tls(cli.url.clone(), tls).await,
+            None => Client::connect(cli.url.clone()).await,
+        }
+    };
     match cli.command {
         Command::Health => health(&connect().await?).await,
         Command::Models => models(&connect().await?).await,
@@ -162,7 +220,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Infer(args) => infer(&connect().await?, args).await,
-        Command::Bench(args) => bench(cli.url.clone(), args).await,
+        Command::Bench(args) => bench(cli.url.clone(), tls, args).await,
     }
 }
 
@@ -225,7 +283,7 @@ async fn infer(client: &Client, args: InferArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench(url: String, args: BenchArgs) -> anyhow::Result<()> {
+async fn bench(url: String, tls: Option<TlsOptions>, args: BenchArgs) -> anyhow::Result<()> {
     let config = LoadConfig {
         url,
         connections: args.connections,
@@ -234,6 +292,7 @@ async fn bench(url: String, args: BenchArgs) -> anyhow::Result<()> {
         warmup: args.warmup,
         duration: args.duration,
         request: build_request(args.model, args.inputs)?.into_proto()?,
+        tls,
     };
     let load = run_load(config).await?;
     if args.json {
@@ -273,6 +332,51 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn tls_flags_turn_tls_on_read_their_files_and_pair_the_key_with_its_chain() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["ferry-client"], args, &["health"]].concat());
+        assert!(parse(&[]).unwrap().tls.options().unwrap().is_none());
+        assert!(parse(&["--ssl"]).unwrap().tls.options().unwrap().is_some());
+        assert!(
+            parse(&["--tls-server-name", "ferry.internal"])
+                .unwrap()
+                .tls
+                .options()
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            parse(&["--private-key", "client.key"]).is_err(),
+            "a key needs its chain"
+        );
+        assert!(
+            parse(&["--certificate-chain", "client.crt"]).is_err(),
+            "a chain needs its key"
+        );
+
+        let dir = std::env::temp_dir().join(format!("ferry-client-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.crt");
+        std::fs::write(&ca, "not read as PEM until a connection is made").unwrap();
+        let ca = ca.display().to_string();
+        assert!(
+            parse(&["--root-certificates", &ca])
+                .unwrap()
+                .tls
+                .options()
+                .unwrap()
+                .is_some()
+        );
+        let missing = dir.join("missing.key").display().to_string();
+        let cli = parse(&["--certificate-chain", &ca, "--private-key", &missing]).unwrap();
+        let error = format!("{:#}", cli.tls.options().unwrap_err());
+        assert!(
+            error.contains(&format!("cannot read --private-key {missing}")),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

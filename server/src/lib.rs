@@ -25,6 +25,7 @@ pub mod shm;
 pub mod stats;
 pub mod stream;
 pub mod telemetry;
+pub mod tls;
 
 use std::{future::Future, sync::Arc};
 
@@ -64,6 +65,8 @@ pub struct Server {
     gate: Arc<connection::Gate>,
     /// The name ServerMetadata reports on every front end.
     server_name: core::ServerName,
+    /// The TLS acceptors of the ports that serve TLS.
+    tls: tls::TlsPorts,
 }
 
 impl Server {
@@ -79,6 +82,7 @@ impl Server {
             grpc_response_compression: options.grpc_response_compression,
             gate: connection::Gate::new(&options.connections),
             server_name: core::ServerName::default(),
+            tls: tls::TlsPorts::default(),
         })
     }
 
@@ -88,6 +92,11 @@ impl Server {
             server_name: name,
             ..self
         }
+    }
+
+    /// The same server with TLS on the ports `tls` has an acceptor for; the others stay plain text.
+    pub fn with_tls(self, tls: tls::TlsPorts) -> Self {
+        Server { tls, ..self }
     }
 
     /// The inference core every front end calls.
@@ -106,7 +115,7 @@ impl Server {
     }
 
     /// Serves gRPC on `listener` until `shutdown` completes: Triton's inference service, gRPC health checking
-    /// and server reflection.
+    /// and server reflection; over TLS when [`Server::with_tls`] gave the gRPC port an acceptor.
     pub async fn serve(
         &self,
         listener: TcpListener,
@@ -115,12 +124,11 @@ impl Server {
         let service = GrpcInferenceServiceServer::new(self.inference_service())
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
-        // Every connection passes the gate, which also sets TCP_NODELAY.
-        let gate = Arc::clone(&self.gate);
-        let incoming = futures_util::stream::unfold((listener, gate), |(listener, gate)| async move {
-            let io = gate.accept(&listener).await;
-            Some((Ok::<_, std::io::Error>(io), (listener, gate)))
-        });
+        // Every connection passes the gate, which also sets TCP_NODELAY, then its TLS handshake if any.
+        let incoming = connection::incoming(
+            Arc::clone(&self.gate),
+            connection::Listener::new(listener, self.tls.grpc.clone()),
+        );
         // Long-lived streams (health Watch) end when shutdown begins; otherwise shutdown would wait on them.
         let (stopping, stopping_signal) = tokio::sync::watch::channel(false);
         let shutdown = async move {
@@ -161,7 +169,8 @@ impl Server {
 
     /// Serves Triton's HTTP/REST protocol (KServe v2) on `listener` until `shutdown` completes. Requests go
     /// through the same core ([`core::InferenceService`]) as [`Server::serve`], so both protocols validate,
-    /// infer, count and fail alike; request bodies are bounded by the same message size limit.
+    /// infer, count and fail alike; request bodies are bounded by the same message size limit. Over TLS when
+    /// [`Server::with_tls`] gave the REST port an acceptor.
     pub async fn serve_http(
         &self,
         listener: TcpListener,
@@ -171,7 +180,7 @@ impl Server {
             self.inference_service(),
             self.max_message_bytes,
             Arc::clone(&self.gate),
-            listener,
+            connection::Listener::new(listener, self.tls.http.clone()),
             shutdown,
         )
         .await
@@ -179,7 +188,8 @@ impl Server {
 
     /// Serves Prometheus metrics (`GET /metrics`, text format 0.0.4, Triton's metric names plus Ferry's
     /// histograms) on `listener` until `shutdown` completes. Like Triton, metrics get a port of their own so
-    /// that scrapers need no access to the inference ports.
+    /// that scrapers need no access to the inference ports. Over TLS when [`Server::with_tls`] gave the
+    /// metrics port an acceptor.
     pub async fn serve_metrics(
         &self,
         listener: TcpListener,
@@ -188,7 +198,7 @@ impl Server {
         metrics::serve(
             Arc::clone(&self.registry),
             Arc::clone(&self.gate),
-            listener,
+            connection::Listener::new(listener, self.tls.metrics.clone()),
             shutdown,
         )
         .await

@@ -13,6 +13,7 @@ use ferry_server::{
     onnx,
     repository::{ControlMode, RepositoryOptions},
     telemetry::{self, LogFormat, TelemetryOptions},
+    tls::{self, TlsFlags},
 };
 
 /// mimalloc instead of glibc's allocator: the request path allocates and frees many small buffers across
@@ -168,6 +169,10 @@ struct Flags {
     /// the onnxruntime package of python3, then the system library path.
     #[arg(long, env = "ORT_DYLIB_PATH", value_name = "FILE")]
     onnxruntime_lib: Option<PathBuf>,
+
+    /// TLS on the gRPC, REST and metrics ports (docs/security.md).
+    #[command(flatten)]
+    tls: TlsFlags,
 }
 
 /// `--model-control-mode` values, named as in Triton.
@@ -255,8 +260,18 @@ fn main() -> ExitCode {
             idle_timeout: Duration::from_secs(flags.connection_idle_timeout_secs),
         },
     };
+    // Before the models load, so that a wrong certificate path fails at once.
+    let tls_ports = match flags.tls.acceptors() {
+        Ok(ports) => ports,
+        Err(error) => {
+            eprintln!("ferry: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match Server::start(&options) {
-        Ok(server) => server.with_server_name(flags.server_name.clone()),
+        Ok(server) => server
+            .with_server_name(flags.server_name.clone())
+            .with_tls(tls_ports.clone()),
         Err(error) => {
             eprintln!("ferry: {error:#}");
             return ExitCode::FAILURE;
@@ -272,6 +287,10 @@ fn main() -> ExitCode {
         // Before any listener opens: from then on a signal is handled, never the default (death, or for PID 1
         // nothing at all).
         let mut signals = Signals::install()?;
+        let tls_acceptors = tls_ports.acceptors();
+        if !tls_acceptors.is_empty() {
+            tls::spawn_reloader(tls_acceptors, flags.tls.reload_poll())?;
+        }
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|error| anyhow::anyhow!("cannot listen for gRPC on {address}: {error}"))?;
@@ -280,8 +299,8 @@ fn main() -> ExitCode {
             .map_err(|error| anyhow::anyhow!("cannot listen for HTTP on {http_address}: {error}"))?;
         // The bound addresses, so that port 0 shows which port the system chose.
         let (grpc_bound, http_bound) = (listener.local_addr()?, http_listener.local_addr()?);
-        tracing::info!(address = %grpc_bound, "gRPC server listening (inference.GRPCInferenceService)");
-        tracing::info!(address = %http_bound, "HTTP/REST server listening (KServe v2)");
+        tracing::info!(address = %grpc_bound, tls = tls_ports.grpc.is_some(), "gRPC server listening (inference.GRPCInferenceService)");
+        tracing::info!(address = %http_bound, tls = tls_ports.http.is_some(), "HTTP/REST server listening (KServe v2)");
         let metrics_listener = if flags.allow_metrics {
             let listener = tokio::net::TcpListener::bind(metrics_address)
                 .await
@@ -289,7 +308,7 @@ fn main() -> ExitCode {
                     anyhow::anyhow!("cannot listen for metrics on {metrics_address}: {error}")
                 })?;
             let bound = listener.local_addr()?;
-            tracing::info!(address = %bound, "metrics server listening (Prometheus, /metrics)");
+            tracing::info!(address = %bound, tls = tls_ports.metrics.is_some(), "metrics server listening (Prometheus, /metrics)");
             Some(listener)
         } else {
             None

@@ -17,7 +17,6 @@ use axum::{
     routing::get,
 };
 use ferry_proto::inference::{InferStatistics, ModelStatistics, StatisticDuration};
-use tokio::net::TcpListener;
 
 use crate::{
     repository::Registry,
@@ -286,7 +285,7 @@ async fn not_found() -> impl IntoResponse {
 pub async fn serve(
     registry: Arc<Registry>,
     gate: Arc<crate::connection::Gate>,
-    listener: TcpListener,
+    listener: impl Into<crate::connection::Listener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     crate::connection::serve_http(gate, listener, router(registry), shutdown).await

@@ -35,6 +35,23 @@ fn help_explains_the_triton_flags() {
         "--header-read-timeout-secs",
         "--connection-idle-timeout-secs",
         "--grpc-infer-response-compression-level",
+        "--grpc-use-ssl",
+        "--grpc-use-ssl-mutual",
+        "--grpc-server-cert",
+        "--grpc-server-key",
+        "--grpc-root-cert",
+        "--http-use-ssl",
+        "--http-use-ssl-mutual",
+        "--http-server-cert",
+        "--http-server-key",
+        "--http-root-cert",
+        "--metrics-use-ssl",
+        "--metrics-use-ssl-mutual",
+        "--metrics-server-cert",
+        "--metrics-server-key",
+        "--metrics-root-cert",
+        "--tls-handshake-timeout-secs",
+        "--tls-reload-poll-secs",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

@@ -7,8 +7,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
+/// Certificates made for a test run (shared with the server's own tests).
+#[path = "../../server/tests/support/pki.rs"]
+pub mod pki;
 mod rest;
 mod shm;
+pub mod tls;
 
 pub use rest::{RestReply, rest_request, rest_request_with_headers};
 pub use shm::ShmObject;
@@ -17,7 +21,7 @@ use anyhow::Context;
 use ferry_proto::GrpcInferenceServiceClient;
 use ferry_server::{
     Server, ServerOptions, connection::ConnectionLimits, core::ServerName, onnx,
-    repository::RepositoryOptions,
+    repository::RepositoryOptions, tls::TlsPorts,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
@@ -107,10 +111,26 @@ impl TestServer {
         Self::launch(options, ServerName::default()).await
     }
 
+    /// Starts a server on `repositories` with TLS on the ports `tls` has acceptors for (gRPC here, REST and
+    /// metrics when [`TestServer::start_http`] and [`TestServer::start_metrics`] start them).
+    pub async fn start_with_tls(repositories: Vec<PathBuf>, tls: TlsPorts) -> anyhow::Result<Self> {
+        let repository = RepositoryOptions {
+            strict_readiness: false,
+            ..RepositoryOptions::new(repositories)
+        };
+        let options = Self::options(repository, ferry_server::MAX_MESSAGE_BYTES)?;
+        Self::launch_with(options, ServerName::default(), tls).await
+    }
+
     async fn launch(options: ServerOptions, name: ServerName) -> anyhow::Result<Self> {
+        Self::launch_with(options, name, TlsPorts::default()).await
+    }
+
+    async fn launch_with(options: ServerOptions, name: ServerName, tls: TlsPorts) -> anyhow::Result<Self> {
         let server = tokio::task::spawn_blocking(move || Server::start(&options))
             .await??
-            .with_server_name(name);
+            .with_server_name(name)
+            .with_tls(tls);
         let serving = server.clone();
         let grpc = spawn_front_end("gRPC", move |listener, stopped| async move {
             serving.serve(listener, stopped).await

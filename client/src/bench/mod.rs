@@ -23,6 +23,7 @@
 //!     warmup: Duration::from_secs(2),
 //!     duration: Duration::from_secs(10),
 //!     request,
+//!     tls: None,
 //! })
 //! .await?;
 //! println!("{:.0} req/s, p99 {:?}", report.throughput, report.latency.p99);
@@ -67,6 +68,9 @@ pub struct LoadConfig {
     pub duration: Duration,
     /// The request sent, as is, every time; cloning it is cheap because raw contents are `Bytes`.
     pub request: proto::ModelInferRequest,
+    /// TLS for every connection, as [`Client::connect_with_tls`] takes it; `None` connects as
+    /// [`Client::connect`] does (plain text, or TLS with the system's CAs for an `https://` URL).
+    pub tls: Option<crate::TlsOptions>,
 }
 
 /// What the measured window saw. Responses count when they complete inside the window, so those of
@@ -129,7 +133,10 @@ pub async fn run_load(config: LoadConfig) -> Result<LoadReport, ClientError> {
     validate(&config)?;
     let mut stubs = Vec::with_capacity(config.connections);
     for _ in 0..config.connections {
-        let channel = connect_channel(config.url.clone(), |endpoint| endpoint.tcp_nodelay(true)).await?;
+        let channel = connect_channel(config.url.clone(), config.tls.as_ref(), |endpoint| {
+            endpoint.tcp_nodelay(true)
+        })
+        .await?;
         stubs.push(Client::from_channel(channel).raw());
     }
 
@@ -235,6 +242,7 @@ mod tests {
             warmup: Duration::ZERO,
             duration: Duration::from_secs(1),
             request: proto::ModelInferRequest::default(),
+            tls: None,
         }
     }
 

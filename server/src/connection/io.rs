@@ -25,6 +25,7 @@ use tokio::{
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::ConnectionLimits;
+use crate::tls::ClientCertificate;
 
 /// What a connection has done lately, shared by its socket and the requests it carries.
 #[derive(Debug)]
@@ -118,6 +119,7 @@ impl TrackedIo {
         ConnectionInfo {
             tcp: self.stream.connect_info(),
             activity: Arc::clone(&self.activity),
+            client_certificate: None,
         }
     }
 
@@ -214,6 +216,21 @@ pub struct ConnectionInfo {
     /// The peer and local addresses.
     pub tcp: TcpConnectInfo,
     activity: Arc<Activity>,
+    client_certificate: Option<ClientCertificate>,
+}
+
+impl ConnectionInfo {
+    /// The client's verified certificate, on a port that requires one (mutual TLS).
+    pub fn client_certificate(&self) -> Option<&ClientCertificate> {
+        self.client_certificate.as_ref()
+    }
+
+    pub(super) fn with_client_certificate(self, client_certificate: Option<ClientCertificate>) -> Self {
+        ConnectionInfo {
+            client_certificate,
+            ..self
+        }
+    }
 }
 
 /// Adds [`TrackRequests`] to a service stack.
@@ -229,7 +246,8 @@ impl<S> tower::Layer<S> for TrackRequestsLayer {
 }
 
 /// Marks each request in flight on its connection until its response body ends, so that a connection
-/// waiting on a slow inference or an open stream is never taken for idle.
+/// waiting on a slow inference or an open stream is never taken for idle. Also puts the connection's peer
+/// address ([`TcpConnectInfo`]) and, under mutual TLS, its [`ClientCertificate`] in the request's extensions.
 #[derive(Debug, Clone)]
 pub struct TrackRequests<S> {
     inner: S,
@@ -253,6 +271,10 @@ where
         let in_flight = info.map(|info| {
             // Where tonic's `Request::remote_addr` looks for the peer's address.
             request.extensions_mut().insert(info.tcp);
+            // The caller's identity under mutual TLS, for the layers and handlers inside.
+            if let Some(certificate) = info.client_certificate {
+                request.extensions_mut().insert(certificate);
+            }
             InFlight::start(&info.activity)
         });
         let response = self.inner.call(request);

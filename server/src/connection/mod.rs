@@ -5,9 +5,12 @@
 //! rate-limited warning), so that file descriptors never run out under a flood. Each admitted connection is
 //! a [`TrackedIo`] that closes itself when it sends no request in time (see [`ConnectionLimits`]), and the
 //! HTTP/2 servers advertise a bound on concurrent streams, which also bounds the responses one connection
-//! can leave buffered by never opening its flow-control window.
+//! can leave buffered by never opening its flow-control window. On a port with TLS ([`Listener`]), an
+//! admitted connection's handshake runs in its own task, bounded by the handshake timeout, before HTTP
+//! starts on it ([`ServedIo`]).
 
 mod io;
+mod listener;
 mod serve;
 
 use std::{
@@ -16,6 +19,8 @@ use std::{
 };
 
 pub use io::{ConnectionInfo, TrackRequests, TrackRequestsLayer, TrackedBody, TrackedIo};
+pub(crate) use listener::incoming;
+pub use listener::{Listener, ServedIo};
 pub(crate) use serve::serve_http;
 use tokio::{net::TcpListener, sync::Semaphore};
 

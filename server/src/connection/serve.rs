@@ -1,5 +1,6 @@
 //! The accept loop of the REST and metrics ports: hyper with the limits axum's own `serve` cannot set
-//! (header read timeout, concurrent HTTP/2 streams) behind the server's [`Gate`].
+//! (header read timeout, concurrent HTTP/2 streams) behind the server's [`Gate`], and TLS when the port has
+//! it (the handshake runs in the connection's task, not in the loop).
 
 use std::{future::Future, sync::Arc};
 
@@ -9,16 +10,19 @@ use hyper_util::{
     server::conn::auto,
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::watch};
+use tokio::sync::watch;
 use tower::{Layer, ServiceExt};
 
-use super::{Gate, TrackRequestsLayer};
+use super::{
+    Gate, Listener, TrackRequestsLayer,
+    listener::{handshake, report_handshake_failure},
+};
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets every connection
 /// finish the requests it has (idle keep-alive connections close at once) and returns when all are closed.
 pub(crate) async fn serve_http(
     gate: Arc<Gate>,
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -33,6 +37,7 @@ pub(crate) async fn serve_http(
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams);
     let builder = Arc::new(builder);
+    let (listener, tls) = listener.into().into_parts();
     // Connections watch `stopping` and each holds a clone of `open`, so the loop sees when the last one ends.
     let (stop, stopping) = watch::channel(false);
     let (all_closed, open) = watch::channel(());
@@ -42,25 +47,36 @@ pub(crate) async fn serve_http(
             () = &mut shutdown => break,
             io = gate.accept(&listener) => io,
         };
-        let info = io.info();
-        let service =
-            TrackRequestsLayer
-                .layer(router.clone())
-                .map_request(move |request: http::Request<Incoming>| {
-                    let mut request = request.map(axum::body::Body::new);
-                    request.extensions_mut().insert(info.clone());
-                    request
-                });
         let builder = Arc::clone(&builder);
         let mut stopping = stopping.clone();
         let open = open.clone();
+        let router = router.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-            let mut connection = std::pin::pin!(connection);
             let stop_requested = async {
                 // An error means the server is gone, which asks for the same as a stop.
                 let _ = stopping.wait_for(|stop| *stop).await;
             };
+            let mut stop_requested = std::pin::pin!(stop_requested);
+            let info = io.info();
+            let io = tokio::select! {
+                io = handshake(tls.as_deref(), io) => match io {
+                    Ok(io) => io,
+                    Err(error) => return report_handshake_failure(&info, &error),
+                },
+                () = stop_requested.as_mut() => return,
+            };
+            let info = io.info();
+            let service =
+                TrackRequestsLayer
+                    .layer(router)
+                    .map_request(move |request: http::Request<Incoming>| {
+                        let mut request = request.map(axum::body::Body::new);
+                        request.extensions_mut().insert(info.clone());
+                        request
+                    });
+            let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+            let mut connection = std::pin::pin!(connection);
             let served = tokio::select! {
                 served = connection.as_mut() => served,
                 () = stop_requested => {

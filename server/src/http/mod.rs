@@ -28,8 +28,6 @@ pub mod tensor;
 
 use std::{future::Future, sync::Arc};
 
-use tokio::net::TcpListener;
-
 pub use error::HttpError;
 pub use routes::router;
 
@@ -45,7 +43,7 @@ pub async fn serve(
     service: InferenceService,
     max_body_bytes: usize,
     gate: Arc<Gate>,
-    listener: TcpListener,
+    listener: impl Into<crate::connection::Listener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // The same span per call as on the gRPC port, continuing a W3C `traceparent` header.
