@@ -403,3 +403,25 @@ fn the_subcommand_leaves_the_server_flags_alone() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read model repository check"));
 }
+
+/// A report that cannot be written (a full disk, a closed pipe) used to panic in `println!`; now the check
+/// says so and exits 2, so that a truncated report never passes for a clean check.
+#[test]
+fn a_report_that_cannot_be_written_exits_2_without_a_panic() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["check", "examples/model_repository", "--model", "simple"])
+        .current_dir(repo_root())
+        .stdout(full)
+        .output()
+        .expect("ferry runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr,
+        "ferry check: cannot write the report: No space left on device (os error 28)\n"
+    );
+}

@@ -1,6 +1,11 @@
 //! The command line of `ferry check`: its flags, its output and its exit status.
 
-use std::{ffi::OsString, path::PathBuf, process::ExitCode};
+use std::{
+    ffi::OsString,
+    io::{self, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
 
 use clap::Parser;
 
@@ -62,9 +67,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let cannot_run = |message: String| {
         if flags.json {
             let report = serde_json::json!({ "status": "error", "error": message });
-            println!("{report}");
+            let _ = writeln!(io::stdout(), "{report}");
         } else {
-            eprintln!("ferry check: {message}");
+            let _ = writeln!(io::stderr(), "ferry check: {message}");
         }
         ExitCode::from(CANNOT_RUN)
     };
@@ -86,13 +91,18 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Ok(report) => report,
         Err(message) => return cannot_run(message),
     };
-    if flags.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(json) => println!("{json}"),
-            Err(error) => return cannot_run(format!("cannot write the report: {error}")),
-        }
+    let text = if flags.json {
+        serde_json::to_string_pretty(&report).map(|json| json + "\n")
     } else {
-        print!("{}", report.to_text());
+        Ok(report.to_text())
+    };
+    // A report that cannot be written whole (a full disk, a closed pipe) must not pass for a clean check.
+    let written = text
+        .map_err(io::Error::other)
+        .and_then(|text| io::stdout().lock().write_all(text.as_bytes()));
+    if let Err(error) = written {
+        let _ = writeln!(io::stderr(), "ferry check: cannot write the report: {error}");
+        return ExitCode::from(CANNOT_RUN);
     }
     ExitCode::from(match report.status {
         Status::Passed => PASSED,
