@@ -59,25 +59,26 @@ pub fn compare_output(
             output.datatype
         ));
     };
-    let Some(got) = decode(datatype, raw) else {
+    // The received elements are read one at a time, never all at once: only the expected ones, bounded by
+    // the sample file's size, are held.
+    let Some(count) = element_count(datatype, raw) else {
         return Some(format!("output '{name}' holds malformed {datatype} data"));
     };
     let mut wanted = Vec::new();
     leaves(&expected.data, &mut wanted);
-    if wanted.len() != got.len() {
+    if wanted.len() != count {
         return Some(format!(
-            "output '{name}': expected {} elements, got {} (shape {:?})",
+            "output '{name}': expected {} elements, got {count} (shape {:?})",
             wanted.len(),
-            got.len(),
             output.shape
         ));
     }
     let mut first = None;
     let mut differing = 0usize;
-    for (index, (want, have)) in wanted.iter().zip(&got).enumerate() {
-        if !matches(want, *have, tolerance) {
+    for (index, (want, have)) in wanted.iter().zip(elements(datatype, raw)).enumerate() {
+        if !matches(want, have, tolerance) {
             differing += 1;
-            first.get_or_insert((index, *want, *have));
+            first.get_or_insert((index, *want, have));
         }
     }
     let (index, want, have) = first?;
@@ -95,7 +96,7 @@ pub fn compare_output(
         position_text(index, &output.shape),
         excerpt(&want.to_string()),
         show(have, datatype),
-        got.len(),
+        count,
     ))
 }
 
@@ -112,48 +113,55 @@ fn matches(want: &Value, have: Element<'_>, tolerance: Tolerance) -> bool {
     }
 }
 
-/// The elements of raw little-endian `data` (4-byte length-prefixed for BYTES); `None` when the bytes are
-/// not whole elements.
-fn decode(datatype: DataType, data: &[u8]) -> Option<Vec<Element<'_>>> {
-    if datatype == DataType::Bytes {
-        let mut elements = Vec::new();
-        let mut rest = data;
-        while let Some((prefix, tail)) = rest.split_first_chunk::<4>() {
-            let length = u32::from_le_bytes(*prefix) as usize;
-            let element = tail.get(..length)?;
-            elements.push(Element::Bytes(element));
-            rest = &tail[length..];
+/// How many elements raw `data` of `datatype` holds; `None` when the bytes are not whole elements.
+fn element_count(datatype: DataType, data: &[u8]) -> Option<usize> {
+    match datatype.element_size() {
+        Some(size) => data.len().is_multiple_of(size).then(|| data.len() / size),
+        None => {
+            let mut count = 0usize;
+            let mut rest = data;
+            while !rest.is_empty() {
+                let (prefix, tail) = rest.split_first_chunk::<4>()?;
+                rest = tail.get(u32::from_le_bytes(*prefix) as usize..)?;
+                count += 1;
+            }
+            Some(count)
         }
-        return rest.is_empty().then_some(elements);
     }
-    let size = datatype.element_size()?;
-    if !data.len().is_multiple_of(size) {
-        return None;
-    }
-    let elements = data.chunks_exact(size).map(|c| {
-        let word = |n: usize| -> [u8; 8] {
-            let mut bytes = [0u8; 8];
-            bytes[..n].copy_from_slice(&c[..n]);
-            bytes
-        };
-        let unsigned = u64::from_le_bytes(word(size));
+}
+
+/// The elements of raw little-endian `data` (4-byte length-prefixed for BYTES), already checked by
+/// [`element_count`] to be whole elements.
+fn elements(datatype: DataType, data: &[u8]) -> Box<dyn Iterator<Item = Element<'_>> + '_> {
+    let Some(size) = datatype.element_size() else {
+        let mut rest = data;
+        return Box::new(std::iter::from_fn(move || {
+            let (prefix, tail) = rest.split_first_chunk::<4>()?;
+            let (element, after) = tail.split_at_checked(u32::from_le_bytes(*prefix) as usize)?;
+            rest = after;
+            Some(Element::Bytes(element))
+        }));
+    };
+    Box::new(data.chunks_exact(size).map(move |c| {
+        let mut word = [0u8; 8];
+        word[..size].copy_from_slice(c);
+        let unsigned = u64::from_le_bytes(word);
         match datatype {
             DataType::Bool => Element::Bool(c[0] != 0),
             DataType::Uint8 | DataType::Uint16 | DataType::Uint32 | DataType::Uint64 => {
                 Element::Integer(i128::from(unsigned))
             }
             DataType::Int8 => Element::Integer(i128::from(c[0] as i8)),
-            DataType::Int16 => Element::Integer(i128::from(i16::from_le_bytes([c[0], c[1]]))),
+            DataType::Int16 => Element::Integer(i128::from(unsigned as u16 as i16)),
             DataType::Int32 => Element::Integer(i128::from(unsigned as u32 as i32)),
             DataType::Int64 => Element::Integer(i128::from(unsigned as i64)),
-            DataType::Fp16 => Element::Float(half::f16::from_le_bytes([c[0], c[1]]).to_f64()),
-            DataType::Bf16 => Element::Float(half::bf16::from_le_bytes([c[0], c[1]]).to_f64()),
+            DataType::Fp16 => Element::Float(half::f16::from_bits(unsigned as u16).to_f64()),
+            DataType::Bf16 => Element::Float(half::bf16::from_bits(unsigned as u16).to_f64()),
             DataType::Fp32 => Element::Float(f64::from(f32::from_bits(unsigned as u32))),
             DataType::Fp64 => Element::Float(f64::from_bits(unsigned)),
             DataType::Bytes => Element::Bytes(c),
         }
-    });
-    Some(elements.collect())
+    }))
 }
 
 /// The leaves of `value` in row-major order: a nested `data` array read as flat, as the REST decoder does.
@@ -307,6 +315,63 @@ mod tests {
             "BOOL takes JSON booleans"
         );
         assert_eq!(ok(json!({"name": "h", "data": [1.5]})), None);
+    }
+
+    #[test]
+    fn every_integer_type_decodes_to_its_exact_value() {
+        let cases: Vec<(DataType, Vec<u8>, Value)> = vec![
+            (DataType::Int8, vec![0xff], json!(-1)),
+            (DataType::Uint8, vec![0xff], json!(255)),
+            (DataType::Int16, (-2i16).to_le_bytes().to_vec(), json!(-2)),
+            (DataType::Uint16, u16::MAX.to_le_bytes().to_vec(), json!(65535)),
+            (DataType::Uint32, u32::MAX.to_le_bytes().to_vec(), json!(u32::MAX)),
+            (DataType::Int64, i64::MIN.to_le_bytes().to_vec(), json!(i64::MIN)),
+            (DataType::Uint64, u64::MAX.to_le_bytes().to_vec(), json!(u64::MAX)),
+            (
+                DataType::Bf16,
+                half::bf16::from_f32(-2.5).to_le_bytes().to_vec(),
+                json!(-2.5),
+            ),
+            (DataType::Fp64, 0.1f64.to_le_bytes().to_vec(), json!(0.1)),
+        ];
+        for (datatype, raw, value) in cases {
+            let answer = response(vec![("o", datatype, vec![1], raw)]);
+            let good = expected(json!({"name": "o", "data": [value]}));
+            assert_eq!(
+                compare_output(&answer, &good, DEFAULT_TOLERANCE),
+                None,
+                "{datatype}"
+            );
+            let off = expected(json!({"name": "o", "data": [7]}));
+            assert!(
+                compare_output(&answer, &off, DEFAULT_TOLERANCE).is_some(),
+                "{datatype}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_output_data_is_said_not_read() {
+        let overrun = [9u32.to_le_bytes().as_slice(), b"abc"].concat();
+        let answer = response(vec![
+            ("s", DataType::Bytes, vec![1], overrun),
+            ("i", DataType::Int32, vec![1], vec![1, 2, 3]),
+        ]);
+        let check = |name: &str| {
+            compare_output(
+                &answer,
+                &expected(json!({"name": name, "data": [1]})),
+                DEFAULT_TOLERANCE,
+            )
+        };
+        assert_eq!(
+            check("s").as_deref(),
+            Some("output 's' holds malformed BYTES data")
+        );
+        assert_eq!(
+            check("i").as_deref(),
+            Some("output 'i' holds malformed INT32 data")
+        );
     }
 
     #[test]
