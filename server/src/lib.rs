@@ -4,6 +4,7 @@
 //! protocol on a listener and [`Server::serve_http`] its HTTP/REST protocol on another; the `ferry` binary
 //! wires them to command-line flags. Tests make the same calls on ephemeral loopback ports.
 
+pub mod check;
 pub mod classification;
 pub mod compression;
 pub mod config;

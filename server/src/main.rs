@@ -27,7 +27,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// Flags keep Triton's names where Triton has them, so existing launch scripts carry over.
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about, long_about = None)]
+#[command(name = "ferry", version, about, long_about = None,
+          after_help = "To check a model repository before shipping it, without serving it: ferry check --help")]
 struct Flags {
     /// A model repository in Triton's layout: <repo>/<model>/config.pbtxt and numbered version folders
     /// holding model.onnx. Repeat the flag to serve several repositories; model names must be unique.
@@ -201,6 +202,12 @@ enum LogFormatFlag {
 }
 
 fn main() -> ExitCode {
+    // `ferry check ...` checks a repository without serving it (docs/operations.md). The server takes flags
+    // only, so a first argument `check` cannot be one of its command lines, which parse exactly as before.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|first| first == "check") {
+        return ferry_server::check::main(args);
+    }
     let flags = Flags::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -25,6 +25,7 @@ pub use instances::{InstancePlan, Placement};
 pub use pbtxt::{model_config_descriptor, parse_model_config};
 pub use session::{GraphLevel, INTRA_OP_SPINNING, SessionOptions};
 pub use source::ConfigSource;
+pub(crate) use source::locate_line;
 pub use spec::ModelSpec;
 pub use tensors::TensorSpec;
 pub use versions::VersionPolicy;

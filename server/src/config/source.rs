@@ -25,7 +25,7 @@ impl ConfigSource<'_> {
 }
 
 /// The line of the last of `terms`, each searched after the previous one; 0 when the first is absent.
-fn locate_line(text: &str, terms: &[&str]) -> usize {
+pub(crate) fn locate_line(text: &str, terms: &[&str]) -> usize {
     let mut at = None;
     let mut from = 0;
     for term in terms {

@@ -26,6 +26,7 @@ pub use lifecycle::config_from_json;
 pub use lifecycle::{LoadRequest, MAX_MODEL_NAME_BYTES, ModelName};
 use ort::environment::Environment;
 pub use scan::Fingerprint;
+pub(crate) use scan::model_folders;
 
 use crate::{
     Error,
@@ -345,7 +346,7 @@ impl Registry {
     pub fn index(&self) -> Vec<IndexEntry> {
         let models = self.models.load();
         let mut rows = Vec::new();
-        match scan::model_folders(&self.options.roots) {
+        match model_folders(&self.options.roots) {
             Ok(folders) => {
                 for (name, paths) in folders.iter().filter(|(name, _)| !models.contains_key(*name)) {
                     let (state, reason) = if paths.len() > 1 {
