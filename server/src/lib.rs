@@ -114,6 +114,11 @@ impl Server {
         .with_access(Arc::clone(&self.access))
     }
 
+    /// Who may do what on this server's front ends.
+    pub fn access(&self) -> &Arc<auth::Access> {
+        &self.access
+    }
+
     /// The registry of served models.
     pub fn registry(&self) -> &Arc<repository::Registry> {
         &self.registry
