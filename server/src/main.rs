@@ -300,6 +300,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if access.authenticates() {
+        tracing::info!("callers are authenticated and held to their scopes (docs/security.md)");
+    } else {
+        tracing::info!("every API is open to every caller, as in Triton (docs/security.md)");
+    }
     let options = ServerOptions {
         repository,
         onnxruntime,

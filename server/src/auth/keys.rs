@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! # identity   digest of the key
-//! ci-bot       sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+//! ci-bot       sha256:b48ac4f6e8e8a8efa3c6df982bb8ce596dfb32c360c72af478dbfcccd19dd6f5
 //! ```
 //!
 //! Keys are random secrets (32 random bytes, hex- or base64-encoded, say), not passwords, so an unsalted
