@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use ferry_server::auth::{Access, AccessOptions, Scope};
+use ferry_server::auth::{Access, AccessOptions, JwtOptions, Scope};
 use ferry_server::{
     Server, ServerOptions,
     compression::grpc::ResponseCompression,
@@ -169,6 +169,24 @@ struct Flags {
     #[arg(long, value_name = "FILE")]
     api_keys_file: Option<PathBuf>,
 
+    /// Bearer JWTs: a JSON Web Key Set file of HS256 (`oct`), RS256 (`RSA`) or ES256 (`EC`, P-256) keys,
+    /// re-read when it changes. A token's `sub` is the caller's identity; `exp` is required, `nbf` checked.
+    #[arg(long, value_name = "FILE")]
+    jwt_jwks: Option<PathBuf>,
+
+    /// The `iss` every bearer JWT must carry.
+    #[arg(long, value_name = "ISSUER", requires = "jwt_jwks")]
+    jwt_issuer: Option<String>,
+
+    /// The `aud` every bearer JWT must carry; without it, tokens that carry an `aud` are refused.
+    #[arg(long, value_name = "AUDIENCE", requires = "jwt_jwks")]
+    jwt_audience: Option<String>,
+
+    /// Clock skew allowed on a JWT's `exp` and `nbf`, in seconds (at most 300).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    jwt_leeway_secs: u64,
+
     /// Which identity holds which scopes (infer, metadata, stats, repository, shm, settings), for all models
     /// or some: a TOML file (JSON when named *.json) of `[[grant]]` entries; `identity = "anonymous"`
     /// opens scopes to callers without credentials.
@@ -292,6 +310,12 @@ fn main() -> ExitCode {
         disabled: flags.disable_api.clone(),
         grpc_restricted: flags.grpc_restricted_protocol.clone(),
         http_restricted: flags.http_restricted_api.clone(),
+        jwt: flags.jwt_jwks.clone().map(|jwks_file| JwtOptions {
+            jwks_file,
+            issuer: flags.jwt_issuer.clone(),
+            audience: flags.jwt_audience.clone(),
+            leeway_secs: flags.jwt_leeway_secs,
+        }),
     });
     let access = match access {
         Ok(access) => access,

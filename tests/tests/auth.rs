@@ -1,6 +1,7 @@
-//! Identity and authorisation end to end: a real server with an API keys file and a policy, called over real
-//! gRPC (tonic) and real REST on every RPC and route, without credentials, with a wrong key, as an identity
-//! without the scope, and as one with it. Also: listings filtered per model, closed APIs, model file
+//! Identity and authorisation end to end: a real server with an API keys file, a JWKS file and a policy,
+//! called over real gRPC (tonic) and real REST on every RPC and route, without credentials, with a wrong key,
+//! with an expired, not yet valid, wrong-audience or badly signed token, as an identity without the scope,
+//! and as one with it (by key and by token). Also: listings filtered per model, closed APIs, model file
 //! uploads, the mTLS identity extension, the audit log, and Triton's restricted groups over tritonclient.
 
 use std::{
@@ -15,7 +16,7 @@ use ferry_proto::{
 };
 use ferry_server::{
     ServerOptions,
-    auth::{Access, AccessOptions, Scope, keys::hash_key},
+    auth::{Access, AccessOptions, JwtOptions, Scope, keys::hash_key},
     repository::{ControlMode, RepositoryOptions},
 };
 use ferry_tests::{
@@ -45,6 +46,60 @@ identity = "viewer"
 scopes = ["metadata", "stats", "repository"]
 models = ["simple"]
 "#;
+
+const ISSUER: &str = "https://issuer.test";
+const AUDIENCE: &str = "ferry";
+
+/// The keys tokens are signed with, made once per test run (no private key is committed): an HS256 secret
+/// and an ES256 key pair, with the JWKS of their public halves.
+struct Tokens {
+    hs: jsonwebtoken::EncodingKey,
+    es: jsonwebtoken::EncodingKey,
+    jwks: String,
+}
+
+fn tokens() -> &'static Tokens {
+    static TOKENS: OnceLock<Tokens> = OnceLock::new();
+    TOKENS.get_or_init(|| {
+        use base64::Engine as _;
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let secret = b"the e2e HS256 secret, 32 bytes ok";
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).expect("pair");
+        let point = pair.public_key().as_ref();
+        let jwks = serde_json::json!({"keys": [
+            {"kty": "oct", "kid": "hs", "k": b64(secret)},
+            {"kty": "EC", "crv": "P-256", "kid": "es", "x": b64(&point[1..33]), "y": b64(&point[33..65])},
+        ]});
+        Tokens {
+            hs: jsonwebtoken::EncodingKey::from_secret(secret),
+            es: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()),
+            jwks: jwks.to_string(),
+        }
+    })
+}
+
+/// A token for `sub`, signed with the ES256 key (`es`) or the HS256 one, with the claims changed by `claims`.
+fn token(sub: &str, es256: bool, claims: impl FnOnce(&mut serde_json::Value)) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mut body = serde_json::json!({"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600});
+    claims(&mut body);
+    let keys = tokens();
+    let (algorithm, kid, key) = if es256 {
+        (jsonwebtoken::Algorithm::ES256, "es", &keys.es)
+    } else {
+        (jsonwebtoken::Algorithm::HS256, "hs", &keys.hs)
+    };
+    let mut header = jsonwebtoken::Header::new(algorithm);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, &body, key).expect("token")
+}
 
 /// The audit lines (JSON) of every server in this test binary.
 fn audit_log() -> &'static Mutex<Vec<u8>> {
@@ -121,9 +176,17 @@ async fn start(change: impl FnOnce(&mut AccessOptions)) -> Secured {
     );
     std::fs::write(&keys, entries).expect("keys");
     std::fs::write(&policy, POLICY).expect("policy");
+    let jwks = files.path().join("jwks.json");
+    std::fs::write(&jwks, &tokens().jwks).expect("jwks");
     let mut options = AccessOptions {
         api_keys_file: Some(keys),
         policy_file: Some(policy),
+        jwt: Some(JwtOptions {
+            jwks_file: jwks,
+            issuer: Some(ISSUER.to_owned()),
+            audience: Some(AUDIENCE.to_owned()),
+            leeway_secs: 5,
+        }),
         ..AccessOptions::default()
     };
     change(&mut options);
@@ -139,25 +202,72 @@ async fn start(change: impl FnOnce(&mut AccessOptions)) -> Secured {
     }
 }
 
-/// Who calls, in the table's four cases.
+/// Who calls, in the table's cases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Caller {
     Nobody,
     WrongKey,
+    ExpiredToken,
+    NotYetValidToken,
+    WrongAudienceToken,
+    BadlySignedToken,
     Outsider,
     Admin,
+    AdminToken,
 }
 
 impl Caller {
-    const ALL: [Caller; 4] = [Caller::Nobody, Caller::WrongKey, Caller::Outsider, Caller::Admin];
+    const ALL: [Caller; 9] = [
+        Caller::Nobody,
+        Caller::WrongKey,
+        Caller::ExpiredToken,
+        Caller::NotYetValidToken,
+        Caller::WrongAudienceToken,
+        Caller::BadlySignedToken,
+        Caller::Outsider,
+        Caller::Admin,
+        Caller::AdminToken,
+    ];
 
-    /// The header that carries the key: `authorization` for some, `x-api-key` for others, so both are used.
+    /// The header that carries the credential: `authorization` for some keys, `x-api-key` for others, so
+    /// both are used; tokens are bearer tokens.
     fn header(self) -> Option<(&'static str, String)> {
+        let bearer = |credential: String| Some(("authorization", format!("Bearer {credential}")));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
         match self {
             Caller::Nobody => None,
             Caller::WrongKey => Some(("x-api-key", WRONG_KEY.to_owned())),
-            Caller::Outsider => Some(("authorization", format!("Bearer {OUTSIDER_KEY}"))),
-            Caller::Admin => Some(("authorization", format!("Bearer {ADMIN_KEY}"))),
+            Caller::ExpiredToken => bearer(token("admin", false, |c| c["exp"] = (now - 60).into())),
+            Caller::NotYetValidToken => bearer(token("admin", true, |c| c["nbf"] = (now + 60).into())),
+            Caller::WrongAudienceToken => bearer(token("admin", false, |c| c["aud"] = "other".into())),
+            Caller::BadlySignedToken => {
+                // The admin's token with the signature of another token.
+                let good = token("admin", true, |_| {});
+                let other = token("outsider", true, |_| {});
+                let (head, _) = good.rsplit_once('.').expect("jwt");
+                let (_, signature) = other.rsplit_once('.').expect("jwt");
+                bearer(format!("{head}.{signature}"))
+            }
+            Caller::Outsider => bearer(OUTSIDER_KEY.to_owned()),
+            Caller::Admin => bearer(ADMIN_KEY.to_owned()),
+            Caller::AdminToken => bearer(token("admin", true, |_| {})),
+        }
+    }
+
+    /// What the refusal of a credential that identifies no one says, if this caller's does not.
+    fn unauthenticated(self) -> Option<&'static str> {
+        match self {
+            Caller::WrongKey => Some("the API key is not valid"),
+            Caller::ExpiredToken => Some("the bearer token has expired ('exp')"),
+            Caller::NotYetValidToken => Some("the bearer token is not valid yet ('nbf')"),
+            Caller::WrongAudienceToken => {
+                Some("the bearer token is not for this server ('aud' is not --jwt-audience)")
+            }
+            Caller::BadlySignedToken => Some("the bearer token has a signature that does not verify"),
+            _ => None,
         }
     }
 }
@@ -352,8 +462,10 @@ async fn every_rpc_admits_only_callers_with_its_scope() {
         .expect("channel");
     let mut client = GrpcInferenceServiceClient::new(channel.clone());
     let shm = ShmObject::new("auth_grpc", 64);
-    for &(rpc, scope, admin_succeeds) in RPCS {
-        for caller in Caller::ALL {
+    // Callers outside, so that each admitted caller loads before it unloads and registers before it
+    // unregisters.
+    for caller in Caller::ALL {
+        for &(rpc, scope, admin_succeeds) in RPCS {
             let outcome = call(&mut client, &channel, rpc, caller, &shm).await;
             let case = format!("{rpc} as {caller:?}: {outcome:?}");
             match (scope, caller) {
@@ -367,10 +479,10 @@ async fn every_rpc_admits_only_callers_with_its_scope() {
                     );
                     assert!(status.message().contains("authorization: Bearer <key>"), "{case}");
                 }
-                (Some(_), Caller::WrongKey) => {
+                (Some(_), caller) if caller.unauthenticated().is_some() => {
                     let status = outcome.expect_err(&case);
                     assert_eq!(status.code(), Code::Unauthenticated, "{case}");
-                    assert_eq!(status.message(), "the API key is not valid", "{case}");
+                    assert_eq!(Some(status.message()), caller.unauthenticated(), "{case}");
                 }
                 (Some(scope), Caller::Outsider) => {
                     let status = outcome.expect_err(&case);
@@ -382,8 +494,8 @@ async fn every_rpc_admits_only_callers_with_its_scope() {
                         "{case}"
                     );
                 }
-                (Some(_), Caller::Admin) if admin_succeeds => assert!(outcome.is_ok(), "{case}"),
-                (Some(_), Caller::Admin) => {
+                (Some(_), _) if admin_succeeds => assert!(outcome.is_ok(), "{case}"),
+                (Some(_), _) => {
                     let code = outcome.expect_err(&case).code();
                     assert!(
                         !matches!(code, Code::Unauthenticated | Code::PermissionDenied),
@@ -637,11 +749,13 @@ fn rest_routes(shm_key: &str) -> Vec<(&'static str, String, String, Option<&'sta
 async fn every_rest_route_admits_only_callers_with_its_scope() {
     let secured = start(|_| {}).await;
     let shm = ShmObject::new("auth_rest", 64);
-    for (method, path, body, scope, admin_status) in rest_routes(&shm.key) {
-        for caller in Caller::ALL {
+    let routes = rest_routes(&shm.key);
+    for caller in Caller::ALL {
+        for (method, path, body, scope, admin_status) in &routes {
+            let (method, path, body, scope, admin_status) = (*method, path, body, *scope, *admin_status);
             let headers: Vec<(&str, String)> = caller.header().into_iter().collect();
             let reply =
-                rest_request_with_headers(secured.http.address, method, &path, &headers, body.as_bytes())
+                rest_request_with_headers(secured.http.address, method, path, &headers, body.as_bytes())
                     .await
                     .expect("reply");
             let case = format!("{method} {path} as {caller:?}: {} {}", reply.status, reply.text());
@@ -658,10 +772,10 @@ async fn every_rest_route_admits_only_callers_with_its_scope() {
                     assert_eq!(reply.header("www-authenticate"), Some("Bearer"), "{case}");
                     assert!(error().contains(&format!("needs the '{scope}' scope")), "{case}");
                 }
-                (Some(_), Caller::WrongKey) => {
+                (Some(_), caller) if caller.unauthenticated().is_some() => {
                     assert_eq!(reply.status, 401, "{case}");
                     assert_eq!(reply.header("www-authenticate"), Some("Bearer"), "{case}");
-                    assert_eq!(error(), "the API key is not valid", "{case}");
+                    assert_eq!(Some(error().as_str()), caller.unauthenticated(), "{case}");
                 }
                 (Some(scope), Caller::Outsider) => {
                     assert_eq!(reply.status, 403, "{case}");
@@ -670,7 +784,7 @@ async fn every_rest_route_admits_only_callers_with_its_scope() {
                         "{case}"
                     );
                 }
-                (Some(_), Caller::Admin) => assert_eq!(reply.status, admin_status, "{case}"),
+                (Some(_), _) => assert_eq!(reply.status, admin_status, "{case}"),
             }
         }
     }

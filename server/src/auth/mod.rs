@@ -18,6 +18,7 @@
 //! groups and `--disable-api` apply. Health (liveness, readiness) is open to all but Triton's `health` group.
 
 mod actions;
+pub mod jwt;
 pub mod keys;
 mod layer;
 pub mod policy;
@@ -27,6 +28,7 @@ use std::{fmt, path::PathBuf, sync::Arc};
 
 pub use actions::{Action, grpc_action, http_action};
 use http::{HeaderMap, header::AUTHORIZATION};
+pub use jwt::{JwtOptions, JwtVerifier};
 pub use keys::KeyStore;
 pub use layer::{AuthLayer, AuthService, Front};
 pub use policy::Policy;
@@ -155,12 +157,15 @@ pub struct AccessOptions {
     pub grpc_restricted: Vec<String>,
     /// `--http-restricted-api` values, as Triton takes them.
     pub http_restricted: Vec<String>,
+    /// `--jwt-*`: bearer JWTs, if accepted.
+    pub jwt: Option<JwtOptions>,
 }
 
 /// Who may do what: loaded once at start and shared by both front ends and the core.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
     keys: Option<KeyStore>,
+    jwt: Option<Arc<JwtVerifier>>,
     policy: Option<Policy>,
     disabled: Vec<Scope>,
     grpc_restricted: Restrictions,
@@ -177,6 +182,12 @@ impl Access {
     pub fn load(options: &AccessOptions) -> Result<Self, String> {
         let keys = options.api_keys_file.as_deref().map(KeyStore::load).transpose()?;
         let policy = options.policy_file.as_deref().map(Policy::load).transpose()?;
+        let jwt = options
+            .jwt
+            .clone()
+            .map(JwtVerifier::load)
+            .transpose()?
+            .map(Arc::new);
         if let Some(scope) = options.disabled.iter().find(|s| !DISABLEABLE.contains(s)) {
             return Err(format!(
                 "--disable-api closes repository, shm, settings or stats, not '{scope}'"
@@ -197,6 +208,7 @@ impl Access {
         }
         Ok(Access {
             keys,
+            jwt,
             policy,
             disabled: options.disabled.clone(),
             grpc_restricted,
@@ -204,10 +216,10 @@ impl Access {
         })
     }
 
-    /// Whether callers are authenticated at all (an API keys file or a policy was given); if not, every
-    /// scope is open.
+    /// Whether callers are authenticated at all (an API keys file, a JWKS file or a policy was given); if
+    /// not, every scope is open.
     pub fn authenticates(&self) -> bool {
-        self.keys.is_some() || self.policy.is_some()
+        self.keys.is_some() || self.jwt.is_some() || self.policy.is_some()
     }
 
     /// Admits the head of a request on `front`: applies the restricted groups, `--disable-api`, and the
@@ -270,12 +282,20 @@ impl Access {
         if !self.authenticates() {
             return Ok(transport.map_or(Identity::Anonymous, |t| Identity::Named(Arc::from(t.0.as_str()))));
         }
-        let Some(key) = presented_key(headers)? else {
+        let Some((key, bearer)) = presented_key(headers)? else {
             return Ok(match transport {
                 Some(identity) => Identity::Named(Arc::from(identity.0.as_str())),
                 None => Identity::Anonymous,
             });
         };
+        if let Some(jwt) = &self.jwt
+            && bearer
+            && looks_like_jwt(key)
+        {
+            let token = std::str::from_utf8(key)
+                .map_err(|_| Error::Unauthenticated("the bearer token is not a JWT".to_owned()))?;
+            return jwt.verify(token).map(Identity::Named);
+        }
         let Some(keys) = &self.keys else {
             return Err(Error::Unauthenticated(
                 "this server accepts no API keys (no --api-keys-file); call without one".to_owned(),
@@ -349,9 +369,10 @@ impl Access {
     }
 }
 
-/// The API key a request presents: `authorization: Bearer <key>`, else `x-api-key: <key>`. Refuses another
-/// authorization scheme and credentials over [`MAX_CREDENTIAL_BYTES`], without repeating them.
-fn presented_key(headers: &HeaderMap) -> Result<Option<&[u8]>, Error> {
+/// The credential a request presents, and whether it came as a bearer token: `authorization: Bearer <key or
+/// JWT>`, else `x-api-key: <key>`. Refuses another authorization scheme and credentials over
+/// [`MAX_CREDENTIAL_BYTES`], without repeating them.
+fn presented_key(headers: &HeaderMap) -> Result<Option<(&[u8], bool)>, Error> {
     let too_long = |header: &str| {
         Error::Unauthenticated(format!(
             "the '{header}' header is longer than {MAX_CREDENTIAL_BYTES} bytes"
@@ -369,13 +390,20 @@ fn presented_key(headers: &HeaderMap) -> Result<Option<&[u8]>, Error> {
             ));
         }
         let key = value[scheme.len()..].trim_ascii();
-        return Ok(Some(key));
+        return Ok(Some((key, true)));
     }
     match headers.get(API_KEY_HEADER) {
         Some(value) if value.len() > MAX_CREDENTIAL_BYTES => Err(too_long(API_KEY_HEADER)),
-        Some(value) => Ok(Some(value.as_bytes().trim_ascii())),
+        Some(value) => Ok(Some((value.as_bytes().trim_ascii(), false))),
         None => Ok(None),
     }
+}
+
+/// Whether a bearer credential has a JWT's shape: three non-empty parts joined by dots. API keys (random
+/// hex or base64) never do.
+fn looks_like_jwt(credential: &[u8]) -> bool {
+    let mut parts = credential.split(|&b| b == b'.');
+    parts.by_ref().take(3).filter(|part| !part.is_empty()).count() == 3 && parts.next().is_none()
 }
 
 /// Writes one audit line on [`AUDIT_TARGET`]: who did which administrative action to what, and how it
