@@ -205,7 +205,8 @@ struct Flags {
 
     /// Triton's restricted protocol groups: `<groups>:<key>=<value>` makes gRPC calls to the groups need the
     /// header `triton-grpc-protocol-<key>: <value>`. Groups: health, metadata, inference, shared-memory,
-    /// model-config, model-repository, statistics, trace, logging. Repeatable, one group per flag at most.
+    /// model-config, model-repository, statistics, trace, logging. Repeatable; a group may be named in one
+    /// flag only.
     #[arg(long, value_name = "GROUPS:KEY=VALUE")]
     grpc_restricted_protocol: Vec<String>,
 
