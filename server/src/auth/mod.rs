@@ -4,7 +4,7 @@
 //! caller who is refused anyway:
 //!
 //! 1. [`AuthLayer`], a tower layer in front of both front ends, reads only the request's head. It names the
-//!    action from the gRPC method or the REST route ([`actions`]), applies Triton's restricted groups
+//!    action from the gRPC method or the REST route ([`grpc_action`], [`http_action`]), applies Triton's restricted groups
 //!    ([`restricted`]) and `--disable-api`, authenticates the caller (an API key, a bearer JWT ([`jwt`]), or
 //!    the identity the transport proved with a client certificate, [`TransportIdentity`]), and refuses a caller who holds
 //!    the action's scope for no model at all. The caller's [`Identity`] goes into the request's extensions.

@@ -2,9 +2,9 @@
 //! `--http-restricted-api=<groups>:<key>=<value>` (Triton 2.51, `ParseRestrictedFeatureOption` in its
 //! `command_line_parser.cc`, groups in `restricted_features.h`). A request to a restricted group must carry
 //! the header with the value: over gRPC the header `triton-grpc-protocol-<key>`, over HTTP `<key>`. Without
-//! it Triton answers gRPC `UNAVAILABLE` "This protocol is restricted, expecting header '<header>'"
-//! (`CommonCallData::Execute` in `grpc_server.cc`) and HTTP 403 "This API is restricted, expecting header
-//! '<header>'" (`RespondIfRestricted` in `http_server.cc`); Ferry answers the same.
+//! it Triton answers gRPC `UNAVAILABLE` `This protocol is restricted, expecting header '<header>'`
+//! (`CommonCallData::Execute` in `grpc_server.cc`) and HTTP 403 `This API is restricted, expecting header
+//! '<header>'` (`RespondIfRestricted` in `http_server.cc`); Ferry answers the same.
 
 use http::{HeaderMap, HeaderName};
 use subtle::ConstantTimeEq;
