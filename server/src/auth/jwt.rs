@@ -226,7 +226,8 @@ fn key_of(jwk: &Jwk) -> Result<Key, String> {
         Some(KeyAlgorithm::ES256) if by_type == Algorithm::ES256 => by_type,
         Some(other) => {
             return Err(format!(
-                "'alg' {other:?} is not supported for this key type (HS256 for 'oct', RS256 for 'RSA', ES256 for 'EC')"
+                "'alg' {other:?} is not supported for this key type \
+                 (HS256 for 'oct', RS256 for 'RSA', ES256 for 'EC')"
             ));
         }
     };

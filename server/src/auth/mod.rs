@@ -3,19 +3,21 @@
 //! A request is admitted in two steps, so that nothing is decoded twice and nothing is decoded for a
 //! caller who is refused anyway:
 //!
-//! 1. [`AuthLayer`], a tower layer in front of both front ends, reads only the request's head. It names the
-//!    action from the gRPC method or the REST route ([`grpc_action`], [`http_action`]), applies Triton's restricted groups
-//!    ([`restricted`]) and `--disable-api`, authenticates the caller (an API key, a bearer JWT ([`jwt`]), or
-//!    the identity the transport proved with a client certificate, [`TransportIdentity`]), and refuses a caller who holds
-//!    the action's scope for no model at all. The caller's [`Identity`] goes into the request's extensions.
+//! 1. [`AuthLayer`], a tower layer in front of both front ends, reads only the request's head. It names
+//!    the action from the gRPC method or the REST route ([`grpc_action`], [`http_action`]), applies
+//!    Triton's restricted groups ([`restricted`]) and `--disable-api`, authenticates the caller (an API
+//!    key, a bearer JWT ([`jwt`]), or the identity the transport proved with a client certificate,
+//!    [`TransportIdentity`]), and refuses a caller who holds the action's scope for no model at all. The
+//!    caller's [`Identity`] goes into the request's extensions.
 //! 2. The transport-free core ([`crate::core::InferenceService`]) decodes the request once, as it always
-//!    did, and so knows the model: each front end hands it the caller (`acting_for`), and the core checks the
-//!    scope for that model ([`Access::authorize`]) before it resolves the model, so that a caller learns
-//!    nothing of models it may not use. Listings (statistics of every model, the repository index) are
-//!    filtered to the models the caller may see. The core also writes the audit log ([`audit`]).
+//!    did, and so knows the model: each front end hands it the caller (`acting_for`), and the core checks
+//!    the scope for that model ([`Access::authorize`]) before it resolves the model, so that a caller
+//!    learns nothing of models it may not use. Listings (statistics of every model, the repository index)
+//!    are filtered to the models the caller may see. The core also writes the audit log ([`audit`]).
 //!
-//! With no `--api-keys-file`, `--jwt-jwks` or `--auth-policy`, every scope is open, as in Triton: only the restricted
-//! groups and `--disable-api` apply. Health (liveness, readiness) is open to all but Triton's `health` group.
+//! With no `--api-keys-file`, `--jwt-jwks` or `--auth-policy`, every scope is open, as in Triton: only the
+//! restricted groups and `--disable-api` apply. Health (liveness, readiness) is open to all but Triton's
+//! `health` group.
 
 mod actions;
 pub mod jwt;
