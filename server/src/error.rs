@@ -114,6 +114,20 @@ pub enum Error {
     /// unknown `grpc-encoding` with `UNIMPLEMENTED`.
     #[error("{0}")]
     UnsupportedEncoding(String),
+    /// The caller is not known: no credential where the action needs one, or a credential that identifies
+    /// no one (`UNAUTHENTICATED`, HTTP 401 with `WWW-Authenticate: Bearer`). The message says what is
+    /// missing and never repeats the credential.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this: its policy lacks the scope, or the server turned the API
+    /// off (`PERMISSION_DENIED`, HTTP 403). The message names the scope, flag or policy that would allow it.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A request without the header of one of Triton's restricted protocol groups
+    /// (`--grpc-restricted-protocol`, `--http-restricted-api`): Triton answers gRPC `UNAVAILABLE` and HTTP
+    /// 403, with its own text naming the header.
+    #[error("{0}")]
+    Restricted(String),
 }
 
 impl Error {
@@ -129,23 +143,30 @@ impl Error {
             Error::VersionNotReady { .. }
             | Error::QueueTimeout(_)
             | Error::ModelControlDisabled(_)
-            | Error::Overloaded(_) => Code::Unavailable,
+            | Error::Overloaded(_)
+            | Error::Restricted(_) => Code::Unavailable,
             Error::InvalidRequest(_) | Error::Config { .. } | Error::ModelLoad(_) => Code::InvalidArgument,
             Error::Execution(_) | Error::Internal(_) | Error::MalformedJson(_) => Code::Internal,
             Error::TooLarge(_) | Error::BodyTooLarge(_) => Code::ResourceExhausted,
             Error::Unimplemented(_) | Error::Unsupported(_) | Error::UnsupportedEncoding(_) => {
                 Code::Unimplemented
             }
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
         }
     }
 
     /// The HTTP status the REST front end answers for this failure: the status Triton's `HttpCodeFromError`
     /// gives its gRPC code ([`http_status`]), except for the two refusals of a body's transport that HTTP
-    /// has statuses of its own for, 413 and 415.
+    /// has statuses of its own for, 413 and 415, and the refusals of a caller, which Triton's mapping has no
+    /// place for: 401 (unknown caller) and 403 (known caller without the right, or a missing restricted
+    /// API header, as Triton's `RespondIfRestricted` answers).
     pub fn http_status(&self) -> http::StatusCode {
         match self {
             Error::BodyTooLarge(_) => http::StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedEncoding(_) => http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Unauthenticated(_) => http::StatusCode::UNAUTHORIZED,
+            Error::PermissionDenied(_) | Error::Restricted(_) => http::StatusCode::FORBIDDEN,
             other => http_status(other.grpc_code()),
         }
     }
@@ -292,5 +313,33 @@ mod tests {
             Error::UnsupportedEncoding("x".into()).grpc_code(),
             Code::Unimplemented
         );
+    }
+
+    /// Refusals of a caller: Ferry's own (401 / 403) and Triton's restricted groups (`UNAVAILABLE` over gRPC
+    /// as in its `grpc_server.cc`, 403 over HTTP as in its `RespondIfRestricted`).
+    #[test]
+    fn refusals_of_a_caller_have_their_statuses() {
+        use http::StatusCode;
+        let cases = [
+            (
+                Error::Unauthenticated("x".into()),
+                Code::Unauthenticated,
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                Error::PermissionDenied("x".into()),
+                Code::PermissionDenied,
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                Error::Restricted("x".into()),
+                Code::Unavailable,
+                StatusCode::FORBIDDEN,
+            ),
+        ];
+        for (error, code, status) in cases {
+            assert_eq!(error.grpc_code(), code, "{error:?}");
+            assert_eq!(error.http_status(), status, "{error:?}");
+        }
     }
 }

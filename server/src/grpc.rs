@@ -1,6 +1,7 @@
 //! The Triton-compatible gRPC front end: `inference.GRPCInferenceService` over the transport-free core
-//! ([`crate::core`]). Each RPC unwraps its message, calls the core, and wraps the answer; a failure becomes
-//! its status through [`crate::Error::grpc_code`].
+//! ([`crate::core`]). Each RPC unwraps its message, calls the core acting for the caller the auth layer
+//! admitted ([`crate::auth`]), and wraps the answer; a failure becomes its status through
+//! [`crate::Error::grpc_code`].
 
 use ferry_proto::{GrpcInferenceService, inference as pb};
 use tonic::{Request, Response, Status, Streaming};
@@ -22,7 +23,9 @@ impl GrpcInferenceService for InferenceService {
     }
 
     async fn model_ready(&self, request: Request<pb::ModelReadyRequest>) -> Reply<pb::ModelReadyResponse> {
-        let ready = self.is_model_ready(request.get_ref())?;
+        let ready = self
+            .acting_for(request.extensions())
+            .is_model_ready(request.get_ref())?;
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
@@ -37,11 +40,15 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::ModelMetadataRequest>,
     ) -> Reply<pb::ModelMetadataResponse> {
-        Ok(Response::new(self.describe_model(request.get_ref())?))
+        Ok(Response::new(
+            self.acting_for(request.extensions())
+                .describe_model(request.get_ref())?,
+        ))
     }
 
     async fn model_infer(&self, request: Request<pb::ModelInferRequest>) -> Reply<pb::ModelInferResponse> {
-        Ok(Response::new(self.infer(request.into_inner()).await?))
+        let core = self.acting_for(request.extensions());
+        Ok(Response::new(core.infer(request.into_inner()).await?))
     }
 
     type ModelStreamInferStream = crate::stream::ResponseStream;
@@ -55,14 +62,16 @@ impl GrpcInferenceService for InferenceService {
             .get("triton_grpc_error")
             .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"true"));
         Ok(Response::new(crate::stream::serve(
-            self.clone(),
+            self.acting_for(request.extensions()),
             request.into_inner(),
             grpc_errors,
         )))
     }
 
     async fn model_config(&self, request: Request<pb::ModelConfigRequest>) -> Reply<pb::ModelConfigResponse> {
-        let config = self.model_config_of(request.get_ref())?;
+        let config = self
+            .acting_for(request.extensions())
+            .model_config_of(request.get_ref())?;
         Ok(Response::new(pb::ModelConfigResponse { config: Some(config) }))
     }
 
@@ -70,21 +79,28 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::ModelStatisticsRequest>,
     ) -> Reply<pb::ModelStatisticsResponse> {
-        Ok(Response::new(self.statistics_of(request.get_ref())?))
+        Ok(Response::new(
+            self.acting_for(request.extensions())
+                .statistics_of(request.get_ref())?,
+        ))
     }
 
     async fn repository_index(
         &self,
         request: Request<pb::RepositoryIndexRequest>,
     ) -> Reply<pb::RepositoryIndexResponse> {
-        Ok(Response::new(self.list_models(request.get_ref())?))
+        Ok(Response::new(
+            self.acting_for(request.extensions())
+                .list_models(request.get_ref())?,
+        ))
     }
 
     async fn repository_model_load(
         &self,
         request: Request<pb::RepositoryModelLoadRequest>,
     ) -> Reply<pb::RepositoryModelLoadResponse> {
-        self.load_model(request.into_inner()).await?;
+        let core = self.acting_for(request.extensions());
+        core.load_model(request.into_inner()).await?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
@@ -92,7 +108,8 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Reply<pb::RepositoryModelUnloadResponse> {
-        self.unload_model(request.into_inner()).await?;
+        let core = self.acting_for(request.extensions());
+        core.unload_model(request.into_inner()).await?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 
@@ -100,14 +117,16 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::SystemSharedMemoryStatusRequest>,
     ) -> Reply<pb::SystemSharedMemoryStatusResponse> {
-        Ok(Response::new(self.system_regions(&request.get_ref().name)?))
+        let core = self.acting_for(request.extensions());
+        Ok(Response::new(core.system_regions(&request.get_ref().name)?))
     }
 
     async fn system_shared_memory_register(
         &self,
         request: Request<pb::SystemSharedMemoryRegisterRequest>,
     ) -> Reply<pb::SystemSharedMemoryRegisterResponse> {
-        self.register_system_region(request.get_ref())?;
+        self.acting_for(request.extensions())
+            .register_system_region(request.get_ref())?;
         Ok(Response::new(pb::SystemSharedMemoryRegisterResponse {}))
     }
 
@@ -115,7 +134,8 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::SystemSharedMemoryUnregisterRequest>,
     ) -> Reply<pb::SystemSharedMemoryUnregisterResponse> {
-        self.unregister_system_region(&request.get_ref().name);
+        self.acting_for(request.extensions())
+            .unregister_system_region(&request.get_ref().name)?;
         Ok(Response::new(pb::SystemSharedMemoryUnregisterResponse {}))
     }
 
@@ -123,14 +143,16 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::CudaSharedMemoryStatusRequest>,
     ) -> Reply<pb::CudaSharedMemoryStatusResponse> {
-        Ok(Response::new(self.cuda_regions(&request.get_ref().name)?))
+        let core = self.acting_for(request.extensions());
+        Ok(Response::new(core.cuda_regions(&request.get_ref().name)?))
     }
 
     async fn cuda_shared_memory_register(
         &self,
         request: Request<pb::CudaSharedMemoryRegisterRequest>,
     ) -> Reply<pb::CudaSharedMemoryRegisterResponse> {
-        self.register_cuda_region(request.get_ref())?;
+        self.acting_for(request.extensions())
+            .register_cuda_region(request.get_ref())?;
         Ok(Response::new(pb::CudaSharedMemoryRegisterResponse {}))
     }
 
@@ -138,7 +160,8 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::CudaSharedMemoryUnregisterRequest>,
     ) -> Reply<pb::CudaSharedMemoryUnregisterResponse> {
-        self.unregister_cuda_region(&request.get_ref().name);
+        self.acting_for(request.extensions())
+            .unregister_cuda_region(&request.get_ref().name)?;
         Ok(Response::new(pb::CudaSharedMemoryUnregisterResponse {}))
     }
 
@@ -146,14 +169,12 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::TraceSettingRequest>,
     ) -> Reply<pb::TraceSettingResponse> {
-        Ok(Response::new(crate::settings::trace_setting(
-            request.into_inner(),
-        )?))
+        let core = self.acting_for(request.extensions());
+        Ok(Response::new(core.trace_settings(request.into_inner())?))
     }
 
     async fn log_settings(&self, request: Request<pb::LogSettingsRequest>) -> Reply<pb::LogSettingsResponse> {
-        Ok(Response::new(crate::settings::log_settings(
-            request.into_inner(),
-        )?))
+        let core = self.acting_for(request.extensions());
+        Ok(Response::new(core.log_settings(request.into_inner())?))
     }
 }

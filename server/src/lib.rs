@@ -4,6 +4,7 @@
 //! protocol on a listener and [`Server::serve_http`] its HTTP/REST protocol on another; the `ferry` binary
 //! wires them to command-line flags. Tests make the same calls on ephemeral loopback ports.
 
+pub mod auth;
 pub mod check;
 pub mod classification;
 pub mod compression;
@@ -68,6 +69,8 @@ pub struct Server {
     server_name: core::ServerName,
     /// The TLS acceptors of the ports that serve TLS.
     tls: tls::TlsPorts,
+    /// Who may do what, on every front end ([`auth`]).
+    access: Arc<auth::Access>,
 }
 
 impl Server {
@@ -84,7 +87,17 @@ impl Server {
             gate: connection::Gate::new(&options.connections),
             server_name: core::ServerName::default(),
             tls: tls::TlsPorts::default(),
+            access: Arc::default(),
         })
+    }
+
+    /// The same server admitting callers by `access` (API keys, policy, restricted groups, closed APIs)
+    /// instead of letting everyone do everything.
+    pub fn with_access(self, access: auth::Access) -> Self {
+        Server {
+            access: Arc::new(access),
+            ..self
+        }
     }
 
     /// The same server reporting `name` in ServerMetadata (gRPC and REST `GET /v2`) instead of "ferry".
@@ -108,6 +121,12 @@ impl Server {
         )
         .with_max_message_bytes(self.max_message_bytes)
         .with_server_name(self.server_name.clone())
+        .with_access(Arc::clone(&self.access))
+    }
+
+    /// Who may do what on this server's front ends.
+    pub fn access(&self) -> &Arc<auth::Access> {
+        &self.access
     }
 
     /// The registry of served models.
@@ -154,11 +173,14 @@ impl Server {
             ))
             .layer(telemetry::TraceContextLayer)
             .layer(connection::TrackRequestsLayer)
-            // Innermost: handlers and tonic see messages uncompressed, and answers are compressed last.
+            // Handlers and tonic see messages uncompressed, and answers are compressed last.
             .layer(compression::grpc::CompressionLayer::new(
                 self.max_message_bytes,
                 self.grpc_response_compression,
             ))
+            // Innermost: callers are admitted from the request's head before tonic reads a message (the
+            // compression layer above only wraps the body, which is inflated as tonic reads it).
+            .layer(auth::AuthLayer::grpc(Arc::clone(&self.access)))
             .add_service(service)
             .add_service(health)
             .add_service(reflection_v1)

@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
+use ferry_server::auth::{Access, AccessOptions, JwtOptions, Scope};
 use ferry_server::{
     Server, ServerOptions,
     compression::grpc::ResponseCompression,
@@ -161,6 +162,61 @@ struct Flags {
     #[arg(long, default_value_t = ResourceLimits::default().max_model_threads, value_name = "COUNT")]
     max_model_threads: usize,
 
+    // Identity and authorisation (docs/security.md). Without --api-keys-file and --auth-policy every API
+    // is open, as in Triton.
+    /// API keys: a file of `<identity> sha256:<digest of the key>` lines (the digest of
+    /// `printf %s "$KEY" | sha256sum`). Callers send a key as `authorization: Bearer <key>` or
+    /// `x-api-key: <key>`. Without --auth-policy, every key's identity may do everything and callers without
+    /// a key nothing but health.
+    #[arg(long, value_name = "FILE")]
+    api_keys_file: Option<PathBuf>,
+
+    /// Bearer JWTs: a JSON Web Key Set file of HS256 (`oct`), RS256 (`RSA`) or ES256 (`EC`, P-256) keys,
+    /// re-read when it changes. A token's `sub` is the caller's identity; `exp` is required, `nbf` checked.
+    #[arg(long, value_name = "FILE")]
+    jwt_jwks: Option<PathBuf>,
+
+    /// The `iss` every bearer JWT must carry.
+    #[arg(long, value_name = "ISSUER", requires = "jwt_jwks")]
+    jwt_issuer: Option<String>,
+
+    /// The `aud` every bearer JWT must carry; without it, tokens that carry an `aud` are refused.
+    #[arg(long, value_name = "AUDIENCE", requires = "jwt_jwks")]
+    jwt_audience: Option<String>,
+
+    /// Clock skew allowed on a JWT's `exp` and `nbf`, in seconds (at most 300).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    jwt_leeway_secs: u64,
+
+    /// Which identity holds which scopes (infer, metadata, stats, repository, shm, settings), for all models
+    /// or some: a TOML file (JSON when named *.json) of `[[grant]]` entries; `identity = "anonymous"`
+    /// opens scopes to callers without credentials.
+    #[arg(long, value_name = "FILE")]
+    auth_policy: Option<PathBuf>,
+
+    /// Closes administrative APIs to everyone, whatever the policy: a comma-separated list of
+    /// `repository`, `shm`, `settings`, `stats`.
+    #[arg(long, value_delimiter = ',', value_name = "APIS", value_parser = parse_scope)]
+    disable_api: Vec<Scope>,
+
+    /// Accept model files in load requests (`file:<version>/<path>` parameters), which Ferry writes to disk
+    /// and runs. Refused without this flag.
+    #[arg(long)]
+    allow_model_file_upload: bool,
+
+    /// Triton's restricted protocol groups: `<groups>:<key>=<value>` makes gRPC calls to the groups need the
+    /// header `triton-grpc-protocol-<key>: <value>`. Groups: health, metadata, inference, shared-memory,
+    /// model-config, model-repository, statistics, trace, logging. Repeatable; a group may be named in one
+    /// flag only.
+    #[arg(long, value_name = "GROUPS:KEY=VALUE")]
+    grpc_restricted_protocol: Vec<String>,
+
+    /// Triton's restricted API groups for REST: `<groups>:<key>=<value>` makes requests to the groups need
+    /// the header `<key>: <value>`. Groups as for --grpc-restricted-protocol. Repeatable.
+    #[arg(long, value_name = "GROUPS:KEY=VALUE")]
+    http_restricted_api: Vec<String>,
+
     /// The name ServerMetadata reports (gRPC, and REST `GET /v2`): 1 to 64 bytes of printable ASCII. Give
     /// `triton` where clients or health checks expect Triton's name.
     #[arg(long, default_value = ferry_server::core::SERVER_NAME, value_name = "NAME")]
@@ -192,6 +248,11 @@ impl From<ControlModeFlag> for ControlMode {
             ControlModeFlag::Explicit => ControlMode::Explicit,
         }
     }
+}
+
+/// A `--disable-api` value.
+fn parse_scope(name: &str) -> Result<Scope, String> {
+    Scope::parse(name)
 }
 
 /// `--log-format` values.
@@ -253,8 +314,34 @@ fn main() -> ExitCode {
             max_threads_per_instance: flags.max_threads_per_instance,
             max_model_threads: flags.max_model_threads,
         },
+        allow_model_file_upload: flags.allow_model_file_upload,
         ..RepositoryOptions::new(flags.model_repositories.clone())
     };
+    let access = Access::load(&AccessOptions {
+        api_keys_file: flags.api_keys_file.clone(),
+        policy_file: flags.auth_policy.clone(),
+        disabled: flags.disable_api.clone(),
+        grpc_restricted: flags.grpc_restricted_protocol.clone(),
+        http_restricted: flags.http_restricted_api.clone(),
+        jwt: flags.jwt_jwks.clone().map(|jwks_file| JwtOptions {
+            jwks_file,
+            issuer: flags.jwt_issuer.clone(),
+            audience: flags.jwt_audience.clone(),
+            leeway_secs: flags.jwt_leeway_secs,
+        }),
+    });
+    let access = match access {
+        Ok(access) => access,
+        Err(error) => {
+            eprintln!("ferry: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if access.authenticates() {
+        tracing::info!("callers are authenticated and held to their scopes (docs/security.md)");
+    } else {
+        tracing::info!("every API is open to every caller, as in Triton (docs/security.md)");
+    }
     let options = ServerOptions {
         repository,
         onnxruntime,
@@ -278,7 +365,8 @@ fn main() -> ExitCode {
     let server = match Server::start(&options) {
         Ok(server) => server
             .with_server_name(flags.server_name.clone())
-            .with_tls(tls_ports.clone()),
+            .with_tls(tls_ports.clone())
+            .with_access(access),
         Err(error) => {
             eprintln!("ferry: {error:#}");
             return ExitCode::FAILURE;

@@ -20,7 +20,7 @@ pub use shm::ShmObject;
 use anyhow::Context;
 use ferry_proto::GrpcInferenceServiceClient;
 use ferry_server::{
-    Server, ServerOptions, connection::ConnectionLimits, core::ServerName, onnx,
+    Server, ServerOptions, auth::Access, connection::ConnectionLimits, core::ServerName, onnx,
     repository::RepositoryOptions, tls::TlsPorts,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -89,7 +89,7 @@ impl TestServer {
     /// Starts a server that reports `name` in ServerMetadata (the `--server-name` flag).
     pub async fn start_named(repository: RepositoryOptions, name: ServerName) -> anyhow::Result<Self> {
         let options = Self::options(repository, ferry_server::MAX_MESSAGE_BYTES)?;
-        Self::launch(options, name).await
+        Self::launch(options, name, Access::open()).await
     }
 
     /// The options the other constructors start a server with: `repository`, messages of at most
@@ -108,7 +108,7 @@ impl TestServer {
 
     /// Starts a server with `options` as they are (from [`TestServer::options`], changed as a test needs).
     pub async fn start_with_options(options: ServerOptions) -> anyhow::Result<Self> {
-        Self::launch(options, ServerName::default()).await
+        Self::launch(options, ServerName::default(), Access::open()).await
     }
 
     /// Starts a server on `repositories` with TLS on the ports `tls` has acceptors for (gRPC here, REST and
@@ -119,18 +119,43 @@ impl TestServer {
             ..RepositoryOptions::new(repositories)
         };
         let options = Self::options(repository, ferry_server::MAX_MESSAGE_BYTES)?;
-        Self::launch_with(options, ServerName::default(), tls).await
+        Self::launch_with(options, ServerName::default(), tls, Access::open()).await
     }
 
-    async fn launch(options: ServerOptions, name: ServerName) -> anyhow::Result<Self> {
-        Self::launch_with(options, name, TlsPorts::default()).await
+    /// Starts a server on `repositories` with TLS on the ports of `tls` that admits callers by `access`: the
+    /// caller of a mutual TLS connection is named by its client certificate.
+    pub async fn start_with_tls_and_access(
+        repositories: Vec<PathBuf>,
+        tls: TlsPorts,
+        access: Access,
+    ) -> anyhow::Result<Self> {
+        let options = Self::options(
+            RepositoryOptions::new(repositories),
+            ferry_server::MAX_MESSAGE_BYTES,
+        )?;
+        Self::launch_with(options, ServerName::default(), tls, access).await
     }
 
-    async fn launch_with(options: ServerOptions, name: ServerName, tls: TlsPorts) -> anyhow::Result<Self> {
+    /// Starts a server that admits callers by `access` (API keys, policy, restricted groups, closed APIs).
+    pub async fn start_with_access(options: ServerOptions, access: Access) -> anyhow::Result<Self> {
+        Self::launch(options, ServerName::default(), access).await
+    }
+
+    async fn launch(options: ServerOptions, name: ServerName, access: Access) -> anyhow::Result<Self> {
+        Self::launch_with(options, name, TlsPorts::default(), access).await
+    }
+
+    async fn launch_with(
+        options: ServerOptions,
+        name: ServerName,
+        tls: TlsPorts,
+        access: Access,
+    ) -> anyhow::Result<Self> {
         let server = tokio::task::spawn_blocking(move || Server::start(&options))
             .await??
             .with_server_name(name)
-            .with_tls(tls);
+            .with_tls(tls)
+            .with_access(access);
         let serving = server.clone();
         let grpc = spawn_front_end("gRPC", move |listener, stopped| async move {
             serving.serve(listener, stopped).await
@@ -156,6 +181,11 @@ impl TestServer {
     /// The server's registry, shared, for tests that build a front end of their own over it.
     pub fn registry_arc(&self) -> &std::sync::Arc<ferry_server::repository::Registry> {
         self.server.registry()
+    }
+
+    /// Who may do what on the server's front ends.
+    pub fn access(&self) -> &std::sync::Arc<Access> {
+        self.server.access()
     }
 
     /// The `host:port` a client dials.

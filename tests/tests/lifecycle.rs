@@ -319,6 +319,8 @@ fn options(repository: &Repository, mode: ControlMode) -> RepositoryOptions {
         poll_interval: Duration::from_millis(50),
         startup_models: vec!["m".into()],
         strict_readiness: true,
+        // Some tests load models from files their requests carry.
+        allow_model_file_upload: true,
         ..RepositoryOptions::new(vec![repository.root()])
     }
 }

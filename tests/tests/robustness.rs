@@ -59,6 +59,8 @@ fn options(repository: &Repository, mode: ControlMode, limits: ResourceLimits) -
         control_mode: mode,
         strict_readiness: false,
         limits,
+        // Some tests load models from files their requests carry.
+        allow_model_file_upload: true,
         ..RepositoryOptions::new(vec![repository.root()])
     }
 }

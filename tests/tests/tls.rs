@@ -496,3 +496,44 @@ async fn certificates_replaced_under_load_by_sighup_and_by_file_change_fail_no_r
     http.stop().await;
     server.stop().await;
 }
+
+/// Under mutual TLS the client certificate names the caller for authorisation: with a policy granting
+/// `infer` and `metadata` to `test-client` (the fixture certificate's common name) and nothing to anyone
+/// else, that certificate infers without a key, while another certificate of the same CA is refused with
+/// PERMISSION_DENIED naming the scope, and so is a caller presenting none on a TLS-only port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_names_the_caller_for_the_policy() {
+    use ferry_server::auth::{Access, AccessOptions};
+    let fixture = TlsFixture::new();
+    let policy = fixture.path("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[grant]]\nidentity = \"test-client\"\nscopes = [\"infer\", \"metadata\"]\n",
+    )
+    .expect("policy");
+    let access = Access::load(&AccessOptions {
+        policy_file: Some(policy),
+        ..AccessOptions::default()
+    })
+    .expect("access");
+    let server =
+        TestServer::start_with_tls_and_access(vec![example_repository()], fixture.ports(true), access)
+            .await
+            .expect("server");
+    let client = Client::connect_with_tls(server.url(), with_client(sdk_tls(&fixture), &fixture.client))
+        .await
+        .expect("mutual TLS connection");
+    infer_simple(&client).await.expect("test-client may infer");
+    let stranger = fixture.ca.client("stranger", Vec::new());
+    let client = Client::connect_with_tls(server.url(), with_client(sdk_tls(&fixture), &stranger))
+        .await
+        .expect("a certificate of the trusted CA connects");
+    let refused = infer_simple(&client).await.expect_err("stranger holds no scope");
+    let message = chain(&refused);
+    assert!(message.contains("PERMISSION_DENIED"), "{message}");
+    assert!(
+        message.contains("'stranger'") && message.contains("'infer'"),
+        "the refusal names the caller and the scope: {message}"
+    );
+    server.stop().await;
+}

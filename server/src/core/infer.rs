@@ -11,11 +11,19 @@ use bytes::Bytes;
 use ferry_proto::inference::{self as pb, model_infer_response::InferOutputTensor};
 
 use super::InferenceService;
-use crate::{Error, model::ModelVersion, request::InferRequest, shm::OutputRegions};
+use crate::{
+    Error,
+    auth::{Scope, Target},
+    model::ModelVersion,
+    request::InferRequest,
+    shm::OutputRegions,
+};
 
 impl InferenceService {
-    /// Runs one decoded inference request: resolves the model, then runs the request on it.
+    /// Runs one decoded inference request: checks the caller may use the model, resolves it, then runs the
+    /// request on it.
     pub async fn infer(&self, request: pb::ModelInferRequest) -> Result<pb::ModelInferResponse, Error> {
+        self.authorize("ModelInfer", Scope::Infer, Target::Model(&request.model_name))?;
         let model = self
             .registry
             .resolve(&request.model_name, &request.model_version)?;
@@ -33,6 +41,7 @@ impl InferenceService {
         version: &str,
         decode: impl FnOnce() -> Result<(pb::ModelInferRequest, T), Error>,
     ) -> Result<(pb::ModelInferResponse, T), Error> {
+        self.authorize("ModelInfer", Scope::Infer, Target::Model(name))?;
         let model = self.registry.resolve(name, version)?;
         let received = Instant::now();
         let (request, rest) =

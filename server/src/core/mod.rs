@@ -12,10 +12,14 @@
 //! - `server`: liveness, readiness and metadata of the server and its models, their configs and statistics.
 //! - `repository`: the repository index and model control (load, unload).
 //! - `shared_memory`: system and CUDA shared memory regions (status, register, unregister).
+//! - `settings`: trace and log settings.
+//! - `access`: the caller each request acts for, and the per-model checks of [`crate::auth`].
 
+mod access;
 mod infer;
 mod repository;
 mod server;
+mod settings;
 mod shared_memory;
 
 use std::sync::Arc;
@@ -32,6 +36,10 @@ pub struct InferenceService {
     shared_memory: Arc<SharedMemoryRegistry>,
     max_message_bytes: usize,
     server_name: ServerName,
+    /// Who may do what ([`crate::auth`]); everything is open unless the server was given a policy.
+    access: Arc<crate::auth::Access>,
+    /// The caller this copy of the service acts for ([`InferenceService::acting_for`]).
+    caller: crate::auth::Identity,
 }
 
 impl InferenceService {
@@ -43,6 +51,8 @@ impl InferenceService {
             shared_memory,
             max_message_bytes: crate::MAX_MESSAGE_BYTES,
             server_name: ServerName::default(),
+            access: Arc::default(),
+            caller: crate::auth::Identity::Anonymous,
         }
     }
 

@@ -12,12 +12,13 @@ use ferry_proto::inference::{
 use super::InferenceService;
 use crate::{
     Error,
+    auth::Scope,
     repository::{LoadRequest, ModelName},
 };
 
 impl InferenceService {
-    /// RepositoryIndex: every model the repositories hold, with each version's state, or only the ready
-    /// ones when `ready` is set.
+    /// RepositoryIndex: every model the repositories hold that the caller may see, with each version's
+    /// state, or only the ready ones when `ready` is set.
     pub fn list_models(
         &self,
         request: &pb::RepositoryIndexRequest,
@@ -28,6 +29,7 @@ impl InferenceService {
             .index()
             .into_iter()
             .filter(|row| !request.ready || row.state == "READY")
+            .filter(|row| self.may_see(Scope::Repository, &row.name))
             .map(|row| ModelIndex {
                 name: row.name,
                 version: row.version,
@@ -40,8 +42,19 @@ impl InferenceService {
 
     /// RepositoryModelLoad: loads or reloads a model, from its folder or from the config and files the
     /// request carries. Checked in Triton's order: the repository name, the parameters' types, the control
-    /// mode, the model name.
+    /// mode, the model name; the caller's `repository` scope for the model first, and audited.
     pub async fn load_model(&self, request: pb::RepositoryModelLoadRequest) -> Result<(), Error> {
+        let model = request.model_name.clone();
+        self.audited(
+            "RepositoryModelLoad",
+            Scope::Repository,
+            &model,
+            self.load(request),
+        )
+        .await
+    }
+
+    async fn load(&self, request: pb::RepositoryModelLoadRequest) -> Result<(), Error> {
         refuse_repository_name(&request.repository_name)?;
         let (config_json, files) = load_parameters(request.parameters)?;
         self.registry.check_model_control()?;
@@ -57,8 +70,20 @@ impl InferenceService {
             .map_err(|error| Error::Internal(format!("the load task failed: {error}")))?
     }
 
-    /// RepositoryModelUnload: takes a model out of service once its requests in flight are answered.
+    /// RepositoryModelUnload: takes a model out of service once its requests in flight are answered (with
+    /// the caller's `repository` scope for the model; audited).
     pub async fn unload_model(&self, request: pb::RepositoryModelUnloadRequest) -> Result<(), Error> {
+        let model = request.model_name.clone();
+        self.audited(
+            "RepositoryModelUnload",
+            Scope::Repository,
+            &model,
+            self.unload(request),
+        )
+        .await
+    }
+
+    async fn unload(&self, request: pb::RepositoryModelUnloadRequest) -> Result<(), Error> {
         refuse_repository_name(&request.repository_name)?;
         check_unload_parameters(&request.parameters)?;
         self.registry.check_model_control()?;

@@ -8,6 +8,7 @@ use ferry_proto::inference::{self as pb, model_metadata_response::TensorMetadata
 use super::InferenceService;
 use crate::{
     Error,
+    auth::{Scope, Target},
     config::{ModelSpec, TensorSpec},
     request::full_dims,
 };
@@ -110,6 +111,7 @@ impl InferenceService {
         &self,
         request: &pb::ModelMetadataRequest,
     ) -> Result<pb::ModelMetadataResponse, Error> {
+        self.authorize("ModelMetadata", Scope::Metadata, Target::Model(&request.name))?;
         let spec = if request.version.is_empty() {
             let entry = self.registry.model(&request.name)?;
             entry.spec.clone().ok_or_else(|| Error::NoAvailableVersion {
@@ -126,6 +128,7 @@ impl InferenceService {
 
     /// ModelConfig: the configuration the model runs with.
     pub fn model_config_of(&self, request: &pb::ModelConfigRequest) -> Result<pb::ModelConfig, Error> {
+        self.authorize("ModelConfig", Scope::Metadata, Target::Model(&request.name))?;
         // Every served version runs the model's current config (a change that only touches instance_group
         // or version_policy keeps the versions' sessions), so the entry's config answers for each of them.
         if !request.version.is_empty() {
@@ -140,16 +143,21 @@ impl InferenceService {
         Ok(spec.config.clone())
     }
 
-    /// ModelStatistics: the statistics of each ready version of the model (of every model, when the name is
-    /// empty), or of the one version asked for.
+    /// ModelStatistics: the statistics of each ready version of the model (of every model the caller may
+    /// see, when the name is empty), or of the one version asked for.
     pub fn statistics_of(
         &self,
         request: &pb::ModelStatisticsRequest,
     ) -> Result<pb::ModelStatisticsResponse, Error> {
+        let all = request.name.is_empty();
+        if !all {
+            self.authorize("ModelStatistics", Scope::Stats, Target::Model(&request.name))?;
+        }
         let model_stats = self
             .registry
             .ready_versions(&request.name, &request.version)?
             .iter()
+            .filter(|model| !all || self.may_see(Scope::Stats, &model.spec.name))
             .map(|model| model.stats.snapshot(&model.spec.name, model.version))
             .collect();
         Ok(pb::ModelStatisticsResponse { model_stats })

@@ -44,7 +44,14 @@ impl std::fmt::Display for HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        json_response(self.status, &serde_json::json!({ "error": self.message }))
+        let mut response = json_response(self.status, &serde_json::json!({ "error": self.message }));
+        // RFC 9110: a 401 names the scheme that would authenticate the caller.
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 

@@ -46,7 +46,11 @@ pub async fn serve(
     listener: impl Into<crate::connection::Listener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // The same span per call as on the gRPC port, continuing a W3C `traceparent` header.
-    let app = router(service, max_body_bytes).layer(crate::telemetry::TraceContextLayer);
+    let access = Arc::clone(service.access());
+    // Callers are admitted (or refused) before any handler runs or any body is read; the same span per
+    // call as on the gRPC port, continuing a W3C `traceparent` header, covers refusals too.
+    let app = router(service, max_body_bytes)
+        .layer(crate::auth::AuthLayer::http(access))
+        .layer(crate::telemetry::TraceContextLayer);
     crate::connection::serve_http(gate, listener, app, shutdown).await
 }

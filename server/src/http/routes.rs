@@ -68,6 +68,21 @@ pub fn router(service: InferenceService, max_body_bytes: usize) -> Router {
         })
 }
 
+/// The shared state with the core acting for the caller the auth layer admitted ([`crate::auth`]): what
+/// every handler that reaches the core takes, so that the core checks that caller's scopes per model.
+pub(super) struct Caller(pub(super) Shared);
+
+impl FromRequestParts<Shared> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Self, Self::Rejection> {
+        Ok(Caller(Shared {
+            service: shared.service.acting_for(&parts.extensions),
+            max_body_bytes: shared.max_body_bytes,
+        }))
+    }
+}
+
 /// The names a path carries; empty when the path has none (an empty version means the policy's choice).
 #[derive(Debug, Default)]
 struct Names {
@@ -200,7 +215,7 @@ async fn ready(State(shared): State<Shared>) -> Response {
     health(shared.service.is_ready())
 }
 
-async fn server_metadata(State(shared): State<Shared>) -> Result<Response, HttpError> {
+async fn server_metadata(Caller(shared): Caller) -> Result<Response, HttpError> {
     let metadata = shared.service.server_info();
     Ok(ok_json(&proto_to_json(
         &metadata,
@@ -208,7 +223,7 @@ async fn server_metadata(State(shared): State<Shared>) -> Result<Response, HttpE
     )?))
 }
 
-async fn model_metadata(State(shared): State<Shared>, names: Names) -> Result<Response, HttpError> {
+async fn model_metadata(Caller(shared): Caller, names: Names) -> Result<Response, HttpError> {
     let metadata = shared.service.describe_model(&pb::ModelMetadataRequest {
         name: names.model,
         version: names.version,
@@ -219,7 +234,7 @@ async fn model_metadata(State(shared): State<Shared>, names: Names) -> Result<Re
     )?))
 }
 
-async fn model_ready(State(shared): State<Shared>, names: Names) -> Result<Response, HttpError> {
+async fn model_ready(Caller(shared): Caller, names: Names) -> Result<Response, HttpError> {
     let ready = shared.service.is_model_ready(&pb::ModelReadyRequest {
         name: names.model,
         version: names.version,
@@ -232,7 +247,7 @@ async fn model_ready(State(shared): State<Shared>, names: Names) -> Result<Respo
     }
 }
 
-async fn model_config(State(shared): State<Shared>, names: Names) -> Result<Response, HttpError> {
+async fn model_config(Caller(shared): Caller, names: Names) -> Result<Response, HttpError> {
     let config = shared.service.model_config_of(&pb::ModelConfigRequest {
         name: names.model,
         version: names.version,
@@ -240,7 +255,7 @@ async fn model_config(State(shared): State<Shared>, names: Names) -> Result<Resp
     Ok(ok_json(&proto_to_json(&config, "inference.ModelConfig")?))
 }
 
-async fn statistics(State(shared): State<Shared>, names: Names) -> Result<Response, HttpError> {
+async fn statistics(Caller(shared): Caller, names: Names) -> Result<Response, HttpError> {
     let statistics = shared.service.statistics_of(&pb::ModelStatisticsRequest {
         name: names.model,
         version: names.version,
@@ -255,7 +270,7 @@ async fn statistics(State(shared): State<Shared>, names: Names) -> Result<Respon
 /// over the limit is); the core then resolves the model and only then has the body decoded, so that a body
 /// the model cannot take counts as a failed request of the model, as the same mistake over gRPC does.
 async fn model_infer(
-    State(shared): State<Shared>,
+    Caller(shared): Caller,
     names: Names,
     headers: HeaderMap,
     payload: Result<Bytes, BytesRejection>,
@@ -278,7 +293,7 @@ async fn model_infer(
 }
 
 async fn repository_index(
-    State(shared): State<Shared>,
+    Caller(shared): Caller,
     payload: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
     let mut object = object_body(&body(payload, &shared)?, "repository index")?;
@@ -314,7 +329,7 @@ async fn repository_index(
 }
 
 async fn load(
-    State(shared): State<Shared>,
+    Caller(shared): Caller,
     names: Names,
     payload: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
@@ -329,7 +344,7 @@ async fn load(
 }
 
 async fn unload(
-    State(shared): State<Shared>,
+    Caller(shared): Caller,
     names: Names,
     payload: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {

@@ -10,7 +10,7 @@
 
 use axum::{
     Router,
-    extract::{FromRequestParts, RawPathParams, State, rejection::BytesRejection},
+    extract::{FromRequestParts, RawPathParams, rejection::BytesRejection},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -23,7 +23,7 @@ use super::{
     HttpError,
     error::json_response,
     json::parse_json,
-    routes::{Shared, body},
+    routes::{Caller, Shared, body},
     tensor::kind,
 };
 use crate::Error;
@@ -65,7 +65,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Region {
     }
 }
 
-async fn system_status(State(shared): State<Shared>, Region(name): Region) -> Result<Response, HttpError> {
+async fn system_status(Caller(shared): Caller, Region(name): Region) -> Result<Response, HttpError> {
     let status = shared.service.system_regions(&name)?;
     let mut regions: Vec<_> = status.regions.into_values().collect();
     regions.sort_unstable_by(|a, b| a.name.cmp(&b.name));
@@ -77,7 +77,7 @@ async fn system_status(State(shared): State<Shared>, Region(name): Region) -> Re
 }
 
 async fn system_register(
-    State(shared): State<Shared>,
+    Caller(shared): Caller,
     Region(name): Region,
     payload: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
@@ -115,12 +115,12 @@ fn system_register_request(
     })
 }
 
-async fn system_unregister(State(shared): State<Shared>, Region(name): Region) -> Response {
-    shared.service.unregister_system_region(&name);
-    StatusCode::OK.into_response()
+async fn system_unregister(Caller(shared): Caller, Region(name): Region) -> Result<Response, HttpError> {
+    shared.service.unregister_system_region(&name)?;
+    Ok(StatusCode::OK.into_response())
 }
 
-async fn cuda_status(State(shared): State<Shared>, Region(name): Region) -> Result<Response, HttpError> {
+async fn cuda_status(Caller(shared): Caller, Region(name): Region) -> Result<Response, HttpError> {
     let status = shared.service.cuda_regions(&name)?;
     let mut regions: Vec<_> = status.regions.into_values().collect();
     regions.sort_unstable_by(|a, b| a.name.cmp(&b.name));
@@ -133,7 +133,7 @@ async fn cuda_status(State(shared): State<Shared>, Region(name): Region) -> Resu
 
 /// Asks the core, which decides whether CUDA regions can be registered at all.
 async fn cuda_register(
-    State(shared): State<Shared>,
+    Caller(shared): Caller,
     Region(name): Region,
     payload: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
@@ -183,9 +183,9 @@ fn cuda_register_request(name: String, body: &[u8]) -> Result<pb::CudaSharedMemo
     })
 }
 
-async fn cuda_unregister(State(shared): State<Shared>, Region(name): Region) -> Response {
-    shared.service.unregister_cuda_region(&name);
-    StatusCode::OK.into_response()
+async fn cuda_unregister(Caller(shared): Caller, Region(name): Region) -> Result<Response, HttpError> {
+    shared.service.unregister_cuda_region(&name)?;
+    Ok(StatusCode::OK.into_response())
 }
 
 /// A register request's body: a JSON object, parsed within the REST front end's bounds.

@@ -308,6 +308,13 @@ impl Registry {
     /// is at UNAVAILABLE state: <reason>;". Ferry's detail follows Triton's text after `"; "`.
     pub fn load_request(&self, request: LoadRequest) -> Result<(), Error> {
         self.check_model_control()?;
+        if !request.files.is_empty() && !self.options.allow_model_file_upload {
+            return Err(Error::PermissionDenied(format!(
+                "load request for '{}' carries model files ('file:' parameters), which this server does not \
+                 accept; start it with --allow-model-file-upload to allow uploads",
+                request.name.as_str()
+            )));
+        }
         let name = request.name.as_str();
         let config = request
             .config_json

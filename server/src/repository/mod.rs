@@ -62,6 +62,10 @@ pub struct RepositoryOptions {
     pub strict_readiness: bool,
     /// Bounds on instances, threads and request memory that every model's config must respect.
     pub limits: ResourceLimits,
+    /// Whether a load request may carry model files (`file:<version>/<path>` parameters), which Ferry
+    /// writes to disk and runs (`--allow-model-file-upload`). Off by default: whoever may load models could
+    /// otherwise run any model file they send.
+    pub allow_model_file_upload: bool,
 }
 
 impl RepositoryOptions {
@@ -74,6 +78,7 @@ impl RepositoryOptions {
             startup_models: Vec::new(),
             strict_readiness: true,
             limits: ResourceLimits::default(),
+            allow_model_file_upload: false,
         }
     }
 }

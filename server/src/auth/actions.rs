@@ -1,0 +1,215 @@
+//! What a request asks to do, read from its head alone: the gRPC method, or the REST path.
+
+use super::{Scope, restricted::TritonGroup};
+
+/// One RPC, or the REST route that does the same: its name (Triton's RPC name, for messages and the audit
+/// log), Triton's restricted group, and Ferry's scope (none for health, which stays open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Action {
+    /// The RPC's name, e.g. `RepositoryModelLoad`.
+    pub name: &'static str,
+    /// The group Triton's restricted-protocol flags put it in.
+    pub group: TritonGroup,
+    /// The scope a caller needs; `None` for health, open to all.
+    pub scope: Option<Scope>,
+    /// Whether it is an administrative change written to the audit log.
+    pub audited: bool,
+}
+
+const fn action(name: &'static str, group: TritonGroup, scope: Option<Scope>) -> Action {
+    Action {
+        name,
+        group,
+        scope,
+        audited: false,
+    }
+}
+
+const fn audited(name: &'static str, group: TritonGroup, scope: Scope) -> Action {
+    Action {
+        name,
+        group,
+        scope: Some(scope),
+        audited: true,
+    }
+}
+
+/// Every RPC of `inference.GRPCInferenceService`, as named in its paths.
+const RPCS: &[Action] = &[
+    action("ServerLive", TritonGroup::Health, None),
+    action("ServerReady", TritonGroup::Health, None),
+    action("ModelReady", TritonGroup::Health, None),
+    action("ServerMetadata", TritonGroup::Metadata, Some(Scope::Metadata)),
+    action("ModelMetadata", TritonGroup::Metadata, Some(Scope::Metadata)),
+    action("ModelConfig", TritonGroup::ModelConfig, Some(Scope::Metadata)),
+    action("ModelInfer", TritonGroup::Inference, Some(Scope::Infer)),
+    action("ModelStreamInfer", TritonGroup::Inference, Some(Scope::Infer)),
+    action("ModelStatistics", TritonGroup::Statistics, Some(Scope::Stats)),
+    action(
+        "RepositoryIndex",
+        TritonGroup::ModelRepository,
+        Some(Scope::Repository),
+    ),
+    audited(
+        "RepositoryModelLoad",
+        TritonGroup::ModelRepository,
+        Scope::Repository,
+    ),
+    audited(
+        "RepositoryModelUnload",
+        TritonGroup::ModelRepository,
+        Scope::Repository,
+    ),
+    action(
+        "SystemSharedMemoryStatus",
+        TritonGroup::SharedMemory,
+        Some(Scope::Shm),
+    ),
+    audited(
+        "SystemSharedMemoryRegister",
+        TritonGroup::SharedMemory,
+        Scope::Shm,
+    ),
+    audited(
+        "SystemSharedMemoryUnregister",
+        TritonGroup::SharedMemory,
+        Scope::Shm,
+    ),
+    action(
+        "CudaSharedMemoryStatus",
+        TritonGroup::SharedMemory,
+        Some(Scope::Shm),
+    ),
+    audited("CudaSharedMemoryRegister", TritonGroup::SharedMemory, Scope::Shm),
+    audited(
+        "CudaSharedMemoryUnregister",
+        TritonGroup::SharedMemory,
+        Scope::Shm,
+    ),
+    audited("TraceSetting", TritonGroup::Trace, Scope::Settings),
+    audited("LogSettings", TritonGroup::Logging, Scope::Settings),
+];
+
+/// gRPC health checking (`grpc.health.v1.Health`), which Triton's `health` group also restricts.
+const GRPC_HEALTH: Action = action("Health", TritonGroup::Health, None);
+
+/// The action of a gRPC request path, `/<service>/<method>`; `None` for paths outside Triton's protocol and
+/// health checking (server reflection), which pass untouched.
+pub fn grpc_action(path: &str) -> Option<Action> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    match service {
+        "inference.GRPCInferenceService" => RPCS.iter().find(|rpc| rpc.name == method).copied(),
+        "grpc.health.v1.Health" => Some(GRPC_HEALTH),
+        _ => None,
+    }
+}
+
+/// The RPC named `name`.
+fn rpc(name: &str) -> Option<Action> {
+    RPCS.iter().find(|rpc| rpc.name == name).copied()
+}
+
+/// The action of a REST path (Triton's routes, `HTTPAPIServer::Handle`); `None` for paths REST does not
+/// serve, which the router refuses. The method plays no part: a wrong one is refused by the router after
+/// the caller is admitted, as Triton checks the restriction before the method.
+pub fn http_action(path: &str) -> Option<Action> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["v2"] => rpc("ServerMetadata"),
+        ["v2", "health", "live"] => rpc("ServerLive"),
+        ["v2", "health", "ready"] => rpc("ServerReady"),
+        ["v2", "models", "stats"] => rpc("ModelStatistics"),
+        ["v2", "models", _model, rest @ ..] => {
+            let rest = match rest {
+                ["versions", _version, rest @ ..] => rest,
+                rest => rest,
+            };
+            match rest {
+                [] => rpc("ModelMetadata"),
+                ["ready"] => rpc("ModelReady"),
+                ["config"] => rpc("ModelConfig"),
+                ["stats"] => rpc("ModelStatistics"),
+                ["infer"] => rpc("ModelInfer"),
+                _ => None,
+            }
+        }
+        ["v2", "repository", .., "index"] => rpc("RepositoryIndex"),
+        ["v2", "repository", .., "load"] => rpc("RepositoryModelLoad"),
+        ["v2", "repository", .., "unload"] => rpc("RepositoryModelUnload"),
+        ["v2", kind @ ("systemsharedmemory" | "cudasharedmemory"), .., verb] => {
+            let prefix = if *kind == "systemsharedmemory" {
+                "SystemSharedMemory"
+            } else {
+                "CudaSharedMemory"
+            };
+            let name = match *verb {
+                "status" => "Status",
+                "register" => "Register",
+                "unregister" => "Unregister",
+                _ => return None,
+            };
+            RPCS.iter()
+                .find(|rpc| rpc.name.strip_prefix(prefix) == Some(name))
+                .copied()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rpc_has_an_action() {
+        for rpc in RPCS {
+            let path = format!("/inference.GRPCInferenceService/{}", rpc.name);
+            assert_eq!(grpc_action(&path), Some(*rpc));
+        }
+        assert_eq!(grpc_action("/grpc.health.v1.Health/Check"), Some(GRPC_HEALTH));
+        assert_eq!(
+            grpc_action("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            None
+        );
+        assert_eq!(grpc_action("/inference.GRPCInferenceService/Nope"), None);
+    }
+
+    #[test]
+    fn rest_routes_are_the_rpcs_they_do() {
+        let cases = [
+            ("/v2", "ServerMetadata"),
+            ("/v2/health/live", "ServerLive"),
+            ("/v2/health/ready", "ServerReady"),
+            ("/v2/models/stats", "ModelStatistics"),
+            ("/v2/models/simple", "ModelMetadata"),
+            ("/v2/models/simple/versions/1", "ModelMetadata"),
+            ("/v2/models/simple/ready", "ModelReady"),
+            ("/v2/models/simple/versions/1/config", "ModelConfig"),
+            ("/v2/models/simple/stats", "ModelStatistics"),
+            ("/v2/models/simple/versions/1/infer", "ModelInfer"),
+            ("/v2/repository/index", "RepositoryIndex"),
+            ("/v2/repository/models/simple/load", "RepositoryModelLoad"),
+            ("/v2/repository/r/models/simple/unload", "RepositoryModelUnload"),
+            ("/v2/systemsharedmemory/status", "SystemSharedMemoryStatus"),
+            (
+                "/v2/systemsharedmemory/region/r/register",
+                "SystemSharedMemoryRegister",
+            ),
+            (
+                "/v2/cudasharedmemory/region/r/unregister",
+                "CudaSharedMemoryUnregister",
+            ),
+        ];
+        for (path, name) in cases {
+            assert_eq!(http_action(path).map(|a| a.name), Some(name), "{path}");
+        }
+        for path in [
+            "/",
+            "/v2/nope",
+            "/v2/models/simple/nope",
+            "/v2/systemsharedmemory/x",
+        ] {
+            assert_eq!(http_action(path), None, "{path}");
+        }
+    }
+}
