@@ -157,6 +157,7 @@ fn main() -> anyhow::Result<()> {
                             duration: Duration::from_secs(seconds),
                             request: ferry_benches::serving_request(&name, width),
                             tls: None,
+                            credentials: Default::default(),
                         };
                         let report = run_load(config).await?;
                         let after = executions(&client, &name).await?;

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
 
 use crate::proto::repository_index_response::ModelIndex;
 use crate::proto::{
@@ -10,7 +13,7 @@ use crate::proto::{
     RepositoryIndexRequest, ServerLiveRequest, ServerMetadataRequest, ServerMetadataResponse,
     ServerReadyRequest,
 };
-use crate::{ClientError, GrpcInferenceServiceClient, InferRequest, InferResult, TlsOptions};
+use crate::{ClientError, Credentials, GrpcInferenceServiceClient, InferRequest, InferResult, TlsOptions};
 
 /// The largest message sent or received, matching the server's limit so that large tensors fail on the
 /// server's terms rather than on tonic's 4 MiB default.
@@ -41,8 +44,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    stub: GrpcInferenceServiceClient<Channel>,
+    channel: Channel,
+    stub: Stub,
 }
+
+/// The generated stub a [`Client`] wraps: its connection, with the client's [`Credentials`] added to every
+/// request.
+pub type Stub = GrpcInferenceServiceClient<InterceptedService<Channel, Credentials>>;
 
 impl Client {
     /// Connects to `endpoint`, given as `host:port` or as a URI such as `http://host:port`; an
@@ -62,15 +70,24 @@ impl Client {
     /// Wraps a channel the caller configured (TLS, lazy connection, load balancing), with the same message
     /// size limits as [`Client::connect`].
     pub fn from_channel(channel: Channel) -> Self {
-        let stub = GrpcInferenceServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(MAX_MESSAGE_SIZE);
-        Self { stub }
+        Self {
+            stub: stub(channel.clone(), Credentials::none()),
+            channel,
+        }
     }
 
-    /// The generated stub on the same connection, for RPCs this type does not wrap (statistics,
-    /// repository load and unload, streaming inference).
-    pub fn raw(&self) -> GrpcInferenceServiceClient<Channel> {
+    /// The same connection sending `credentials` (an API key or token, see [`Credentials::bearer`]) with
+    /// every request, for servers that authenticate callers.
+    pub fn with_credentials(self, credentials: Credentials) -> Self {
+        Self {
+            stub: stub(self.channel.clone(), credentials),
+            channel: self.channel,
+        }
+    }
+
+    /// The generated stub on the same connection, with the same credentials, for RPCs this type does not
+    /// wrap (statistics, repository load and unload, streaming inference).
+    pub fn raw(&self) -> Stub {
         self.stub.clone()
     }
 
@@ -174,6 +191,12 @@ impl Client {
         let request = request.into_proto()?;
         Ok(self.raw().model_infer(request).await?.into_inner().into())
     }
+}
+
+fn stub(channel: Channel, credentials: Credentials) -> Stub {
+    GrpcInferenceServiceClient::with_interceptor(channel, credentials)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
 
 /// Opens one HTTP/2 connection to `endpoint` (`host:port` or a URI), over TLS when `tls` is given or the

@@ -17,6 +17,11 @@ pub enum ClientError {
         source: tonic::transport::Error,
     },
 
+    /// An API key or token that cannot be sent as a header value (empty, or with spaces, control or
+    /// non-ASCII characters); caught before any network activity. The secret is not repeated.
+    #[error("the API key or token cannot be sent: it must be non-empty visible ASCII without spaces")]
+    InvalidCredentials,
+
     /// TLS options were given for an endpoint whose scheme is not `https`; caught before any network
     /// activity, rather than connecting in plain text.
     #[error("TLS options were given for {endpoint:?}, which is not an https:// endpoint")]

@@ -22,13 +22,15 @@
 
 pub mod bench;
 mod client;
+mod credentials;
 mod element;
 mod error;
 mod request;
 mod response;
 mod tls;
 
-pub use client::Client;
+pub use client::{Client, Stub};
+pub use credentials::Credentials;
 pub use element::TensorElement;
 pub use error::ClientError;
 pub use ferry_proto::GrpcInferenceServiceClient;

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use ferry_client::bench::{LoadConfig, run_load};
 use ferry_client::proto::model_metadata_response::TensorMetadata;
-use ferry_client::{Client, InferRequest, TlsOptions};
+use ferry_client::{Client, Credentials, InferRequest, TlsOptions};
 
 mod cli {
     //! The pieces of the command line that are worth testing on their own.
@@ -30,6 +30,17 @@ struct Cli {
 
     #[command(flatten)]
     tls: TlsArgs,
+
+    /// API key or bearer token (a JWT) for a server that authenticates callers, sent with every request as
+    /// `authorization: Bearer <KEY>`. Prefer the environment variable: a flag shows in the process list.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -203,11 +214,16 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // Connect per command: the load generator opens connections of its own, as many as asked.
     let tls = cli.tls.options()?;
+    let credentials = match &cli.api_key {
+        Some(key) => Credentials::bearer(key)?,
+        None => Credentials::none(),
+    };
     let connect = || async {
-        match tls.clone() {
+        let client = match tls.clone() {
             Some(tls) => Client::connect_with_tls(cli.url.clone(), tls).await,
             None => Client::connect(cli.url.clone()).await,
-        }
+        };
+        client.map(|client| client.with_credentials(credentials.clone()))
     };
     match cli.command {
         Command::Health => health(&connect().await?).await,
@@ -220,7 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Infer(args) => infer(&connect().await?, args).await,
-        Command::Bench(args) => bench(cli.url.clone(), tls, args).await,
+        Command::Bench(args) => bench(cli.url.clone(), tls, credentials, args).await,
     }
 }
 
@@ -283,7 +299,12 @@ async fn infer(client: &Client, args: InferArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench(url: String, tls: Option<TlsOptions>, args: BenchArgs) -> anyhow::Result<()> {
+async fn bench(
+    url: String,
+    tls: Option<TlsOptions>,
+    credentials: Credentials,
+    args: BenchArgs,
+) -> anyhow::Result<()> {
     let config = LoadConfig {
         url,
         connections: args.connections,
@@ -293,6 +314,7 @@ async fn bench(url: String, tls: Option<TlsOptions>, args: BenchArgs) -> anyhow:
         duration: args.duration,
         request: build_request(args.model, args.inputs)?.into_proto()?,
         tls,
+        credentials,
     };
     let load = run_load(config).await?;
     if args.json {
@@ -385,6 +407,14 @@ mod tests {
         assert!(parse(&["--inputs-json", "{}"]).is_ok());
         assert!(parse(&[]).is_err());
         assert!(parse(&["--inputs-json", "{}", "--inputs-file", "x.json"]).is_err());
+    }
+
+    #[test]
+    fn an_api_key_comes_from_the_flag_and_is_global() {
+        let cli = Cli::try_parse_from(["ferry-client", "models", "--api-key", "k-1"]).unwrap();
+        assert_eq!(cli.api_key.as_deref(), Some("k-1"));
+        let cli = Cli::try_parse_from(["ferry-client", "--api-key", "k-2", "health"]).unwrap();
+        assert_eq!(cli.api_key.as_deref(), Some("k-2"));
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //!     duration: Duration::from_secs(10),
 //!     request,
 //!     tls: None,
+//!     credentials: Default::default(),
 //! })
 //! .await?;
 //! println!("{:.0} req/s, p99 {:?}", report.throughput, report.latency.p99);
@@ -71,6 +72,8 @@ pub struct LoadConfig {
     /// TLS for every connection, as [`Client::connect_with_tls`] takes it; `None` connects as
     /// [`Client::connect`] does (plain text, or TLS with the system's CAs for an `https://` URL).
     pub tls: Option<crate::TlsOptions>,
+    /// The API key or token every request carries ([`crate::Credentials::none`] for none).
+    pub credentials: crate::Credentials,
 }
 
 /// What the measured window saw. Responses count when they complete inside the window, so those of
@@ -137,7 +140,11 @@ pub async fn run_load(config: LoadConfig) -> Result<LoadReport, ClientError> {
             endpoint.tcp_nodelay(true)
         })
         .await?;
-        stubs.push(Client::from_channel(channel).raw());
+        stubs.push(
+            Client::from_channel(channel)
+                .with_credentials(config.credentials.clone())
+                .raw(),
+        );
     }
 
     // The first request goes alone, before the clock starts, so one-off costs (a lazily loaded model,
@@ -243,6 +250,7 @@ mod tests {
             duration: Duration::from_secs(1),
             request: proto::ModelInferRequest::default(),
             tls: None,
+            credentials: Default::default(),
         }
     }
 

@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until, timeout_at};
-use tonic::transport::Channel;
 
 use super::stats::Tally;
-use crate::{GrpcInferenceServiceClient, proto};
+use crate::proto;
 
 /// The run's phases on one clock: warm-up from `start` to `open`, the measured window from `open` to
 /// `close`.
@@ -72,7 +71,7 @@ impl Schedule {
 /// Everything one sender needs, owned so that it runs as its own task.
 pub(super) struct Worker {
     /// One stub per connection.
-    pub(super) stubs: Vec<GrpcInferenceServiceClient<Channel>>,
+    pub(super) stubs: Vec<crate::Stub>,
     /// Where this worker's round-robin over the connections starts, so workers start spread out.
     pub(super) first_connection: usize,
     pub(super) request: proto::ModelInferRequest,

@@ -254,3 +254,34 @@ async fn tritonclient_meets_tritons_restricted_groups() {
     server.stop().await;
     assert!(status.success(), "the restricted-group tests failed: {status}");
 }
+
+/// The Rust client SDK sends an API key or a JWT as `authorization: Bearer` with every request
+/// (`Client::with_credentials`), through its typed calls and its raw stub alike; without one the secured
+/// server answers UNAUTHENTICATED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_sends_a_key_or_a_token() {
+    use ferry_client::{Client, Credentials, InferInput, InferRequest};
+    let secured = start(|_| {}).await;
+    let request = || {
+        InferRequest::new("simple")
+            .with_input(InferInput::new("INPUT0", [1, 16]).with_data(&[1i32; 16]))
+            .with_input(InferInput::new("INPUT1", [1, 16]).with_data(&[2i32; 16]))
+    };
+    let plain = Client::connect(secured.server.url()).await.expect("connect");
+    let refused = plain.infer(request()).await.expect_err("no credential");
+    assert!(refused.to_string().contains("UNAUTHENTICATED"), "{refused}");
+    for secret in [ADMIN_KEY.to_owned(), super::token("admin", true, |_| {})] {
+        let client = plain
+            .clone()
+            .with_credentials(Credentials::bearer(&secret).expect("a header value"));
+        let result = client.infer(request()).await.expect("the admin may infer");
+        assert_eq!(result.output_as::<i32>("OUTPUT0").expect("sum"), vec![3; 16]);
+        let stats = client
+            .raw()
+            .model_statistics(pb::ModelStatisticsRequest::default())
+            .await
+            .expect("the raw stub carries the credential too");
+        assert!(!stats.into_inner().model_stats.is_empty());
+    }
+    secured.server.stop().await;
+}
