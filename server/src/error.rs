@@ -128,6 +128,11 @@ pub enum Error {
     /// 403, with its own text naming the header.
     #[error("{0}")]
     Restricted(String),
+    /// The caller is over its rate limit or has too many requests in flight (`--rate-limit`,
+    /// `--max-in-flight-per-identity`): `RESOURCE_EXHAUSTED`, HTTP 429, both with `Retry-After`. The
+    /// message names the identity, the limit and its flag.
+    #[error("{0}")]
+    RateLimited(String),
 }
 
 impl Error {
@@ -147,7 +152,7 @@ impl Error {
             | Error::Restricted(_) => Code::Unavailable,
             Error::InvalidRequest(_) | Error::Config { .. } | Error::ModelLoad(_) => Code::InvalidArgument,
             Error::Execution(_) | Error::Internal(_) | Error::MalformedJson(_) => Code::Internal,
-            Error::TooLarge(_) | Error::BodyTooLarge(_) => Code::ResourceExhausted,
+            Error::TooLarge(_) | Error::BodyTooLarge(_) | Error::RateLimited(_) => Code::ResourceExhausted,
             Error::Unimplemented(_) | Error::Unsupported(_) | Error::UnsupportedEncoding(_) => {
                 Code::Unimplemented
             }
@@ -160,13 +165,15 @@ impl Error {
     /// gives its gRPC code ([`http_status`]), except for the two refusals of a body's transport that HTTP
     /// has statuses of its own for, 413 and 415, and the refusals of a caller, which Triton's mapping has no
     /// place for: 401 (unknown caller) and 403 (known caller without the right, or a missing restricted
-    /// API header, as Triton's `RespondIfRestricted` answers).
+    /// API header, as Triton's `RespondIfRestricted` answers), and 429 for a caller over its rate or in-flight
+    /// limit, which Triton does not have.
     pub fn http_status(&self) -> http::StatusCode {
         match self {
             Error::BodyTooLarge(_) => http::StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedEncoding(_) => http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Unauthenticated(_) => http::StatusCode::UNAUTHORIZED,
             Error::PermissionDenied(_) | Error::Restricted(_) => http::StatusCode::FORBIDDEN,
+            Error::RateLimited(_) => http::StatusCode::TOO_MANY_REQUESTS,
             other => http_status(other.grpc_code()),
         }
     }
@@ -335,6 +342,11 @@ mod tests {
                 Error::Restricted("x".into()),
                 Code::Unavailable,
                 StatusCode::FORBIDDEN,
+            ),
+            (
+                Error::RateLimited("x".into()),
+                Code::ResourceExhausted,
+                StatusCode::TOO_MANY_REQUESTS,
             ),
         ];
         for (error, code, status) in cases {

@@ -167,6 +167,7 @@ impl Server {
         let reflection_v1alpha = reflection().build_v1alpha()?;
         tonic::transport::Server::builder()
             .max_concurrent_streams(self.gate.limits().max_concurrent_streams)
+            .http2_max_header_list_size(self.gate.limits().max_header_bytes)
             // Outermost, so that it sees the statuses tonic produces before any handler runs.
             .layer(tower::util::MapResponseLayer::new(
                 limits::resource_exhausted_for_oversized,

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use ferry_server::auth::{Access, AccessOptions, JwtOptions, Scope};
+use ferry_server::auth::{Access, AccessOptions, JwtOptions, QuotaOptions, Rate, Scope};
 use ferry_server::{
     Server, ServerOptions,
     compression::grpc::ResponseCompression,
@@ -106,6 +106,12 @@ struct Flags {
     #[arg(long, default_value_t = connection::DEFAULT_IDLE_TIMEOUT.as_secs(), value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..))]
     connection_idle_timeout_secs: u64,
+
+    /// The largest request head in bytes, on every port: HTTP/2's SETTINGS_MAX_HEADER_LIST_SIZE (gRPC and
+    /// REST), and on HTTP/1 the read buffer (a larger head gets 431).
+    #[arg(long, default_value_t = connection::DEFAULT_MAX_HEADER_BYTES, value_name = "BYTES",
+          value_parser = clap::value_parser!(u32).range(i64::from(connection::MIN_MAX_HEADER_BYTES)..=16 * 1024 * 1024))]
+    max_header_bytes: u32,
 
     /// Verbose logging level: 0 logs info and above, 1 adds debug, 2 and more add trace. RUST_LOG, when set,
     /// takes precedence; LogSettings changes it at run time.
@@ -216,6 +222,17 @@ struct Flags {
     /// the header `<key>: <value>`. Groups as for --grpc-restricted-protocol. Repeatable.
     #[arg(long, value_name = "GROUPS:KEY=VALUE")]
     http_restricted_api: Vec<String>,
+
+    /// Requests per second each identity may make, and how many at once after a pause (BURST, one second's
+    /// worth by default): a token bucket per identity (callers without credentials share one). Over it,
+    /// RESOURCE_EXHAUSTED / HTTP 429 with Retry-After. Health is never limited. Off by default.
+    #[arg(long, value_name = "RPS[:BURST]", value_parser = Rate::parse)]
+    rate_limit: Option<Rate>,
+
+    /// Requests each identity may have in flight at once (a stream counts as one while it is open; callers
+    /// without credentials share one count). More get RESOURCE_EXHAUSTED / HTTP 429. Off by default.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_in_flight_per_identity: Option<u32>,
 
     /// The name ServerMetadata reports (gRPC, and REST `GET /v2`): 1 to 64 bytes of printable ASCII. Give
     /// `triton` where clients or health checks expect Triton's name.
@@ -329,6 +346,10 @@ fn main() -> ExitCode {
             audience: flags.jwt_audience.clone(),
             leeway_secs: flags.jwt_leeway_secs,
         }),
+        quotas: QuotaOptions {
+            rate: flags.rate_limit,
+            max_in_flight: flags.max_in_flight_per_identity,
+        },
     });
     let access = match access {
         Ok(access) => access,
@@ -342,6 +363,15 @@ fn main() -> ExitCode {
     } else {
         tracing::info!("every API is open to every caller, as in Triton (docs/security.md)");
     }
+    if let Some(quotas) = access.quotas() {
+        let options = quotas.options();
+        tracing::info!(
+            rate_per_second = options.rate.map(|rate| rate.per_second),
+            burst = options.rate.map(|rate| rate.burst),
+            max_in_flight = options.max_in_flight,
+            "every identity is held to these limits; callers without credentials share one (docs/security.md)"
+        );
+    }
     let options = ServerOptions {
         repository,
         onnxruntime,
@@ -352,6 +382,7 @@ fn main() -> ExitCode {
             max_concurrent_streams: flags.max_concurrent_streams,
             header_read_timeout: Duration::from_secs(flags.header_read_timeout_secs),
             idle_timeout: Duration::from_secs(flags.connection_idle_timeout_secs),
+            max_header_bytes: flags.max_header_bytes,
         },
     };
     // Before the models load, so that a wrong certificate path fails at once.

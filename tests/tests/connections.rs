@@ -259,3 +259,52 @@ async fn connections_beyond_the_cap_are_closed_and_those_admitted_keep_working()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// ServerMetadata over gRPC and `GET /v2` over REST, each with an `x-padding` header of `bytes` bytes: whether
+/// the gRPC call passed, and the REST status (`None` when the server closed the connection before answering).
+async fn with_header_of(
+    server: &TestServer,
+    http: SocketAddr,
+    bytes: usize,
+) -> (Result<(), tonic::Status>, Option<u16>) {
+    let padding = "p".repeat(bytes);
+    let mut client = server.raw_client().await.expect("client");
+    let mut request = tonic::Request::new(ferry_proto::inference::ServerMetadataRequest {});
+    request.metadata_mut().insert(
+        "x-padding",
+        tonic::metadata::MetadataValue::try_from(padding.as_str()).expect("metadata"),
+    );
+    let grpc = client.server_metadata(request).await.map(|_| ());
+    let rest = ferry_tests::rest_request_with_headers(http, "GET", "/v2", &[("x-padding", padding)], b"")
+        .await
+        .ok()
+        .map(|reply| reply.status);
+    (grpc, rest)
+}
+
+/// `--max-header-bytes` bounds request heads on both ports: 16 KiB by default (h2's own default, which
+/// tonic keeps; hyper's HTTP/1 default would be about 400 KiB), so a 1 KiB header passes and a 20 KiB one
+/// is refused (gRPC fails the call, HTTP/1 answers 431 or closes), and a larger cap lets the 20 KiB one pass.
+#[tokio::test]
+async fn request_heads_are_bounded_by_max_header_bytes() {
+    let server = start(ConnectionLimits::default()).await;
+    let http = server.start_http().await.expect("REST");
+    let (grpc, rest) = with_header_of(&server, http.address, 1024).await;
+    grpc.expect("a 1 KiB header passes on gRPC");
+    assert_eq!(rest, Some(200));
+    let (grpc, rest) = with_header_of(&server, http.address, 20 * 1024).await;
+    let status = grpc.expect_err("a 20 KiB header is over the default on gRPC");
+    // h2 answers the stream with 431 (Request Header Fields Too Large), which tonic reports as Unknown.
+    assert!(status.message().contains("431"), "{status:?}");
+    assert!(matches!(rest, Some(431) | None), "REST answered {rest:?}");
+
+    let limits = ConnectionLimits {
+        max_header_bytes: 64 * 1024,
+        ..ConnectionLimits::default()
+    };
+    let server = start(limits).await;
+    let http = server.start_http().await.expect("REST");
+    let (grpc, rest) = with_header_of(&server, http.address, 20 * 1024).await;
+    grpc.expect("a 20 KiB header passes under a 64 KiB cap");
+    assert_eq!(rest, Some(200));
+}

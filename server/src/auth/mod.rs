@@ -15,6 +15,9 @@
 //!    learns nothing of models it may not use. Listings (statistics of every model, the repository index)
 //!    are filtered to the models the caller may see. The core also writes the audit log ([`audit`]).
 //!
+//! When `--rate-limit` or `--max-in-flight-per-identity` is given, the layer then holds the caller to its
+//! limits ([`quota`]) before anything reads the request's body.
+//!
 //! With no `--api-keys-file`, `--jwt-jwks` or `--auth-policy`, every scope is open, as in Triton: only the
 //! restricted groups and `--disable-api` apply. Health (liveness, readiness) is open to all but Triton's
 //! `health` group.
@@ -24,6 +27,7 @@ pub mod jwt;
 pub mod keys;
 mod layer;
 pub mod policy;
+pub mod quota;
 pub mod restricted;
 
 use std::{fmt, path::PathBuf, sync::Arc};
@@ -34,6 +38,7 @@ pub use jwt::{JwtOptions, JwtVerifier};
 pub use keys::KeyStore;
 pub use layer::{AuthLayer, AuthService, Front};
 pub use policy::Policy;
+pub use quota::{QuotaOptions, Quotas, Rate};
 pub use restricted::{Restrictions, TritonGroup};
 
 use crate::Error;
@@ -175,6 +180,8 @@ pub struct AccessOptions {
     pub http_restricted: Vec<String>,
     /// `--jwt-*`: bearer JWTs, if accepted.
     pub jwt: Option<JwtOptions>,
+    /// `--rate-limit`, `--max-in-flight-per-identity`: abuse limits per identity, off by default.
+    pub quotas: QuotaOptions,
 }
 
 /// Who may do what: loaded once at start and shared by both front ends and the core.
@@ -186,6 +193,7 @@ pub struct Access {
     disabled: Vec<Scope>,
     grpc_restricted: Restrictions,
     http_restricted: Restrictions,
+    quotas: Option<Arc<Quotas>>,
 }
 
 impl Access {
@@ -229,7 +237,13 @@ impl Access {
             disabled: options.disabled.clone(),
             grpc_restricted,
             http_restricted,
+            quotas: Quotas::new(options.quotas).map(Arc::new),
         })
+    }
+
+    /// The rate and in-flight limits per identity, when any is on ([`quota`]).
+    pub fn quotas(&self) -> Option<&Arc<Quotas>> {
+        self.quotas.as_ref()
     }
 
     /// Whether callers are authenticated at all (an API keys file, a JWKS file or a policy was given); if

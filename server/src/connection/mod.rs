@@ -33,6 +33,11 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 128;
 /// Default of [`ConnectionLimits::header_read_timeout`]: hyper's default for HTTP/1, generous for any
 /// client that means to send a request.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`ConnectionLimits::max_header_bytes`]: HTTP/2's own default in hyper (and so tonic), far
+/// above what Triton's clients send (a few hundred bytes, plus a credential).
+pub const DEFAULT_MAX_HEADER_BYTES: u32 = 16 * 1024;
+/// The least [`ConnectionLimits::max_header_bytes`]: hyper's HTTP/1 read buffer cannot be smaller.
+pub const MIN_MAX_HEADER_BYTES: u32 = 8 * 1024;
 /// Default of [`ConnectionLimits::idle_timeout`]: long enough for clients that pool connections between
 /// bursts, short enough that abandoned ones give their slot back.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -55,6 +60,11 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// How long a connection with no request in flight and no bytes moving stays open.
     pub idle_timeout: Duration,
+    /// The largest request head, in bytes: on HTTP/2 (gRPC and REST) SETTINGS_MAX_HEADER_LIST_SIZE (names
+    /// and values plus 32 bytes a header; a larger head resets the stream or closes the connection), on
+    /// HTTP/1 hyper's read buffer (a larger head is answered 431). The read buffer also bounds how much of
+    /// an HTTP/1 body is read at once. At least [`MIN_MAX_HEADER_BYTES`].
+    pub max_header_bytes: u32,
 }
 
 impl Default for ConnectionLimits {
@@ -64,6 +74,7 @@ impl Default for ConnectionLimits {
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         }
     }
 }
@@ -93,11 +104,13 @@ impl Gate {
             max_concurrent_streams = limits.max_concurrent_streams,
             header_read_timeout_secs = limits.header_read_timeout.as_secs_f64(),
             idle_timeout_secs = limits.idle_timeout.as_secs_f64(),
+            max_header_bytes = limits.max_header_bytes,
             "connection limits"
         );
         Arc::new(Gate {
             limits: ConnectionLimits {
                 max_connections,
+                max_header_bytes: limits.max_header_bytes.max(MIN_MAX_HEADER_BYTES),
                 ..limits.clone()
             },
             permits: Arc::new(Semaphore::new(max_connections)),

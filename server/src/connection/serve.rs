@@ -31,11 +31,14 @@ pub(crate) async fn serve_http(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // The gate keeps it at or above hyper's least buffer, below which this would panic.
+        .max_buf_size(limits.max_header_bytes as usize);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_concurrent_streams);
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_bytes);
     let builder = Arc::new(builder);
     let (listener, tls) = listener.into().into_parts();
     // Connections watch `stopping` and each holds a clone of `open`, so the loop sees when the last one ends.

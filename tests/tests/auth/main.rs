@@ -3,6 +3,7 @@
 //! with an expired, not yet valid, wrong-audience or badly signed token, as an identity without the scope,
 //! and as one with it (by key and by token). Also: listings filtered per model, closed APIs, model file
 //! uploads, the mTLS identity extension, the audit log, and Triton's restricted groups over tritonclient.
+//! Abuse limits (rate and in flight per identity) are in [`limits`].
 
 use std::{
     io::Write,
@@ -18,6 +19,7 @@ use ferry_server::{
 use ferry_tests::{HttpFrontEnd, TestServer, example_repository};
 
 mod grpc;
+mod limits;
 mod policies;
 mod rest;
 
