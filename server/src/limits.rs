@@ -30,18 +30,25 @@ pub fn resource_exhausted_for_oversized<B>(mut response: Response<B>) -> Respons
     response
 }
 
-/// Bounds on model instances, ONNX Runtime threads and decoded request memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Bounds on model instances, ONNX Runtime threads and decoded request memory; also the flags that set them,
+/// shared by the server and `ferry check` so that both load models under the same limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct ResourceLimits {
-    /// The most memory one request may take once decoded: tensor bytes, plus [`BYTES_ELEMENT_COST`] per
-    /// BYTES element. Also bounds inputs read from shared memory and warm-up requests.
+    /// The most memory one inference request may take once decoded, in bytes: its tensors, plus 72 bytes
+    /// per BYTES element. Larger requests (shared memory inputs and warm-ups too)
+    /// get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = ResourceLimits::default().max_request_bytes, value_name = "BYTES")]
     pub max_request_bytes: usize,
-    /// The most instances (`instance_group` counts) one model version may run.
+    /// The most instances (instance_group counts) one model version may run; configs asking for more fail
+    /// to load.
+    #[arg(long, default_value_t = ResourceLimits::default().max_instances_per_model, value_name = "COUNT")]
     pub max_instances_per_model: usize,
-    /// The most ONNX Runtime threads (`intra_op_thread_count`, `inter_op_thread_count`) one instance may ask for.
+    /// The most ONNX Runtime threads (intra_op_thread_count, inter_op_thread_count) one instance may ask for.
+    #[arg(long, default_value_t = ResourceLimits::default().max_threads_per_instance, value_name = "COUNT")]
     pub max_threads_per_instance: usize,
-    /// The most threads all model instances together may run: each instance costs its own thread plus its
-    /// ONNX Runtime threads. A load that would pass it fails.
+    /// The most threads all model instances together may run (each instance: its own thread plus its ONNX
+    /// Runtime threads); a load that would pass it fails.
+    #[arg(long, default_value_t = ResourceLimits::default().max_model_threads, value_name = "COUNT")]
     pub max_model_threads: usize,
 }
 

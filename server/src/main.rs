@@ -149,24 +149,8 @@ struct Flags {
     #[arg(long, value_enum, default_value_t = ResponseCompression::None, value_name = "LEVEL", ignore_case = true)]
     grpc_infer_response_compression_level: ResponseCompression,
 
-    /// The most memory one inference request may take once decoded, in bytes: its tensors, plus 72 bytes
-    /// per BYTES element. Larger requests (shared memory inputs and warm-ups too) get RESOURCE_EXHAUSTED.
-    #[arg(long, default_value_t = ResourceLimits::default().max_request_bytes, value_name = "BYTES")]
-    max_request_bytes: usize,
-
-    /// The most instances (instance_group counts) one model version may run; configs asking for more fail
-    /// to load.
-    #[arg(long, default_value_t = ResourceLimits::default().max_instances_per_model, value_name = "COUNT")]
-    max_instances_per_model: usize,
-
-    /// The most ONNX Runtime threads (intra_op_thread_count, inter_op_thread_count) one instance may ask for.
-    #[arg(long, default_value_t = ResourceLimits::default().max_threads_per_instance, value_name = "COUNT")]
-    max_threads_per_instance: usize,
-
-    /// The most threads all model instances together may run (each instance: its own thread plus its ONNX
-    /// Runtime threads); a load that would pass it fails.
-    #[arg(long, default_value_t = ResourceLimits::default().max_model_threads, value_name = "COUNT")]
-    max_model_threads: usize,
+    #[command(flatten)]
+    limits: ResourceLimits,
 
     // Identity and authorisation (docs/security.md). Without --api-keys-file and --auth-policy every API
     // is open, as in Triton.
@@ -325,12 +309,7 @@ fn main() -> ExitCode {
         poll_interval: Duration::from_secs(flags.repository_poll_secs),
         startup_models: flags.load_models.clone(),
         strict_readiness: flags.strict_readiness,
-        limits: ResourceLimits {
-            max_request_bytes: flags.max_request_bytes,
-            max_instances_per_model: flags.max_instances_per_model,
-            max_threads_per_instance: flags.max_threads_per_instance,
-            max_model_threads: flags.max_model_threads,
-        },
+        limits: flags.limits,
         allow_model_file_upload: flags.allow_model_file_upload,
         ..RepositoryOptions::new(flags.model_repositories.clone())
     };

@@ -6,10 +6,12 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use ferry_proto::inference::{
-    ModelInferRequest, RepositoryIndexRequest, model_infer_request::InferInputTensor,
+    ModelInferRequest, RepositoryIndexRequest, grpc_inference_service_client::GrpcInferenceServiceClient,
+    model_infer_request::InferInputTensor,
 };
 use ferry_server::onnx;
 use ferry_tests::{TestServer, repo_root};
+use tonic::transport::Channel;
 
 const TENSORS: &str = "max_batch_size: 4\n\
     input [ { name: \"x\", data_type: TYPE_FP32, dims: [ 4 ] } ]\n\
@@ -45,6 +47,29 @@ fn request(model: &str) -> ModelInferRequest {
     }
 }
 
+/// Each model's state and reason, from RepositoryIndex.
+async fn states(client: &mut GrpcInferenceServiceClient<Channel>) -> HashMap<String, (String, String)> {
+    client
+        .repository_index(RepositoryIndexRequest::default())
+        .await
+        .expect("index")
+        .into_inner()
+        .models
+        .into_iter()
+        .map(|m| (m.name, (m.state, m.reason)))
+        .collect()
+}
+
+/// The first element of `model`'s output for the input 2.0 (add_1: 3.0).
+async fn first_output(client: &mut GrpcInferenceServiceClient<Channel>, model: &str) -> f32 {
+    let response = client
+        .model_infer(request(model))
+        .await
+        .expect("infer")
+        .into_inner();
+    f32::from_le_bytes(response.raw_output_contents[0][..4].try_into().expect("4 bytes"))
+}
+
 #[tokio::test]
 async fn gpu_instances_need_cuda_and_auto_instances_fall_back_to_the_cpu() {
     let repository = tempfile::tempdir().expect("temp dir");
@@ -63,15 +88,7 @@ async fn gpu_instances_need_cuda_and_auto_instances_fall_back_to_the_cpu() {
         .await
         .expect("server");
     let mut client = server.raw_client().await.expect("client");
-    let index: HashMap<String, (String, String)> = client
-        .repository_index(RepositoryIndexRequest::default())
-        .await
-        .expect("index")
-        .into_inner()
-        .models
-        .into_iter()
-        .map(|m| (m.name, (m.state, m.reason)))
-        .collect();
+    let index = states(&mut client).await;
     if onnx::cuda_available() {
         assert_eq!(index["on_gpu"].0, "READY", "{:?}", index["on_gpu"]);
     } else {
@@ -84,13 +101,7 @@ async fn gpu_instances_need_cuda_and_auto_instances_fall_back_to_the_cpu() {
     }
     for name in ["on_auto", "unspecified"] {
         assert_eq!(index[name].0, "READY", "{name}: {:?}", index[name]);
-        let response = client
-            .model_infer(request(name))
-            .await
-            .expect("infer")
-            .into_inner();
-        let y = f32::from_le_bytes(response.raw_output_contents[0][..4].try_into().expect("4 bytes"));
-        assert_eq!(y, 3.0, "{name}");
+        assert_eq!(first_output(&mut client, name).await, 3.0, "{name}");
     }
     server.stop().await;
 }
@@ -137,24 +148,10 @@ async fn session_options_from_the_config_open_working_sessions() {
         .await
         .expect("server");
     let mut client = server.raw_client().await.expect("client");
-    let index: HashMap<String, (String, String)> = client
-        .repository_index(RepositoryIndexRequest::default())
-        .await
-        .expect("index")
-        .into_inner()
-        .models
-        .into_iter()
-        .map(|m| (m.name, (m.state, m.reason)))
-        .collect();
+    let index = states(&mut client).await;
     for name in ["tuned", "basic"] {
         assert_eq!(index[name].0, "READY", "{name}: {:?}", index[name]);
-        let response = client
-            .model_infer(request(name))
-            .await
-            .expect("infer")
-            .into_inner();
-        let y = f32::from_le_bytes(response.raw_output_contents[0][..4].try_into().expect("4 bytes"));
-        assert_eq!(y, 3.0, "{name}");
+        assert_eq!(first_output(&mut client, name).await, 3.0, "{name}");
     }
     for (name, words) in [
         ("bad_mode", ["execution_mode", "fast"]),

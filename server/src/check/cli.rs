@@ -44,21 +44,9 @@ struct CheckFlags {
     #[arg(long, env = "ORT_DYLIB_PATH", value_name = "FILE")]
     onnxruntime_lib: Option<PathBuf>,
 
-    /// As the server's flag: the most memory one request (a warm-up, a sample) may take once decoded.
-    #[arg(long, default_value_t = ResourceLimits::default().max_request_bytes, value_name = "BYTES")]
-    max_request_bytes: usize,
-
-    /// As the server's flag: the most instances one model version may run.
-    #[arg(long, default_value_t = ResourceLimits::default().max_instances_per_model, value_name = "COUNT")]
-    max_instances_per_model: usize,
-
-    /// As the server's flag: the most ONNX Runtime threads one instance may ask for.
-    #[arg(long, default_value_t = ResourceLimits::default().max_threads_per_instance, value_name = "COUNT")]
-    max_threads_per_instance: usize,
-
-    /// As the server's flag: the most threads all model instances together may run.
-    #[arg(long, default_value_t = ResourceLimits::default().max_model_threads, value_name = "COUNT")]
-    max_model_threads: usize,
+    // The server's model limits, so that a model passes here only if the server would load it.
+    #[command(flatten)]
+    limits: ResourceLimits,
 }
 
 /// Runs `ferry check` with `args`, the arguments after `check`, and returns its exit status.
@@ -79,12 +67,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let options = CheckOptions {
         roots: flags.repositories.clone(),
         models: flags.models.clone(),
-        limits: ResourceLimits {
-            max_request_bytes: flags.max_request_bytes,
-            max_instances_per_model: flags.max_instances_per_model,
-            max_threads_per_instance: flags.max_threads_per_instance,
-            max_model_threads: flags.max_model_threads,
-        },
+        limits: flags.limits,
         onnxruntime,
     };
     let report = match super::run(&options) {
