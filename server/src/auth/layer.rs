@@ -16,7 +16,7 @@ use std::{
 use futures_util::future::{Either, Ready, ready};
 use http::{HeaderValue, header::RETRY_AFTER};
 
-use super::{Access, Identity, TransportIdentity, quota::InFlight};
+use super::{Access, Action, Identity, TransportIdentity, quota::InFlight};
 use crate::Error;
 
 /// Which protocol a layer guards: it decides how actions are named and how a refusal is written.
@@ -148,15 +148,17 @@ where
         let transport = certified
             .as_ref()
             .or_else(|| request.extensions().get::<TransportIdentity>());
-        let verdict = self
+        let Some(action) = super::action_of(self.front, request.uri().path()) else {
+            return Either::Left(Either::Left(self.inner.call(request)));
+        };
+        let identity = match self
             .access
-            .admit(self.front, request.uri().path(), request.headers(), transport);
-        let identity = match verdict {
-            Ok(Some(identity)) => identity,
-            Ok(None) => return Either::Left(Either::Left(self.inner.call(request))),
+            .admit_action(self.front, action, request.headers(), transport)
+        {
+            Ok(identity) => identity,
             Err(error) => return Either::Right(ready(Ok((self.refuse)(error)))),
         };
-        let in_flight = match self.limit(request.uri().path(), &identity) {
+        let in_flight = match self.limit(action, &identity) {
             Ok(in_flight) => in_flight,
             Err(response) => return Either::Right(ready(Ok(response))),
         };
@@ -175,15 +177,11 @@ where
 impl<S, B> AuthService<S, B> {
     /// Holds `identity` to its limits when any is on and the request is an action of the protocol that
     /// needs a scope (health probes are never limited): its place in flight, or the refusal to answer.
-    fn limit(&self, path: &str, identity: &Identity) -> Result<Option<InFlight>, http::Response<B>> {
+    fn limit(&self, action: Action, identity: &Identity) -> Result<Option<InFlight>, http::Response<B>> {
         let Some(quotas) = self.access.quotas() else {
             return Ok(None);
         };
-        let action = match self.front {
-            Front::Grpc => super::grpc_action(path),
-            Front::Http => super::http_action(path),
-        };
-        if action.is_none_or(|action| action.scope.is_none()) {
+        if action.scope.is_none() {
             return Ok(None);
         }
         match quotas.admit(identity) {

@@ -132,6 +132,14 @@ impl fmt::Display for Identity {
     }
 }
 
+/// The action a request on `front` asks for, read from its path; `None` outside Triton's protocol.
+pub fn action_of(front: Front, path: &str) -> Option<Action> {
+    match front {
+        Front::Grpc => grpc_action(path),
+        Front::Http => http_action(path),
+    }
+}
+
 /// The identity the transport proved, such as a verified client certificate's subject or SAN: the TLS
 /// layer inserts it into each request's extensions, and the caller is then this identity without an API
 /// key. An API key, when one is presented, decides the identity instead.
@@ -262,13 +270,21 @@ impl Access {
         headers: &HeaderMap,
         transport: Option<&TransportIdentity>,
     ) -> Result<Option<Identity>, Error> {
-        let action = match front {
-            Front::Grpc => grpc_action(path),
-            Front::Http => http_action(path),
-        };
-        let Some(action) = action else {
-            return Ok(None);
-        };
+        match action_of(front, path) {
+            Some(action) => self.admit_action(front, action, headers, transport).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Access::admit`] for a request whose action is already known (the layer reads it once for admission
+    /// and limits alike).
+    pub(crate) fn admit_action(
+        &self,
+        front: Front,
+        action: Action,
+        headers: &HeaderMap,
+        transport: Option<&TransportIdentity>,
+    ) -> Result<Identity, Error> {
         // A refused administrative action is audited here, before its body (so its model or region) is read.
         let refuse = |who: &dyn fmt::Display, error: Error| {
             if action.audited {
@@ -290,7 +306,7 @@ impl Access {
         };
         restrictions.map_err(|error| refuse(&"unverified", error))?;
         let Some(scope) = action.scope else {
-            return Ok(Some(Identity::Anonymous));
+            return Ok(Identity::Anonymous);
         };
         self.check_enabled(action.name, scope)
             .map_err(|error| refuse(&"unverified", error))?;
@@ -299,7 +315,7 @@ impl Access {
             .map_err(|error| refuse(&"unverified", error))?;
         self.authorize(&identity, action.name, scope, Target::Server)
             .map_err(|error| refuse(&identity, error))?;
-        Ok(Some(identity))
+        Ok(identity)
     }
 
     /// The caller a request's headers and transport identify. Credentials are ignored when the server
