@@ -3,6 +3,8 @@
 
 use tonic::{Code, Status};
 
+use crate::stats::FailureReason;
+
 /// Everything that can go wrong between receiving a request and answering it, or while loading a model.
 ///
 /// Each variant carries a message that already names the field, the expected and the given value, so front
@@ -158,6 +160,17 @@ impl Error {
             }
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
+        }
+    }
+
+    /// Why a request of a serving model that ends in this error failed, for the `reason` label of Triton's
+    /// failure counter: the queue's refusals are `REJECTED` (as Triton's scheduler reports a full queue and a
+    /// passed queue timeout), the model's own failures `BACKEND`, the rest `OTHER`.
+    pub fn failure_reason(&self) -> FailureReason {
+        match self {
+            Error::QueueTimeout(_) | Error::Overloaded(_) => FailureReason::Rejected,
+            Error::Execution(_) | Error::Internal(_) => FailureReason::Backend,
+            _ => FailureReason::Other,
         }
     }
 

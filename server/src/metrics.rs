@@ -20,7 +20,7 @@ use ferry_proto::inference::{InferStatistics, ModelStatistics, StatisticDuration
 
 use crate::{
     repository::Registry,
-    stats::{HistogramSnapshot, VersionHistograms, VersionStats},
+    stats::{FailureReason, HistogramSnapshot, VersionHistograms, VersionStats},
 };
 
 /// The content type of Prometheus' text exposition format, the only format Ferry serves.
@@ -45,6 +45,7 @@ struct Sample {
     labels: String,
     stats: ModelStatistics,
     histograms: VersionHistograms,
+    failures: [(FailureReason, u64); 4],
     pending: usize,
 }
 
@@ -58,11 +59,6 @@ const COUNTERS: &[(&str, &str, Counter)] = &[
         "nv_inference_request_success",
         "Number of successful inference requests, all batch sizes",
         |s| duration(s, |i| &i.success).count,
-    ),
-    (
-        "nv_inference_request_failure",
-        "Number of failed inference requests, all batch sizes",
-        |s| duration(s, |i| &i.fail).count,
     ),
     (
         "nv_inference_count",
@@ -172,6 +168,7 @@ pub fn render(versions: &[VersionMetrics<'_>]) -> String {
             ),
             stats: version.stats.snapshot(version.model, version.version),
             histograms: version.stats.histograms(),
+            failures: version.stats.failures_by_reason(),
             pending: version.pending,
         })
         .collect();
@@ -180,6 +177,20 @@ pub fn render(versions: &[VersionMetrics<'_>]) -> String {
         declare(&mut out, name, help, "counter");
         for sample in &samples {
             let _ = writeln!(out, "{name}{{{}}} {}", sample.labels, read(&sample.stats));
+        }
+    }
+    // Triton's failure counter has one series per reason, all four present from the version's start.
+    let name = "nv_inference_request_failure";
+    declare(
+        &mut out,
+        name,
+        "Number of failed inference requests, all batch sizes",
+        "counter",
+    );
+    for sample in &samples {
+        for (reason, count) in sample.failures {
+            let reason = reason.label();
+            let _ = writeln!(out, "{name}{{{},reason=\"{reason}\"}} {count}", sample.labels);
         }
     }
     let name = "nv_inference_pending_request_count";
@@ -311,9 +322,9 @@ mod tests {
         };
         stats.record_batch(3, [Duration::from_micros(100), Duration::from_millis(2)], times);
         stats.record_batch(1, [Duration::from_micros(10)], times);
-        stats.record_request(true, Duration::from_micros(1500));
-        stats.record_request(true, Duration::from_micros(2500));
-        stats.record_request(false, Duration::from_micros(7));
+        stats.record_request(Ok(()), Duration::from_micros(1500));
+        stats.record_request(Ok(()), Duration::from_micros(2500));
+        stats.record_request(Err(FailureReason::Backend), Duration::from_micros(7));
         stats
     }
 
@@ -328,7 +339,10 @@ mod tests {
         }]);
         let expected = [
             "nv_inference_request_success{model=\"simple\",version=\"1\"} 2",
-            "nv_inference_request_failure{model=\"simple\",version=\"1\"} 1",
+            "nv_inference_request_failure{model=\"simple\",version=\"1\",reason=\"REJECTED\"} 0",
+            "nv_inference_request_failure{model=\"simple\",version=\"1\",reason=\"CANCELED\"} 0",
+            "nv_inference_request_failure{model=\"simple\",version=\"1\",reason=\"BACKEND\"} 1",
+            "nv_inference_request_failure{model=\"simple\",version=\"1\",reason=\"OTHER\"} 0",
             "nv_inference_count{model=\"simple\",version=\"1\"} 4",
             "nv_inference_exec_count{model=\"simple\",version=\"1\"} 2",
             "nv_inference_request_duration_us{model=\"simple\",version=\"1\"} 4000",
@@ -379,7 +393,7 @@ mod tests {
                 assert_eq!(base, family, "{line}");
             }
         }
-        assert_eq!(declared.len(), COUNTERS.len() + 1 + HISTOGRAMS.len());
+        assert_eq!(declared.len(), COUNTERS.len() + 2 + HISTOGRAMS.len());
         assert!(declared.contains(&("ferry_batch_size".to_owned(), "histogram".to_owned())));
         assert!(declared.contains(&("nv_inference_count".to_owned(), "counter".to_owned())));
     }
@@ -459,7 +473,7 @@ mod tests {
         let text = render(&[]);
         assert_eq!(
             lines_of(&text, "# TYPE ").len(),
-            COUNTERS.len() + 1 + HISTOGRAMS.len()
+            COUNTERS.len() + 2 + HISTOGRAMS.len()
         );
         assert!(text.lines().all(|line| line.starts_with('#')));
         assert!(text.ends_with('\n'));

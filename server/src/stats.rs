@@ -173,12 +173,49 @@ struct BatchTally {
     output_ns: u64,
 }
 
+/// Why a request failed, as Triton's `reason` label on `nv_inference_request_failure` says it
+/// (`MetricModelReporter::failure_reasons_map` in Triton's core): dashboards tell a server that sheds load
+/// from a model that breaks or clients that send bad requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// Refused by the queue: full, or the request's queue timeout passed before it ran.
+    Rejected,
+    /// The caller went away or its deadline passed before the answer.
+    Canceled,
+    /// The model failed while running the request.
+    Backend,
+    /// Anything else, mostly a request the model refuses (a wrong input, shape or byte count).
+    Other,
+}
+
+impl FailureReason {
+    /// Every reason, in the order the metrics endpoint writes them.
+    pub const ALL: [FailureReason; 4] = [
+        FailureReason::Rejected,
+        FailureReason::Canceled,
+        FailureReason::Backend,
+        FailureReason::Other,
+    ];
+
+    /// The label value Triton writes for this reason.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureReason::Rejected => "REJECTED",
+            FailureReason::Canceled => "CANCELED",
+            FailureReason::Backend => "BACKEND",
+            FailureReason::Other => "OTHER",
+        }
+    }
+}
+
 /// Statistics of one model version, updated lock-free on the request path except for the per-size batch
 /// table, which an instance touches once per batch.
 #[derive(Debug)]
 pub struct VersionStats {
     success: Tally,
     fail: Tally,
+    /// Failures by [`FailureReason`], in [`FailureReason::ALL`]'s order.
+    fail_reasons: [AtomicU64; 4],
     queue: Tally,
     compute_input: Tally,
     compute_infer: Tally,
@@ -198,6 +235,7 @@ impl Default for VersionStats {
         VersionStats {
             success: Tally::default(),
             fail: Tally::default(),
+            fail_reasons: Default::default(),
             queue: Tally::default(),
             compute_input: Tally::default(),
             compute_infer: Tally::default(),
@@ -215,13 +253,18 @@ impl Default for VersionStats {
 }
 
 impl VersionStats {
-    /// Records a request's end as seen by its caller: `ok` or not, after `duration` in the server.
-    pub fn record_request(&self, ok: bool, duration: Duration) {
-        if ok {
-            self.success.add(1, duration);
-            self.request_histogram.observe(saturating_nanos(duration));
-        } else {
-            self.fail.add(1, duration);
+    /// Records a request's end as seen by its caller, a success or a failure for a reason, after `duration`
+    /// in the server.
+    pub fn record_request(&self, outcome: Result<(), FailureReason>, duration: Duration) {
+        match outcome {
+            Ok(()) => {
+                self.success.add(1, duration);
+                self.request_histogram.observe(saturating_nanos(duration));
+            }
+            Err(reason) => {
+                self.fail.add(1, duration);
+                self.fail_reasons[reason as usize].fetch_add(1, Ordering::Relaxed);
+            }
         }
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -257,6 +300,11 @@ impl VersionStats {
         tally.input_ns = tally.input_ns.saturating_add(saturating_nanos(times.input));
         tally.infer_ns = tally.infer_ns.saturating_add(saturating_nanos(times.infer));
         tally.output_ns = tally.output_ns.saturating_add(saturating_nanos(times.output));
+    }
+
+    /// Failures so far by reason, in [`FailureReason::ALL`]'s order, for the metrics endpoint.
+    pub fn failures_by_reason(&self) -> [(FailureReason, u64); 4] {
+        FailureReason::ALL.map(|reason| (reason, self.fail_reasons[reason as usize].load(Ordering::Relaxed)))
     }
 
     /// The histograms now, for the metrics endpoint.
@@ -319,8 +367,8 @@ mod tests {
         stats.record_batch(4, [Duration::from_micros(5), Duration::from_micros(7)], times);
         stats.record_batch(4, [Duration::from_micros(1)], times);
         stats.record_batch(1, [Duration::from_micros(1)], times);
-        stats.record_request(true, Duration::from_micros(20));
-        stats.record_request(false, Duration::from_micros(3));
+        stats.record_request(Ok(()), Duration::from_micros(20));
+        stats.record_request(Err(FailureReason::Rejected), Duration::from_micros(3));
         let snapshot = stats.snapshot("m", 3);
         assert_eq!(snapshot.version, "3");
         assert_eq!(snapshot.inference_count, 9);
@@ -333,6 +381,15 @@ mod tests {
         );
         assert_eq!(inference.success.map(|s| s.count), Some(1));
         assert_eq!(inference.fail.map(|f| (f.count, f.ns)), Some((1, 3_000)));
+        assert_eq!(
+            stats.failures_by_reason(),
+            [
+                (FailureReason::Rejected, 1),
+                (FailureReason::Canceled, 0),
+                (FailureReason::Backend, 0),
+                (FailureReason::Other, 0)
+            ]
+        );
         let sizes: Vec<(u64, u64)> = snapshot
             .batch_stats
             .iter()

@@ -96,16 +96,48 @@ impl Exposition {
         })
     }
 
-    /// The value of series `name` for `model` and `version`, if there is exactly one.
+    /// The value of series `name` for `model` and `version`, if there is one; for a family split by
+    /// `reason` (Triton's failure counter), the sum over its reasons.
     fn value(&self, name: &str, model: &str, version: &str) -> Option<f64> {
-        let mut matching = self.samples.iter().filter(|s| {
-            s.name == name
-                && s.labels.get("model").map(String::as_str) == Some(model)
-                && s.labels.get("version").map(String::as_str) == Some(version)
-        });
-        let found = matching.next()?.value;
-        assert!(matching.next().is_none(), "{name} twice for {model} {version}");
-        Some(found)
+        let matching: Vec<&Sample> = self
+            .samples
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && s.labels.get("model").map(String::as_str) == Some(model)
+                    && s.labels.get("version").map(String::as_str) == Some(version)
+            })
+            .collect();
+        if matching.len() > 1 {
+            let mut reasons: Vec<&str> = matching
+                .iter()
+                .map(|s| s.labels.get("reason").map_or("", String::as_str))
+                .collect();
+            reasons.sort_unstable();
+            reasons.dedup();
+            assert_eq!(
+                reasons.len(),
+                matching.len(),
+                "{name} twice for {model} {version} with the same labels"
+            );
+        }
+        (!matching.is_empty()).then(|| matching.iter().map(|s| s.value).sum())
+    }
+
+    /// Triton's failure counter of `model` version 1 for one `reason`.
+    fn failures(&self, model: &str, reason: &str) -> u64 {
+        let value = self
+            .samples
+            .iter()
+            .find(|s| {
+                s.name == "nv_inference_request_failure"
+                    && s.labels.get("model").map(String::as_str) == Some(model)
+                    && s.labels.get("version").map(String::as_str) == Some("1")
+                    && s.labels.get("reason").map(String::as_str) == Some(reason)
+            })
+            .unwrap_or_else(|| panic!("no {reason} failure series for {model}"))
+            .value;
+        value as u64
     }
 
     /// Like [`Exposition::value`], for a series that must be there and be a whole number.
@@ -542,6 +574,13 @@ async fn counters_and_histograms_account_for_every_request() {
         2
     );
 
+    // Failures by Triton's reasons: the wrong shapes are OTHER, the queue timeouts REJECTED.
+    let reasons =
+        |model| ["REJECTED", "CANCELED", "BACKEND", "OTHER"].map(|reason| scraped.failures(model, reason));
+    assert_eq!(reasons("simple"), [0, 0, 0, 2]);
+    assert_eq!(reasons("add_one_greedy"), [0, 0, 0, 0]);
+    assert_eq!(reasons("add_one_queue"), [2, 0, 0, 0]);
+
     // Nothing waits now on the models that only ran to completion.
     for model in ["simple", "add_one_greedy"] {
         assert_eq!(scraped.count("nv_inference_pending_request_count", model, "1"), 0);
@@ -628,6 +667,51 @@ async fn a_bad_request_counts_as_a_failure_over_rest_and_grpc_alike() {
     assert_eq!(scraped.count("nv_inference_request_success", "simple", "1"), 0);
 
     http.stop().await;
+    metrics.stop().await;
+    server.stop().await;
+}
+
+/// A request whose caller stops waiting before the answer is a failure with reason CANCELED, in the metrics
+/// and in ModelStatistics, as Triton's scheduler finishes a cancelled request with `FailureReason::CANCELED`
+/// (`FinishSkippedRequests` in `dynamic_batch_scheduler.cc`). Here the gRPC deadline passes while the request
+/// waits in add_one_queue's queue for rows that never come.
+#[tokio::test]
+async fn a_request_whose_deadline_passes_counts_as_canceled() {
+    let server = TestServer::with_all_models().await.expect("server");
+    let metrics = server.start_metrics().await.expect("metrics endpoint");
+    let mut client = server.raw_client().await.expect("client");
+
+    let mut request = tonic::Request::new(add_one_request("add_one_queue", 1));
+    request.set_timeout(Duration::from_millis(200));
+    let status = client
+        .model_infer(request)
+        .await
+        .expect_err("the deadline passes");
+    // The server answers DEADLINE_EXCEEDED; tonic's client may give up first and say CANCELLED.
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{status:?}"
+    );
+
+    let started = Instant::now();
+    let mut canceled = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        canceled = scrape(&metrics).await.failures("add_one_queue", "CANCELED");
+        if canceled > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(canceled, 1, "the withdrawn request counts once as CANCELED");
+    let scraped = scrape(&metrics).await;
+    assert_eq!(scraped.failures("add_one_queue", "REJECTED"), 0);
+    assert_eq!(scraped.count("nv_inference_exec_count", "add_one_queue", "1"), 0);
+    assert_agrees_with_statistics(
+        &scraped,
+        "add_one_queue",
+        &server.statistics("add_one_queue").await,
+    );
+
     metrics.stop().await;
     server.stop().await;
 }

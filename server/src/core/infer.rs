@@ -44,8 +44,11 @@ impl InferenceService {
         self.authorize("ModelInfer", Scope::Infer, Target::Model(name))?;
         let model = self.registry.resolve(name, version)?;
         let received = Instant::now();
-        let (request, rest) =
-            decode().inspect_err(|_| model.stats.record_request(false, received.elapsed()))?;
+        let (request, rest) = decode().inspect_err(|error| {
+            model
+                .stats
+                .record_request(Err(error.failure_reason()), received.elapsed());
+        })?;
         Ok((self.run(&model, request, received).await?, rest))
     }
 
@@ -68,9 +71,11 @@ impl InferenceService {
             .any(|output| !output.parameters.is_empty())
             .then(|| request.outputs.clone());
         let mut parsed = InferRequest::parse_with_shared_memory(request, &model.spec, &self.shared_memory)
-            .inspect_err(|_| {
+            .inspect_err(|error| {
                 // A request the model refuses is a failed inference in the statistics and metrics, as in Triton.
-                model.stats.record_request(false, received.elapsed());
+                model
+                    .stats
+                    .record_request(Err(error.failure_reason()), received.elapsed());
             })?;
         // Checked before the model runs; holding the slices keeps their regions mapped until the reply.
         let output_regions =

@@ -23,7 +23,7 @@ use crate::{
     limits::{ThreadBudget, ThreadReservation},
     onnx::{self, BatchRunner, OutputTensor},
     request::InferRequest,
-    stats::VersionStats,
+    stats::{FailureReason, VersionStats},
 };
 
 mod warmup;
@@ -218,8 +218,13 @@ impl ModelVersion {
             request_id = %request.id,
             rows = request.batch_size
         );
+        let outcome = Outcome {
+            stats: &self.stats,
+            started,
+            recorded: false,
+        };
         let result = self.queue_and_wait(request).instrument(span).await;
-        self.stats.record_request(result.is_ok(), started.elapsed());
+        outcome.record(result.as_ref().map(|_| ()).map_err(Error::failure_reason));
         result
     }
 
@@ -292,6 +297,31 @@ impl ModelVersion {
             EnqueueError::InvalidPriority { .. } | EnqueueError::TooManyRows { .. } => {
                 Error::InvalidRequest(format!("{context}: {error}"))
             }
+        }
+    }
+}
+
+/// Records how a request of the model ended, once: as the caller saw it, or as canceled when its future is
+/// dropped first (the client went away, or its gRPC deadline passed), as Triton counts a cancelled request
+/// as a failure with reason `CANCELED`.
+struct Outcome<'a> {
+    stats: &'a VersionStats,
+    started: Instant,
+    recorded: bool,
+}
+
+impl Outcome<'_> {
+    fn record(mut self, outcome: Result<(), FailureReason>) {
+        self.recorded = true;
+        self.stats.record_request(outcome, self.started.elapsed());
+    }
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.stats
+                .record_request(Err(FailureReason::Canceled), self.started.elapsed());
         }
     }
 }
