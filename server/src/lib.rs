@@ -5,6 +5,7 @@
 //! wires them to command-line flags. Tests make the same calls on ephemeral loopback ports.
 
 pub mod auth;
+pub mod cache;
 pub mod check;
 pub mod classification;
 pub mod compression;

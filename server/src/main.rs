@@ -7,6 +7,7 @@ use clap::Parser;
 use ferry_server::auth::{Access, AccessOptions, JwtOptions, QuotaOptions, Rate, Scope};
 use ferry_server::{
     Server, ServerOptions,
+    cache::CacheFlags,
     compression::grpc::ResponseCompression,
     connection::{self, ConnectionLimits},
     core::ServerName,
@@ -151,6 +152,9 @@ struct Flags {
 
     #[command(flatten)]
     limits: ResourceLimits,
+
+    #[command(flatten)]
+    cache: CacheFlags,
 
     // Identity and authorisation (docs/security.md). Without --api-keys-file and --auth-policy every API
     // is open, as in Triton.
@@ -304,6 +308,24 @@ fn main() -> ExitCode {
         eprintln!("ferry: --repository-poll-secs must be greater than 0 in poll mode");
         return ExitCode::FAILURE;
     }
+    let response_cache = match flags.cache.cache() {
+        Ok(cache) => cache,
+        Err(error) => {
+            eprintln!("ferry: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(size) = flags.cache.deprecated_size() {
+        tracing::warn!(
+            "--response-cache-byte-size is deprecated, as in Triton: write --cache-config=local,size={size} instead"
+        );
+    }
+    if let Some(cache) = &response_cache {
+        tracing::info!(
+            bytes = cache.usage().capacity,
+            "response cache on, for models whose config has response_cache {{ enable: true }}"
+        );
+    }
     let repository = RepositoryOptions {
         control_mode: flags.model_control_mode.into(),
         poll_interval: Duration::from_secs(flags.repository_poll_secs),
@@ -311,6 +333,7 @@ fn main() -> ExitCode {
         strict_readiness: flags.strict_readiness,
         limits: flags.limits,
         allow_model_file_upload: flags.allow_model_file_upload,
+        response_cache,
         ..RepositoryOptions::new(flags.model_repositories.clone())
     };
     let access = Access::load(&AccessOptions {

@@ -37,6 +37,9 @@ pub struct VersionMetrics<'a> {
     pub stats: &'a VersionStats,
     /// Requests waiting in its queue now.
     pub pending: usize,
+    /// Whether its answers go through the response cache: only then does it have cache series, as in
+    /// Triton, which creates them for models with the cache on.
+    pub cache: bool,
 }
 
 /// A version's statistics read once, so that every family of a scrape shows the same moment as far as the
@@ -47,6 +50,7 @@ struct Sample {
     histograms: VersionHistograms,
     failures: [(FailureReason, u64); 4],
     pending: usize,
+    cache: bool,
 }
 
 /// Reads one figure of a version's statistics.
@@ -94,6 +98,31 @@ const COUNTERS: &[(&str, &str, Counter)] = &[
         "nv_inference_compute_output_duration_us",
         "Cumulative compute output duration in microseconds",
         |s| duration(s, |i| &i.compute_output).ns / 1_000,
+    ),
+];
+
+/// Triton's response cache counters, per version that uses the cache (`metric_model_reporter.cc`); the
+/// durations are cumulative microseconds: lookups for hits, lookups and insertions for misses.
+const CACHE_COUNTERS: &[(&str, &str, Counter)] = &[
+    (
+        "nv_cache_num_hits_per_model",
+        "Number of cache hits per model",
+        |s| duration(s, |i| &i.cache_hit).count,
+    ),
+    (
+        "nv_cache_num_misses_per_model",
+        "Number of cache misses per model",
+        |s| duration(s, |i| &i.cache_miss).count,
+    ),
+    (
+        "nv_cache_hit_duration_per_model",
+        "Total cache hit duration per model, in microseconds",
+        |s| duration(s, |i| &i.cache_hit).ns / 1_000,
+    ),
+    (
+        "nv_cache_miss_duration_per_model",
+        "Total cache miss (insert + lookup) duration per model, in microseconds",
+        |s| duration(s, |i| &i.cache_miss).ns / 1_000,
     ),
 ];
 
@@ -170,6 +199,7 @@ pub fn render(versions: &[VersionMetrics<'_>]) -> String {
             histograms: version.stats.histograms(),
             failures: version.stats.failures_by_reason(),
             pending: version.pending,
+            cache: version.cache,
         })
         .collect();
     let mut out = String::new();
@@ -203,6 +233,12 @@ pub fn render(versions: &[VersionMetrics<'_>]) -> String {
     for sample in &samples {
         let _ = writeln!(out, "{name}{{{}}} {}", sample.labels, sample.pending);
     }
+    for (name, help, read) in CACHE_COUNTERS {
+        declare(&mut out, name, help, "counter");
+        for sample in samples.iter().filter(|sample| sample.cache) {
+            let _ = writeln!(out, "{name}{{{}}} {}", sample.labels, read(&sample.stats));
+        }
+    }
     for family in HISTOGRAMS {
         declare(&mut out, family.name, family.help, "histogram");
         for sample in &samples {
@@ -213,9 +249,10 @@ pub fn render(versions: &[VersionMetrics<'_>]) -> String {
     out
 }
 
-/// The metrics of every ready version in `registry`.
+/// The metrics of every ready version in `registry`, and of the response cache when the server has one.
 pub fn render_registry(registry: &Registry) -> String {
     let versions = registry.ready_versions("", "").unwrap_or_default();
+    let cache = registry.options().response_cache.as_ref();
     let metrics: Vec<VersionMetrics<'_>> = versions
         .iter()
         .map(|model| VersionMetrics {
@@ -223,9 +260,49 @@ pub fn render_registry(registry: &Registry) -> String {
             version: model.version,
             stats: &model.stats,
             pending: model.queued(),
+            cache: cache.is_some() && model.spec.response_cache,
         })
         .collect();
-    render(&metrics)
+    let mut out = render(&metrics);
+    if let Some(cache) = cache {
+        render_cache_usage(&mut out, cache.usage());
+    }
+    out
+}
+
+/// Ferry's gauges of the response cache as a whole; Triton has dropped its own (`nv_cache_util` and
+/// friends) since its caches became plug-ins, so these carry Ferry's prefix.
+fn render_cache_usage(out: &mut String, usage: crate::cache::Usage) {
+    let families: [(&str, &str, &str, u64); 4] = [
+        (
+            "ferry_response_cache_capacity_bytes",
+            "The most bytes the response cache may hold (--cache-config local,size=...)",
+            "gauge",
+            usage.capacity as u64,
+        ),
+        (
+            "ferry_response_cache_bytes",
+            "Bytes the response cache holds now: keys, outputs and bookkeeping",
+            "gauge",
+            usage.bytes as u64,
+        ),
+        (
+            "ferry_response_cache_entries",
+            "Answers the response cache holds now",
+            "gauge",
+            usage.entries as u64,
+        ),
+        (
+            "ferry_response_cache_evictions_total",
+            "Answers evicted from the response cache to make room for newer ones",
+            "counter",
+            usage.evictions,
+        ),
+    ];
+    for (name, help, kind, value) in families {
+        declare(out, name, help, kind);
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 fn declare(out: &mut String, name: &str, help: &str, kind: &str) {
@@ -336,6 +413,7 @@ mod tests {
             version: 1,
             stats: &stats,
             pending: 4,
+            cache: false,
         }]);
         let expected = [
             "nv_inference_request_success{model=\"simple\",version=\"1\"} 2",
@@ -366,6 +444,7 @@ mod tests {
             version: 2,
             stats: &stats,
             pending: 0,
+            cache: false,
         }]);
         let mut declared: Vec<(String, String)> = Vec::new();
         let mut helped = Vec::new();
@@ -393,7 +472,10 @@ mod tests {
                 assert_eq!(base, family, "{line}");
             }
         }
-        assert_eq!(declared.len(), COUNTERS.len() + 2 + HISTOGRAMS.len());
+        assert_eq!(
+            declared.len(),
+            COUNTERS.len() + 2 + CACHE_COUNTERS.len() + HISTOGRAMS.len()
+        );
         assert!(declared.contains(&("ferry_batch_size".to_owned(), "histogram".to_owned())));
         assert!(declared.contains(&("nv_inference_count".to_owned(), "counter".to_owned())));
     }
@@ -406,6 +488,7 @@ mod tests {
             version: 1,
             stats: &stats,
             pending: 0,
+            cache: false,
         }]);
         let queue = lines_of(&text, "ferry_queue_duration_seconds_bucket");
         assert_eq!(queue.len(), LATENCY_BOUNDS_NS.len() + 1);
@@ -454,12 +537,14 @@ mod tests {
                 version: 1,
                 stats: &stats,
                 pending: 0,
+                cache: false,
             },
             VersionMetrics {
                 model: "a",
                 version: 2,
                 stats: &stats,
                 pending: 0,
+                cache: false,
             },
         ]);
         assert_eq!(lines_of(&text, "# TYPE nv_inference_count ").len(), 1);
@@ -469,11 +554,44 @@ mod tests {
     }
 
     #[test]
+    fn cache_series_are_written_for_versions_that_use_the_cache_only() {
+        let stats = recorded();
+        stats.record_cache_hit(Duration::from_micros(30), Duration::from_micros(50));
+        stats.record_cache_miss(Duration::from_micros(70));
+        let version = |model, cache| VersionMetrics {
+            model,
+            version: 1,
+            stats: &stats,
+            pending: 0,
+            cache,
+        };
+        let text = render(&[version("cached", true), version("plain", false)]);
+        for line in [
+            "nv_cache_num_hits_per_model{model=\"cached\",version=\"1\"} 1",
+            "nv_cache_num_misses_per_model{model=\"cached\",version=\"1\"} 1",
+            "nv_cache_hit_duration_per_model{model=\"cached\",version=\"1\"} 30",
+            "nv_cache_miss_duration_per_model{model=\"cached\",version=\"1\"} 70",
+            // UpdateSuccessCacheHit and UpdateSuccessCacheMiss: the hit is a success, the miss's time is
+            // added to the request duration, and neither is an inference or an execution.
+            "nv_inference_request_success{model=\"cached\",version=\"1\"} 3",
+            "nv_inference_request_duration_us{model=\"cached\",version=\"1\"} 4120",
+            "nv_inference_count{model=\"cached\",version=\"1\"} 4",
+            "nv_inference_exec_count{model=\"cached\",version=\"1\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("nv_cache_num_hits_per_model{model=\"plain\""),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn no_versions_still_declares_every_family() {
         let text = render(&[]);
         assert_eq!(
             lines_of(&text, "# TYPE ").len(),
-            COUNTERS.len() + 2 + HISTOGRAMS.len()
+            COUNTERS.len() + 2 + CACHE_COUNTERS.len() + HISTOGRAMS.len()
         );
         assert!(text.lines().all(|line| line.starts_with('#')));
         assert!(text.ends_with('\n'));

@@ -223,6 +223,10 @@ pub struct VersionStats {
     inference_count: AtomicU64,
     execution_count: AtomicU64,
     last_inference_ms: AtomicU64,
+    /// Requests answered from the response cache, and the time their lookups took.
+    cache_hit: Tally,
+    /// Requests the response cache did not answer, and the time their lookups and insertions took.
+    cache_miss: Tally,
     batches: Mutex<BTreeMap<u64, BatchTally>>,
     request_histogram: Histogram,
     queue_histogram: Histogram,
@@ -243,6 +247,8 @@ impl Default for VersionStats {
             inference_count: AtomicU64::default(),
             execution_count: AtomicU64::default(),
             last_inference_ms: AtomicU64::default(),
+            cache_hit: Tally::default(),
+            cache_miss: Tally::default(),
             batches: Mutex::default(),
             request_histogram: Histogram::new(LATENCY_BOUNDS_NS),
             queue_histogram: Histogram::new(LATENCY_BOUNDS_NS),
@@ -302,6 +308,25 @@ impl VersionStats {
         tally.output_ns = tally.output_ns.saturating_add(saturating_nanos(times.output));
     }
 
+    /// Records a request answered from the response cache after `in_server` in the server, `lookup` of it
+    /// spent finding the answer. As Triton's `UpdateSuccessCacheHit` (core `infer_stats.cc`): a success with
+    /// its duration and a queue entry of no wait, but no inference or execution, which never happened.
+    pub fn record_cache_hit(&self, lookup: Duration, in_server: Duration) {
+        self.record_request(Ok(()), in_server);
+        self.queue.add(1, Duration::ZERO);
+        self.cache_hit.add(1, lookup);
+    }
+
+    /// Records a request the response cache did not answer and whose answer was then offered to it, after
+    /// `lookup_and_insert` spent looking up and storing. As Triton's `UpdateSuccessCacheMiss`, that time is
+    /// also added to the successful requests' duration, which the model's run did not include.
+    pub fn record_cache_miss(&self, lookup_and_insert: Duration) {
+        self.cache_miss.add(1, lookup_and_insert);
+        self.success
+            .nanos
+            .fetch_add(saturating_nanos(lookup_and_insert), Ordering::Relaxed);
+    }
+
     /// Failures so far by reason, in [`FailureReason::ALL`]'s order, for the metrics endpoint.
     pub fn failures_by_reason(&self) -> [(FailureReason, u64); 4] {
         FailureReason::ALL.map(|reason| (reason, self.fail_reasons[reason as usize].load(Ordering::Relaxed)))
@@ -334,8 +359,8 @@ impl VersionStats {
                 compute_input: Some(self.compute_input.snapshot()),
                 compute_infer: Some(self.compute_infer.snapshot()),
                 compute_output: Some(self.compute_output.snapshot()),
-                cache_hit: Some(StatisticDuration::default()),
-                cache_miss: Some(StatisticDuration::default()),
+                cache_hit: Some(self.cache_hit.snapshot()),
+                cache_miss: Some(self.cache_miss.snapshot()),
             }),
             batch_stats: batches
                 .iter()

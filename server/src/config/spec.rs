@@ -41,6 +41,10 @@ pub struct ModelSpec {
     /// The class labels of outputs with a `label_filename`, read with the model's files when it loads
     /// (empty until then).
     pub labels: OutputLabels,
+    /// Whether answers may come from, and go to, the server's response cache (`response_cache { enable:
+    /// true }`): never for a model with state, whose answers depend on the requests before
+    /// ([`ModelSpec::may_cache_responses`]).
+    pub response_cache: bool,
 }
 
 impl ModelSpec {
@@ -134,6 +138,7 @@ impl ModelSpec {
         let batching = batching_policy(&config, max_batch_size, source)?;
         let version_policy = VersionPolicy::from_config(&config);
         let instances = instance_plan(&config, source)?;
+        let response_cache = Self::may_cache_responses(&config);
         let model_filename = if config.default_model_filename.is_empty() {
             "model.onnx".to_owned()
         } else {
@@ -154,7 +159,25 @@ impl ModelSpec {
                 ..config
             },
             labels: OutputLabels::default(),
+            response_cache,
         })
+    }
+
+    /// Whether `config` lets the response cache answer its requests: it asks for it (`response_cache {
+    /// enable: true }`) and its answers depend on nothing but the request. A model with state (sequence
+    /// batching: its answer depends on the sequence's earlier requests) never uses the cache, as in Triton,
+    /// whose sequence batcher does not consult it; neither does a decoupled model, whose answers are a
+    /// stream.
+    pub fn may_cache_responses(config: &ModelConfig) -> bool {
+        let stateful = matches!(
+            config.scheduling_choice,
+            Some(SchedulingChoice::SequenceBatching(_))
+        );
+        let decoupled = config
+            .model_transaction_policy
+            .as_ref()
+            .is_some_and(|policy| policy.decoupled);
+        config.response_cache.as_ref().is_some_and(|cache| cache.enable) && !stateful && !decoupled
     }
 
     /// The input named `name`, with its position.
@@ -199,6 +222,38 @@ mod tests {
             message.contains("'other'") && message.contains("'m'"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn the_response_cache_is_on_only_where_the_config_enables_it_on_a_stateless_model() {
+        assert!(!spec_from("").expect("valid").response_cache, "off by default");
+        assert!(
+            !spec_from("response_cache { enable: false }\n")
+                .expect("valid")
+                .response_cache
+        );
+        assert!(
+            spec_from("response_cache { enable: true }\n")
+                .expect("valid")
+                .response_cache
+        );
+        // A field of response_cache Triton does not have is refused, as any unknown field.
+        let (line, message) = config_error("\nresponse_cache { enable: true size: 3 }\n");
+        assert_eq!(line, 2);
+        assert!(message.contains("size"), "{message}");
+        // State or a stream of answers: never cached, whatever the switch says.
+        let stateful = crate::config::parse_model_config(
+            "response_cache { enable: true }\nsequence_batching { }\n",
+            "m/config.pbtxt",
+        )
+        .expect("parses");
+        assert!(!ModelSpec::may_cache_responses(&stateful));
+        let decoupled = crate::config::parse_model_config(
+            "response_cache { enable: true }\nmodel_transaction_policy { decoupled: true }\n",
+            "m/config.pbtxt",
+        )
+        .expect("parses");
+        assert!(!ModelSpec::may_cache_responses(&decoupled));
     }
 
     #[test]

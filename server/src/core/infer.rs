@@ -53,7 +53,7 @@ impl InferenceService {
     }
 
     /// Runs `request` on `model`, received at `received`: parses it against the model (shared memory
-    /// included), queues it for the model's batcher, then ranks classified outputs, writes outputs that go
+    /// included), answers it from the response cache or queues it for the model's batcher, then ranks classified outputs, writes outputs that go
     /// to shared memory, and checks the response against the message size limit.
     async fn run(
         &self,
@@ -82,7 +82,9 @@ impl InferenceService {
             OutputRegions::resolve(&self.shared_memory, requested.as_deref().unwrap_or_default())?;
         let id = parsed.id.clone();
         let mut classifications = std::mem::take(&mut parsed.classifications);
-        let mut outputs = model.infer(parsed).await?;
+        // The response cache answers here when the model enables it, or runs the model and keeps the answer.
+        let cache = self.registry.options().response_cache.as_ref();
+        let mut outputs = crate::cache::infer(cache, model, parsed, received).await?;
         if !classifications.is_empty() {
             // Ranking a large output is real work: off the async workers. The classifications travel to the
             // blocking thread and back, so that the answer below still knows which outputs became strings.

@@ -66,6 +66,9 @@ pub struct RepositoryOptions {
     /// writes to disk and runs (`--allow-model-file-upload`). Off by default: whoever may load models could
     /// otherwise run any model file they send.
     pub allow_model_file_upload: bool,
+    /// The server's response cache (`--cache-config local,size=BYTES`), shared by every model whose config
+    /// enables it; `None` when the server has none, and then no model caches, as in Triton.
+    pub response_cache: Option<Arc<crate::cache::ResponseCache>>,
 }
 
 impl RepositoryOptions {
@@ -79,6 +82,7 @@ impl RepositoryOptions {
             strict_readiness: true,
             limits: ResourceLimits::default(),
             allow_model_file_upload: false,
+            response_cache: None,
         }
     }
 }
