@@ -11,7 +11,8 @@ use std::{path::Path, sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use ferry_proto::inference::{
-    ModelInferRequest, ModelInferResponse, ModelStatistics, ModelStatisticsRequest,
+    InferParameter, ModelInferRequest, ModelInferResponse, ModelStatistics, ModelStatisticsRequest,
+    infer_parameter::ParameterChoice,
     model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
 };
 use ferry_server::{cache::ResponseCache, repository::RepositoryOptions};
@@ -279,6 +280,44 @@ async fn versions_and_models_without_the_switch_never_share_or_cache() {
         );
     }
     assert_eq!(counts(&server, "uncached", "1").await, (0, 0, 3, 3, 3));
+    server.stop().await;
+}
+
+/// The cache holds the model's outputs, and classes are ranked from them afterwards: a request asking for
+/// classes hits the entry of one that did not, and gets classes.
+#[tokio::test]
+async fn a_request_for_classes_hits_and_gets_classes() {
+    let (server, _dir) = server(Some(8 << 20)).await;
+    let image = |classes: Option<i64>| ModelInferRequest {
+        model_name: "image".into(),
+        inputs: vec![InferInputTensor {
+            name: "data_0".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 3, 224, 224],
+            ..Default::default()
+        }],
+        outputs: classes
+            .map(|count| InferRequestedOutputTensor {
+                name: "fc6_1".into(),
+                parameters: [(
+                    "classification".to_owned(),
+                    InferParameter {
+                        parameter_choice: Some(ParameterChoice::Int64Param(count)),
+                    },
+                )]
+                .into(),
+            })
+            .into_iter()
+            .collect(),
+        raw_input_contents: vec![int32s(&vec![0; 3 * 224 * 224])],
+        ..Default::default()
+    };
+    let plain = infer(&server, image(None)).await;
+    assert_eq!(plain.outputs[0].datatype, "FP32");
+    let ranked = infer(&server, image(Some(3))).await;
+    assert_eq!(ranked.outputs[0].datatype, "BYTES");
+    assert_eq!(ranked.outputs[0].shape, [1, 3]);
+    assert_eq!(counts(&server, "image", "1").await, (1, 1, 1, 1, 2));
     server.stop().await;
 }
 
