@@ -52,6 +52,8 @@ fn help_explains_the_triton_flags() {
         "--metrics-root-cert",
         "--tls-handshake-timeout-secs",
         "--tls-reload-poll-secs",
+        "--cache-config",
+        "--response-cache-byte-size",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -106,4 +108,33 @@ fn a_missing_repository_is_reported() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/nonexistent/models"), "{stderr}");
+}
+
+/// Triton's `--cache-config <cache>,<key>=<value>`: Ferry has the `local` cache and its `size` only, and
+/// refuses anything else at start, as a usage error naming it; with Triton's deprecated
+/// `--response-cache-byte-size` too it is Triton's "Incompatible flags" (`command_line_parser.cc`).
+#[test]
+fn a_cache_config_ferry_cannot_honour_is_refused_at_start() {
+    for (flags, named) in [
+        (&["--cache-config", "redis,host=localhost"][..], "'redis'"),
+        (&["--cache-config", "local,size=1G"][..], "'1G'"),
+        (
+            &[
+                "--cache-config",
+                "local,size=1024",
+                "--response-cache-byte-size",
+                "1024",
+            ][..],
+            "--response-cache-byte-size",
+        ),
+    ] {
+        let output = ferry()
+            .args(["--model-repository", "/nonexistent/models"])
+            .args(flags)
+            .output()
+            .expect("ferry runs");
+        assert_eq!(output.status.code(), Some(2), "{flags:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(named), "{flags:?}: {stderr}");
+    }
 }

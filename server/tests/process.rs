@@ -519,3 +519,25 @@ async fn server_name_is_configurable_and_checked() {
         );
     }
 }
+
+/// `--cache-config local,size=N` gives the server a cache of N bytes, and Triton's deprecated
+/// `--response-cache-byte-size N` the same, with a line saying what to write instead (as Triton's parser).
+#[tokio::test]
+async fn the_cache_flags_give_the_server_a_cache() {
+    for (flags, deprecated) in [
+        (["--cache-config", "local,size=4096"], false),
+        (["--response-cache-byte-size", "4096"], true),
+    ] {
+        let ferry = Ferry::start(&flags).await;
+        let line = ferry.entry("response cache on").expect("the cache is announced");
+        assert_eq!(line["fields"]["bytes"], 4096, "{line}");
+        assert_eq!(
+            ferry.entry("--cache-config=local,size=4096").is_some(),
+            deprecated,
+            "{:?}",
+            ferry.messages()
+        );
+    }
+    let ferry = Ferry::start(&["--cache-config", "local,size=0"]).await;
+    assert!(ferry.entry("response cache on").is_none(), "size 0 is no cache");
+}
