@@ -103,7 +103,11 @@ impl<V> Store<V> {
         if lru.slots.contains_key(&hash) {
             return Inserted::Present;
         }
-        while lru.bytes + weight > self.capacity {
+        while lru
+            .bytes
+            .checked_add(weight)
+            .is_none_or(|total| total > self.capacity)
+        {
             let Some((_, oldest)) = lru.recency.pop_first() else {
                 break;
             };
@@ -207,6 +211,17 @@ mod tests {
         let store = Store::new(0);
         assert_eq!(store.insert(1, Arc::new("x"), 1), Inserted::TooLarge);
         assert_eq!(usage(&store), (0, 0, 0));
+    }
+
+    /// `--cache-config local,size=18446744073709551615` is a cache without a practical bound, not an
+    /// overflow.
+    #[test]
+    fn a_cache_as_large_as_the_address_space_still_adds_up() {
+        let store = Store::new(usize::MAX);
+        assert_eq!(store.insert(1, Arc::new("a"), usize::MAX - 1), Inserted::Stored);
+        assert_eq!(store.insert(2, Arc::new("b"), 2), Inserted::Stored);
+        assert!(store.get(1).is_none(), "evicted to make room");
+        assert_eq!(usage(&store), (2, 1, 1));
     }
 
     #[test]
