@@ -446,6 +446,50 @@ async fn rest_hits_what_grpc_stored_and_the_metrics_count_it() {
     server.stop().await;
 }
 
+/// Records the `hit` field of every `cache` span (docs/observability.md).
+#[derive(Clone, Default)]
+struct CacheSpans(Arc<std::sync::Mutex<Vec<bool>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CacheSpans {
+    fn on_record(
+        &self,
+        _span: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Hit(Option<bool>);
+        impl tracing::field::Visit for Hit {
+            fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+                if field.name() == "hit" {
+                    self.0 = Some(value);
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut hit = Hit(None);
+        values.record(&mut hit);
+        if let Some(hit) = hit.0 {
+            self.0.lock().expect("spans").push(hit);
+        }
+    }
+}
+
+/// A request through the cache has a `cache` span saying whether it hit (and a hit no `infer` span).
+#[tokio::test]
+async fn the_cache_span_says_whether_the_lookup_hit() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let spans = CacheSpans::default();
+    // This test's runtime runs on this thread only, so the server's request tasks record here.
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+    let (server, _dir) = server(Some(1 << 20)).await;
+    for _ in 0..2 {
+        infer(&server, request("cached", "1", 8, 9)).await;
+    }
+    infer(&server, request("uncached", "1", 8, 9)).await;
+    assert_eq!(*spans.0.lock().expect("spans"), [false, true]);
+    server.stop().await;
+}
+
 /// tritonclient (gRPC and HTTP) sees identical answers and the cache statistics; `tests/python/test_cache.py`.
 #[tokio::test]
 async fn tritonclient_sees_hits_in_the_statistics() {

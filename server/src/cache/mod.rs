@@ -171,19 +171,28 @@ pub async fn infer(
         return model.infer(request).await;
     };
     let started = Instant::now();
+    let span = tracing::info_span!(
+        target: crate::telemetry::REQUEST_SPANS,
+        "cache",
+        model = %model.spec.name,
+        version = model.version,
+        hit = tracing::field::Empty
+    );
     let large = material_len(model_id(model), &request) > BLOCKING_KEY_BYTES;
     let (request, lookup) = if large {
-        let (cache, model) = (Arc::clone(cache), Arc::clone(model));
+        let (cache, model, span) = (Arc::clone(cache), Arc::clone(model), span.clone());
         tokio::task::spawn_blocking(move || {
-            let lookup = cache.lookup(&model, &request);
+            let lookup = span.in_scope(|| cache.lookup(&model, &request));
             (request, lookup)
         })
         .await
         .map_err(|error| Error::Internal(format!("the cache lookup failed: {error}")))?
     } else {
-        let lookup = cache.lookup(model, &request);
+        let lookup = span.in_scope(|| cache.lookup(model, &request));
         (request, lookup)
     };
+    span.record("hit", matches!(lookup, Lookup::Hit(_)));
+    drop(span);
     let key = match lookup {
         Lookup::Hit(outputs) => {
             model
