@@ -29,7 +29,8 @@ const SIMPLE: &str = "platform: \"onnxruntime_onnx\"\nmax_batch_size: 8\n\
     version_policy: { all { } }\n";
 
 /// A repository of `cached` (versions 1 and 2, `response_cache { enable: true }`), `uncached` (the same
-/// model without it) and `image` (the test repository's densenet_onnx, cached, for the benchmark).
+/// model without it), `traced` (as `cached`, for the span test) and `image` (the test repository's
+/// densenet_onnx, cached).
 fn repository() -> TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     let simple = example_repository().join("simple/1/model.onnx");
@@ -49,6 +50,13 @@ fn repository() -> TempDir {
         &simple,
     );
     model("uncached", SIMPLE.to_owned(), &[1], &simple);
+    // Used by the span test only, so that no other test's requests show in its spans.
+    model(
+        "traced",
+        format!("{SIMPLE}response_cache {{ enable: true }}\n"),
+        &[1],
+        &simple,
+    );
     let densenet = test_repository().join("densenet_onnx");
     let config = std::fs::read_to_string(densenet.join("config.pbtxt"))
         .expect("densenet config")
@@ -446,47 +454,95 @@ async fn rest_hits_what_grpc_stored_and_the_metrics_count_it() {
     server.stop().await;
 }
 
-/// Records the `hit` field of every `cache` span (docs/observability.md).
+/// Records the model and `hit` field of every `cache` span (docs/observability.md).
 #[derive(Clone, Default)]
-struct CacheSpans(Arc<std::sync::Mutex<Vec<bool>>>);
+struct CacheSpans {
+    models: Arc<std::sync::Mutex<std::collections::HashMap<tracing::span::Id, String>>>,
+    hits: Arc<std::sync::Mutex<Vec<(String, bool)>>>,
+}
+
+/// A field visitor that keeps the `model` and `hit` fields.
+#[derive(Default)]
+struct Fields {
+    model: Option<String>,
+    hit: Option<bool>,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        if field.name() == "hit" {
+            self.hit = Some(value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "model" {
+            self.model = Some(format!("{value:?}"));
+        }
+    }
+}
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CacheSpans {
+    fn on_new_span(
+        &self,
+        attributes: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if attributes.metadata().name() == "cache" {
+            let mut fields = Fields::default();
+            attributes.record(&mut fields);
+            if let Some(model) = fields.model {
+                self.models.lock().expect("spans").insert(id.clone(), model);
+            }
+        }
+    }
+
     fn on_record(
         &self,
-        _span: &tracing::span::Id,
+        id: &tracing::span::Id,
         values: &tracing::span::Record<'_>,
         _: tracing_subscriber::layer::Context<'_, S>,
     ) {
-        struct Hit(Option<bool>);
-        impl tracing::field::Visit for Hit {
-            fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
-                if field.name() == "hit" {
-                    self.0 = Some(value);
-                }
-            }
-            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
-        }
-        let mut hit = Hit(None);
-        values.record(&mut hit);
-        if let Some(hit) = hit.0 {
-            self.0.lock().expect("spans").push(hit);
+        let mut fields = Fields::default();
+        values.record(&mut fields);
+        let model = self.models.lock().expect("spans").get(id).cloned();
+        if let (Some(model), Some(hit)) = (model, fields.hit) {
+            self.hits.lock().expect("spans").push((model, hit));
         }
     }
+}
+
+/// The process-wide recorder of cache spans: a subscriber scoped to one thread misses spans when other
+/// tests register the same call sites at the same time, so it is installed globally, once.
+fn cache_spans() -> &'static CacheSpans {
+    static SPANS: std::sync::OnceLock<CacheSpans> = std::sync::OnceLock::new();
+    SPANS.get_or_init(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        let spans = CacheSpans::default();
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(spans.clone()))
+            .expect("no other subscriber in this test binary");
+        spans
+    })
 }
 
 /// A request through the cache has a `cache` span saying whether it hit (and a hit no `infer` span).
 #[tokio::test]
 async fn the_cache_span_says_whether_the_lookup_hit() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let spans = CacheSpans::default();
-    // This test's runtime runs on this thread only, so the server's request tasks record here.
-    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+    let spans = cache_spans();
     let (server, _dir) = server(Some(1 << 20)).await;
     for _ in 0..2 {
-        infer(&server, request("cached", "1", 8, 9)).await;
+        infer(&server, request("traced", "1", 8, 9)).await;
     }
-    infer(&server, request("uncached", "1", 8, 9)).await;
-    assert_eq!(*spans.0.lock().expect("spans"), [false, true]);
+    let traced: Vec<bool> = spans
+        .hits
+        .lock()
+        .expect("spans")
+        .iter()
+        .filter(|(model, _)| model == "traced")
+        .map(|(_, hit)| *hit)
+        .collect();
+    assert_eq!(traced, [false, true]);
     server.stop().await;
 }
 
