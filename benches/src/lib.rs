@@ -43,6 +43,7 @@ pub fn fp32_spec(width: i64, max_batch_size: usize) -> ModelSpec {
         max_request_bytes: ferry_server::MAX_MESSAGE_BYTES,
         config: Default::default(),
         labels: Default::default(),
+        drift: Default::default(),
     }
 }
 

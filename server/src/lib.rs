@@ -12,6 +12,7 @@ pub mod config;
 pub mod connection;
 pub mod core;
 mod datatype;
+pub mod drift;
 mod error;
 pub mod grpc;
 pub mod health;

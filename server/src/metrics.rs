@@ -202,7 +202,8 @@ pub fn render(versions: &[VersionMetrics<'_>]) -> String {
     out
 }
 
-/// The metrics of every ready version in `registry`.
+/// The metrics of every ready version in `registry`, with the input drift series of the versions that
+/// monitor it ([`crate::drift`]).
 pub fn render_registry(registry: &Registry) -> String {
     let versions = registry.ready_versions("", "").unwrap_or_default();
     let metrics: Vec<VersionMetrics<'_>> = versions
@@ -214,7 +215,9 @@ pub fn render_registry(registry: &Registry) -> String {
             pending: model.queued(),
         })
         .collect();
-    render(&metrics)
+    let mut text = render(&metrics);
+    text.push_str(&crate::drift::render_metrics(&versions));
+    text
 }
 
 fn declare(out: &mut String, name: &str, help: &str, kind: &str) {
@@ -246,7 +249,7 @@ fn value(unit: Unit, recorded: u64) -> String {
 }
 
 /// A label value as the text format wants it: backslash, double quote and line feed escaped.
-fn escape_label(value: &str) -> String {
+pub(crate) fn escape_label(value: &str) -> String {
     let mut escaped = String::with_capacity(value.len());
     for c in value.chars() {
         match c {

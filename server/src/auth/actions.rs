@@ -90,6 +90,20 @@ const RPCS: &[Action] = &[
     audited("LogSettings", TritonGroup::Logging, Scope::Settings),
 ];
 
+/// Ferry's input drift report (`GET .../drift`): statistics, so the `stats` scope.
+const DRIFT_REPORT: Action = action(
+    crate::core::DRIFT_REPORT,
+    TritonGroup::Statistics,
+    Some(Scope::Stats),
+);
+/// Ferry's drift baseline change (`POST .../drift/baseline`): an administrative change of a served model,
+/// so the `repository` scope, audited.
+const DRIFT_BASELINE: Action = audited(
+    crate::core::DRIFT_BASELINE,
+    TritonGroup::ModelRepository,
+    Scope::Repository,
+);
+
 /// gRPC health checking (`grpc.health.v1.Health`), which Triton's `health` group also restricts.
 const GRPC_HEALTH: Action = action("Health", TritonGroup::Health, None);
 
@@ -130,6 +144,8 @@ pub fn http_action(path: &str) -> Option<Action> {
                 ["config"] => rpc("ModelConfig"),
                 ["stats"] => rpc("ModelStatistics"),
                 ["infer"] => rpc("ModelInfer"),
+                ["drift"] => Some(DRIFT_REPORT),
+                ["drift", "baseline"] => Some(DRIFT_BASELINE),
                 _ => None,
             }
         }
@@ -187,6 +203,8 @@ mod tests {
             ("/v2/models/simple/versions/1/config", "ModelConfig"),
             ("/v2/models/simple/stats", "ModelStatistics"),
             ("/v2/models/simple/versions/1/infer", "ModelInfer"),
+            ("/v2/models/simple/drift", "DriftReport"),
+            ("/v2/models/simple/versions/1/drift/baseline", "DriftBaseline"),
             ("/v2/repository/index", "RepositoryIndex"),
             ("/v2/repository/models/simple/load", "RepositoryModelLoad"),
             ("/v2/repository/r/models/simple/unload", "RepositoryModelUnload"),
@@ -203,8 +221,15 @@ mod tests {
         for (path, name) in cases {
             assert_eq!(http_action(path).map(|a| a.name), Some(name), "{path}");
         }
+        let freeze = http_action("/v2/models/m/drift/baseline").expect("drift baseline");
+        assert_eq!((freeze.scope, freeze.audited), (Some(Scope::Repository), true));
+        assert_eq!(
+            http_action("/v2/models/m/versions/2/drift").and_then(|a| a.scope),
+            Some(Scope::Stats)
+        );
         for path in [
             "/",
+            "/v2/models/m/drift/nope",
             "/v2/nope",
             "/v2/models/simple/nope",
             "/v2/systemsharedmemory/x",

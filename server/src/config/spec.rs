@@ -8,6 +8,7 @@ use super::{
     InstancePlan, TensorSpec, VersionPolicy,
     batching::batching_policy,
     complete::{ONNX_BACKEND, ONNX_PLATFORM},
+    drift::{DriftSettings, drift_settings},
     instances::instance_plan,
     source::ConfigSource,
     tensors::{check_unique, tensor_spec},
@@ -41,6 +42,8 @@ pub struct ModelSpec {
     /// The class labels of outputs with a `label_filename`, read with the model's files when it loads
     /// (empty until then).
     pub labels: OutputLabels,
+    /// How the model's inputs are watched for drift (`ferry.drift.*` parameters; off by default).
+    pub drift: DriftSettings,
 }
 
 impl ModelSpec {
@@ -134,6 +137,7 @@ impl ModelSpec {
         let batching = batching_policy(&config, max_batch_size, source)?;
         let version_policy = VersionPolicy::from_config(&config);
         let instances = instance_plan(&config, source)?;
+        let drift = drift_settings(&config, source)?;
         let model_filename = if config.default_model_filename.is_empty() {
             "model.onnx".to_owned()
         } else {
@@ -154,6 +158,7 @@ impl ModelSpec {
                 ..config
             },
             labels: OutputLabels::default(),
+            drift,
         })
     }
 

@@ -48,6 +48,7 @@ pub(super) fn spec(max_batch_size: usize, inputs: Vec<TensorSpec>) -> ModelSpec 
         max_request_bytes: 1 << 20,
         config: Default::default(),
         labels: Default::default(),
+        drift: Default::default(),
     }
 }
 
