@@ -4,7 +4,8 @@
 //! so existing Grafana dashboards and alerts work unchanged: request, inference and execution counters, the
 //! cumulative `_us` durations and the pending-request gauge. Triton's durations are sums, which give only
 //! averages, so Ferry adds real histograms of its own (`ferry_*`): request, queue and model run times, and
-//! batch sizes. Everything is read from [`VersionStats`] at scrape time; nothing here runs on the request
+//! batch sizes. Versions that monitor input drift add its gauges and counters ([`crate::drift`]). Everything
+//! is read from [`VersionStats`] and the drift monitors at scrape time; nothing here runs on the request
 //! path.
 
 use std::{fmt::Write as _, future::Future, sync::Arc};

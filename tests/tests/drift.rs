@@ -12,7 +12,13 @@ use std::{
 };
 
 use bytes::Bytes;
-use ferry_proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
+use ferry_proto::{
+    ferry::drift::v1::{
+        DriftBaselineRequest, DriftReportRequest, drift_baseline_request::Source,
+        drift_service_client::DriftServiceClient,
+    },
+    inference::{ModelInferRequest, model_infer_request::InferInputTensor},
+};
 use ferry_server::{
     ServerOptions,
     auth::{Access, AccessOptions, keys::hash_key},
@@ -265,6 +271,36 @@ async fn psi_and_ks_separate_shifted_traffic_from_baseline_traffic() {
     assert!(text.contains("# TYPE ferry_input_drift_psi gauge\n"), "{text}");
     assert!(!text.contains("model=\"plain\",version=\"1\",input"), "{text}");
 
+    // The same report over gRPC (ferry.drift.v1.DriftService).
+    let mut drift = DriftServiceClient::connect(format!("http://{}", server.url()))
+        .await
+        .expect("drift client");
+    let report = drift
+        .drift_report(DriftReportRequest {
+            model: "drifting".into(),
+            version: String::new(),
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    let version = &report.versions[0];
+    assert_eq!(
+        (version.version.as_str(), version.samples_absorbed),
+        ("1", version.samples)
+    );
+    let feature = &version.inputs[0].features[0];
+    assert!(feature.psi.expect("psi") > 1.0 && feature.drifting, "{feature:?}");
+    assert_eq!(feature.histogram_counts.iter().sum::<u64>(), feature.count);
+    assert_eq!(feature.quantiles.len(), 7);
+    let off = drift
+        .drift_report(DriftReportRequest {
+            model: "plain".into(),
+            version: "1".into(),
+        })
+        .await
+        .expect_err("drift is off");
+    assert_eq!(off.code(), tonic::Code::NotFound, "{off:?}");
+
     // Freezing the shifted traffic makes it the baseline: more of the same no longer drifts.
     let frozen = rest_request(
         http.address,
@@ -286,7 +322,7 @@ async fn psi_and_ks_separate_shifted_traffic_from_baseline_traffic() {
             "feature {feature} after the freeze: {psi} {ks}"
         );
     }
-    // And the file baseline comes back on request.
+    // And the file baseline comes back on request, over REST and over gRPC.
     let reset = rest_request(
         http.address,
         "POST",
@@ -297,6 +333,23 @@ async fn psi_and_ks_separate_shifted_traffic_from_baseline_traffic() {
     .expect("reset");
     assert_eq!(reset.status, 200, "{}", reset.text());
     assert!(reset.text().contains("\"kind\":\"file\""), "{}", reset.text());
+    let frozen = drift
+        .drift_baseline(DriftBaselineRequest {
+            model: "drifting".into(),
+            version: "1".into(),
+            source: Source::Live.into(),
+        })
+        .await
+        .expect("freeze over gRPC")
+        .into_inner();
+    let baseline = frozen.version.and_then(|v| v.baseline).and_then(|b| b.source);
+    assert!(
+        matches!(
+            baseline,
+            Some(ferry_proto::ferry::drift::v1::baseline_source::Source::FrozenAtUnixSeconds(_))
+        ),
+        "{baseline:?}"
+    );
 
     let (status, body) = get_json(&http, "/v2/models/plain/drift").await;
     assert_eq!(status, 404, "{body}");
@@ -442,6 +495,20 @@ async fn an_identity_with_only_the_infer_scope_cannot_change_a_baseline() {
     let report = call("GET", "/v2/models/steady/drift", "client-key-0123456789").await;
     assert_eq!(report.status, 403, "{}", report.text());
     assert!(report.text().contains("'stats' scope"), "{}", report.text());
+    let mut drift = DriftServiceClient::connect(format!("http://{}", server.url()))
+        .await
+        .expect("drift client");
+    let mut request = tonic::Request::new(DriftBaselineRequest {
+        model: "steady".into(),
+        version: "1".into(),
+        source: Source::Live.into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-api-key", "client-key-0123456789".parse().expect("header"));
+    let refused = drift.drift_baseline(request).await.expect_err("infer only");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("'repository' scope"), "{refused:?}");
     // The operator may; the one sampled request is enough to freeze.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

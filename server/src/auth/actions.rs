@@ -107,13 +107,16 @@ const DRIFT_BASELINE: Action = audited(
 /// gRPC health checking (`grpc.health.v1.Health`), which Triton's `health` group also restricts.
 const GRPC_HEALTH: Action = action("Health", TritonGroup::Health, None);
 
-/// The action of a gRPC request path, `/<service>/<method>`; `None` for paths outside Triton's protocol and
-/// health checking (server reflection), which pass untouched.
+/// The action of a gRPC request path, `/<service>/<method>`; `None` for paths outside Triton's protocol,
+/// Ferry's drift service and health checking (server reflection), which pass untouched.
 pub fn grpc_action(path: &str) -> Option<Action> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     match service {
         "inference.GRPCInferenceService" => RPCS.iter().find(|rpc| rpc.name == method).copied(),
         "grpc.health.v1.Health" => Some(GRPC_HEALTH),
+        "ferry.drift.v1.DriftService" => [DRIFT_REPORT, DRIFT_BASELINE]
+            .into_iter()
+            .find(|action| action.name == method),
         _ => None,
     }
 }
@@ -188,6 +191,15 @@ mod tests {
             None
         );
         assert_eq!(grpc_action("/inference.GRPCInferenceService/Nope"), None);
+        assert_eq!(
+            grpc_action("/ferry.drift.v1.DriftService/DriftBaseline"),
+            Some(DRIFT_BASELINE)
+        );
+        assert_eq!(
+            grpc_action("/ferry.drift.v1.DriftService/DriftReport"),
+            Some(DRIFT_REPORT)
+        );
+        assert_eq!(grpc_action("/ferry.drift.v1.DriftService/Nope"), None);
     }
 
     #[test]

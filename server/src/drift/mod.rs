@@ -13,9 +13,13 @@
 //! API) and logs a warning once when a feature's [`score`]s cross the configured thresholds, and once when
 //! they return below. [`report`] renders the report the API returns and the Prometheus series.
 //!
+//! [`grpc`] serves the report and the baseline changes as `ferry.drift.v1.DriftService`; REST serves them
+//! in [`crate::http`].
+//!
 //! BYTES (string) inputs are not numbers and are skipped; BOOL counts as 0 and 1, FP16 and BF16 as floats.
 
 mod baseline;
+pub mod grpc;
 mod npy;
 mod report;
 mod score;
@@ -33,8 +37,11 @@ use std::{
 
 use bytes::Bytes;
 
-pub use self::report::{FeatureReport, InputReport, VersionReport, render_metrics};
 use self::{baseline::Baseline, stats::Window};
+pub use self::{
+    baseline::BaselineSource,
+    report::{BaselineSummary, FeatureReport, Histogram, InputReport, VersionReport, render_metrics},
+};
 use crate::{
     DataType, Error,
     config::{DriftSettings, ModelSpec},

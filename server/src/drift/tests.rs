@@ -143,7 +143,7 @@ fn a_frozen_live_window_is_the_baseline_shifted_traffic_is_measured_against() {
     let frozen = monitor.freeze().expect("freezes");
     assert!(matches!(
         frozen.baseline,
-        Some(baseline::BaselineSource::Live { .. })
+        Some(BaselineSource::Live { .. })
     ));
     feed(&monitor, &mut normal(1.5, 2), 2000, 8);
     let report = settle(&monitor);
@@ -175,7 +175,7 @@ fn a_npy_baseline_from_the_model_folder_scores_traffic_like_it_low() {
     let report = settle(&monitor);
     assert!(matches!(
         report.baseline,
-        Some(baseline::BaselineSource::File { .. })
+        Some(BaselineSource::File { .. })
     ));
     for feature in &report.inputs[0].features {
         assert!(feature.scores.psi.expect("psi") < 0.05, "{feature:?}");
