@@ -58,6 +58,8 @@ fn version(report: VersionReport) -> pb::VersionDrift {
         samples: report.samples,
         samples_dropped: report.samples_dropped,
         samples_absorbed: report.samples_absorbed,
+        alerts_raised: report.alerts_raised,
+        alerts_cleared: report.alerts_cleared,
         baseline: report.baseline.map(|source| pb::BaselineSource {
             source: Some(match source {
                 BaselineSource::File { name } => pb::baseline_source::Source::File(name),

@@ -29,7 +29,7 @@ mod stats;
 use std::{
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         mpsc::{self, Receiver, SyncSender, TrySendError},
     },
     time::{Duration, Instant},
@@ -37,7 +37,10 @@ use std::{
 
 use bytes::Bytes;
 
-use self::{baseline::Baseline, stats::Window};
+use self::{
+    baseline::Baseline,
+    stats::{FeatureStats, Window},
+};
 pub use self::{
     baseline::BaselineSource,
     report::{BaselineSummary, FeatureReport, Histogram, InputReport, VersionReport, render_metrics},
@@ -50,6 +53,9 @@ use crate::{
 
 /// Sampled requests waiting for the statistics thread; more are dropped (and counted) rather than queued.
 pub const SAMPLE_QUEUE: usize = 256;
+/// Input bytes the queued samples may hold together (they share the requests' buffers, so this is memory
+/// kept alive): a sample that would pass it is dropped and counted.
+pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// Bucketed live values a feature needs before its scores can raise an alert.
 const MIN_ALERT_VALUES: u64 = 100;
 /// How often the statistics thread checks the thresholds.
@@ -70,6 +76,13 @@ pub struct InputPlan {
 
 /// One sampled request: per input, its position in the spec, its feature count and its payload.
 struct Sample(Vec<(usize, usize, Bytes)>);
+
+impl Sample {
+    /// The payload bytes it holds.
+    fn bytes(&self) -> usize {
+        self.0.iter().map(|(_, _, bytes)| bytes.len()).sum()
+    }
+}
 
 /// The drift monitor of one model version.
 pub struct DriftMonitor {
@@ -101,6 +114,11 @@ struct Shared {
     dropped: AtomicU64,
     /// Samples the statistics thread has taken in.
     absorbed: AtomicU64,
+    /// Payload bytes of the samples in the queue.
+    queued_bytes: AtomicUsize,
+    /// Warnings logged: a feature crossing a threshold, and a feature coming back below.
+    alerts_raised: AtomicU64,
+    alerts_cleared: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -152,6 +170,9 @@ impl DriftMonitor {
             sampled: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             absorbed: AtomicU64::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            alerts_raised: AtomicU64::new(0),
+            alerts_cleared: AtomicU64::new(0),
             state: Mutex::new(State {
                 window: Window::new(settings.window, inputs.len()),
                 baseline: file_baseline.clone(),
@@ -207,13 +228,19 @@ impl DriftMonitor {
         if sample.is_empty() {
             return;
         }
-        match self.sender.try_send(Sample(sample)) {
-            Ok(()) => {
-                self.shared.sampled.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let sample = Sample(sample);
+        let size = sample.bytes();
+        let queued = self.shared.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        let sent = queued.saturating_add(size) <= MAX_QUEUED_BYTES
+            && match self.sender.try_send(sample) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+            };
+        if sent {
+            self.shared.sampled.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.shared.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -257,22 +284,45 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The statistics thread: ends when the monitor (and so the sender) is dropped with its version.
+    /// The statistics thread: ends when the monitor (and so the sender) is dropped with its version. A
+    /// sample's values are summarised without the lock, so that a large one never keeps a metrics scrape or
+    /// a report waiting; the summary is then merged in under the lock, which is quick.
     fn run(&self, samples: Receiver<Sample>) {
-        while let Ok(Sample(inputs)) = samples.recv() {
+        while let Ok(sample) = samples.recv() {
+            let size = sample.bytes();
+            let baseline = self.lock().baseline.clone();
+            let summaries: Vec<(usize, Vec<FeatureStats>)> = sample
+                .0
+                .iter()
+                .map(|(index, width, bytes)| {
+                    let tracked = (*width).min(self.settings.max_features);
+                    let mut features = vec![FeatureStats::default(); tracked];
+                    for (position, value) in values(self.inputs[*index].data_type, bytes).enumerate() {
+                        if let Some(stats) = features.get_mut(position % width) {
+                            let reference = baseline
+                                .as_ref()
+                                .and_then(|b| b.feature(*index, position % width));
+                            stats.add(value, reference);
+                        }
+                    }
+                    (*index, features)
+                })
+                .collect();
+            drop(sample);
+            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
             let mut state = self.lock();
             let state = &mut *state;
-            for (index, width, bytes) in inputs {
-                let data_type = self.inputs[index].data_type;
-                let baseline = state.baseline.clone();
-                let tracked = width.min(self.settings.max_features);
-                for (position, value) in values(data_type, &bytes).enumerate() {
-                    let feature = position % width;
-                    if feature < tracked {
-                        let reference = baseline.as_ref().and_then(|b| b.feature(index, feature));
-                        state.window.feature(index, feature).add(value, reference);
-                    }
+            // A baseline replaced meanwhile has other buckets: the sample's histograms mean nothing there.
+            let same_baseline = match (&baseline, &state.baseline) {
+                (Some(then), Some(now)) => Arc::ptr_eq(then, now),
+                (None, None) => true,
+                _ => false,
+            };
+            for (index, mut features) in summaries {
+                if !same_baseline {
+                    features.iter_mut().for_each(FeatureStats::clear_buckets);
                 }
+                state.window.absorb(index, &features);
             }
             state.window.sample_done();
             if state.last_check.elapsed() >= ALERT_CHECK {
@@ -303,10 +353,12 @@ impl Shared {
                     let (model, version, input) = (&self.model, self.version, &self.inputs[index].name);
                     let (psi, ks) = (scores.psi.unwrap_or(0.0), scores.ks.unwrap_or(0.0));
                     if over {
+                        self.alerts_raised.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(model = %model, version, input = %input, feature, psi, ks,
                             psi_threshold = self.settings.psi_threshold, ks_threshold = self.settings.ks_threshold,
                             "input drift: feature {feature} of input '{input}' moved away from its baseline");
                     } else {
+                        self.alerts_cleared.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(model = %model, version, input = %input, feature, psi, ks,
                             "input drift: feature {feature} of input '{input}' is back within its thresholds");
                     }

@@ -45,6 +45,10 @@ pub struct VersionReport {
     pub samples_dropped: u64,
     /// Samples the statistics thread has taken in; the others still wait in its queue.
     pub samples_absorbed: u64,
+    /// Warnings logged for a feature crossing a threshold (once per crossing, not per sample).
+    pub alerts_raised: u64,
+    /// Warnings logged for a feature coming back below its thresholds.
+    pub alerts_cleared: u64,
     /// Where the baseline came from; `None` without one.
     pub baseline: Option<BaselineSource>,
     /// Per input of the model.
@@ -160,6 +164,8 @@ pub(super) fn version_report(shared: &Shared, state: &State) -> VersionReport {
         samples: shared.sampled.load(Ordering::Relaxed),
         samples_dropped: shared.dropped.load(Ordering::Relaxed),
         samples_absorbed: shared.absorbed.load(Ordering::Relaxed),
+        alerts_raised: shared.alerts_raised.load(Ordering::Relaxed),
+        alerts_cleared: shared.alerts_cleared.load(Ordering::Relaxed),
         baseline: baseline.map(|b| b.source.clone()),
         inputs,
     }

@@ -156,6 +156,13 @@ impl Window {
         &mut features[feature]
     }
 
+    /// Adds the statistics of one sample's input `input`, feature by feature, to the current generation.
+    pub fn absorb(&mut self, input: usize, features: &[FeatureStats]) {
+        for (feature, stats) in features.iter().enumerate() {
+            self.feature(input, feature).merge(stats);
+        }
+    }
+
     /// Counts one sample in; a full generation becomes the previous one.
     pub fn sample_done(&mut self) {
         self.filled += 1;

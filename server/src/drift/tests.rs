@@ -141,10 +141,7 @@ fn a_frozen_live_window_is_the_baseline_shifted_traffic_is_measured_against() {
     feed(&monitor, &mut normal(0.0, 1), 500, 8);
     settle(&monitor);
     let frozen = monitor.freeze().expect("freezes");
-    assert!(matches!(
-        frozen.baseline,
-        Some(BaselineSource::Live { .. })
-    ));
+    assert!(matches!(frozen.baseline, Some(BaselineSource::Live { .. })));
     feed(&monitor, &mut normal(1.5, 2), 2000, 8);
     let report = settle(&monitor);
     let feature = &report.inputs[0].features[2];
@@ -173,10 +170,7 @@ fn a_npy_baseline_from_the_model_folder_scores_traffic_like_it_low() {
     let monitor = monitor(&[("sample_rate", "1"), ("baseline", "base.npy")], dir.path());
     feed(&monitor, &mut normal(0.0, 8), 1000, 8);
     let report = settle(&monitor);
-    assert!(matches!(
-        report.baseline,
-        Some(BaselineSource::File { .. })
-    ));
+    assert!(matches!(report.baseline, Some(BaselineSource::File { .. })));
     for feature in &report.inputs[0].features {
         assert!(feature.scores.psi.expect("psi") < 0.05, "{feature:?}");
         assert!(feature.scores.ks.expect("ks") < 0.05, "{feature:?}");
@@ -224,4 +218,59 @@ fn the_state_does_not_grow_with_traffic() {
     );
     // Two generations of four features, each at most about 3 K values.
     assert!(after <= 2 * 4 * (3 * sketch::K + 40), "{after}");
+}
+
+#[test]
+fn a_threshold_crossing_is_logged_once_and_its_return_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let values: Vec<u8> = normal(0.0, 11)
+        .take(4 * 5000)
+        .flat_map(|v| (v as f32).to_le_bytes())
+        .collect();
+    std::fs::write(
+        dir.path().join("base.npy"),
+        npy::tests::npy("<f4", "(5000, 4)", &values),
+    )
+    .expect("write");
+    // Windows of 300 samples of 4 rows: enough values that N(0, 1) stays well under the KS threshold.
+    let parameters = [("sample_rate", "1"), ("baseline", "base.npy"), ("window", "300")];
+    let monitor = monitor(&parameters, dir.path());
+    // Rounds of samples more than a check interval apart: the thresholds are checked after each.
+    let rounds = |mean: f64, seed: u64| {
+        let mut values = normal(mean, seed);
+        for _ in 0..3 {
+            feed(&monitor, &mut values, 400, 4);
+            settle(&monitor);
+            std::thread::sleep(ALERT_CHECK + Duration::from_millis(50));
+        }
+        feed(&monitor, &mut values, 1, 4);
+        settle(&monitor)
+    };
+    let shifted = rounds(2.0, 12);
+    // Four features crossed, each logged once, however many samples came after.
+    assert_eq!((shifted.alerts_raised, shifted.alerts_cleared), (4, 0));
+    assert!(shifted.inputs[0].features.iter().all(|f| f.drifting));
+    let back = rounds(0.0, 13);
+    assert_eq!((back.alerts_raised, back.alerts_cleared), (4, 4));
+    assert!(back.inputs[0].features.iter().all(|f| !f.drifting));
+}
+
+#[test]
+fn samples_holding_too_many_bytes_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().expect("dir");
+    let monitor = monitor(&[("sample_rate", "1")], dir.path());
+    let huge = vec![InputTensor {
+        index: 0,
+        shape: vec![1, 4],
+        model_shape: vec![1, 4],
+        data: TensorData::Fixed(Bytes::from(vec![0u8; MAX_QUEUED_BYTES + 16])),
+    }];
+    monitor.offer(&huge);
+    let report = settle(&monitor);
+    assert_eq!((report.samples, report.samples_dropped), (0, 1));
+    assert_eq!(monitor.shared.queued_bytes.load(Ordering::Relaxed), 0);
+    feed(&monitor, &mut normal(0.0, 1), 10, 2);
+    let report = settle(&monitor);
+    assert_eq!((report.samples, report.samples_dropped), (10, 1));
+    assert_eq!(monitor.shared.queued_bytes.load(Ordering::Relaxed), 0);
 }
