@@ -12,6 +12,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use ferry_client::{Client, Credentials};
 use ferry_proto::{
     ferry::drift::v1::{
         DriftBaselineRequest, DriftReportRequest, drift_baseline_request::Source,
@@ -495,20 +496,32 @@ async fn an_identity_with_only_the_infer_scope_cannot_change_a_baseline() {
     let report = call("GET", "/v2/models/steady/drift", "client-key-0123456789").await;
     assert_eq!(report.status, 403, "{}", report.text());
     assert!(report.text().contains("'stats' scope"), "{}", report.text());
-    let mut drift = DriftServiceClient::connect(format!("http://{}", server.url()))
+    // The same over gRPC, through ferry-client's drift calls.
+    let client = |key: &str| {
+        let url = server.url();
+        let credentials = Credentials::bearer(key).expect("credentials");
+        async move {
+            Client::connect(url)
+                .await
+                .expect("client")
+                .with_credentials(credentials)
+        }
+    };
+    let infer_only = client("client-key-0123456789").await;
+    let refused = infer_only
+        .drift_baseline("steady", Some("1"), Source::Live)
         .await
-        .expect("drift client");
-    let mut request = tonic::Request::new(DriftBaselineRequest {
-        model: "steady".into(),
-        version: "1".into(),
-        source: Source::Live.into(),
-    });
-    request
-        .metadata_mut()
-        .insert("x-api-key", "client-key-0123456789".parse().expect("header"));
-    let refused = drift.drift_baseline(request).await.expect_err("infer only");
-    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
-    assert!(refused.message().contains("'repository' scope"), "{refused:?}");
+        .expect_err("infer only");
+    assert!(refused.to_string().contains("'repository' scope"), "{refused}");
+    let refused = infer_only
+        .drift_report("steady", None)
+        .await
+        .expect_err("infer only");
+    assert!(refused.to_string().contains("'stats' scope"), "{refused}");
+    let ops = client("ops-key-0123456789").await;
+    let report = ops.drift_report("steady", None).await.expect("ops may read");
+    assert_eq!(report.versions.len(), 1);
+    assert!(report.versions[0].samples <= 1);
     // The operator may; the one sampled request is enough to freeze.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
