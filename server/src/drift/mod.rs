@@ -3,15 +3,17 @@
 //! When a model's config turns it on (`ferry.drift.sample_rate`, see [`crate::config::DriftSettings`]),
 //! each version gets a [`DriftMonitor`]. The request path only decides, with one atomic counter, whether a
 //! request is sampled; a sampled request's input payloads (refcounted [`Bytes`], never copied) go into a
-//! bounded channel with `try_send`, and a full channel drops the sample and counts it. Nothing else happens
-//! on the request path, and nothing is allocated for a request that is not sampled.
+//! channel bounded in samples and in bytes ([`SAMPLE_QUEUE`], [`MAX_QUEUED_BYTES`]) with `try_send`, and a
+//! full channel drops the sample and counts it. Nothing else happens on the request path, and nothing is
+//! allocated for a request that is not sampled.
 //!
-//! One thread per monitored version (a plain thread, not a tokio worker) takes the samples and updates, per
-//! numeric input and per feature (position along the last dimension, up to `ferry.drift.max_features`), the
-//! running statistics of [`stats`] over a rotating window of samples, in constant memory. It compares them
-//! with the version's [`baseline`] (from a `.npy`/`.npz` file, or frozen from the live window through the
-//! API) and logs a warning once when a feature's [`score`]s cross the configured thresholds, and once when
-//! they return below. [`report`] renders the report the API returns and the Prometheus series.
+//! One thread per monitored version (a plain thread, not a tokio worker, ending with the version) takes the
+//! samples and updates, per numeric input and per feature (position along the last dimension, up to
+//! `ferry.drift.max_features`), the running statistics of `stats` over a rotating window of samples, in
+//! constant memory. It compares them with the version's `baseline` (from a `.npy`/`.npz` file, or frozen
+//! from the live window through the API) and logs a warning once when a feature's `score`s cross the
+//! configured thresholds, and once when they return below. `report` renders the report the API returns and
+//! the Prometheus series.
 //!
 //! [`grpc`] serves the report and the baseline changes as `ferry.drift.v1.DriftService`; REST serves them
 //! in [`crate::http`].

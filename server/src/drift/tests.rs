@@ -274,3 +274,18 @@ fn samples_holding_too_many_bytes_are_dropped_and_counted() {
     assert_eq!((report.samples, report.samples_dropped), (10, 1));
     assert_eq!(monitor.shared.queued_bytes.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn the_statistics_thread_ends_with_the_monitor() {
+    let dir = tempfile::tempdir().expect("dir");
+    let monitor = monitor(&[("sample_rate", "1")], dir.path());
+    feed(&monitor, &mut normal(0.0, 1), 10, 2);
+    let shared = Arc::downgrade(&monitor.shared);
+    drop(monitor);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The thread holds the only other reference: once it has ended, the state is gone.
+    while shared.upgrade().is_some() {
+        assert!(Instant::now() < deadline, "the drift thread outlived its monitor");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
