@@ -31,6 +31,10 @@ use serde_json::Value;
 /// Rows per request (the model's `max_batch_size`).
 const ROWS: usize = 4;
 
+/// The memory test measures this process, where every test's server runs: it runs alone (write), the
+/// others together (read).
+static ALONE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Copies `add_one_batched` into `root` as model `name` with the drift parameters `parameters` appended to
 /// its config.
 fn add_model(root: &Path, name: &str, parameters: &[(&str, &str)]) -> PathBuf {
@@ -198,6 +202,7 @@ fn feature_scores(report: &Value, feature: usize) -> (f64, f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psi_and_ks_separate_shifted_traffic_from_baseline_traffic() {
+    let _shared = ALONE.read().await;
     let root = repository(100_000);
     let server = TestServer::start(vec![root.path().to_path_buf()])
         .await
@@ -389,6 +394,7 @@ fn resident_bytes() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_stays_flat_over_many_sampled_requests() {
+    let _alone = ALONE.write().await;
     let root = repository(500);
     let server = TestServer::start(vec![root.path().to_path_buf()])
         .await
@@ -430,6 +436,7 @@ async fn memory_stays_flat_over_many_sampled_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_with_only_the_infer_scope_cannot_change_a_baseline() {
+    let _shared = ALONE.read().await;
     let root = repository(1_000);
     let files = tempfile::tempdir().expect("dir");
     let (keys, policy) = (files.path().join("keys"), files.path().join("policy.toml"));
