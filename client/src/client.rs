@@ -17,7 +17,7 @@ use crate::{ClientError, Credentials, GrpcInferenceServiceClient, InferRequest, 
 
 /// The largest message sent or received, matching the server's limit so that large tensors fail on the
 /// server's terms rather than on tonic's 4 MiB default.
-const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
 
 /// How long to wait for the TCP and HTTP/2 handshake, so an unreachable host fails instead of hanging.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,8 +44,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    channel: Channel,
+    pub(crate) channel: Channel,
     stub: Stub,
+    /// What every request carries, kept for the stubs of Ferry's own services ([`Client::drift`]).
+    pub(crate) credentials: Credentials,
 }
 
 /// The generated stub a [`Client`] wraps: its connection, with the client's [`Credentials`] added to every
@@ -73,6 +75,7 @@ impl Client {
         Self {
             stub: stub(channel.clone(), Credentials::none()),
             channel,
+            credentials: Credentials::none(),
         }
     }
 
@@ -80,8 +83,9 @@ impl Client {
     /// every request, for servers that authenticate callers.
     pub fn with_credentials(self, credentials: Credentials) -> Self {
         Self {
-            stub: stub(self.channel.clone(), credentials),
+            stub: stub(self.channel.clone(), credentials.clone()),
             channel: self.channel,
+            credentials,
         }
     }
 

@@ -23,6 +23,7 @@
 pub mod bench;
 mod client;
 mod credentials;
+mod drift;
 mod element;
 mod error;
 mod request;
@@ -31,9 +32,12 @@ mod tls;
 
 pub use client::{Client, Stub};
 pub use credentials::Credentials;
+pub use drift::DriftStub;
 pub use element::TensorElement;
 pub use error::ClientError;
 pub use ferry_proto::GrpcInferenceServiceClient;
+/// The messages of Ferry's drift service (`ferry.drift.v1`), which Triton does not have.
+pub use ferry_proto::ferry::drift::v1 as drift_proto;
 /// The generated messages of the `inference` protobuf package, for fields and RPCs the typed client
 /// does not surface.
 pub use ferry_proto::inference as proto;

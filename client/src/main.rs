@@ -109,6 +109,21 @@ enum Command {
     Infer(InferArgs),
     /// Send one request over and over and report throughput, latency percentiles and errors by status.
     Bench(BenchArgs),
+    /// Show a model's input drift scores per version, input and feature (Ferry's drift service), or
+    /// replace a version's baseline.
+    Drift(DriftArgs),
+}
+
+#[derive(Debug, Args)]
+struct DriftArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Freeze the version's live window as its baseline (needs the `repository` scope).
+    #[arg(long, conflicts_with = "reset")]
+    freeze: bool,
+    /// Return to the baseline file the model's config names (needs the `repository` scope).
+    #[arg(long)]
+    reset: bool,
 }
 
 #[derive(Debug, Args)]
@@ -237,7 +252,63 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Infer(args) => infer(&connect().await?, args).await,
         Command::Bench(args) => bench(cli.url.clone(), tls, credentials, args).await,
+        Command::Drift(args) => drift(&connect().await?, &args).await,
     }
+}
+
+async fn drift(client: &Client, args: &DriftArgs) -> anyhow::Result<()> {
+    use ferry_client::drift_proto::{baseline_source::Source as Baseline, drift_baseline_request::Source};
+    let (model, version) = (&args.model.model, args.model.version.as_deref());
+    let versions = match (args.freeze, args.reset) {
+        (true, _) => vec![client.drift_baseline(model, version, Source::Live).await?],
+        (_, true) => vec![client.drift_baseline(model, version, Source::File).await?],
+        _ => client.drift_report(model, version).await?.versions,
+    };
+    let score = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.4}"));
+    for report in versions {
+        let baseline = match report.baseline.and_then(|b| b.source) {
+            Some(Baseline::File(name)) => format!("file {name}"),
+            Some(Baseline::FrozenAtUnixSeconds(at)) => {
+                format!("frozen from live traffic at {at} (Unix time)")
+            }
+            None => "none".to_owned(),
+        };
+        println!(
+            "version {}: {} samples ({} dropped), baseline: {baseline}",
+            report.version, report.samples, report.samples_dropped
+        );
+        let rows: Vec<[String; 9]> = report
+            .inputs
+            .iter()
+            .flat_map(|input| input.features.iter().map(move |feature| (input, feature)))
+            .map(|(input, feature)| {
+                [
+                    input.name.clone(),
+                    feature.feature.to_string(),
+                    feature.count.to_string(),
+                    score(feature.mean),
+                    score(feature.psi),
+                    score(feature.ks),
+                    score(feature.out_of_range_ratio),
+                    score(feature.nan_ratio),
+                    if feature.drifting { "yes" } else { "no" }.to_owned(),
+                ]
+            })
+            .collect();
+        let header = [
+            "INPUT",
+            "FEATURE",
+            "COUNT",
+            "MEAN",
+            "PSI",
+            "KS",
+            "OUT_OF_RANGE",
+            "NAN",
+            "DRIFTING",
+        ];
+        println!("{}", table::render("  ", header, &rows));
+    }
+    Ok(())
 }
 
 async fn health(client: &Client) -> anyhow::Result<()> {

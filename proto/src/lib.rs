@@ -1,6 +1,6 @@
 //! Ferry's wire types: the messages and service stubs of Triton's `inference.GRPCInferenceService` and the
 //! `inference.ModelConfig` schema, generated from `proto/inference/*.proto` so that every Triton client speaks
-//! to Ferry unchanged.
+//! to Ferry unchanged, and Ferry's own services (`proto/ferry/*.proto`).
 
 pub mod codec;
 
@@ -8,6 +8,18 @@ pub mod codec;
 #[allow(missing_docs, clippy::all, clippy::pedantic, unused_qualifications)]
 pub mod inference {
     include!(concat!(env!("OUT_DIR"), "/inference.rs"));
+}
+
+/// Ferry's own services beside Triton's.
+pub mod ferry {
+    /// Input drift monitoring (`ferry.drift.v1.DriftService`).
+    pub mod drift {
+        /// Messages and service stubs of the `ferry.drift.v1` package.
+        #[allow(missing_docs, clippy::all, clippy::pedantic, unused_qualifications)]
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/ferry.drift.v1.rs"));
+        }
+    }
 }
 
 /// The encoded `FileDescriptorSet` of every Ferry proto. Server reflection serves it, and `config.pbtxt`

@@ -13,6 +13,7 @@ pub mod config;
 pub mod connection;
 pub mod core;
 mod datatype;
+pub mod drift;
 mod error;
 pub mod grpc;
 pub mod health;
@@ -135,8 +136,8 @@ impl Server {
         &self.registry
     }
 
-    /// Serves gRPC on `listener` until `shutdown` completes: Triton's inference service, gRPC health checking
-    /// and server reflection; over TLS when [`Server::with_tls`] gave the gRPC port an acceptor.
+    /// Serves gRPC on `listener` until `shutdown` completes: Triton's inference service, Ferry's drift
+    /// service ([`drift::grpc`]), gRPC health checking and server reflection; over TLS when [`Server::with_tls`] gave the gRPC port an acceptor.
     pub async fn serve(
         &self,
         listener: TcpListener,
@@ -184,6 +185,11 @@ impl Server {
             // compression layer above only wraps the body, which is inflated as tonic reads it).
             .layer(auth::AuthLayer::grpc(Arc::clone(&self.access)))
             .add_service(service)
+            .add_service(
+                ferry_proto::ferry::drift::v1::drift_service_server::DriftServiceServer::new(
+                    drift::grpc::DriftGrpc(self.inference_service()),
+                ),
+            )
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -4,7 +4,8 @@
 //! so existing Grafana dashboards and alerts work unchanged: request, inference and execution counters, the
 //! cumulative `_us` durations and the pending-request gauge. Triton's durations are sums, which give only
 //! averages, so Ferry adds real histograms of its own (`ferry_*`): request, queue and model run times, and
-//! batch sizes. Everything is read from [`VersionStats`] at scrape time; nothing here runs on the request
+//! batch sizes. Versions that monitor input drift add its gauges and counters ([`crate::drift`]). Everything
+//! is read from [`VersionStats`] and the drift monitors at scrape time; nothing here runs on the request
 //! path.
 
 use std::{fmt::Write as _, future::Future, sync::Arc};
@@ -249,7 +250,8 @@ pub fn render(versions: &[VersionMetrics<'_>]) -> String {
     out
 }
 
-/// The metrics of every ready version in `registry`, and of the response cache when the server has one.
+/// The metrics of every ready version in `registry`, with the input drift series of the versions that
+/// monitor it ([`crate::drift`]), and of the response cache when the server has one.
 pub fn render_registry(registry: &Registry) -> String {
     let versions = registry.ready_versions("", "").unwrap_or_default();
     let cache = registry.options().response_cache.as_ref();
@@ -264,6 +266,7 @@ pub fn render_registry(registry: &Registry) -> String {
         })
         .collect();
     let mut out = render(&metrics);
+    out.push_str(&crate::drift::render_metrics(&versions));
     if let Some(cache) = cache {
         render_cache_usage(&mut out, cache.usage());
     }
@@ -334,7 +337,7 @@ fn value(unit: Unit, recorded: u64) -> String {
 }
 
 /// A label value as the text format wants it: backslash, double quote and line feed escaped.
-fn escape_label(value: &str) -> String {
+pub(crate) fn escape_label(value: &str) -> String {
     let mut escaped = String::with_capacity(value.len());
     for c in value.chars() {
         match c {

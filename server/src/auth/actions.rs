@@ -90,16 +90,33 @@ const RPCS: &[Action] = &[
     audited("LogSettings", TritonGroup::Logging, Scope::Settings),
 ];
 
+/// Ferry's input drift report (`GET .../drift`): statistics, so the `stats` scope.
+const DRIFT_REPORT: Action = action(
+    crate::core::DRIFT_REPORT,
+    TritonGroup::Statistics,
+    Some(Scope::Stats),
+);
+/// Ferry's drift baseline change (`POST .../drift/baseline`): an administrative change of a served model,
+/// so the `repository` scope, audited.
+const DRIFT_BASELINE: Action = audited(
+    crate::core::DRIFT_BASELINE,
+    TritonGroup::ModelRepository,
+    Scope::Repository,
+);
+
 /// gRPC health checking (`grpc.health.v1.Health`), which Triton's `health` group also restricts.
 const GRPC_HEALTH: Action = action("Health", TritonGroup::Health, None);
 
-/// The action of a gRPC request path, `/<service>/<method>`; `None` for paths outside Triton's protocol and
-/// health checking (server reflection), which pass untouched.
+/// The action of a gRPC request path, `/<service>/<method>`; `None` for paths outside Triton's protocol,
+/// Ferry's drift service and health checking (server reflection), which pass untouched.
 pub fn grpc_action(path: &str) -> Option<Action> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     match service {
         "inference.GRPCInferenceService" => RPCS.iter().find(|rpc| rpc.name == method).copied(),
         "grpc.health.v1.Health" => Some(GRPC_HEALTH),
+        "ferry.drift.v1.DriftService" => [DRIFT_REPORT, DRIFT_BASELINE]
+            .into_iter()
+            .find(|action| action.name == method),
         _ => None,
     }
 }
@@ -130,6 +147,8 @@ pub fn http_action(path: &str) -> Option<Action> {
                 ["config"] => rpc("ModelConfig"),
                 ["stats"] => rpc("ModelStatistics"),
                 ["infer"] => rpc("ModelInfer"),
+                ["drift"] => Some(DRIFT_REPORT),
+                ["drift", "baseline"] => Some(DRIFT_BASELINE),
                 _ => None,
             }
         }
@@ -172,6 +191,15 @@ mod tests {
             None
         );
         assert_eq!(grpc_action("/inference.GRPCInferenceService/Nope"), None);
+        assert_eq!(
+            grpc_action("/ferry.drift.v1.DriftService/DriftBaseline"),
+            Some(DRIFT_BASELINE)
+        );
+        assert_eq!(
+            grpc_action("/ferry.drift.v1.DriftService/DriftReport"),
+            Some(DRIFT_REPORT)
+        );
+        assert_eq!(grpc_action("/ferry.drift.v1.DriftService/Nope"), None);
     }
 
     #[test]
@@ -187,6 +215,8 @@ mod tests {
             ("/v2/models/simple/versions/1/config", "ModelConfig"),
             ("/v2/models/simple/stats", "ModelStatistics"),
             ("/v2/models/simple/versions/1/infer", "ModelInfer"),
+            ("/v2/models/simple/drift", "DriftReport"),
+            ("/v2/models/simple/versions/1/drift/baseline", "DriftBaseline"),
             ("/v2/repository/index", "RepositoryIndex"),
             ("/v2/repository/models/simple/load", "RepositoryModelLoad"),
             ("/v2/repository/r/models/simple/unload", "RepositoryModelUnload"),
@@ -203,8 +233,15 @@ mod tests {
         for (path, name) in cases {
             assert_eq!(http_action(path).map(|a| a.name), Some(name), "{path}");
         }
+        let freeze = http_action("/v2/models/m/drift/baseline").expect("drift baseline");
+        assert_eq!((freeze.scope, freeze.audited), (Some(Scope::Repository), true));
+        assert_eq!(
+            http_action("/v2/models/m/versions/2/drift").and_then(|a| a.scope),
+            Some(Scope::Stats)
+        );
         for path in [
             "/",
+            "/v2/models/m/drift/nope",
             "/v2/nope",
             "/v2/models/simple/nope",
             "/v2/systemsharedmemory/x",

@@ -8,6 +8,7 @@ use super::{
     InstancePlan, TensorSpec, VersionPolicy,
     batching::batching_policy,
     complete::{ONNX_BACKEND, ONNX_PLATFORM},
+    drift::{DriftSettings, drift_settings},
     instances::instance_plan,
     source::ConfigSource,
     tensors::{check_unique, tensor_spec},
@@ -45,6 +46,8 @@ pub struct ModelSpec {
     /// true }`): never for a model with state, whose answers depend on the requests before
     /// ([`ModelSpec::may_cache_responses`]).
     pub response_cache: bool,
+    /// How the model's inputs are watched for drift (`ferry.drift.*` parameters; off by default).
+    pub drift: DriftSettings,
 }
 
 impl ModelSpec {
@@ -139,6 +142,7 @@ impl ModelSpec {
         let version_policy = VersionPolicy::from_config(&config);
         let instances = instance_plan(&config, source)?;
         let response_cache = Self::may_cache_responses(&config);
+        let drift = drift_settings(&config, source)?;
         let model_filename = if config.default_model_filename.is_empty() {
             "model.onnx".to_owned()
         } else {
@@ -160,6 +164,7 @@ impl ModelSpec {
             },
             labels: OutputLabels::default(),
             response_cache,
+            drift,
         })
     }
 

@@ -80,6 +80,11 @@ impl InferenceService {
         // Checked before the model runs; holding the slices keeps their regions mapped until the reply.
         let output_regions =
             OutputRegions::resolve(&self.shared_memory, requested.as_deref().unwrap_or_default())?;
+        if let Some(drift) = &model.drift {
+            // A counter, and for a sampled request a refcount per input and a non-blocking send: nothing
+            // here waits for the drift statistics.
+            drift.offer(&parsed.inputs);
+        }
         let id = parsed.id.clone();
         let mut classifications = std::mem::take(&mut parsed.classifications);
         // The response cache answers here when the model enables it, or runs the model and keeps the answer.

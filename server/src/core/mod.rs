@@ -13,9 +13,11 @@
 //! - `repository`: the repository index and model control (load, unload).
 //! - `shared_memory`: system and CUDA shared memory regions (status, register, unregister).
 //! - `settings`: trace and log settings.
+//! - `drift`: a version's input drift report, and its baseline ([`crate::drift`]).
 //! - `access`: the caller each request acts for, and the per-model checks of [`crate::auth`].
 
 mod access;
+mod drift;
 mod infer;
 mod repository;
 mod server;
@@ -24,6 +26,7 @@ mod shared_memory;
 
 use std::sync::Arc;
 
+pub use drift::{BaselineChange, DRIFT_BASELINE, DRIFT_REPORT};
 pub use server::{EXTENSIONS, MAX_SERVER_NAME_BYTES, SERVER_NAME, ServerName};
 
 use crate::{repository::Registry, shm::SharedMemoryRegistry};

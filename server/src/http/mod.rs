@@ -12,12 +12,14 @@
 //! - [`infer`]: an inference request body to `ModelInferRequest`, and the response back.
 //! - [`tensor`]: JSON tensor data to raw little-endian bytes and back.
 //! - [`binary`]: the binary tensor data extension (`Inference-Header-Content-Length`).
+//! - `drift`: Ferry's input drift report and baseline routes (`/v2/models/{model}/drift`).
 //! - `shm`: the shared memory endpoints (`/v2/systemsharedmemory/...`, `/v2/cudasharedmemory/...`).
 //! - [`encoding`]: gzip and deflate inference requests and answers (`Content-Encoding`, `Accept-Encoding`).
 //! - [`json`]: protobuf messages and parameters as Triton's JSON.
 //! - [`error`]: `{"error": "<message>"}` answers.
 
 pub mod binary;
+mod drift;
 pub mod encoding;
 pub mod error;
 pub mod infer;

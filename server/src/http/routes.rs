@@ -51,6 +51,7 @@ pub fn router(service: InferenceService, max_body_bytes: usize) -> Router {
             .route(&format!("{base}/config"), get(model_config))
             .route(&format!("{base}/stats"), get(statistics))
             .route(&format!("{base}/infer"), post(model_infer));
+        router = super::drift::routes(router, base);
     }
     for base in ["/v2/repository", "/v2/repository/{repository}"] {
         router = router
@@ -85,10 +86,10 @@ impl FromRequestParts<Shared> for Caller {
 
 /// The names a path carries; empty when the path has none (an empty version means the policy's choice).
 #[derive(Debug, Default)]
-struct Names {
-    model: String,
-    version: String,
-    repository: String,
+pub(super) struct Names {
+    pub(super) model: String,
+    pub(super) version: String,
+    pub(super) repository: String,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Names {
@@ -130,7 +131,7 @@ pub(super) fn body(body: Result<Bytes, BytesRejection>, shared: &Shared) -> Resu
 
 /// An optional JSON object body, as the model-control endpoints take: empty means no fields. Triton parses
 /// any body that is not empty (`HandleRepositoryIndex`, `HandleRepositoryControl`), so blanks are not JSON.
-fn object_body(body: &[u8], what: &str) -> Result<Map<String, Value>, Error> {
+pub(super) fn object_body(body: &[u8], what: &str) -> Result<Map<String, Value>, Error> {
     if body.is_empty() {
         return Ok(Map::new());
     }

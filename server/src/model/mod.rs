@@ -60,6 +60,8 @@ pub struct ModelVersion {
     pub version: u64,
     /// Counters for the ModelStatistics RPC.
     pub stats: Arc<VersionStats>,
+    /// Input drift statistics, when the config turns them on ([`crate::drift`]).
+    pub drift: Option<crate::drift::DriftMonitor>,
     scheduler: Arc<Scheduler<InferJob>>,
     /// One `retired` flag per running instance.
     instances: Mutex<Vec<Arc<AtomicBool>>>,
@@ -108,6 +110,7 @@ impl ModelVersion {
             stats: Arc::new(VersionStats::default()),
             instances: Mutex::new(Vec::new()),
             warmup: warmup::requests(&spec, model_dir)?,
+            drift: crate::drift::DriftMonitor::start(&spec, version, model_dir)?,
             spec,
             version,
         };

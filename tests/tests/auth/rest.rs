@@ -77,6 +77,21 @@ fn rest_routes(shm_key: &str) -> Vec<(&'static str, String, String, Option<&'sta
             Some("infer"),
             200,
         ),
+        // Ferry's drift routes: `simple` does not monitor drift, so an admitted caller gets 404.
+        (
+            "GET",
+            "/v2/models/simple/drift".into(),
+            none(),
+            Some("stats"),
+            404,
+        ),
+        (
+            "POST",
+            "/v2/models/simple/versions/1/drift/baseline".into(),
+            none(),
+            Some("repository"),
+            404,
+        ),
         (
             "POST",
             "/v2/repository/index".into(),
