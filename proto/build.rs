@@ -5,7 +5,11 @@ use std::{env, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: [&str; 2] = ["inference/grpc_service.proto", "inference/model_config.proto"];
+const PROTOS: [&str; 3] = [
+    "inference/grpc_service.proto",
+    "inference/model_config.proto",
+    "ferry/traffic.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let include = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("proto");

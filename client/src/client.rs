@@ -46,6 +46,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Client {
     channel: Channel,
     stub: Stub,
+    credentials: Credentials,
 }
 
 /// The generated stub a [`Client`] wraps: its connection, with the client's [`Credentials`] added to every
@@ -73,6 +74,7 @@ impl Client {
         Self {
             stub: stub(channel.clone(), Credentials::none()),
             channel,
+            credentials: Credentials::none(),
         }
     }
 
@@ -80,8 +82,9 @@ impl Client {
     /// every request, for servers that authenticate callers.
     pub fn with_credentials(self, credentials: Credentials) -> Self {
         Self {
-            stub: stub(self.channel.clone(), credentials),
+            stub: stub(self.channel.clone(), credentials.clone()),
             channel: self.channel,
+            credentials,
         }
     }
 
@@ -89,6 +92,11 @@ impl Client {
     /// wrap (statistics, repository load and unload, streaming inference).
     pub fn raw(&self) -> Stub {
         self.stub.clone()
+    }
+
+    /// The connection and credentials, for the stubs of Ferry's own services ([`crate::traffic`]).
+    pub(crate) fn parts(&self) -> (Channel, Credentials) {
+        (self.channel.clone(), self.credentials.clone())
     }
 
     /// Whether the server process is up and able to answer, as a liveness probe would ask.

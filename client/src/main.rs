@@ -16,6 +16,7 @@ mod cli {
     pub mod json;
     pub mod report;
     pub mod table;
+    pub mod traffic;
 }
 
 use cli::{json, report, table};
@@ -109,6 +110,9 @@ enum Command {
     Infer(InferArgs),
     /// Send one request over and over and report throughput, latency percentiles and errors by status.
     Bench(BenchArgs),
+    /// Ferry's version labels and traffic policies: get, set, label, promote, rollback, history.
+    #[command(subcommand)]
+    Traffic(cli::traffic::TrafficCommand),
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Infer(args) => infer(&connect().await?, args).await,
         Command::Bench(args) => bench(cli.url.clone(), tls, credentials, args).await,
+        Command::Traffic(command) => cli::traffic::run(&connect().await?, command).await,
     }
 }
 

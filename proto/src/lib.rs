@@ -10,6 +10,13 @@ pub mod inference {
     include!(concat!(env!("OUT_DIR"), "/inference.rs"));
 }
 
+/// Ferry's own traffic administration service (`ferry.traffic.v1.Traffic`): version labels, traffic
+/// splits, shadow traffic, promotion, rollback and their history.
+#[allow(missing_docs, clippy::all, clippy::pedantic, unused_qualifications)]
+pub mod traffic {
+    include!(concat!(env!("OUT_DIR"), "/ferry.traffic.v1.rs"));
+}
+
 /// The encoded `FileDescriptorSet` of every Ferry proto. Server reflection serves it, and `config.pbtxt`
 /// files are parsed against the `inference.ModelConfig` descriptor it holds.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ferry_descriptor.bin"));

@@ -14,6 +14,7 @@ pub mod core;
 mod datatype;
 mod error;
 pub mod grpc;
+pub mod grpc_traffic;
 pub mod health;
 pub mod http;
 pub mod limits;
@@ -28,6 +29,7 @@ pub mod stats;
 pub mod stream;
 pub mod telemetry;
 pub mod tls;
+pub mod traffic;
 
 use std::{future::Future, sync::Arc};
 
@@ -144,6 +146,9 @@ impl Server {
         let service = GrpcInferenceServiceServer::new(self.inference_service())
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
+        // Ferry's own traffic administration, beside Triton's service.
+        let traffic = ferry_proto::traffic::traffic_server::TrafficServer::new(self.inference_service())
+            .max_decoding_message_size(self.max_message_bytes);
         // Every connection passes the gate, which also sets TCP_NODELAY, then its TLS handshake if any.
         let incoming = connection::incoming(
             Arc::clone(&self.gate),
@@ -183,6 +188,7 @@ impl Server {
             // compression layer above only wraps the body, which is inflated as tonic reads it).
             .layer(auth::AuthLayer::grpc(Arc::clone(&self.access)))
             .add_service(service)
+            .add_service(traffic)
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -214,10 +214,12 @@ pub fn render_registry(registry: &Registry) -> String {
             pending: model.queued(),
         })
         .collect();
-    render(&metrics)
+    let mut out = render(&metrics);
+    crate::traffic::render_metrics(registry.traffic(), &mut out);
+    out
 }
 
-fn declare(out: &mut String, name: &str, help: &str, kind: &str) {
+pub(crate) fn declare(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
@@ -246,7 +248,7 @@ fn value(unit: Unit, recorded: u64) -> String {
 }
 
 /// A label value as the text format wants it: backslash, double quote and line feed escaped.
-fn escape_label(value: &str) -> String {
+pub(crate) fn escape_label(value: &str) -> String {
     let mut escaped = String::with_capacity(value.len());
     for c in value.chars() {
         match c {

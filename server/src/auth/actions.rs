@@ -90,6 +90,26 @@ const RPCS: &[Action] = &[
     audited("LogSettings", TritonGroup::Logging, Scope::Settings),
 ];
 
+/// Every RPC of Ferry's own `ferry.traffic.v1.Traffic`: model administration, so the `repository` scope
+/// and Triton's model-repository group; the changes are audited.
+const TRAFFIC_RPCS: &[Action] = &[
+    action(
+        "GetTraffic",
+        TritonGroup::ModelRepository,
+        Some(Scope::Repository),
+    ),
+    audited("SetTraffic", TritonGroup::ModelRepository, Scope::Repository),
+    audited("SetLabel", TritonGroup::ModelRepository, Scope::Repository),
+    audited("Promote", TritonGroup::ModelRepository, Scope::Repository),
+    audited("Rollback", TritonGroup::ModelRepository, Scope::Repository),
+    action("History", TritonGroup::ModelRepository, Some(Scope::Repository)),
+];
+
+/// The traffic RPC named `name`.
+fn traffic_rpc(name: &str) -> Option<Action> {
+    TRAFFIC_RPCS.iter().find(|rpc| rpc.name == name).copied()
+}
+
 /// gRPC health checking (`grpc.health.v1.Health`), which Triton's `health` group also restricts.
 const GRPC_HEALTH: Action = action("Health", TritonGroup::Health, None);
 
@@ -100,6 +120,7 @@ pub fn grpc_action(path: &str) -> Option<Action> {
     match service {
         "inference.GRPCInferenceService" => RPCS.iter().find(|rpc| rpc.name == method).copied(),
         "grpc.health.v1.Health" => Some(GRPC_HEALTH),
+        "ferry.traffic.v1.Traffic" => traffic_rpc(method),
         _ => None,
     }
 }
@@ -130,6 +151,13 @@ pub fn http_action(path: &str) -> Option<Action> {
                 ["config"] => rpc("ModelConfig"),
                 ["stats"] => rpc("ModelStatistics"),
                 ["infer"] => rpc("ModelInfer"),
+                // One path serves GET and PUT; the layer does not see the method, so a refused read is
+                // audited as the write it could have been, rather than a refused write going unaudited.
+                ["traffic"] => traffic_rpc("SetTraffic"),
+                ["traffic", "labels", _label] => traffic_rpc("SetLabel"),
+                ["traffic", "promote"] => traffic_rpc("Promote"),
+                ["traffic", "rollback"] => traffic_rpc("Rollback"),
+                ["traffic", "history"] => traffic_rpc("History"),
                 _ => None,
             }
         }
@@ -166,6 +194,11 @@ mod tests {
             let path = format!("/inference.GRPCInferenceService/{}", rpc.name);
             assert_eq!(grpc_action(&path), Some(*rpc));
         }
+        for rpc in TRAFFIC_RPCS {
+            let path = format!("/ferry.traffic.v1.Traffic/{}", rpc.name);
+            assert_eq!(grpc_action(&path), Some(*rpc));
+            assert_eq!(rpc.scope, Some(Scope::Repository));
+        }
         assert_eq!(grpc_action("/grpc.health.v1.Health/Check"), Some(GRPC_HEALTH));
         assert_eq!(
             grpc_action("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
@@ -188,6 +221,11 @@ mod tests {
             ("/v2/models/simple/stats", "ModelStatistics"),
             ("/v2/models/simple/versions/1/infer", "ModelInfer"),
             ("/v2/repository/index", "RepositoryIndex"),
+            ("/v2/models/simple/traffic", "SetTraffic"),
+            ("/v2/models/simple/traffic/labels/canary", "SetLabel"),
+            ("/v2/models/simple/traffic/promote", "Promote"),
+            ("/v2/models/simple/traffic/rollback", "Rollback"),
+            ("/v2/models/simple/traffic/history", "History"),
             ("/v2/repository/models/simple/load", "RepositoryModelLoad"),
             ("/v2/repository/r/models/simple/unload", "RepositoryModelUnload"),
             ("/v2/systemsharedmemory/status", "SystemSharedMemoryStatus"),

@@ -25,6 +25,7 @@ pub mod json;
 pub mod routes;
 mod shm;
 pub mod tensor;
+mod traffic;
 
 use std::{future::Future, sync::Arc};
 
