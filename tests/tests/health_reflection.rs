@@ -96,7 +96,11 @@ fn grpcurl(server: &TestServer, flags: &[&str], command: &[&str]) -> String {
 async fn grpcurl_calls_ferry_through_reflection_without_proto_files() {
     let server = TestServer::with_all_models().await.expect("server");
     let services = grpcurl(&server, &[], &["list"]);
-    for service in ["inference.GRPCInferenceService", "grpc.health.v1.Health"] {
+    for service in [
+        "inference.GRPCInferenceService",
+        "grpc.health.v1.Health",
+        "ferry.traffic.v1.Traffic",
+    ] {
         assert!(services.contains(service), "{services}");
     }
     let described = grpcurl(&server, &[], &["describe", "inference.ModelInferRequest"]);
