@@ -31,6 +31,9 @@ use ferry_tests::{HttpFrontEnd, TestServer, repo_root};
 use serde_json::{Value, json};
 use tonic::{Code, transport::Channel};
 
+#[path = "traffic/shadow.rs"]
+mod shadow;
+
 const CONFIG: &str = "max_batch_size: 8\n\
     input [ { name: \"x\", data_type: TYPE_FP32, dims: [ 4 ] } ]\n\
     output [ { name: \"y\", data_type: TYPE_FP32, dims: [ 4 ] } ]\n\
@@ -278,6 +281,11 @@ async fn a_routing_key_keeps_its_version_across_a_weight_change_that_keeps_it_el
         if before.len() < 40 {
             let reply = rest_infer(&http, key).await;
             assert_eq!(reply["model_version"], first.version.as_str(), "{reply}");
+            assert_eq!(
+                reply["parameters"]["ferry_route"],
+                first.route.as_deref().expect("a rule"),
+                "{reply}"
+            );
         }
         before.insert(key.clone(), first.version);
     }

@@ -25,15 +25,19 @@ use crate::{
 impl InferenceService {
     /// Runs one decoded inference request: checks the caller may use the model, routes it to a version (a
     /// number, a label, or the model's traffic split, sticky by the request's `routing_key` parameter),
-    /// then runs the request on it.
+    /// then runs the request on it, and mirrors it to the policy's shadow version if there is one.
     pub async fn infer(&self, request: pb::ModelInferRequest) -> Result<pb::ModelInferResponse, Error> {
         self.authorize("ModelInfer", Scope::Infer, Target::Model(&request.model_name))?;
         let key = routing_key(&request.parameters)?;
         let routed = self
             .registry
             .route(&request.model_name, &request.model_version, Routing::Split(key))?;
-        let served = self.run(&routed.model, request, Instant::now()).await;
-        Ok(routed_response(&routed, served?))
+        let shadow = self.shadow_of(&routed, &request);
+        let served = self.run(&routed.model, request, Instant::now()).await?;
+        if let Some(shadow) = shadow {
+            self.spawn_shadow(shadow, &served);
+        }
+        Ok(routed_response(&routed, served))
     }
 
     /// Runs one inference request whose body is decoded only once its model is known: version `version` (a
@@ -63,14 +67,18 @@ impl InferenceService {
         {
             routed = self.registry.route(name, version, Routing::Split(Some(key)))?;
         }
-        let served = self.run(&routed.model, request, received).await;
-        Ok((routed_response(&routed, served?), rest))
+        let shadow = self.shadow_of(&routed, &request);
+        let served = self.run(&routed.model, request, received).await?;
+        if let Some(shadow) = shadow {
+            self.spawn_shadow(shadow, &served);
+        }
+        Ok((routed_response(&routed, served), rest))
     }
 
     /// Runs `request` on `model`, received at `received`: parses it against the model (shared memory
     /// included), queues it for the model's batcher, then ranks classified outputs, writes outputs that go
     /// to shared memory, and checks the response against the message size limit.
-    async fn run(
+    pub(super) async fn run(
         &self,
         model: &Arc<ModelVersion>,
         mut request: pb::ModelInferRequest,

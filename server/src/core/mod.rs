@@ -21,6 +21,7 @@ mod infer;
 mod repository;
 mod server;
 mod settings;
+mod shadow;
 mod shared_memory;
 mod traffic;
 

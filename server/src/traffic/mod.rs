@@ -13,6 +13,7 @@ mod history;
 mod metrics;
 mod policy;
 mod route;
+mod shadow;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -33,6 +34,7 @@ pub use policy::{
 };
 pub use route::{MAX_ROUTING_KEY_BYTES, choose, hash};
 use serde::Serialize;
+pub use shadow::{DIFFERENCE_BOUNDS, Outcome, Output, PairStats, Permit, Slot, compare};
 
 use crate::Error;
 
@@ -50,6 +52,9 @@ pub struct Status {
     /// The policy file.
     pub file: String,
 }
+
+/// One model's shadow tallies, for metrics.
+pub type ShadowTallies = (String, Vec<((u64, u64), PairStats)>);
 
 /// What the store knows of a model beyond its snapshot: where its file is, how the file looked when last
 /// read or written, its history and its last error.
@@ -71,6 +76,7 @@ pub struct Store {
     policies: ArcSwap<HashMap<String, Arc<Policy>>>,
     admin: Mutex<BTreeMap<String, Admin>>,
     counters: Mutex<Counters>,
+    shadows: Mutex<BTreeMap<String, Arc<Slot>>>,
 }
 
 impl Store {
@@ -107,6 +113,11 @@ impl Store {
         self.install(model, None);
         let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         counters.retain(|(name, _, _), _| name != model);
+        drop(counters);
+        self.shadows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(model);
     }
 
     /// Rereads every followed file that changed on disk (poll mode).
@@ -148,14 +159,25 @@ impl Store {
 
     /// Compiles `spec` for `model`, with the counters its rules share with earlier policies.
     fn compile(&self, model: &str, spec: PolicySpec) -> Result<Policy, String> {
+        let slot = Arc::clone(
+            self.shadows
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(model.to_owned())
+                .or_default(),
+        );
         let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        Policy::compile(spec, |version, rule| {
-            Arc::clone(
-                counters
-                    .entry((model.to_owned(), version, Arc::from(rule)))
-                    .or_default(),
-            )
-        })
+        Policy::compile(
+            spec,
+            |version, rule| {
+                Arc::clone(
+                    counters
+                        .entry((model.to_owned(), version, Arc::from(rule)))
+                        .or_default(),
+                )
+            },
+            slot,
+        )
     }
 
     /// Installs `policy` as the one in force and logs the change.
@@ -219,6 +241,22 @@ impl Store {
         let admin = self.admin();
         let entry = admin.get(model).ok_or_else(|| not_followed(model))?;
         Ok(entry.history.changes())
+    }
+
+    /// Every model's shadow tallies, by (served version, shadow version).
+    pub fn shadowed(&self) -> Vec<ShadowTallies> {
+        let slots: Vec<(String, Arc<Slot>)> = self
+            .shadows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(model, slot)| (model.clone(), Arc::clone(slot)))
+            .collect();
+        slots
+            .into_iter()
+            .map(|(model, slot)| (model, slot.pairs()))
+            .filter(|(_, pairs)| !pairs.is_empty())
+            .collect()
     }
 
     /// Every routed-request counter: model, version, rule, count.

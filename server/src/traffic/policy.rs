@@ -9,7 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::route;
+use super::{route, shadow::Slot};
 
 /// The longest version label, in bytes.
 pub const MAX_LABEL_BYTES: usize = 32;
@@ -192,6 +192,8 @@ pub struct Arm {
 /// The shadow target, compiled.
 #[derive(Debug, Clone)]
 pub struct Shadow {
+    /// The model's shadow budget and tallies.
+    pub slot: Arc<Slot>,
     /// The version that answers shadow requests.
     pub version: u64,
     /// Its in-flight budget.
@@ -212,10 +214,12 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Compiles a checked `spec`; `counter` gives the shared counter of a (version, rule name) pair.
+    /// Compiles a checked `spec`; `counter` gives the shared counter of a (version, rule name) pair, and
+    /// `slot` is the model's shadow budget.
     pub fn compile(
         spec: PolicySpec,
         mut counter: impl FnMut(u64, &str) -> Arc<AtomicU64>,
+        slot: Arc<Slot>,
     ) -> Result<Self, String> {
         spec.check()?;
         let mut rule = |prefix: &str, target: &str, version: u64| {
@@ -246,6 +250,7 @@ impl Policy {
         }
         let shadow = match &spec.shadow {
             Some(shadow) => Some(Shadow {
+                slot,
                 version: spec.target_version("shadow.target", &shadow.target)?,
                 max_in_flight: shadow.max_in_flight,
                 float_tolerance: shadow.float_tolerance,
@@ -369,7 +374,7 @@ mod tests {
     #[test]
     fn compiled_rules_name_labels_and_versions() {
         let spec = spec(r#"{"labels": {"canary": 2}, "split": {"1": 90, "canary": 10}}"#).expect("policy");
-        let policy = Policy::compile(spec, |_, _| Arc::default()).expect("compiles");
+        let policy = Policy::compile(spec, |_, _| Arc::default(), Arc::default()).expect("compiles");
         let names: Vec<&str> = policy.rules().map(|r| &*r.name).collect();
         assert_eq!(names, ["label:canary", "split:v1", "split:canary"]);
         assert_eq!(policy.label("canary").map(|r| r.version), Some(2));
