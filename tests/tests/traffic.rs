@@ -15,7 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use ferry_client::{Client, Credentials};
+use ferry_client::Client;
 use ferry_proto::{
     GrpcInferenceServiceClient,
     inference::{
@@ -23,14 +23,15 @@ use ferry_proto::{
         model_infer_request::InferInputTensor,
     },
 };
-use ferry_server::{
-    auth::{Access, AccessOptions, keys::hash_key},
-    repository::{ControlMode, RepositoryOptions},
-};
+use ferry_server::repository::{ControlMode, RepositoryOptions};
 use ferry_tests::{HttpFrontEnd, TestServer, repo_root};
 use serde_json::{Value, json};
-use tonic::{Code, transport::Channel};
+use tonic::transport::Channel;
 
+#[path = "traffic/auth.rs"]
+mod auth;
+#[path = "traffic/labels.rs"]
+mod labels;
 #[path = "traffic/shadow.rs"]
 mod shadow;
 
@@ -487,167 +488,6 @@ async fn a_malformed_traffic_file_keeps_the_previous_policy_and_says_why() {
     }
     let (_, status) = rest(&http, "GET", "/v2/models/m/traffic", &[], "").await;
     assert!(status.get("last_error").is_none(), "{status}");
-    http.stop().await;
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn unknown_labels_are_not_found_naming_the_known_ones() {
-    let dir = repository(None);
-    let server = start(&dir, ControlMode::None).await;
-    let http = server.start_http().await.expect("REST");
-    let mut client = server.raw_client().await.expect("client");
-    // Without labels, a version that is not a number is Triton's INVALID_ARGUMENT (common.cc
-    // GetModelVersionFromString), as `grpc.rs` pins.
-    let status = infer(&mut client, "canary", None)
-        .await
-        .expect_err("no labels yet");
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let sdk = sdk(&server).await;
-    sdk.set_label("m", "stable", "1").await.expect("label");
-    sdk.set_label("m", "canary", "2").await.expect("label");
-    let status = infer(&mut client, "beta", None).await.expect_err("unknown label");
-    assert_eq!(status.code(), Code::NotFound);
-    assert_eq!(
-        status.message(),
-        "model 'm' has no version label 'beta'; its labels are canary, stable"
-    );
-    let (code, body) = rest(&http, "POST", "/v2/models/m/versions/beta/infer", &[], "{}").await;
-    assert_eq!(code, 404, "{body}");
-    // Labels work wherever a version is named: readiness, metadata, REST paths.
-    let (code, _) = rest(&http, "GET", "/v2/models/m/versions/canary/ready", &[], "").await;
-    assert_eq!(code, 200);
-    // A label pointing at a version that does not serve is UNAVAILABLE, naming the label and the version.
-    sdk.set_label("m", "next", "9").await.expect("label");
-    let status = infer(&mut client, "next", None)
-        .await
-        .expect_err("version 9 does not serve");
-    assert_eq!(status.code(), Code::Unavailable);
-    assert!(
-        status.message().contains("version 9") && status.message().contains("label 'next'"),
-        "{}",
-        status.message()
-    );
-    // Bad admin calls name the field.
-    let error = sdk.set_label("m", "Bad Label", "1").await.expect_err("bad label");
-    let error = error.status().expect("a status");
-    assert_eq!(error.code(), Code::InvalidArgument);
-    assert!(
-        error.message().contains("'Bad Label' is not a label"),
-        "{}",
-        error.message()
-    );
-    let (code, body) = rest(
-        &http,
-        "PUT",
-        "/v2/models/m/traffic",
-        &[],
-        r#"{"split": {"beta": 1}}"#,
-    )
-    .await;
-    assert_eq!(code, 400, "{body}");
-    assert!(
-        body["error"].as_str().expect("text").contains("split.beta"),
-        "{body}"
-    );
-    http.stop().await;
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn traffic_administration_needs_the_repository_scope() {
-    let dir = repository(None);
-    let files = tempfile::tempdir().expect("dir");
-    let (keys, policy) = (files.path().join("keys"), files.path().join("policy.toml"));
-    let entries = format!(
-        "admin {}\ninferrer {}\n",
-        hash_key(b"admin-key-0123456789"),
-        hash_key(b"infer-key-0123456789")
-    );
-    std::fs::write(&keys, entries).expect("keys");
-    let grants = "[[grant]]\nidentity = \"admin\"\nscopes = [\"infer\", \"repository\"]\n\n\
-                  [[grant]]\nidentity = \"inferrer\"\nscopes = [\"infer\"]\n";
-    std::fs::write(&policy, grants).expect("policy");
-    let access = Access::load(&AccessOptions {
-        api_keys_file: Some(keys),
-        policy_file: Some(policy),
-        ..AccessOptions::default()
-    })
-    .expect("access");
-    let options = TestServer::options(
-        options(dir.path().to_path_buf(), ControlMode::None),
-        ferry_server::MAX_MESSAGE_BYTES,
-    )
-    .expect("options");
-    let server = TestServer::start_with_access(options, access)
-        .await
-        .expect("server");
-    let http = server.start_http().await.expect("REST");
-    let as_key = |key: &str| Credentials::bearer(key).expect("key");
-    let inferrer = sdk(&server)
-        .await
-        .with_credentials(as_key("infer-key-0123456789"));
-    let refused = inferrer
-        .set_label("m", "canary", "2")
-        .await
-        .expect_err("no repository scope");
-    assert_eq!(
-        refused.status().map(|s| s.code()),
-        Some(Code::PermissionDenied),
-        "{refused}"
-    );
-    let refused = inferrer.get_traffic("m").await.expect_err("no repository scope");
-    assert_eq!(
-        refused.status().map(|s| s.code()),
-        Some(Code::PermissionDenied),
-        "{refused}"
-    );
-    let bearer = |key: &str| vec![("authorization", format!("Bearer {key}"))];
-    let (code, _) = rest(
-        &http,
-        "POST",
-        "/v2/models/m/traffic/rollback",
-        &bearer("infer-key-0123456789"),
-        "",
-    )
-    .await;
-    assert_eq!(code, 403);
-    let (code, _) = rest(
-        &http,
-        "GET",
-        "/v2/models/m/traffic/history",
-        &bearer("infer-key-0123456789"),
-        "",
-    )
-    .await;
-    assert_eq!(code, 403);
-    // The admin may, and the history names who did it.
-    let admin = sdk(&server)
-        .await
-        .with_credentials(as_key("admin-key-0123456789"));
-    admin.set_label("m", "canary", "2").await.expect("admin labels");
-    let (code, body) = rest(
-        &http,
-        "GET",
-        "/v2/models/m/traffic/history",
-        &bearer("admin-key-0123456789"),
-        "",
-    )
-    .await;
-    assert_eq!(code, 200, "{body}");
-    assert_eq!(body["changes"][0]["who"], "admin", "{body}");
-    assert_eq!(body["changes"][0]["action"], "label", "{body}");
-    // And the inferrer uses the label it may not change.
-    let mut call = tonic::Request::new(request("canary", None));
-    call.metadata_mut().insert(
-        "authorization",
-        "Bearer infer-key-0123456789".parse().expect("ASCII"),
-    );
-    let mut client = server.raw_client().await.expect("client");
-    assert_eq!(
-        answer(&client.model_infer(call).await.expect("answer").into_inner()).version,
-        "2"
-    );
     http.stop().await;
     server.stop().await;
 }

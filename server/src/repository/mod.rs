@@ -249,14 +249,14 @@ impl Registry {
     }
 
     /// The ready versions a statistics request covers: every model when `name` is empty, every ready
-    /// version of the model when `version` is empty. Errors are Triton's
+    /// version of the model when `version` is empty (`version` may be a label of the model). Errors are Triton's
     /// (`TRITONSERVER_ServerModelStatistics`): a model with no ready version, known or not, is "not
     /// available", and so is a version that is not ready.
     pub fn ready_versions(&self, name: &str, version: &str) -> Result<Vec<Arc<ModelVersion>>, Error> {
         let number = if version.is_empty() {
             None
         } else {
-            Some(parse_version(version)?)
+            Some(self.version_number(name, version)?)
         };
         let models = self.models.load();
         if name.is_empty() {

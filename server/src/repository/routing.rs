@@ -122,6 +122,25 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// The version number `version` names for model `name`: a number, or a label of the model's policy. For
+    /// requests that cover versions (statistics) rather than go to one.
+    pub fn version_number(&self, name: &str, version: &str) -> Result<u64, Error> {
+        if traffic::is_label(version)
+            && let Some(policy) = self.traffic.policy(name)
+            && policy.has_labels()
+        {
+            return policy.label(version).map(|rule| rule.version).ok_or_else(|| {
+                Error::NotFound(format!(
+                    "model '{name}' has no version label '{version}'; its labels are {}",
+                    policy.known_labels()
+                ))
+            });
+        }
+        parse_version(version)
+    }
+}
+
 /// The split arm a request goes to, among those whose version is ready.
 fn split<'p>(entry: &ModelEntry, policy: &'p Policy, key: Option<&str>) -> Option<&'p traffic::Arm> {
     if !policy.splits() {
