@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     Error,
-    traffic::{PolicySpec, Status},
+    traffic::{MAX_FILE_BYTES, PolicySpec, Status},
 };
 
 /// Adds the traffic routes to `router`.
@@ -70,10 +70,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Names {
     }
 }
 
-/// A JSON body as `T`, strictly; an empty body is `T`'s default.
+/// A JSON body as `T`, strictly; an empty body is `T`'s default. Bodies are bounded as `traffic.json` is,
+/// before they are parsed.
 fn parse<T: for<'de> Deserialize<'de> + Default>(body: &[u8], what: &str) -> Result<T, Error> {
     if body.is_empty() {
         return Ok(T::default());
+    }
+    if body.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::invalid(format!(
+            "the {what} body is {} bytes, over the {MAX_FILE_BYTES} bytes a traffic policy may have",
+            body.len()
+        )));
     }
     serde_json::from_slice(body).map_err(|error| Error::invalid(format!("the {what} body: {error}")))
 }

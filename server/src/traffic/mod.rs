@@ -328,6 +328,25 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_file_at_load_leaves_no_policy_and_says_why_until_it_is_mended() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join(FILE_NAME), "{").expect("file");
+        let store = Store::default();
+        store.attach("m", dir.path());
+        assert!(store.policy("m").is_none());
+        let error = store.status("m").expect("status").last_error.expect("an error");
+        assert!(error.contains("traffic.json: EOF while parsing"), "{error}");
+        // A change through the API replaces the bad file and clears the error.
+        store
+            .change("m", "alice", "set", |_, _| {
+                Ok(serde_json::from_str(r#"{"labels": {"stable": 1}}"#).expect("spec"))
+            })
+            .expect("change");
+        assert_eq!(store.status("m").expect("status").last_error, None);
+        assert!(store.policy("m").is_some());
+    }
+
+    #[test]
     fn a_change_is_written_logged_and_an_empty_policy_is_none() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::default();

@@ -74,6 +74,16 @@ async fn unknown_labels_are_not_found_naming_the_known_ones() {
         body["error"].as_str().expect("text").contains("split.beta"),
         "{body}"
     );
+    let huge = format!(r#"{{"labels": {{"a": 1}}, "pad": "{}"}}"#, "x".repeat(70_000));
+    let (code, body) = rest(&http, "PUT", "/v2/models/m/traffic", &[], &huge).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("text")
+            .contains("over the 65536 bytes"),
+        "{body}"
+    );
     http.stop().await;
     server.stop().await;
 }
