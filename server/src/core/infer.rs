@@ -32,6 +32,7 @@ impl InferenceService {
         let routed = self
             .registry
             .route(&request.model_name, &request.model_version, Routing::Split(key))?;
+        count(&routed);
         let shadow = self.shadow_of(&routed, &request);
         let served = self.run(&routed.model, request, Instant::now()).await?;
         if let Some(shadow) = shadow {
@@ -67,6 +68,7 @@ impl InferenceService {
         {
             routed = self.registry.route(name, version, Routing::Split(Some(key)))?;
         }
+        count(&routed);
         let shadow = self.shadow_of(&routed, &request);
         let served = self.run(&routed.model, request, received).await?;
         if let Some(shadow) = shadow {
@@ -194,10 +196,16 @@ fn check_routing_key(key: &str) -> Result<&str, Error> {
     Ok(key)
 }
 
-/// The response, naming the rule that routed it when one did (and counting the request under it).
-fn routed_response(routed: &Routed, mut response: pb::ModelInferResponse) -> pb::ModelInferResponse {
+/// Counts a request under the rule that routed it, if one did, before it runs (so failures count too).
+fn count(routed: &Routed) {
     if let Some(rule) = &routed.rule {
         rule.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The response, naming the rule that routed it when one did.
+fn routed_response(routed: &Routed, mut response: pb::ModelInferResponse) -> pb::ModelInferResponse {
+    if let Some(rule) = &routed.rule {
         response.parameters.insert(
             ROUTE_PARAMETER.to_owned(),
             pb::InferParameter {
