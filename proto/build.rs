@@ -5,10 +5,11 @@ use std::{env, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: [&str; 3] = [
+const PROTOS: [&str; 4] = [
     "inference/grpc_service.proto",
     "inference/model_config.proto",
     "ferry/drift.proto",
+    "ferry/traffic.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -95,6 +95,11 @@ impl Client {
         self.stub.clone()
     }
 
+    /// The connection and credentials, for the stubs of Ferry's own services ([`crate::traffic`]).
+    pub(crate) fn parts(&self) -> (Channel, Credentials) {
+        (self.channel.clone(), self.credentials.clone())
+    }
+
     /// Whether the server process is up and able to answer, as a liveness probe would ask.
     pub async fn server_live(&self) -> Result<bool, ClientError> {
         Ok(self

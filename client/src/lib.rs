@@ -29,6 +29,7 @@ mod error;
 mod request;
 mod response;
 mod tls;
+pub mod traffic;
 
 pub use client::{Client, Stub};
 pub use credentials::Credentials;

@@ -16,6 +16,7 @@ mod cli {
     pub mod json;
     pub mod report;
     pub mod table;
+    pub mod traffic;
 }
 
 use cli::{json, report, table};
@@ -109,6 +110,9 @@ enum Command {
     Infer(InferArgs),
     /// Send one request over and over and report throughput, latency percentiles and errors by status.
     Bench(BenchArgs),
+    /// Ferry's version labels and traffic policies: get, set, label, promote, rollback, history.
+    #[command(subcommand)]
+    Traffic(cli::traffic::TrafficCommand),
     /// Show a model's input drift scores per version, input and feature (Ferry's drift service), or
     /// replace a version's baseline.
     Drift(DriftArgs),
@@ -253,6 +257,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Infer(args) => infer(&connect().await?, args).await,
         Command::Bench(args) => bench(cli.url.clone(), tls, credentials, args).await,
         Command::Drift(args) => drift(&connect().await?, &args).await,
+        Command::Traffic(command) => cli::traffic::run(&connect().await?, command).await,
     }
 }
 

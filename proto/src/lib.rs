@@ -20,6 +20,15 @@ pub mod ferry {
             include!(concat!(env!("OUT_DIR"), "/ferry.drift.v1.rs"));
         }
     }
+    /// Version labels, traffic splits, shadow traffic, promotion, rollback and their history
+    /// (`ferry.traffic.v1.Traffic`).
+    pub mod traffic {
+        /// Messages and service stubs of the `ferry.traffic.v1` package.
+        #[allow(missing_docs, clippy::all, clippy::pedantic, unused_qualifications)]
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/ferry.traffic.v1.rs"));
+        }
+    }
 }
 
 /// The encoded `FileDescriptorSet` of every Ferry proto. Server reflection serves it, and `config.pbtxt`

@@ -48,7 +48,24 @@ impl GrpcInferenceService for InferenceService {
 
     async fn model_infer(&self, request: Request<pb::ModelInferRequest>) -> Reply<pb::ModelInferResponse> {
         let core = self.acting_for(request.extensions());
-        Ok(Response::new(core.infer(request.into_inner()).await?))
+        let key = request.metadata().get(crate::core::ROUTING_KEY_HEADER).cloned();
+        let mut request = request.into_inner();
+        // The header's key goes where the core reads keys, unless the request carries one of its own.
+        if let Some(key) = key {
+            let key = key.to_str().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "the {} metadata must be visible ASCII",
+                    crate::core::ROUTING_KEY_HEADER
+                ))
+            })?;
+            request
+                .parameters
+                .entry(crate::core::ROUTING_KEY_PARAMETER.to_owned())
+                .or_insert_with(|| pb::InferParameter {
+                    parameter_choice: Some(pb::infer_parameter::ParameterChoice::StringParam(key.to_owned())),
+                });
+        }
+        Ok(Response::new(core.infer(request).await?))
     }
 
     type ModelStreamInferStream = crate::stream::ResponseStream;

@@ -16,6 +16,7 @@ mod datatype;
 pub mod drift;
 mod error;
 pub mod grpc;
+pub mod grpc_traffic;
 pub mod health;
 pub mod http;
 pub mod limits;
@@ -30,6 +31,7 @@ pub mod stats;
 pub mod stream;
 pub mod telemetry;
 pub mod tls;
+pub mod traffic;
 
 use std::{future::Future, sync::Arc};
 
@@ -146,6 +148,10 @@ impl Server {
         let service = GrpcInferenceServiceServer::new(self.inference_service())
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
+        // Ferry's own traffic administration, beside Triton's service.
+        let traffic =
+            ferry_proto::ferry::traffic::v1::traffic_server::TrafficServer::new(self.inference_service())
+                .max_decoding_message_size(self.max_message_bytes);
         // Every connection passes the gate, which also sets TCP_NODELAY, then its TLS handshake if any.
         let incoming = connection::incoming(
             Arc::clone(&self.gate),
@@ -190,6 +196,7 @@ impl Server {
                     drift::grpc::DriftGrpc(self.inference_service()),
                 ),
             )
+            .add_service(traffic)
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

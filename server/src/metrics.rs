@@ -267,6 +267,7 @@ pub fn render_registry(registry: &Registry) -> String {
         .collect();
     let mut out = render(&metrics);
     out.push_str(&crate::drift::render_metrics(&versions));
+    crate::traffic::render_metrics(registry.traffic(), &mut out);
     if let Some(cache) = cache {
         render_cache_usage(&mut out, cache.usage());
     }
@@ -308,7 +309,7 @@ fn render_cache_usage(out: &mut String, usage: crate::cache::Usage) {
     }
 }
 
-fn declare(out: &mut String, name: &str, help: &str, kind: &str) {
+pub(crate) fn declare(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }

@@ -99,6 +99,7 @@ async fn grpcurl_calls_ferry_through_reflection_without_proto_files() {
     for service in [
         "inference.GRPCInferenceService",
         "ferry.drift.v1.DriftService",
+        "ferry.traffic.v1.Traffic",
         "grpc.health.v1.Health",
     ] {
         assert!(services.contains(service), "{services}");

@@ -103,6 +103,25 @@ const DRIFT_BASELINE: Action = audited(
     TritonGroup::ModelRepository,
     Scope::Repository,
 );
+/// Every RPC of Ferry's own `ferry.traffic.v1.Traffic`: model administration, so the `repository` scope
+/// and Triton's model-repository group; the changes are audited.
+const TRAFFIC_RPCS: &[Action] = &[
+    action(
+        "GetTraffic",
+        TritonGroup::ModelRepository,
+        Some(Scope::Repository),
+    ),
+    audited("SetTraffic", TritonGroup::ModelRepository, Scope::Repository),
+    audited("SetLabel", TritonGroup::ModelRepository, Scope::Repository),
+    audited("Promote", TritonGroup::ModelRepository, Scope::Repository),
+    audited("Rollback", TritonGroup::ModelRepository, Scope::Repository),
+    action("History", TritonGroup::ModelRepository, Some(Scope::Repository)),
+];
+
+/// The traffic RPC named `name`.
+fn traffic_rpc(name: &str) -> Option<Action> {
+    TRAFFIC_RPCS.iter().find(|rpc| rpc.name == name).copied()
+}
 
 /// gRPC health checking (`grpc.health.v1.Health`), which Triton's `health` group also restricts.
 const GRPC_HEALTH: Action = action("Health", TritonGroup::Health, None);
@@ -117,6 +136,7 @@ pub fn grpc_action(path: &str) -> Option<Action> {
         "ferry.drift.v1.DriftService" => [DRIFT_REPORT, DRIFT_BASELINE]
             .into_iter()
             .find(|action| action.name == method),
+        "ferry.traffic.v1.Traffic" => traffic_rpc(method),
         _ => None,
     }
 }
@@ -149,6 +169,13 @@ pub fn http_action(path: &str) -> Option<Action> {
                 ["infer"] => rpc("ModelInfer"),
                 ["drift"] => Some(DRIFT_REPORT),
                 ["drift", "baseline"] => Some(DRIFT_BASELINE),
+                // One path serves GET and PUT; the layer does not see the method, so a refused read is
+                // audited as the write it could have been, rather than a refused write going unaudited.
+                ["traffic"] => traffic_rpc("SetTraffic"),
+                ["traffic", "labels", _label] => traffic_rpc("SetLabel"),
+                ["traffic", "promote"] => traffic_rpc("Promote"),
+                ["traffic", "rollback"] => traffic_rpc("Rollback"),
+                ["traffic", "history"] => traffic_rpc("History"),
                 _ => None,
             }
         }
@@ -185,6 +212,11 @@ mod tests {
             let path = format!("/inference.GRPCInferenceService/{}", rpc.name);
             assert_eq!(grpc_action(&path), Some(*rpc));
         }
+        for rpc in TRAFFIC_RPCS {
+            let path = format!("/ferry.traffic.v1.Traffic/{}", rpc.name);
+            assert_eq!(grpc_action(&path), Some(*rpc));
+            assert_eq!(rpc.scope, Some(Scope::Repository));
+        }
         assert_eq!(grpc_action("/grpc.health.v1.Health/Check"), Some(GRPC_HEALTH));
         assert_eq!(
             grpc_action("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
@@ -218,6 +250,11 @@ mod tests {
             ("/v2/models/simple/drift", "DriftReport"),
             ("/v2/models/simple/versions/1/drift/baseline", "DriftBaseline"),
             ("/v2/repository/index", "RepositoryIndex"),
+            ("/v2/models/simple/traffic", "SetTraffic"),
+            ("/v2/models/simple/traffic/labels/canary", "SetLabel"),
+            ("/v2/models/simple/traffic/promote", "Promote"),
+            ("/v2/models/simple/traffic/rollback", "Rollback"),
+            ("/v2/models/simple/traffic/history", "History"),
             ("/v2/repository/models/simple/load", "RepositoryModelLoad"),
             ("/v2/repository/r/models/simple/unload", "RepositoryModelUnload"),
             ("/v2/systemsharedmemory/status", "SystemSharedMemoryStatus"),

@@ -162,7 +162,7 @@ impl Checker<'_> {
         let body = Bytes::from(sample.request.clone());
         let answer = self
             .runtime
-            .block_on(self.service.infer_with(name, &version_text, || {
+            .block_on(self.service.infer_with(name, &version_text, None, || {
                 parse_request(name, &version_text, &http::HeaderMap::new(), body)
                     .map(|rest| (rest.request, ()))
             }));

@@ -8,54 +8,83 @@
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use bytes::Bytes;
-use ferry_proto::inference::{self as pb, model_infer_response::InferOutputTensor};
+use ferry_proto::inference::{
+    self as pb, infer_parameter::ParameterChoice, model_infer_response::InferOutputTensor,
+};
 
 use super::InferenceService;
 use crate::{
     Error,
     auth::{Scope, Target},
     model::ModelVersion,
+    repository::{Routed, Routing},
     request::InferRequest,
     shm::OutputRegions,
 };
 
 impl InferenceService {
-    /// Runs one decoded inference request: checks the caller may use the model, resolves it, then runs the
-    /// request on it.
+    /// Runs one decoded inference request: checks the caller may use the model, routes it to a version (a
+    /// number, a label, or the model's traffic split, sticky by the request's `routing_key` parameter),
+    /// then runs the request on it, and mirrors it to the policy's shadow version if there is one.
     pub async fn infer(&self, request: pb::ModelInferRequest) -> Result<pb::ModelInferResponse, Error> {
         self.authorize("ModelInfer", Scope::Infer, Target::Model(&request.model_name))?;
-        let model = self
+        let key = routing_key(&request.parameters)?;
+        let routed = self
             .registry
-            .resolve(&request.model_name, &request.model_version)?;
-        self.run(&model, request, Instant::now()).await
+            .route(&request.model_name, &request.model_version, Routing::Split(key))?;
+        count(&routed);
+        let shadow = self.shadow_of(&routed, &request);
+        let served = self.run(&routed.model, request, Instant::now()).await?;
+        if let Some(shadow) = shadow {
+            self.spawn_shadow(shadow, &served);
+        }
+        Ok(routed_response(&routed, served))
     }
 
-    /// Runs one inference request whose body is decoded only once its model is known: version `version` (or
-    /// the policy's choice, when empty) of model `name` is resolved first, then `decode` makes the request
-    /// (and whatever else the front end needs back, `T`). A body that cannot become a request of a serving
-    /// model counts as a failed request of the model, as a gRPC request the model refuses does. REST names
-    /// the model in its path, as Triton's `HandleInfer` (`http_server.cc`) resolves it before it reads the body.
+    /// Runs one inference request whose body is decoded only once its model is known: version `version` (a
+    /// number, a label, or the policy's choice, when empty) of model `name` is resolved first, sticky by
+    /// `header` (the `x-ferry-routing-key` header's routing key), then `decode` makes the request (and whatever else
+    /// the front end needs back, `T`). A body that cannot become a request of a serving model counts as a
+    /// failed request of the model, as a gRPC request the model refuses does. REST names the model in its
+    /// path, as Triton's `HandleInfer` (`http_server.cc`) resolves it before it reads the body. Without a
+    /// header, a `routing_key` parameter in the body routes the request once it is decoded.
     pub async fn infer_with<T>(
         &self,
         name: &str,
         version: &str,
+        header: Option<&str>,
         decode: impl FnOnce() -> Result<(pb::ModelInferRequest, T), Error>,
     ) -> Result<(pb::ModelInferResponse, T), Error> {
         self.authorize("ModelInfer", Scope::Infer, Target::Model(name))?;
-        let model = self.registry.resolve(name, version)?;
+        let header = header.map(check_routing_key).transpose()?;
+        let mut routed = self.registry.route(name, version, Routing::Split(header))?;
         let received = Instant::now();
         let (request, rest) = decode().inspect_err(|error| {
-            model
+            routed
+                .model
                 .stats
                 .record_request(Err(error.failure_reason()), received.elapsed());
         })?;
-        Ok((self.run(&model, request, received).await?, rest))
+        if header.is_none()
+            && version.is_empty()
+            && routed.policy.as_ref().is_some_and(|policy| policy.splits())
+            && let Some(key) = routing_key(&request.parameters)?
+        {
+            routed = self.registry.route(name, version, Routing::Split(Some(key)))?;
+        }
+        count(&routed);
+        let shadow = self.shadow_of(&routed, &request);
+        let served = self.run(&routed.model, request, received).await?;
+        if let Some(shadow) = shadow {
+            self.spawn_shadow(shadow, &served);
+        }
+        Ok((routed_response(&routed, served), rest))
     }
 
     /// Runs `request` on `model`, received at `received`: parses it against the model (shared memory
     /// included), answers it from the response cache or queues it for the model's batcher, then ranks classified outputs, writes outputs that go
     /// to shared memory, and checks the response against the message size limit.
-    async fn run(
+    pub(super) async fn run(
         &self,
         model: &Arc<ModelVersion>,
         mut request: pb::ModelInferRequest,
@@ -146,4 +175,56 @@ impl InferenceService {
         }
         Ok(response)
     }
+}
+
+/// The request parameter that carries a routing key (the `x-ferry-routing-key` header's equivalent).
+pub const ROUTING_KEY_PARAMETER: &str = "routing_key";
+/// The response parameter that names the rule that chose the answering version.
+pub const ROUTE_PARAMETER: &str = "ferry_route";
+
+/// The request's routing key, if its parameters carry one: a string of at most
+/// [`MAX_ROUTING_KEY_BYTES`](crate::traffic::MAX_ROUTING_KEY_BYTES) bytes.
+fn routing_key(parameters: &HashMap<String, pb::InferParameter>) -> Result<Option<&str>, Error> {
+    if parameters.is_empty() {
+        return Ok(None);
+    }
+    match parameters.get(ROUTING_KEY_PARAMETER).map(|p| &p.parameter_choice) {
+        None => Ok(None),
+        Some(Some(ParameterChoice::StringParam(key))) => check_routing_key(key).map(Some),
+        Some(_) => Err(Error::invalid(format!(
+            "invalid value type for '{ROUTING_KEY_PARAMETER}' parameter, expected string_param."
+        ))),
+    }
+}
+
+/// A routing key within its bound.
+fn check_routing_key(key: &str) -> Result<&str, Error> {
+    if key.len() > crate::traffic::MAX_ROUTING_KEY_BYTES {
+        return Err(Error::invalid(format!(
+            "a routing key is at most {} bytes, got {} bytes",
+            crate::traffic::MAX_ROUTING_KEY_BYTES,
+            key.len()
+        )));
+    }
+    Ok(key)
+}
+
+/// Counts a request under the rule that routed it, if one did, before it runs (so failures count too).
+fn count(routed: &Routed) {
+    if let Some(rule) = &routed.rule {
+        rule.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The response, naming the rule that routed it when one did.
+fn routed_response(routed: &Routed, mut response: pb::ModelInferResponse) -> pb::ModelInferResponse {
+    if let Some(rule) = &routed.rule {
+        response.parameters.insert(
+            ROUTE_PARAMETER.to_owned(),
+            pb::InferParameter {
+                parameter_choice: Some(ParameterChoice::StringParam(rule.name.to_string())),
+            },
+        );
+    }
+    response
 }

@@ -14,6 +14,7 @@
 //! - `shared_memory`: system and CUDA shared memory regions (status, register, unregister).
 //! - `settings`: trace and log settings.
 //! - `drift`: a version's input drift report, and its baseline ([`crate::drift`]).
+//! - `traffic`: version labels and traffic policies (get, set, label, promote, rollback, history).
 //! - `access`: the caller each request acts for, and the per-model checks of [`crate::auth`].
 
 mod access;
@@ -22,14 +23,21 @@ mod infer;
 mod repository;
 mod server;
 mod settings;
+mod shadow;
 mod shared_memory;
+mod traffic;
 
 use std::sync::Arc;
 
 pub use drift::{BaselineChange, DRIFT_BASELINE, DRIFT_REPORT};
+pub use infer::{ROUTE_PARAMETER, ROUTING_KEY_PARAMETER};
 pub use server::{EXTENSIONS, MAX_SERVER_NAME_BYTES, SERVER_NAME, ServerName};
 
 use crate::{repository::Registry, shm::SharedMemoryRegistry};
+
+/// The header (gRPC metadata or HTTP) that carries a request's routing key, which keeps a caller on one
+/// version of a model whose traffic is split.
+pub const ROUTING_KEY_HEADER: &str = "x-ferry-routing-key";
 
 /// The core every front end calls (gRPC unary and streaming, REST); cheap to clone, all state is in the
 /// model registry and the shared memory regions.

@@ -96,13 +96,16 @@ impl InferenceService {
         }
     }
 
-    /// ModelReady: whether `version` of the model (any version, when empty) serves. As in Triton, only a
-    /// version that is not a number is an error; anything else not serving is simply not ready.
+    /// ModelReady: whether `version` of the model (any version, when empty; a version label's version)
+    /// serves. As in Triton, only a version that is not a number (nor a label) is an error; anything else
+    /// not serving is simply not ready.
     pub fn is_model_ready(&self, request: &pb::ModelReadyRequest) -> Result<bool, Error> {
-        if !request.version.is_empty() {
-            crate::repository::parse_version(&request.version)?;
+        match self.registry.resolve(&request.name, &request.version) {
+            Ok(_) => Ok(true),
+            // A version that is neither a number nor a label of the model.
+            Err(error @ Error::InvalidRequest(_)) => Err(error),
+            Err(_) => Ok(false),
         }
-        Ok(self.registry.resolve(&request.name, &request.version).is_ok())
     }
 
     /// ModelMetadata: the model's tensors (with the batch dimension, as clients see them) and its ready

@@ -27,6 +27,7 @@ pub mod json;
 pub mod routes;
 mod shm;
 pub mod tensor;
+mod traffic;
 
 use std::{future::Future, sync::Arc};
 

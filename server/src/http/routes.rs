@@ -59,7 +59,7 @@ pub fn router(service: InferenceService, max_body_bytes: usize) -> Router {
             .route(&format!("{base}/models/{{model}}/load"), post(load))
             .route(&format!("{base}/models/{{model}}/unload"), post(unload));
     }
-    super::shm::routes(router)
+    super::traffic::routes(super::shm::routes(router))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -284,13 +284,28 @@ async fn model_infer(
     };
     let (response, forms) = shared
         .service
-        .infer_with(&names.model, &names.version, || {
+        .infer_with(&names.model, &names.version, routing_key(&headers)?, || {
             let rest = infer::parse_request(&names.model, &names.version, &headers, payload)?;
             Ok((rest.request, rest.outputs))
         })
         .await?;
     let answer = infer::build_response(&response, &forms)?;
     Ok(encoding::encode_response(answer, encoding::response_encoding(&headers)).await)
+}
+
+/// The `x-ferry-routing-key` header, if the request has one.
+fn routing_key(headers: &HeaderMap) -> Result<Option<&str>, Error> {
+    headers
+        .get(crate::core::ROUTING_KEY_HEADER)
+        .map(|value| {
+            value.to_str().map_err(|_| {
+                Error::invalid(format!(
+                    "the {} header must be visible ASCII",
+                    crate::core::ROUTING_KEY_HEADER
+                ))
+            })
+        })
+        .transpose()
 }
 
 async fn repository_index(

@@ -130,6 +130,7 @@ impl Registry {
             options,
             environment,
             shutting_down: Default::default(),
+            traffic: Default::default(),
         });
         std::thread::scope(|scope| {
             for name in &wanted {
@@ -200,6 +201,8 @@ impl Registry {
     /// serving set stays exactly as it was, the failed versions show as unavailable with the reason, and
     /// the versions this load had opened are released. Returns the first failure, if any.
     pub(super) fn load_model(&self, name: &str, source: &ModelSource) -> Result<(), LoadFailure> {
+        // The traffic policy lives next to the config: read (or reread, if it changed) with every load.
+        self.traffic.attach(name, &source.dir);
         let before = self.models.load().get(name).cloned().unwrap_or_default();
         let prepared = match loader::prepare(&self.environment, name, source, &self.options.limits) {
             Ok(prepared) => prepared,

@@ -8,6 +8,7 @@ pub(crate) mod files;
 mod lifecycle;
 mod loader;
 mod poll;
+mod routing;
 mod scan;
 
 use std::{
@@ -25,6 +26,7 @@ use arc_swap::ArcSwap;
 pub use lifecycle::config_from_json;
 pub use lifecycle::{LoadRequest, MAX_MODEL_NAME_BYTES, ModelName};
 use ort::environment::Environment;
+pub use routing::{Routed, Routing};
 pub use scan::Fingerprint;
 pub(crate) use scan::model_folders;
 
@@ -211,6 +213,8 @@ pub struct Registry {
     uploads: PathBuf,
     /// Set once shutdown begins, so that load balancers and probes stop sending before the listeners close.
     shutting_down: AtomicBool,
+    /// Every model's version labels and traffic policy.
+    traffic: crate::traffic::Store,
 }
 
 impl std::fmt::Debug for Registry {
@@ -235,55 +239,28 @@ impl Registry {
     }
 
     /// The version that serves a request for `name` and `version`; an empty version means the highest ready
-    /// version. Errors are Triton's (`ModelRepositoryManager::GetModel`): the version string is checked
-    /// first, then the model, then the version.
+    /// version, and a version label the version it points at. Errors are Triton's
+    /// (`ModelRepositoryManager::GetModel`): the version string is checked first, then the model, then the
+    /// version.
     pub fn resolve(&self, name: &str, version: &str) -> Result<Arc<ModelVersion>, Error> {
-        let number = if version.is_empty() {
-            None
-        } else {
-            Some(parse_version(version)?)
-        };
-        let models = self.models.load();
-        let entry = models.get(name).ok_or_else(|| Error::UnknownModel {
-            model: name.to_owned(),
-        })?;
-        let Some(number) = number else {
-            return entry
-                .ready_versions()
-                .next()
-                .cloned()
-                .ok_or_else(|| Error::NoAvailableVersion {
-                    model: name.to_owned(),
-                    reason: entry.not_ready_reason(),
-                });
-        };
-        match entry.versions.get(&number) {
-            Some(VersionState::Ready { model, .. }) if entry.failure.is_none() => Ok(Arc::clone(model)),
-            Some(state) => Err(Error::VersionNotReady {
-                model: name.to_owned(),
-                version: number,
-                reason: match (&entry.failure, state) {
-                    (Some(failure), _) => failure.clone(),
-                    (None, VersionState::Unavailable(reason)) => reason.clone(),
-                    (None, _) => LOADING.to_owned(),
-                },
-            }),
-            None => Err(Error::UnknownVersion {
-                model: name.to_owned(),
-                version: number,
-            }),
-        }
+        self.route(name, version, Routing::Highest)
+            .map(|routed| routed.model)
+    }
+
+    /// Every model's version labels and traffic policy.
+    pub fn traffic(&self) -> &crate::traffic::Store {
+        &self.traffic
     }
 
     /// The ready versions a statistics request covers: every model when `name` is empty, every ready
-    /// version of the model when `version` is empty. Errors are Triton's
+    /// version of the model when `version` is empty (`version` may be a label of the model). Errors are Triton's
     /// (`TRITONSERVER_ServerModelStatistics`): a model with no ready version, known or not, is "not
     /// available", and so is a version that is not ready.
     pub fn ready_versions(&self, name: &str, version: &str) -> Result<Vec<Arc<ModelVersion>>, Error> {
         let number = if version.is_empty() {
             None
         } else {
-            Some(parse_version(version)?)
+            Some(self.version_number(name, version)?)
         };
         let models = self.models.load();
         if name.is_empty() {
@@ -432,6 +409,9 @@ impl Registry {
             };
             models
         });
+        if entry.is_none() {
+            self.traffic.detach(name);
+        }
         let Some(old) = previous.get(name) else {
             return;
         };

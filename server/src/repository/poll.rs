@@ -61,5 +61,7 @@ impl Registry {
                 self.publish(&name, None);
             }
         }
+        drop(lifecycle);
+        self.traffic.poll();
     }
 }

@@ -32,11 +32,19 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(PathBuf, u64, Option<System
         };
         if metadata.is_dir() {
             collect(root, &path, files);
+        } else if dir == root && is_traffic_file(&entry.file_name()) {
+            // The traffic policy is followed on its own (`crate::traffic`): a change of it reloads no model.
+            continue;
         } else {
             let relative = path.strip_prefix(root).map(Path::to_path_buf).unwrap_or(path);
             files.push((relative, metadata.len(), metadata.modified().ok()));
         }
     }
+}
+
+/// Whether a file at the top of a model folder is its traffic policy, or the policy's temporary file.
+fn is_traffic_file(name: &std::ffi::OsStr) -> bool {
+    name == crate::traffic::FILE_NAME || name == crate::traffic::TEMP_NAME
 }
 
 /// The model folders of the repositories, by model name; a name found in several repositories maps to all
