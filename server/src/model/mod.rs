@@ -1,5 +1,6 @@
 //! A loaded model version: its instances, each an ONNX Runtime session on a thread of its own, fed batches
-//! by one scheduler that follows the model's batching policy.
+//! by one scheduler that follows the model's batching policy. A lone request of a quick model runs on an
+//! idle instance's session from its handler's worker instead ([`LONE_RUN_LIMIT`]).
 
 use std::{
     path::Path,
