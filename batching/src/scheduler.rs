@@ -67,6 +67,19 @@ impl<P: Payload> Scheduler<P> {
 
     /// Queues a request without blocking on anything but the brief state lock.
     pub fn submit(&self, request: Request<P>) -> Result<Admitted, Rejected<P>> {
+        self.enqueue(request, false).map(|(admitted, _)| admitted)
+    }
+
+    /// Queues a request like [`Scheduler::submit`], except that a request that finds the queue otherwise
+    /// empty and an instance idle leaves that instance asleep, and `true` comes back: the caller may then run
+    /// the request on its own thread ([`Scheduler::take_ready`]) instead of paying for a wake-up of the
+    /// instance and another of the caller. After `true`, the caller must call [`Scheduler::wake_for_queued`]
+    /// once it is done (or has given up), so that nothing stays queued while every instance sleeps.
+    pub fn submit_alone(&self, request: Request<P>) -> Result<(Admitted, bool), Rejected<P>> {
+        self.enqueue(request, true)
+    }
+
+    fn enqueue(&self, request: Request<P>, may_run_here: bool) -> Result<(Admitted, bool), Rejected<P>> {
         let mut shared = self.lock();
         if shared.closed {
             return Err(Rejected {
@@ -75,12 +88,38 @@ impl<P: Payload> Scheduler<P> {
             });
         }
         let admitted = shared.state.enqueue(request, Instant::now())?;
-        let wake = shared.sleeping > 0;
+        let idle = shared.sleeping > 0;
+        let alone = may_run_here && idle && shared.state.len() == 1;
+        drop(shared);
+        if idle && !alone {
+            self.arrivals.notify_one();
+        }
+        Ok((admitted, alone))
+    }
+
+    /// The batch the policy runs now, formed as an instance would form it, for a caller that runs it on its
+    /// own thread; `None` when the policy would wait (a queue delay) or nothing is queued. Like every batch,
+    /// it must be delivered with [`Scheduler::deliver`] as soon as it has run.
+    pub fn take_ready(&self) -> Option<Batch<P>> {
+        let mut shared = self.lock();
+        loop {
+            match shared.state.next_batch(Instant::now()) {
+                // Every request picked was withdrawn at the last moment: decide again.
+                Next::Batch(batch) if batch.items.is_empty() => continue,
+                Next::Batch(batch) => return Some(batch),
+                Next::WaitUntil(_) | Next::Idle => return None,
+            }
+        }
+    }
+
+    /// Wakes an idle instance when requests wait: what [`Scheduler::submit_alone`] left undone.
+    pub fn wake_for_queued(&self) {
+        let shared = self.lock();
+        let wake = shared.sleeping > 0 && !shared.state.is_empty();
         drop(shared);
         if wake {
             self.arrivals.notify_one();
         }
-        Ok(admitted)
     }
 
     /// Blocks until there is a batch to run; `None` once the scheduler is closed and its queue drained, or
@@ -172,6 +211,7 @@ mod tests {
     use super::*;
     use crate::{BatchingPolicy, Ticket};
 
+    #[derive(Debug)]
     struct Item;
 
     impl Payload for Item {
@@ -245,6 +285,71 @@ mod tests {
             scheduler.deliver(batch.sequence, || {});
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    #[test]
+    fn a_lone_request_leaves_an_idle_instance_asleep_for_its_caller_to_run() {
+        let scheduler = Arc::new(Scheduler::<Item>::new(BatchingPolicy::greedy(8)));
+        let (_, alone) = scheduler.submit_alone(request()).expect("queued");
+        assert!(!alone, "no instance is idle yet: the caller must not run it");
+        let running = AtomicBool::new(false);
+        scheduler.deliver(scheduler.next_batch(&running).expect("batch").sequence, || {});
+        let instance = {
+            let scheduler = Arc::clone(&scheduler);
+            thread::spawn(move || {
+                let running = AtomicBool::new(false);
+                scheduler.next_batch(&running).map(|batch| batch.items.len())
+            })
+        };
+        while scheduler.lock().sleeping == 0 {
+            thread::yield_now();
+        }
+        let (_, alone) = scheduler.submit_alone(request()).expect("queued");
+        assert!(
+            alone,
+            "an idle instance and an empty queue: the caller may run it"
+        );
+        thread::sleep(Duration::from_millis(20));
+        assert!(!instance.is_finished(), "the instance was left asleep");
+        let batch = scheduler.take_ready().expect("a batch to run here");
+        assert_eq!(batch.items.len(), 1);
+        scheduler.deliver(batch.sequence, || {});
+        assert!(scheduler.take_ready().is_none(), "nothing left");
+        scheduler.wake_for_queued();
+
+        // A second request while the first waits is not alone, and wakes the instance at once.
+        assert!(scheduler.submit_alone(request()).expect("queued").1);
+        let (_, alone) = scheduler.submit_alone(request()).expect("queued");
+        assert!(!alone);
+        assert_eq!(
+            instance.join().expect("instance"),
+            Some(2),
+            "the instance took both"
+        );
+    }
+
+    #[test]
+    fn a_caller_that_does_not_run_its_request_hands_it_to_an_instance() {
+        // The policy waits (a queue delay), so the caller finds nothing ready and must wake the instance.
+        let policy = BatchingPolicy {
+            max_queue_delay: Duration::from_millis(30),
+            ..BatchingPolicy::greedy(8)
+        };
+        let scheduler = Arc::new(Scheduler::<Item>::new(policy));
+        let instance = {
+            let scheduler = Arc::clone(&scheduler);
+            thread::spawn(move || {
+                let running = AtomicBool::new(false);
+                scheduler.next_batch(&running).map(|batch| batch.items.len())
+            })
+        };
+        while scheduler.lock().sleeping == 0 {
+            thread::yield_now();
+        }
+        assert!(scheduler.submit_alone(request()).expect("queued").1);
+        assert!(scheduler.take_ready().is_none(), "the delay has not passed");
+        scheduler.wake_for_queued();
+        assert_eq!(instance.join().expect("instance"), Some(1));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! A loaded model version: its instances, each an ONNX Runtime session on a thread of its own, fed batches
-//! by one scheduler that follows the model's batching policy.
+//! by one scheduler that follows the model's batching policy. A lone request of a quick model runs on an
+//! idle instance's session from its handler's worker instead ([`LONE_RUN_LIMIT`]).
 
 use std::{
-    panic::AssertUnwindSafe,
     path::Path,
     sync::{
         Arc, Mutex, PoisonError,
@@ -12,7 +12,7 @@ use std::{
     time::Instant,
 };
 
-use ferry_batching::{Batch, EnqueueError, Payload, Request, Scheduler, Ticket, TicketState};
+use ferry_batching::{Admitted, EnqueueError, Payload, Request, Scheduler, Ticket, TicketState};
 use ort::{environment::Environment, session::Session};
 use tokio::sync::oneshot;
 use tracing::Instrument;
@@ -26,7 +26,13 @@ use crate::{
     stats::{FailureReason, VersionStats},
 };
 
+mod instance;
+mod lone;
 mod warmup;
+
+use instance::{Engine, Instance, InstanceHandle, Runs, run_batch};
+pub use lone::LONE_RUN_LIMIT;
+use lone::LoneRuns;
 
 /// A queued request with the channel its answer goes back on.
 struct InferJob {
@@ -63,8 +69,10 @@ pub struct ModelVersion {
     /// Input drift statistics, when the config turns them on ([`crate::drift`]).
     pub drift: Option<crate::drift::DriftMonitor>,
     scheduler: Arc<Scheduler<InferJob>>,
-    /// One `retired` flag per running instance.
-    instances: Mutex<Vec<Arc<AtomicBool>>>,
+    /// The running instances, each with its `retired` flag.
+    instances: Mutex<Vec<InstanceHandle>>,
+    lone: Arc<LoneRuns>,
+    runs: Arc<Runs>,
     /// Requests every new instance runs before it takes traffic.
     warmup: warmup::Warmup,
 }
@@ -105,9 +113,20 @@ impl ModelVersion {
             .parent()
             .and_then(Path::parent)
             .unwrap_or(Path::new("."));
+        let scheduler = Arc::new(Scheduler::new(spec.batching.clone()));
+        let stats = Arc::new(VersionStats::default());
+        let lone = Arc::new(LoneRuns::new(&spec));
+        let runs = Arc::new(Runs {
+            spec: Arc::clone(&spec),
+            scheduler: Arc::clone(&scheduler),
+            stats: Arc::clone(&stats),
+            lone: Arc::clone(&lone),
+        });
         let model = ModelVersion {
-            scheduler: Arc::new(Scheduler::new(spec.batching.clone())),
-            stats: Arc::new(VersionStats::default()),
+            scheduler,
+            stats,
+            lone,
+            runs,
             instances: Mutex::new(Vec::new()),
             warmup: warmup::requests(&spec, model_dir)?,
             drift: crate::drift::DriftMonitor::start(&spec, version, model_dir)?,
@@ -136,7 +155,7 @@ impl ModelVersion {
         if plan.count < running {
             let mut instances = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
             for retired in instances.drain(plan.count..) {
-                retired.store(true, Ordering::Release);
+                retired.retired.store(true, Ordering::Release);
             }
             drop(instances);
             self.scheduler.wake_all();
@@ -170,8 +189,9 @@ impl ModelVersion {
         let mut runner = BatchRunner::new()?;
         'warmup: for (request, count) in &self.warmup.requests {
             for _ in 0..*count {
+                let started = Instant::now();
                 match runner.run(&mut session, &self.spec, &[request]) {
-                    Ok(_) => {}
+                    Ok(_) => self.lone.record(started.elapsed()),
                     Err(error) if self.warmup.required => {
                         return Err(Error::ModelLoad(format!("warm-up failed: {error}")));
                     }
@@ -183,12 +203,10 @@ impl ModelVersion {
             }
         }
         let retired = Arc::new(AtomicBool::new(false));
+        let engine = Arc::new(Mutex::new(Engine { session, runner }));
         let worker = Instance {
-            session,
-            runner,
-            spec: Arc::clone(&self.spec),
-            scheduler: Arc::clone(&self.scheduler),
-            stats: Arc::clone(&self.stats),
+            engine: Arc::clone(&engine),
+            runs: Arc::clone(&self.runs),
             retired: Arc::clone(&retired),
             _threads: threads,
         };
@@ -202,7 +220,7 @@ impl ModelVersion {
             ))
             .spawn(move || worker.serve())
             .map_err(|error| Error::ModelLoad(format!("starting an instance thread: {error}")))?;
-        instances.push(retired);
+        instances.push(InstanceHandle { retired, engine });
         Ok(())
     }
 
@@ -245,11 +263,12 @@ impl ModelVersion {
             },
             ticket: ticket.clone(),
         };
-        let admitted = self
-            .scheduler
-            .submit(batch_request)
-            .map_err(|rejected| self.rejection(rejected.error))?;
+        let (_handling, may_run_here) = self.lone.handle();
+        let (admitted, alone) = self.submit(batch_request, may_run_here)?;
         let _withdraw_on_drop = WithdrawOnDrop(ticket.clone());
+        if alone {
+            self.run_here();
+        }
         if let Some(reject_at) = admitted.reject_at {
             let timer = tokio::time::sleep_until(reject_at.into());
             tokio::select! {
@@ -264,6 +283,36 @@ impl ModelVersion {
         }
         let result = answer.await;
         self.answer(result, &ticket)
+    }
+
+    /// Queues a request; true when the caller `may_run_here` ([`LoneRuns::handle`]) and the request found
+    /// the queue empty and an instance idle: the caller then must try to run it ([`Self::run_here`]).
+    fn submit(&self, request: Request<InferJob>, may_run_here: bool) -> Result<(Admitted, bool), Error> {
+        let submitted = if may_run_here {
+            self.scheduler.submit_alone(request)
+        } else {
+            self.scheduler.submit(request).map(|admitted| (admitted, false))
+        };
+        submitted.map_err(|rejected| self.rejection(rejected.error))
+    }
+
+    /// Runs the batch the policy forms now on an idle instance's engine, here on the caller's thread, and
+    /// answers it; when no engine is idle or the policy waits, wakes an instance instead.
+    fn run_here(&self) {
+        let idle = self
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|instance| instance.engine.try_lock().is_ok())
+            .map(|instance| Arc::clone(&instance.engine));
+        if let Some(engine) = idle
+            && let Ok(mut engine) = engine.try_lock()
+            && let Some(batch) = self.scheduler.take_ready()
+        {
+            run_batch(&mut engine, batch, &self.runs);
+        }
+        self.scheduler.wake_for_queued();
     }
 
     fn answer(
@@ -335,71 +384,6 @@ struct WithdrawOnDrop(Ticket);
 impl Drop for WithdrawOnDrop {
     fn drop(&mut self) {
         self.0.withdraw();
-    }
-}
-
-/// One model instance: a session, its reusable buffers, and the loop that runs batches on its thread.
-struct Instance {
-    session: Session,
-    runner: BatchRunner,
-    spec: Arc<ModelSpec>,
-    scheduler: Arc<Scheduler<InferJob>>,
-    stats: Arc<VersionStats>,
-    retired: Arc<AtomicBool>,
-    /// The instance's share of the server's thread budget, given back when its thread ends.
-    _threads: ThreadReservation,
-}
-
-impl Instance {
-    fn serve(mut self) {
-        while let Some(batch) = self.scheduler.next_batch(&self.retired) {
-            self.run(batch);
-        }
-    }
-
-    fn run(&mut self, mut batch: Batch<InferJob>) {
-        let span = tracing::info_span!(target: crate::telemetry::REQUEST_SPANS, "batch", model = %self.spec.name, rows = batch.rows, requests = batch.items.len());
-        for item in &mut batch.items {
-            // The wait is over: close the request's queue span and tie the batch to the requests it serves.
-            let queue_span = std::mem::replace(&mut item.payload.queue_span, tracing::Span::none());
-            span.follows_from(&queue_span);
-        }
-        let requests: Vec<&InferRequest> = batch.items.iter().map(|item| &item.payload.request).collect();
-        let (runner, session, spec) = (&mut self.runner, &mut self.session, &self.spec);
-        let result = tracing::info_span!(target: crate::telemetry::REQUEST_SPANS, parent: &span, "execute")
-            .in_scope(|| {
-                // A bug that panics while running a batch must cost that batch, not the instance: with the
-                // thread gone, every request still queued for a one-instance model would wait forever.
-                std::panic::catch_unwind(AssertUnwindSafe(|| runner.run(session, spec, &requests)))
-                    .unwrap_or_else(|panic| {
-                        let what = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| (*s).to_owned())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_default();
-                        Err(Error::Execution(format!(
-                            "the instance panicked while running the batch: {what}"
-                        )))
-                    })
-            });
-        let sequence = batch.sequence;
-        let rows = batch.rows;
-        self.scheduler.deliver(sequence, || match result {
-            Ok((outputs, times)) => {
-                let queue_times = batch.items.iter().map(|item| item.queued_for);
-                self.stats.record_batch(rows, queue_times, times);
-                for (item, outputs) in batch.items.into_iter().zip(outputs) {
-                    // The client may have gone while the model ran; nothing waits for the result then.
-                    let _ = item.payload.reply.send(Ok(outputs));
-                }
-            }
-            Err(error) => {
-                tracing::warn!(model = %self.spec.name, %error, rows, "batch failed");
-                for item in batch.items {
-                    let _ = item.payload.reply.send(Err(error.clone()));
-                }
-            }
-        });
     }
 }
 

@@ -1,0 +1,109 @@
+//! A model instance: an ONNX Runtime session with its buffers (its engine), the thread that runs batches
+//! on it, and the one function that runs a batch and answers its requests.
+
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex, PoisonError, atomic::AtomicBool},
+    time::Instant,
+};
+
+use ferry_batching::{Batch, Scheduler};
+use ort::session::Session;
+
+use super::{InferJob, lone::LoneRuns};
+use crate::{
+    Error, config::ModelSpec, limits::ThreadReservation, onnx::BatchRunner, request::InferRequest,
+    stats::VersionStats,
+};
+
+/// What one instance runs batches with. Its thread holds it while it runs a batch; while the instance is
+/// idle, a request handler may hold it to run a lone request itself ([`super::LONE_RUN_LIMIT`]).
+pub(super) struct Engine {
+    pub(super) session: Session,
+    pub(super) runner: BatchRunner,
+}
+
+/// A running instance as its version sees it.
+pub(super) struct InstanceHandle {
+    pub(super) retired: Arc<AtomicBool>,
+    pub(super) engine: Arc<Mutex<Engine>>,
+}
+
+/// What running a batch needs besides an engine, shared by a version's instances and its request handlers.
+pub(super) struct Runs {
+    pub(super) spec: Arc<ModelSpec>,
+    pub(super) scheduler: Arc<Scheduler<InferJob>>,
+    pub(super) stats: Arc<VersionStats>,
+    pub(super) lone: Arc<LoneRuns>,
+}
+
+/// One model instance: its engine, and the loop that runs batches on its thread.
+pub(super) struct Instance {
+    pub(super) engine: Arc<Mutex<Engine>>,
+    pub(super) runs: Arc<Runs>,
+    pub(super) retired: Arc<AtomicBool>,
+    /// The instance's share of the server's thread budget, given back when its thread ends.
+    pub(super) _threads: ThreadReservation,
+}
+
+impl Instance {
+    pub(super) fn serve(self) {
+        while let Some(batch) = self.runs.scheduler.next_batch(&self.retired) {
+            // Held by a request handler only while it runs a lone request, which is short.
+            let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+            run_batch(&mut engine, batch, &self.runs);
+        }
+    }
+}
+
+/// Runs `batch` on `engine` and answers its requests, on an instance's thread or a request handler's.
+pub(super) fn run_batch(engine: &mut Engine, mut batch: Batch<InferJob>, runs: &Runs) {
+    let spec = &runs.spec;
+    let span = tracing::info_span!(target: crate::telemetry::REQUEST_SPANS, "batch", model = %spec.name, rows = batch.rows, requests = batch.items.len());
+    for item in &mut batch.items {
+        // The wait is over: close the request's queue span and tie the batch to the requests it serves.
+        let queue_span = std::mem::replace(&mut item.payload.queue_span, tracing::Span::none());
+        span.follows_from(&queue_span);
+    }
+    let requests: Vec<&InferRequest> = batch.items.iter().map(|item| &item.payload.request).collect();
+    let Engine { runner, session } = engine;
+    let started = Instant::now();
+    let result = tracing::info_span!(target: crate::telemetry::REQUEST_SPANS, parent: &span, "execute")
+        .in_scope(|| {
+            // A bug that panics while running a batch must cost that batch, not the instance: with the
+            // thread gone, every request still queued for a one-instance model would wait forever.
+            std::panic::catch_unwind(AssertUnwindSafe(|| runner.run(session, spec, &requests)))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(Error::Execution(format!(
+                        "the instance panicked while running the batch: {what}"
+                    )))
+                })
+        });
+    if requests.len() == 1 && result.is_ok() {
+        runs.lone.record(started.elapsed());
+    }
+    drop(requests);
+    let sequence = batch.sequence;
+    let rows = batch.rows;
+    runs.scheduler.deliver(sequence, || match result {
+        Ok((outputs, times)) => {
+            let queue_times = batch.items.iter().map(|item| item.queued_for);
+            runs.stats.record_batch(rows, queue_times, times);
+            for (item, outputs) in batch.items.into_iter().zip(outputs) {
+                // The client may have gone while the model ran; nothing waits for the result then.
+                let _ = item.payload.reply.send(Ok(outputs));
+            }
+        }
+        Err(error) => {
+            tracing::warn!(model = %spec.name, %error, rows, "batch failed");
+            for item in batch.items {
+                let _ = item.payload.reply.send(Err(error.clone()));
+            }
+        }
+    });
+}
