@@ -312,6 +312,7 @@ def generate() -> list[Path]:
         _write(add_one_batched(), TESTS / "add_one_queue" / "1" / "model.onnx"),
         _write(add_one_batched(), TESTS / "add_one_greedy" / "1" / "model.onnx"),
         _write(add_one_batched(), TESTS / "add_one_adaptive" / "1" / "model.onnx"),
+        _write(add_one_batched(), TESTS / "add_one_lone" / "1" / "model.onnx"),
         _write(gather_table(), TESTS / "gather_table" / "1" / "model.onnx"),
         # Twins of the models in Triton's docs/examples/model_repository that its client examples call.
         _write(simple_int8(), TESTS / "simple_int8" / "1" / "model.onnx"),

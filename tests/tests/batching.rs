@@ -360,3 +360,50 @@ async fn a_failing_batch_fails_its_requests_with_internal_and_the_instance_goes_
     assert_eq!(inference.success.map(|s| s.count), Some(1));
     server.stop().await;
 }
+
+/// With `ferry.lone_requests_on_worker` on, requests sent one at a time may run on their handler's worker
+/// and bursts on the instance: either way each request gets exactly its own rows, and the statistics account
+/// for every row and request. Two workers, as the server has on two cores, so that a burst's handlers meet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_requests_on_the_worker_get_their_own_rows_alone_and_in_bursts() {
+    let server = start().await;
+    let mut client = server.raw_client().await.expect("client");
+    let check = |response: ferry_proto::inference::ModelInferResponse, rows: usize, base: f32| {
+        let expected: Vec<f32> = (0..rows).flat_map(|r| [base + r as f32 + 1.0; 4]).collect();
+        assert_eq!(floats(&response.raw_output_contents[0]), expected);
+    };
+    for i in 0..100usize {
+        let (rows, base) = (1 + i % 3, 10.0 * i as f32);
+        let response = client
+            .model_infer(add_one_request("add_one_lone", rows, base))
+            .await
+            .expect("infer alone")
+            .into_inner();
+        check(response, rows, base);
+    }
+    let tasks: Vec<_> = (0..64usize)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let (rows, base) = (1 + i % 4, 5000.0 + 100.0 * i as f32);
+                let response = client
+                    .model_infer(add_one_request("add_one_lone", rows, base))
+                    .await
+                    .expect("infer in a burst")
+                    .into_inner();
+                (response, rows, base)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (response, rows, base) = task.await.expect("task");
+        check(response, rows, base);
+    }
+    let stats = server.statistics("add_one_lone").await;
+    let rows: u64 = (0..100u64).map(|i| 1 + i % 3).sum::<u64>() + (0..64u64).map(|i| 1 + i % 4).sum::<u64>();
+    assert_eq!(stats.inference_count, rows);
+    let inference = stats.inference_stats.expect("inference stats");
+    assert_eq!(inference.success.map(|d| d.count), Some(164));
+    assert_eq!(inference.fail.map(|d| d.count), Some(0));
+    server.stop().await;
+}

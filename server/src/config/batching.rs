@@ -22,6 +22,45 @@ pub const DEFAULT_MAX_QUEUE_SIZE: usize = 4096;
 /// (see docs/batching.md). The `ferry.` prefix keeps it apart from the keys of Triton's backends.
 pub const ADAPTIVE_QUEUE_DELAY: &str = "ferry.adaptive_queue_delay";
 
+/// The config `parameters` key that lets a request handler run a lone request of a quick model itself, on
+/// the async worker it arrived on, instead of handing it to an instance thread and being woken back
+/// (docs/batching.md, "Data path"): `"false"` (the default), `"true"` (lone runs must average under
+/// [`crate::model::LONE_RUN_LIMIT`]) or that average limit in microseconds, 1 to
+/// [`MAX_LONE_RUN_LIMIT_MICROS`]. Off by default because it runs ONNX Runtime on an async worker, which
+/// Ferry otherwise never does.
+pub const LONE_REQUESTS_ON_WORKER: &str = "ferry.lone_requests_on_worker";
+
+/// The highest limit `ferry.lone_requests_on_worker` may set: a millisecond on an async worker is already ten
+/// times what tokio asks of a task between `.await`s.
+pub const MAX_LONE_RUN_LIMIT_MICROS: u64 = 1_000;
+
+/// How long lone runs may take on average for handlers to run them themselves
+/// ([`LONE_REQUESTS_ON_WORKER`]); `None` when off. A value of another form fails the load naming the key.
+pub(super) fn lone_requests_on_worker(
+    config: &ModelConfig,
+    source: ConfigSource<'_>,
+) -> Result<Option<Duration>, Error> {
+    let Some(parameter) = config.parameters.get(LONE_REQUESTS_ON_WORKER) else {
+        return Ok(None);
+    };
+    match parameter.string_value.trim() {
+        "false" => Ok(None),
+        "true" => Ok(Some(crate::model::LONE_RUN_LIMIT)),
+        other => match other.parse::<u64>() {
+            Ok(micros) if (1..=MAX_LONE_RUN_LIMIT_MICROS).contains(&micros) => {
+                Ok(Some(Duration::from_micros(micros)))
+            }
+            _ => Err(source.error(
+                &[LONE_REQUESTS_ON_WORKER],
+                format!(
+                    "parameter {LONE_REQUESTS_ON_WORKER} must be \"true\", \"false\" or a limit in microseconds \
+                     from 1 to {MAX_LONE_RUN_LIMIT_MICROS}, got '{other}'"
+                ),
+            )),
+        },
+    }
+}
+
 /// The batching policy of a validated config whose `max_batch_size` is `max_batch_size`.
 pub fn batching_policy(
     config: &ModelConfig,
@@ -225,6 +264,48 @@ mod tests {
                 assert!(message.contains("needs dynamic_batching"), "{message}")
             }
             other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lone_requests_stay_off_the_workers_unless_asked_for() {
+        let lone = |text: &str| {
+            let config = parse_model_config(text, "c")?;
+            let source = ConfigSource {
+                path: "c",
+                text: Some(text),
+            };
+            lone_requests_on_worker(&config, source)
+        };
+        let with = |value: &str| {
+            format!(
+                "max_batch_size: 8\nparameters {{ key: \"ferry.lone_requests_on_worker\" value {{ string_value: \"{value}\" }} }}\n"
+            )
+        };
+        assert_eq!(lone("max_batch_size: 8\n").expect("valid"), None);
+        assert_eq!(
+            lone(&with("true")).expect("valid"),
+            Some(crate::model::LONE_RUN_LIMIT)
+        );
+        assert_eq!(
+            lone(&with("250")).expect("valid"),
+            Some(Duration::from_micros(250))
+        );
+        assert_eq!(lone(&with("false")).expect("valid"), None);
+        for bad in ["on", "0", "1001"] {
+            match lone(&with(bad)) {
+                Err(Error::Config { message, line, .. }) => {
+                    assert_eq!(
+                        message,
+                        format!(
+                            "parameter ferry.lone_requests_on_worker must be \"true\", \"false\" or a limit in \
+                             microseconds from 1 to 1000, got '{bad}'"
+                        )
+                    );
+                    assert_eq!(line, 2);
+                }
+                other => panic!("expected a config error for {bad}, got {other:?}"),
+            }
         }
     }
 

@@ -6,7 +6,7 @@ use ferry_proto::inference::{ModelConfig, model_config::SchedulingChoice};
 
 use super::{
     InstancePlan, TensorSpec, VersionPolicy,
-    batching::batching_policy,
+    batching::{batching_policy, lone_requests_on_worker},
     complete::{ONNX_BACKEND, ONNX_PLATFORM},
     drift::{DriftSettings, drift_settings},
     instances::instance_plan,
@@ -48,6 +48,9 @@ pub struct ModelSpec {
     pub response_cache: bool,
     /// How the model's inputs are watched for drift (`ferry.drift.*` parameters; off by default).
     pub drift: DriftSettings,
+    /// How quick this model's lone runs must be, on average, for a handler to run a lone request on its
+    /// async worker (`ferry.lone_requests_on_worker`); `None`, the default, keeps every run on instances.
+    pub lone_requests_on_worker: Option<std::time::Duration>,
 }
 
 impl ModelSpec {
@@ -143,6 +146,7 @@ impl ModelSpec {
         let instances = instance_plan(&config, source)?;
         let response_cache = Self::may_cache_responses(&config);
         let drift = drift_settings(&config, source)?;
+        let lone_requests_on_worker = lone_requests_on_worker(&config, source)?;
         let model_filename = if config.default_model_filename.is_empty() {
             "model.onnx".to_owned()
         } else {
@@ -165,6 +169,7 @@ impl ModelSpec {
             labels: OutputLabels::default(),
             response_cache,
             drift,
+            lone_requests_on_worker,
         })
     }
 

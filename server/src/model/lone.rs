@@ -1,5 +1,6 @@
-//! Running a lone request without a thread hop: when a request is the only one its version handles and the
-//! model is quick, its handler runs it on an idle instance's engine itself (docs/batching.md, "Data path").
+//! Running a lone request without a thread hop: when the model's config allows it
+//! (`ferry.lone_requests_on_worker`), a request is the only one its version handles and the model is quick,
+//! its handler runs it on an idle instance's engine itself (docs/batching.md, "Data path").
 
 use std::{
     sync::atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -8,7 +9,7 @@ use std::{
 
 use crate::config::ModelSpec;
 
-/// The longest a lone request may take to run for its handler to run it on the async worker it arrived on,
+/// By default (`ferry.lone_requests_on_worker: "true"`), the longest a lone request may take to run for its handler to run it on the async worker it arrived on,
 /// instead of waking an idle instance thread and being woken back (two thread hops, each a futex wake and
 /// a context switch on both sides). Tokio asks tasks to reach an `.await` within 10 to 100 µs: a model
 /// whose lone runs stay under that costs a worker no more than parsing and answering a request do. mlp_small
@@ -28,7 +29,8 @@ const QUIET_BEFORE_LONE_RUNS: Duration = Duration::from_millis(10);
 /// their lone batches.
 #[derive(Debug)]
 pub(super) struct LoneRuns {
-    /// Off when delivery must wait for earlier batches (`preserve_ordering`), which would block the worker.
+    /// On only when the config asks for it (`ferry.lone_requests_on_worker`), and never when delivery must
+    /// wait for earlier batches (`preserve_ordering`), which would block the worker.
     allowed: bool,
     /// Exponentially weighted mean of lone runs' wall time in nanoseconds; `u64::MAX` until one ran.
     mean_ns: AtomicU64,
@@ -43,9 +45,11 @@ pub(super) struct LoneRuns {
 impl LoneRuns {
     pub(super) fn new(spec: &ModelSpec) -> Self {
         LoneRuns {
-            allowed: !spec.batching.preserve_ordering,
+            allowed: spec.lone_requests_on_worker.is_some() && !spec.batching.preserve_ordering,
             mean_ns: AtomicU64::new(u64::MAX),
-            limit_ns: u64::try_from(LONE_RUN_LIMIT.as_nanos()).unwrap_or(u64::MAX),
+            limit_ns: spec
+                .lone_requests_on_worker
+                .map_or(0, |limit| u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX)),
             handling: AtomicUsize::new(0),
             last_company_ns: AtomicU64::new(0),
             epoch: Instant::now(),
