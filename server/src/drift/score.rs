@@ -95,21 +95,9 @@ pub fn ks(a: &Sketch, b: &Sketch) -> Option<f64> {
 mod tests {
     use super::*;
 
-    /// `n` values of N(mean, 1) by Box-Muller over a fixed linear congruential stream.
+    /// `n` values of N(mean, 1), from the drift tests' stream.
     fn normal(n: usize, mean: f64, seed: u64) -> Vec<f64> {
-        let mut state = seed;
-        let mut uniform = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        };
-        (0..n)
-            .map(|_| {
-                let (u, v) = (uniform(), uniform());
-                mean + (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-            })
-            .collect()
+        super::super::tests::normal(mean, seed).take(n).collect()
     }
 
     fn live_against(baseline: &FeatureBaseline, values: &[f64]) -> Scores {

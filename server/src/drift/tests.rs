@@ -91,7 +91,7 @@ fn settle(monitor: &DriftMonitor) -> VersionReport {
 }
 
 /// `n` values of N(mean, 1) by Box-Muller over a fixed linear congruential stream.
-fn normal(mean: f64, seed: u64) -> impl Iterator<Item = f64> {
+pub(super) fn normal(mean: f64, seed: u64) -> impl Iterator<Item = f64> {
     let mut state = seed;
     let mut uniform = move || {
         state = state
