@@ -6,10 +6,21 @@ use std::{
     time::SystemTime,
 };
 
-/// The files under a folder with their sizes and modification times, sorted by path. Two equal
-/// fingerprints mean nothing under the folder changed (as far as sizes and times can tell).
+/// The files under a folder with their sizes and modification times, and its subfolders, sorted by path.
+/// Two equal fingerprints mean nothing under the folder changed (as far as sizes and times can tell).
+/// Folders count on their own so that an emptied version folder and a removed one differ: a poll that saw
+/// a version folder whose model file was already deleted sees the change when the folder goes too.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fingerprint(Vec<(PathBuf, u64, Option<SystemTime>)>);
+pub struct Fingerprint(Vec<(PathBuf, Entry)>);
+
+/// One path under a fingerprinted folder.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Entry {
+    /// A folder.
+    Folder,
+    /// A file of this size, last modified then (when the file system says).
+    File(u64, Option<SystemTime>),
+}
 
 impl Fingerprint {
     /// Reads the fingerprint of everything under `dir` (empty when `dir` cannot be read).
@@ -21,7 +32,7 @@ impl Fingerprint {
     }
 }
 
-fn collect(root: &Path, dir: &Path, files: &mut Vec<(PathBuf, u64, Option<SystemTime>)>) {
+fn collect(root: &Path, dir: &Path, entries_found: &mut Vec<(PathBuf, Entry)>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -30,14 +41,18 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(PathBuf, u64, Option<System
         let Ok(metadata) = entry.metadata() else {
             continue;
         };
+        let relative = || {
+            path.strip_prefix(root)
+                .map_or_else(|_| path.clone(), Path::to_path_buf)
+        };
         if metadata.is_dir() {
-            collect(root, &path, files);
+            entries_found.push((relative(), Entry::Folder));
+            collect(root, &path, entries_found);
         } else if dir == root && is_traffic_file(&entry.file_name()) {
             // The traffic policy is followed on its own (`crate::traffic`): a change of it reloads no model.
             continue;
         } else {
-            let relative = path.strip_prefix(root).map(Path::to_path_buf).unwrap_or(path);
-            files.push((relative, metadata.len(), metadata.modified().ok()));
+            entries_found.push((relative(), Entry::File(metadata.len(), metadata.modified().ok())));
         }
     }
 }
@@ -177,6 +192,16 @@ mod tests {
     }
 
     #[test]
+    fn an_emptied_version_folder_and_a_removed_one_differ() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("config.pbtxt"), b"").expect("write");
+        std::fs::create_dir(dir.path().join("2")).expect("mkdir");
+        let emptied = Fingerprint::of(dir.path());
+        std::fs::remove_dir(dir.path().join("2")).expect("rmdir");
+        assert_ne!(emptied, Fingerprint::of(dir.path()));
+    }
+
+    #[test]
     fn a_file_still_growing_is_not_acted_on_until_it_settles() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut detector = ChangeDetector::default();
@@ -211,8 +236,8 @@ mod tests {
     #[test]
     fn a_failed_load_is_retried_only_when_the_files_change_again() {
         let mut detector = ChangeDetector::default();
-        let broken = Fingerprint(vec![(PathBuf::from("model.onnx"), 3, None)]);
-        let fixed = Fingerprint(vec![(PathBuf::from("model.onnx"), 9, None)]);
+        let broken = Fingerprint(vec![(PathBuf::from("model.onnx"), Entry::File(3, None))]);
+        let fixed = Fingerprint(vec![(PathBuf::from("model.onnx"), Entry::File(9, None))]);
         detector.look("m", Some(broken.clone()));
         assert_eq!(detector.look("m", Some(broken.clone())), Change::Settled);
         // The load failed; the same files are not tried again.
