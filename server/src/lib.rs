@@ -13,6 +13,7 @@ pub mod config;
 pub mod connection;
 pub mod core;
 mod datatype;
+pub mod ensemble;
 mod error;
 pub mod grpc;
 pub mod health;

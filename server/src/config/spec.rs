@@ -1,6 +1,8 @@
 //! The validated form of a model's configuration: what the server needs to check and run requests, built
 //! once when the model loads so that requests never look at raw config fields.
 
+use std::sync::Arc;
+
 use ferry_batching::BatchingPolicy;
 use ferry_proto::inference::{ModelConfig, model_config::SchedulingChoice};
 
@@ -8,6 +10,7 @@ use super::{
     InstancePlan, TensorSpec, VersionPolicy,
     batching::batching_policy,
     complete::{ONNX_BACKEND, ONNX_PLATFORM},
+    ensemble::{ENSEMBLE_PLATFORM, EnsembleStep, ensemble_steps, is_ensemble},
     instances::instance_plan,
     source::ConfigSource,
     tensors::{check_unique, tensor_spec},
@@ -45,6 +48,9 @@ pub struct ModelSpec {
     /// true }`): never for a model with state, whose answers depend on the requests before
     /// ([`ModelSpec::may_cache_responses`]).
     pub response_cache: bool,
+    /// The steps of an ensemble (`platform: "ensemble"`), checked as a dataflow graph; `None` for a model
+    /// that runs on ONNX Runtime.
+    pub ensemble: Option<Arc<Vec<EnsembleStep>>>,
 }
 
 impl ModelSpec {
@@ -63,12 +69,19 @@ impl ModelSpec {
                 ),
             ));
         }
-        if config.platform != ONNX_PLATFORM || config.backend != ONNX_BACKEND {
+        let ensemble = is_ensemble(&config);
+        if ensemble && !config.backend.is_empty() {
+            return Err(source.error(
+                &["backend"],
+                format!("an ensemble has no backend, got '{}'", config.backend),
+            ));
+        }
+        if !ensemble && (config.platform != ONNX_PLATFORM || config.backend != ONNX_BACKEND) {
             return Err(source.error(
                 &["platform", "backend"],
                 format!(
                     "platform '{}' with backend '{}' is not served: Ferry runs '{ONNX_PLATFORM}' models on the \
-                     '{ONNX_BACKEND}' backend",
+                     '{ONNX_BACKEND}' backend, and '{ENSEMBLE_PLATFORM}' pipelines of them",
                     config.platform, config.backend
                 ),
             ));
@@ -121,10 +134,10 @@ impl ModelSpec {
                     "sequence_batching is not supported by Ferry",
                 ));
             }
-            Some(SchedulingChoice::EnsembleScheduling(_)) => {
+            Some(SchedulingChoice::EnsembleScheduling(_)) if !ensemble => {
                 return Err(source.error(
                     &["ensemble_scheduling"],
-                    "ensemble_scheduling is not supported by Ferry",
+                    format!("ensemble_scheduling needs platform '{ENSEMBLE_PLATFORM}'"),
                 ));
             }
             Some(SchedulingChoice::DynamicBatching(_)) if max_batch_size == 0 => {
@@ -135,6 +148,11 @@ impl ModelSpec {
             }
             _ => {}
         }
+        let ensemble = if ensemble {
+            Some(Arc::new(ensemble_steps(&config, &inputs, &outputs, source)?))
+        } else {
+            None
+        };
         let batching = batching_policy(&config, max_batch_size, source)?;
         let version_policy = VersionPolicy::from_config(&config);
         let instances = instance_plan(&config, source)?;
@@ -160,6 +178,7 @@ impl ModelSpec {
             },
             labels: OutputLabels::default(),
             response_cache,
+            ensemble,
         })
     }
 

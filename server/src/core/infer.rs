@@ -53,7 +53,8 @@ impl InferenceService {
     }
 
     /// Runs `request` on `model`, received at `received`: parses it against the model (shared memory
-    /// included), answers it from the response cache or queues it for the model's batcher, then ranks classified outputs, writes outputs that go
+    /// included), answers it from the response cache or queues it for the model's batcher (an ensemble runs its steps,
+    /// each such a request of its member), then ranks classified outputs, writes outputs that go
     /// to shared memory, and checks the response against the message size limit.
     async fn run(
         &self,
@@ -84,7 +85,17 @@ impl InferenceService {
         let mut classifications = std::mem::take(&mut parsed.classifications);
         // The response cache answers here when the model enables it, or runs the model and keeps the answer.
         let cache = self.registry.options().response_cache.as_ref();
-        let mut outputs = crate::cache::infer(cache, model, parsed, received).await?;
+        let mut outputs = match &model.spec.ensemble {
+            Some(steps) => {
+                let result = crate::ensemble::run(&self.registry, cache, model, steps, parsed).await;
+                model.stats.record_request(
+                    result.as_ref().map(|_| ()).map_err(Error::failure_reason),
+                    received.elapsed(),
+                );
+                result?
+            }
+            None => crate::cache::infer(cache, model, parsed, received).await?,
+        };
         if !classifications.is_empty() {
             // Ranking a large output is real work: off the async workers. The classifications travel to the
             // blocking thread and back, so that the answer below still knows which outputs became strings.

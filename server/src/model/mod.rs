@@ -85,6 +85,19 @@ impl Drop for ModelVersion {
 }
 
 impl ModelVersion {
+    /// The version of an ensemble: no session and no instance of its own; its requests run as requests of
+    /// its members (`crate::ensemble::run`), and `stats` count them as the ensemble's.
+    pub fn ensemble(spec: Arc<ModelSpec>, version: u64) -> Self {
+        ModelVersion {
+            scheduler: Arc::new(Scheduler::new(spec.batching.clone())),
+            stats: Arc::new(VersionStats::default()),
+            instances: Mutex::new(Vec::new()),
+            warmup: warmup::Warmup::default(),
+            spec,
+            version,
+        }
+    }
+
     /// Opens `spec.instances.count` sessions on `model_path`, checks the file against the spec, and starts one
     /// thread per session.
     pub fn load(

@@ -131,13 +131,16 @@ impl Registry {
             environment,
             shutting_down: Default::default(),
         });
-        std::thread::scope(|scope| {
-            for name in &wanted {
-                let registry = &registry;
-                let folders = &folders;
-                scope.spawn(move || registry.load_from_folders(name, folders));
-            }
-        });
+        // Ensembles load after their members, which load together.
+        for wave in super::ensembles::load_waves(wanted, &folders) {
+            std::thread::scope(|scope| {
+                for name in &wave {
+                    let registry = &registry;
+                    let folders = &folders;
+                    scope.spawn(move || registry.load_from_folders(name, folders));
+                }
+            });
+        }
         if registry.options.control_mode == ControlMode::Poll {
             let mut lifecycle = registry.lifecycle.lock().unwrap_or_else(PoisonError::into_inner);
             for (name, paths) in &folders {
@@ -208,6 +211,17 @@ impl Registry {
                 return Err(failure);
             }
         };
+        if let Some(steps) = &prepared.spec.ensemble {
+            let models = self.models.load();
+            let checked = crate::ensemble::check_members(&prepared.spec, steps, &|member, version| {
+                super::ensembles::member_spec(&models, member, version)
+            });
+            if let Err(reason) = checked {
+                let failure = LoadFailure::Model(format!("ensemble '{name}': {reason}"));
+                self.keep_serving_or_fail(name, before, &failure.to_string());
+                return Err(failure);
+            }
+        }
         let current: BTreeMap<u64, Current> = before
             .versions
             .iter()

@@ -257,6 +257,13 @@ fn load_version(
     path: &Path,
     threads: &Arc<ThreadBudget>,
 ) -> Result<Arc<ModelVersion>, String> {
+    if prepared.spec.ensemble.is_some() {
+        // An ensemble's version folder holds no model: its steps run on the members.
+        return Ok(Arc::new(ModelVersion::ensemble(
+            Arc::clone(&prepared.spec),
+            version,
+        )));
+    }
     let path = files::contained_file(&prepared.dir, path)?;
     ModelVersion::load(environment, Arc::clone(&prepared.spec), version, &path, threads)
         .map(Arc::new)

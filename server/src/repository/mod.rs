@@ -4,6 +4,7 @@
 //! it in whole, so a request sees either the old or the new set of versions, never a half-made one. A
 //! replaced or removed version is freed when its last request ends.
 
+mod ensembles;
 pub(crate) mod files;
 mod lifecycle;
 mod loader;
@@ -237,7 +238,22 @@ impl Registry {
     /// The version that serves a request for `name` and `version`; an empty version means the highest ready
     /// version. Errors are Triton's (`ModelRepositoryManager::GetModel`): the version string is checked
     /// first, then the model, then the version.
+    ///
+    /// An ensemble resolves only while its members serve with the tensors its steps need; otherwise it is
+    /// not ready, with the reason (Triton's UNAVAILABLE).
     pub fn resolve(&self, name: &str, version: &str) -> Result<Arc<ModelVersion>, Error> {
+        let model = self.resolve_version(name, version)?;
+        if let Some(reason) = ensembles::unready_reason(&self.models.load(), &model) {
+            return Err(Error::VersionNotReady {
+                model: name.to_owned(),
+                version: model.version,
+                reason,
+            });
+        }
+        Ok(model)
+    }
+
+    fn resolve_version(&self, name: &str, version: &str) -> Result<Arc<ModelVersion>, Error> {
         let number = if version.is_empty() {
             None
         } else {
@@ -323,15 +339,18 @@ impl Registry {
         if self.shutting_down.load(Ordering::Relaxed) {
             return false;
         }
+        let models = self.models.load();
         !self.options.strict_readiness
-            || self.models.load().values().all(|entry| match &entry.failure {
+            || models.values().all(|entry| match &entry.failure {
                 Some(reason) => reason == UNLOADED,
                 None => {
                     !entry.versions.is_empty()
-                        && entry
-                            .versions
-                            .values()
-                            .all(|state| matches!(state, VersionState::Ready { .. }))
+                        && entry.versions.values().all(|state| match state {
+                            VersionState::Ready { model, .. } => {
+                                ensembles::unready_reason(&models, model).is_none()
+                            }
+                            _ => false,
+                        })
                 }
             })
     }
@@ -385,7 +404,10 @@ impl Registry {
             for (version, state) in &entry.versions {
                 let (state, reason) = match state {
                     VersionState::Loading => ("LOADING", String::new()),
-                    VersionState::Ready { note, .. } => ("READY", note.clone().unwrap_or_default()),
+                    VersionState::Ready { model, note } => match ensembles::unready_reason(&models, model) {
+                        Some(reason) => ("UNAVAILABLE", reason),
+                        None => ("READY", note.clone().unwrap_or_default()),
+                    },
                     VersionState::Unavailable(reason) => ("UNAVAILABLE", reason.clone()),
                 };
                 let reason = bounded_message(reason);

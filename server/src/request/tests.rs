@@ -49,6 +49,7 @@ pub(super) fn spec(max_batch_size: usize, inputs: Vec<TensorSpec>) -> ModelSpec 
         config: Default::default(),
         labels: Default::default(),
         response_cache: false,
+        ensemble: None,
     }
 }
 

@@ -1,0 +1,368 @@
+//! End-to-end tests of ensembles (`platform: "ensemble"`): the real server on `tests/ensemble_repository`
+//! (members `scale_pre` y = 2x + 1, `relu_shift` y = Relu(x - 4), `row_sum`, `add_pair` on real ONNX
+//! Runtime), requests over gRPC, answers checked against the steps' arithmetic done here by hand.
+//!
+//! Triton behaviour pinned: an ensemble is served, listed and reported like any model (core
+//! `ensemble_scheduler.cc`, `EnsembleContext`: each step is a request of its composing model, scheduled by
+//! that model's own scheduler, and composing models count those requests in their statistics), and an
+//! ensemble whose composing model is not ready is not ready (core `model_repository_manager.cc`,
+//! dependency graph: a dependent is UNAVAILABLE while a model it depends on is missing).
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use ferry_proto::inference::{
+    ModelConfigRequest, ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelReadyRequest,
+    RepositoryIndexRequest, RepositoryModelLoadRequest, RepositoryModelUnloadRequest,
+    model_infer_request::InferInputTensor,
+};
+use ferry_server::repository::{ControlMode, RepositoryOptions};
+use ferry_tests::{TestServer, repo_root};
+use tonic::Code;
+
+fn ensemble_repository() -> PathBuf {
+    repo_root().join("tests/ensemble_repository")
+}
+
+fn f32_bytes(values: &[f32]) -> Bytes {
+    values
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn f32_values(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// A request of `model` with one FP32 input `input` of `rows` rows of 4.
+fn request(model: &str, input: &str, values: &[f32]) -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: model.into(),
+        id: "e2e".into(),
+        inputs: vec![InferInputTensor {
+            name: input.into(),
+            datatype: "FP32".into(),
+            shape: vec![(values.len() / 4) as i64, 4],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![f32_bytes(values)],
+        ..Default::default()
+    }
+}
+
+/// The FP32 output `name` of `response`, with its shape.
+fn output(response: &ModelInferResponse, name: &str) -> (Vec<i64>, Vec<f32>) {
+    let index = response
+        .outputs
+        .iter()
+        .position(|o| o.name == name)
+        .unwrap_or_else(|| panic!("output {name} in {:?}", response.outputs));
+    assert_eq!(response.outputs[index].datatype, "FP32");
+    (
+        response.outputs[index].shape.clone(),
+        f32_values(&response.raw_output_contents[index]),
+    )
+}
+
+fn pre(x: f32) -> f32 {
+    2.0 * x + 1.0
+}
+
+fn relu_shift(x: f32) -> f32 {
+    (x - 4.0).max(0.0)
+}
+
+const INPUT: [f32; 8] = [-1.0, 0.5, 2.0, 3.0, 1.5, 4.0, -2.0, 10.0];
+
+#[tokio::test]
+async fn a_pipeline_answers_as_its_steps_run_by_hand() {
+    let server = TestServer::start(vec![ensemble_repository()])
+        .await
+        .expect("server");
+    let mut client = server.raw_client().await.expect("client");
+    let response = client
+        .model_infer(request("pipeline", "RAW", &INPUT))
+        .await
+        .expect("pipeline answers")
+        .into_inner();
+    assert_eq!(response.model_name, "pipeline");
+    assert_eq!(response.model_version, "1");
+    assert_eq!(response.id, "e2e");
+    let features: Vec<f32> = INPUT.iter().map(|&x| relu_shift(pre(x))).collect();
+    assert_eq!(output(&response, "FEATURES"), (vec![2, 4], features.clone()));
+    let scores: Vec<f32> = features.chunks(4).map(|row| row.iter().sum()).collect();
+    assert_eq!(output(&response, "SCORE"), (vec![2, 1], scores));
+
+    // The ensemble counts its request; each member counts the step it ran, as Triton's composing models do.
+    let stats = server.statistics("pipeline").await;
+    let ensemble = stats.inference_stats.expect("stats");
+    assert_eq!(ensemble.success.expect("success").count, 1);
+    for member in ["scale_pre", "relu_shift", "row_sum"] {
+        let stats = server.statistics(member).await;
+        assert_eq!(
+            stats
+                .inference_stats
+                .expect("stats")
+                .success
+                .expect("success")
+                .count,
+            1,
+            "{member}"
+        );
+        assert_eq!(stats.inference_count, 2, "{member} ran both rows");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_diamond_runs_both_branches_and_joins_them() {
+    let server = TestServer::start(vec![ensemble_repository()])
+        .await
+        .expect("server");
+    let mut client = server.raw_client().await.expect("client");
+    let response = client
+        .model_infer(request("diamond", "X", &INPUT))
+        .await
+        .expect("diamond answers")
+        .into_inner();
+    let expected: Vec<f32> = INPUT
+        .iter()
+        .map(|&x| {
+            let top = pre(x);
+            relu_shift(top) + pre(top)
+        })
+        .collect();
+    assert_eq!(output(&response, "SUM"), (vec![2, 4], expected));
+    // scale_pre ran twice for this one request: the top of the diamond and its right branch.
+    let stats = server.statistics("scale_pre").await;
+    assert_eq!(
+        stats
+            .inference_stats
+            .expect("stats")
+            .success
+            .expect("success")
+            .count,
+        2
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_ensemble_is_listed_and_described_like_any_model() {
+    let server = TestServer::start(vec![ensemble_repository()])
+        .await
+        .expect("server");
+    let mut client = server.raw_client().await.expect("client");
+    let index = client
+        .repository_index(RepositoryIndexRequest::default())
+        .await
+        .expect("index")
+        .into_inner();
+    let row = index
+        .models
+        .iter()
+        .find(|m| m.name == "diamond")
+        .expect("diamond listed");
+    assert_eq!((row.version.as_str(), row.state.as_str()), ("1", "READY"));
+    let metadata = client
+        .model_metadata(ModelMetadataRequest {
+            name: "pipeline".into(),
+            version: String::new(),
+        })
+        .await
+        .expect("metadata")
+        .into_inner();
+    assert_eq!(metadata.platform, "ensemble");
+    assert_eq!(metadata.inputs[0].name, "RAW");
+    assert_eq!(metadata.inputs[0].shape, [-1, 4]);
+    let outputs: Vec<&str> = metadata.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(outputs, ["FEATURES", "SCORE"]);
+    let config = client
+        .model_config(ModelConfigRequest {
+            name: "pipeline".into(),
+            version: String::new(),
+        })
+        .await
+        .expect("config")
+        .into_inner()
+        .config
+        .expect("config");
+    assert_eq!(config.platform, "ensemble");
+    assert!(config.backend.is_empty(), "an ensemble has no backend");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_over_the_ensembles_batch_size_is_refused_before_any_step_runs() {
+    let server = TestServer::start(vec![ensemble_repository()])
+        .await
+        .expect("server");
+    let mut client = server.raw_client().await.expect("client");
+    let error = client
+        .model_infer(request("pipeline", "RAW", &[0.0; 36]))
+        .await
+        .expect_err("9 rows over max_batch_size 8");
+    assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
+    assert_eq!(server.statistics("scale_pre").await.inference_count, 0);
+    server.stop().await;
+}
+
+/// Copies the ensemble repository into a fresh folder, so that a test may change it.
+fn copy_repository() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_dir(&ensemble_repository(), dir.path());
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("folder");
+    for entry in std::fs::read_dir(from).expect("read folder") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+async fn explicit_server(repository: &Path, models: &[&str]) -> TestServer {
+    let options = RepositoryOptions {
+        control_mode: ControlMode::Explicit,
+        startup_models: models.iter().map(|m| (*m).to_owned()).collect(),
+        strict_readiness: false,
+        ..RepositoryOptions::new(vec![repository.to_owned()])
+    };
+    TestServer::start_with(options, ferry_server::MAX_MESSAGE_BYTES)
+        .await
+        .expect("server")
+}
+
+async fn ready(server: &TestServer, name: &str) -> bool {
+    let mut client = server.raw_client().await.expect("client");
+    client
+        .model_ready(ModelReadyRequest {
+            name: name.into(),
+            version: String::new(),
+        })
+        .await
+        .expect("ready")
+        .into_inner()
+        .ready
+}
+
+#[tokio::test]
+async fn unloading_a_member_makes_the_ensemble_unavailable_with_the_reason_until_it_is_back() {
+    let repository = copy_repository();
+    // The ensemble is listed first at start: it still loads after its members.
+    let server = explicit_server(
+        repository.path(),
+        &["pipeline", "scale_pre", "relu_shift", "row_sum"],
+    )
+    .await;
+    assert!(ready(&server, "pipeline").await);
+    let mut client = server.raw_client().await.expect("client");
+    client
+        .repository_model_unload(RepositoryModelUnloadRequest {
+            model_name: "relu_shift".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("unload");
+    assert!(!ready(&server, "pipeline").await);
+    let error = client
+        .model_infer(request("pipeline", "RAW", &INPUT[..4]))
+        .await
+        .expect_err("a member is gone");
+    assert_eq!(error.code(), Code::Unavailable, "{error:?}");
+    assert!(
+        error.message().contains("step 1 (model 'relu_shift')") && error.message().contains("unloaded"),
+        "{}",
+        error.message()
+    );
+    let index = client
+        .repository_index(RepositoryIndexRequest::default())
+        .await
+        .expect("index")
+        .into_inner();
+    let row = index
+        .models
+        .iter()
+        .find(|m| m.name == "pipeline")
+        .expect("listed");
+    assert_eq!(row.state, "UNAVAILABLE");
+    assert!(row.reason.contains("relu_shift"), "{}", row.reason);
+
+    client
+        .repository_model_load(RepositoryModelLoadRequest {
+            model_name: "relu_shift".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("load");
+    assert!(ready(&server, "pipeline").await);
+    let response = client
+        .model_infer(request("pipeline", "RAW", &INPUT[..4]))
+        .await
+        .expect("answers again")
+        .into_inner();
+    let features: Vec<f32> = INPUT[..4].iter().map(|&x| relu_shift(pre(x))).collect();
+    assert_eq!(output(&response, "FEATURES").1, features);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_ensemble_whose_edges_do_not_fit_fails_to_load_naming_the_step_and_tensor() {
+    let repository = copy_repository();
+    // row_sum gives [batch, 1]; feeding it to add_pair's 4-wide input is a shape mismatch along an edge.
+    std::fs::create_dir_all(repository.path().join("bad/1")).expect("version folder");
+    std::fs::write(
+        repository.path().join("bad/config.pbtxt"),
+        "platform: \"ensemble\"\nmax_batch_size: 8\n\
+         input [ { name: \"X\", data_type: TYPE_FP32, dims: [ 4 ] } ]\n\
+         output [ { name: \"OUT\", data_type: TYPE_FP32, dims: [ 4 ] } ]\n\
+         ensemble_scheduling { step [\n\
+           { model_name: \"row_sum\" model_version: -1 input_map { key: \"x\" value: \"X\" }\n\
+             output_map { key: \"y\" value: \"total\" } },\n\
+           { model_name: \"add_pair\" model_version: -1 input_map { key: \"a\" value: \"X\" }\n\
+             input_map { key: \"b\" value: \"total\" } output_map { key: \"sum\" value: \"OUT\" } } ] }\n",
+    )
+    .expect("config");
+    let server = explicit_server(repository.path(), &["row_sum", "add_pair"]).await;
+    let mut client = server.raw_client().await.expect("client");
+    let error = client
+        .repository_model_load(RepositoryModelLoadRequest {
+            model_name: "bad".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("shapes do not fit");
+    assert!(
+        error.message().contains("step 1 (model 'add_pair')")
+            && error.message().contains("tensor 'total'")
+            && error.message().contains("input 'b'"),
+        "{}",
+        error.message()
+    );
+    // A member that is not loaded is named too.
+    let error = client
+        .repository_model_load(RepositoryModelLoadRequest {
+            model_name: "diamond".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("scale_pre and relu_shift are not loaded");
+    assert!(
+        error.message().contains("model 'relu_shift' is not loaded")
+            || error.message().contains("model 'scale_pre' is not loaded"),
+        "{}",
+        error.message()
+    );
+    server.stop().await;
+}
