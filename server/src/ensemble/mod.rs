@@ -155,3 +155,5 @@ pub fn check_members(
     Ok(())
 }
 
+#[cfg(test)]
+mod tests;
