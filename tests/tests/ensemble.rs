@@ -17,7 +17,7 @@ use ferry_proto::inference::{
     model_infer_request::InferInputTensor,
 };
 use ferry_server::repository::{ControlMode, RepositoryOptions};
-use ferry_tests::{TestServer, repo_root};
+use ferry_tests::{TestServer, repo_root, run_pytest};
 use tonic::Code;
 
 fn ensemble_repository() -> PathBuf {
@@ -363,6 +363,164 @@ async fn an_ensemble_whose_edges_do_not_fit_fails_to_load_naming_the_step_and_te
             || error.message().contains("model 'scale_pre' is not loaded"),
         "{}",
         error.message()
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_gets_the_answers_of_the_steps_run_in_onnxruntime() {
+    let server = TestServer::start(vec![ensemble_repository()])
+        .await
+        .expect("server");
+    let http = server.start_http().await.expect("REST");
+    let status = run_pytest(
+        "test_ensemble.py",
+        &[("FERRY_GRPC_URL", server.url()), ("FERRY_HTTP_URL", http.url())],
+    )
+    .await;
+    http.stop().await;
+    server.stop().await;
+    assert!(
+        status.success(),
+        "the tritonclient ensemble suite failed: {status}"
+    );
+}
+
+/// Writes model `name` into `repository`: `config` and, when given, `model` as version 1's model.onnx
+/// (an ensemble gets an empty version folder, as in Triton).
+fn add_model(repository: &Path, name: &str, config: &str, model: Option<&Path>) {
+    let folder = repository.join(name);
+    std::fs::create_dir_all(folder.join("1")).expect("version folder");
+    std::fs::write(folder.join("config.pbtxt"), config).expect("config");
+    if let Some(model) = model {
+        std::fs::copy(model, folder.join("1/model.onnx")).expect("model file");
+    }
+}
+
+#[tokio::test]
+async fn parallel_branches_run_at_the_same_time() {
+    let repository = copy_repository();
+    let relu = ensemble_repository().join("relu_shift/1/model.onnx");
+    // Each branch waits out a 400 ms batching delay in its own member's batcher.
+    for name in ["slow_a", "slow_b"] {
+        add_model(
+            repository.path(),
+            name,
+            "platform: \"onnxruntime_onnx\"\nmax_batch_size: 8\n\
+             input [ { name: \"x\", data_type: TYPE_FP32, dims: [ 4 ] } ]\n\
+             output [ { name: \"y\", data_type: TYPE_FP32, dims: [ 4 ] } ]\n\
+             dynamic_batching { max_queue_delay_microseconds: 400000 }\n",
+            Some(&relu),
+        );
+    }
+    add_model(
+        repository.path(),
+        "branches",
+        "platform: \"ensemble\"\nmax_batch_size: 8\n\
+         input [ { name: \"X\", data_type: TYPE_FP32, dims: [ 4 ] } ]\n\
+         output [ { name: \"SUM\", data_type: TYPE_FP32, dims: [ 4 ] } ]\n\
+         ensemble_scheduling { step [\n\
+           { model_name: \"slow_a\" model_version: -1 input_map { key: \"x\" value: \"X\" }\n\
+             output_map { key: \"y\" value: \"l\" } },\n\
+           { model_name: \"slow_b\" model_version: -1 input_map { key: \"x\" value: \"X\" }\n\
+             output_map { key: \"y\" value: \"r\" } },\n\
+           { model_name: \"add_pair\" model_version: -1 input_map { key: \"a\" value: \"l\" }\n\
+             input_map { key: \"b\" value: \"r\" } output_map { key: \"sum\" value: \"SUM\" } } ] }\n",
+        None,
+    );
+    let server = TestServer::start(vec![repository.path().to_owned()])
+        .await
+        .expect("server");
+    let mut client = server.raw_client().await.expect("client");
+    let started = std::time::Instant::now();
+    let response = client
+        .model_infer(request("branches", "X", &INPUT[..4]))
+        .await
+        .expect("answers")
+        .into_inner();
+    let took = started.elapsed();
+    let expected: Vec<f32> = INPUT[..4].iter().map(|&x| 2.0 * relu_shift(x)).collect();
+    assert_eq!(output(&response, "SUM").1, expected);
+    // One after the other, the branches would take at least 800 ms.
+    assert!(
+        took >= std::time::Duration::from_millis(400) && took < std::time::Duration::from_millis(750),
+        "took {took:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_step_fails_the_request_with_the_step_named() {
+    let repository = copy_repository();
+    let gather = ferry_tests::test_repository().join("gather_table");
+    add_model(
+        repository.path(),
+        "gather_table",
+        &std::fs::read_to_string(gather.join("config.pbtxt")).expect("config"),
+        Some(&gather.join("1/model.onnx")),
+    );
+    add_model(
+        repository.path(),
+        "lookup",
+        "platform: \"ensemble\"\nmax_batch_size: 8\n\
+         input [ { name: \"INDEX\", data_type: TYPE_INT64, dims: [ 1 ] } ]\n\
+         output [ { name: \"VALUE\", data_type: TYPE_FP32, dims: [ 1 ] } ]\n\
+         ensemble_scheduling { step [\n\
+           { model_name: \"gather_table\" model_version: -1 input_map { key: \"index\" value: \"INDEX\" }\n\
+             output_map { key: \"y\" value: \"VALUE\" } } ] }\n",
+        None,
+    );
+    let server = TestServer::start(vec![repository.path().to_owned()])
+        .await
+        .expect("server");
+    let mut client = server.raw_client().await.expect("client");
+    let lookup = |index: i64| ModelInferRequest {
+        model_name: "lookup".into(),
+        inputs: vec![InferInputTensor {
+            name: "INDEX".into(),
+            datatype: "INT64".into(),
+            shape: vec![1, 1],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![Bytes::copy_from_slice(&index.to_le_bytes())],
+        ..Default::default()
+    };
+    let response = client
+        .model_infer(lookup(3))
+        .await
+        .expect("in the table")
+        .into_inner();
+    assert_eq!(output(&response, "VALUE"), (vec![1, 1], vec![30.0]));
+    // An index outside the table fails inside ONNX Runtime, in the step.
+    let error = client
+        .model_infer(lookup(42))
+        .await
+        .expect_err("outside the table");
+    assert_eq!(error.code(), Code::Internal, "{error:?}");
+    assert!(
+        error
+            .message()
+            .starts_with("ensemble 'lookup' step 0 (model 'gather_table'): "),
+        "{}",
+        error.message()
+    );
+    let stats = server.statistics("lookup").await.inference_stats.expect("stats");
+    assert_eq!(
+        (
+            stats.success.expect("success").count,
+            stats.fail.expect("fail").count
+        ),
+        (1, 1)
+    );
+    let member = server
+        .statistics("gather_table")
+        .await
+        .inference_stats
+        .expect("stats");
+    assert_eq!(
+        member.fail.expect("fail").count,
+        1,
+        "the member counts its failed step"
     );
     server.stop().await;
 }

@@ -205,6 +205,8 @@ fn in_step(error: Error, at: &str, ensemble: &ModelVersion) -> Error {
             version: ensemble.version,
             reason: format!("{at}: {error}"),
         },
-        other => Error::Execution(format!("ensemble '{name}' {at}: {other}")),
+        // Triton's INTERNAL, as ONNX Runtime's own failures; the member's text (with its "onnx runtime
+        // failed" prefix) follows the step.
+        other => Error::Internal(format!("ensemble '{name}' {at}: {other}")),
     }
 }
