@@ -153,6 +153,41 @@ async fn a_diamond_runs_both_branches_and_joins_them() {
 }
 
 #[tokio::test]
+async fn an_ensemble_may_use_an_ensemble_as_a_step() {
+    let server = TestServer::start(vec![ensemble_repository()])
+        .await
+        .expect("server");
+    let mut client = server.raw_client().await.expect("client");
+    let response = client
+        .model_infer(request("nested", "IN", &INPUT))
+        .await
+        .expect("nested answers")
+        .into_inner();
+    let score = |rows: &[f32]| -> Vec<f32> {
+        rows.chunks(4)
+            .map(|row| row.iter().map(|&x| relu_shift(pre(x))).sum())
+            .collect()
+    };
+    let scaled: Vec<f32> = INPUT.iter().map(|&x| pre(x)).collect();
+    assert_eq!(output(&response, "DIRECT"), (vec![2, 1], score(&INPUT)));
+    assert_eq!(output(&response, "SCALED"), (vec![2, 1], score(&scaled)));
+    // The inner ensemble counts its two requests, its members theirs.
+    let pipeline = server
+        .statistics("pipeline")
+        .await
+        .inference_stats
+        .expect("stats");
+    assert_eq!(pipeline.success.expect("success").count, 2);
+    let scale_pre = server
+        .statistics("scale_pre")
+        .await
+        .inference_stats
+        .expect("stats");
+    assert_eq!(scale_pre.success.expect("success").count, 3);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn an_ensemble_is_listed_and_described_like_any_model() {
     let server = TestServer::start(vec![ensemble_repository()])
         .await

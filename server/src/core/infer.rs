@@ -83,19 +83,10 @@ impl InferenceService {
             OutputRegions::resolve(&self.shared_memory, requested.as_deref().unwrap_or_default())?;
         let id = parsed.id.clone();
         let mut classifications = std::mem::take(&mut parsed.classifications);
-        // The response cache answers here when the model enables it, or runs the model and keeps the answer.
+        // An ensemble runs its steps; any other model is answered by the response cache when it enables it,
+        // or runs and the cache keeps the answer.
         let cache = self.registry.options().response_cache.as_ref();
-        let mut outputs = match &model.spec.ensemble {
-            Some(steps) => {
-                let result = crate::ensemble::run(&self.registry, cache, model, steps, parsed).await;
-                model.stats.record_request(
-                    result.as_ref().map(|_| ()).map_err(Error::failure_reason),
-                    received.elapsed(),
-                );
-                result?
-            }
-            None => crate::cache::infer(cache, model, parsed, received).await?,
-        };
+        let mut outputs = crate::ensemble::infer(&self.registry, cache, model, parsed, received, 0).await?;
         if !classifications.is_empty() {
             // Ranking a large output is real work: off the async workers. The classifications travel to the
             // blocking thread and back, so that the answer below still knows which outputs became strings.

@@ -140,8 +140,9 @@ fn load_parameters(
     Ok((config, files))
 }
 
-/// Checks an unload request's `unload_dependents` parameter, the one Triton reads; Ferry has no
-/// ensembles, so a model has no dependents and the value changes nothing.
+/// Checks an unload request's `unload_dependents` parameter, the one Triton reads. In Triton it also
+/// unloads the members an ensemble's load brought in; Ferry loads no member along with an ensemble, so the
+/// value changes nothing.
 fn check_unload_parameters(parameters: &HashMap<String, pb::ModelRepositoryParameter>) -> Result<(), Error> {
     match parameters.get("unload_dependents").map(|p| &p.parameter_choice) {
         None | Some(Some(ParameterChoice::BoolParam(_))) => Ok(()),

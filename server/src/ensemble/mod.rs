@@ -6,7 +6,7 @@
 //! loads, and again whenever the ensemble is resolved, so that a member unloaded or reloaded with other
 //! tensors makes the ensemble unavailable with the reason, as Triton makes it UNAVAILABLE.
 //!
-//! [`run`] executes a request: each step is a request to its member through the same path a client request
+//! [`infer`] executes a request: each step is a request to its member through the same path a client request
 //! takes (resolved by name and version, parsed against the member's config, answered by the response cache
 //! or the member's own batcher), started as soon as its inputs exist, with independent steps in flight
 //! together. Tensors pass between steps as `Bytes`, without copies.
@@ -15,7 +15,7 @@ mod run;
 
 use std::{collections::BTreeMap, sync::Arc};
 
-pub use run::run;
+pub use run::{MAX_ENSEMBLE_DEPTH, infer};
 
 use crate::{
     DataType,

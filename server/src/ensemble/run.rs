@@ -20,6 +20,10 @@ use crate::{
     request::{InferRequest, TensorData},
 };
 
+/// How many ensembles deep a request may go (ensembles used as members of ensembles): a bound on the
+/// recursion, should ensembles come to use each other in a cycle through reloads.
+pub const MAX_ENSEMBLE_DEPTH: usize = 8;
+
 /// One tensor of an ensemble request: an input of the request or an output of a step.
 #[derive(Debug, Clone)]
 struct Tensor {
@@ -29,15 +33,47 @@ struct Tensor {
     data: Bytes,
 }
 
+/// Runs a parsed `request` of `model`, received at `received`: an ensemble runs its steps (its statistics
+/// count the request), any other model is answered by the response `cache` or its batcher. `depth` is the
+/// number of ensembles this request is already inside.
+pub async fn infer(
+    registry: &Registry,
+    cache: Option<&Arc<ResponseCache>>,
+    model: &Arc<ModelVersion>,
+    request: InferRequest,
+    received: Instant,
+    depth: usize,
+) -> Result<Vec<OutputTensor>, Error> {
+    let Some(steps) = &model.spec.ensemble else {
+        return crate::cache::infer(cache, model, request, received).await;
+    };
+    let result = if depth >= MAX_ENSEMBLE_DEPTH {
+        Err(Error::invalid(format!(
+            "ensemble '{}' is nested {depth} ensembles deep, more than the {MAX_ENSEMBLE_DEPTH} allowed: do \
+             its ensemble members use it in turn?",
+            model.spec.name
+        )))
+    } else {
+        // Boxed: an ensemble member of an ensemble makes this future recursive.
+        Box::pin(run(registry, cache, model, steps, request, depth + 1)).await
+    };
+    model.stats.record_request(
+        result.as_ref().map(|_| ()).map_err(Error::failure_reason),
+        received.elapsed(),
+    );
+    result
+}
+
 /// Runs `request` on the ensemble `ensemble` whose steps are `steps`: each step is sent to its member as
 /// a request of its own through `registry` and the response `cache`, as soon as the tensors it reads exist.
 /// A step's failure fails the request, with the step named.
-pub async fn run(
+async fn run(
     registry: &Registry,
     cache: Option<&Arc<ResponseCache>>,
     ensemble: &ModelVersion,
     steps: &[EnsembleStep],
     request: InferRequest,
+    depth: usize,
 ) -> Result<Vec<OutputTensor>, Error> {
     let spec = &ensemble.spec;
     let mut tensors: HashMap<String, Tensor> = HashMap::with_capacity(spec.inputs.len() + steps.len());
@@ -70,7 +106,8 @@ pub async fn run(
                 .iter()
                 .filter_map(|(input, tensor)| tensors.get(tensor).map(|t| (input.clone(), t.clone())))
                 .collect();
-            running.push(run_step(registry, cache, index, step, inputs, request.id.clone()));
+            let id = request.id.clone();
+            running.push(run_step(registry, cache, (index, step), inputs, id, depth));
         }
         let Some(finished) = running.next().await else {
             break;
@@ -113,10 +150,10 @@ pub async fn run(
 async fn run_step(
     registry: &Registry,
     cache: Option<&Arc<ResponseCache>>,
-    index: usize,
-    step: &EnsembleStep,
+    (index, step): (usize, &EnsembleStep),
     inputs: Vec<(String, Tensor)>,
     id: String,
+    depth: usize,
 ) -> Result<(usize, Vec<(String, Tensor)>), (usize, Error)> {
     let fail = |error| (index, error);
     let member = registry
@@ -156,7 +193,7 @@ async fn run_step(
                 .record_request(Err(error.failure_reason()), received.elapsed());
         })
         .map_err(fail)?;
-    let outputs = crate::cache::infer(cache, &member, parsed, received)
+    let outputs = infer(registry, cache, &member, parsed, received, depth)
         .await
         .map_err(fail)?;
     let produced = outputs
