@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use ferry_proto::inference::{
     ModelConfigRequest, ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelReadyRequest,
-    RepositoryIndexRequest, RepositoryModelLoadRequest, RepositoryModelUnloadRequest,
-    model_infer_request::InferInputTensor,
+    ModelRepositoryParameter, RepositoryIndexRequest, RepositoryModelLoadRequest,
+    RepositoryModelUnloadRequest, model_infer_request::InferInputTensor,
+    model_repository_parameter::ParameterChoice,
 };
 use ferry_server::repository::{ControlMode, RepositoryOptions};
 use ferry_tests::{TestServer, repo_root, run_pytest};
@@ -385,17 +386,28 @@ async fn an_ensemble_whose_edges_do_not_fit_fails_to_load_naming_the_step_and_te
         "{}",
         error.message()
     );
-    // A member that is not loaded is named too.
+    // A member that is in no repository is named too.
+    std::fs::create_dir_all(repository.path().join("orphan/1")).expect("version folder");
+    std::fs::write(
+        repository.path().join("orphan/config.pbtxt"),
+        std::fs::read_to_string(repository.path().join("pipeline/config.pbtxt"))
+            .expect("config")
+            .replace("name: \"pipeline\"", "name: \"orphan\"")
+            .replace("model_name: \"relu_shift\"", "model_name: \"absent\""),
+    )
+    .expect("config");
     let error = client
         .repository_model_load(RepositoryModelLoadRequest {
-            model_name: "diamond".into(),
+            model_name: "orphan".into(),
             ..Default::default()
         })
         .await
-        .expect_err("scale_pre and relu_shift are not loaded");
+        .expect_err("no model 'absent'");
+    assert_eq!(error.code(), Code::Internal, "{error:?}");
     assert!(
-        error.message().contains("model 'relu_shift' is not loaded")
-            || error.message().contains("model 'scale_pre' is not loaded"),
+        error
+            .message()
+            .contains("ensemble 'orphan': step 1 (model 'absent'): model 'absent' is not loaded"),
         "{}",
         error.message()
     );
@@ -557,5 +569,101 @@ async fn a_failing_step_fails_the_request_with_the_step_named() {
         1,
         "the member counts its failed step"
     );
+    server.stop().await;
+}
+
+/// The state of every model in the index, by name (the model's own row, or its version 1's).
+async fn states(server: &TestServer) -> std::collections::BTreeMap<String, String> {
+    let mut client = server.raw_client().await.expect("client");
+    let index = client
+        .repository_index(RepositoryIndexRequest::default())
+        .await
+        .expect("index")
+        .into_inner();
+    index
+        .models
+        .into_iter()
+        .map(|row| (row.name, row.state))
+        .collect()
+}
+
+async fn unload(server: &TestServer, name: &str, dependents: Option<bool>) {
+    let mut client = server.raw_client().await.expect("client");
+    let parameters = dependents
+        .map(|value| {
+            (
+                "unload_dependents".to_owned(),
+                ModelRepositoryParameter {
+                    parameter_choice: Some(ParameterChoice::BoolParam(value)),
+                },
+            )
+        })
+        .into_iter()
+        .collect();
+    client
+        .repository_model_unload(RepositoryModelUnloadRequest {
+            model_name: name.into(),
+            parameters,
+            ..Default::default()
+        })
+        .await
+        .expect("unload");
+}
+
+/// Triton's explicit mode (core `model_repository_manager.cc`, `LoadUnloadModels`): loading an ensemble
+/// loads the models its steps name, and theirs; `unload_dependents` (`UpdateDependencyGraph` with
+/// `deleted_dependents`) unloads those that were loaded along with it and that no other ensemble uses,
+/// never one loaded by a request of its own.
+#[tokio::test]
+async fn an_ensemble_loads_its_members_and_unload_dependents_unloads_them_again() {
+    let repository = copy_repository();
+    // At start: nested brings pipeline, which brings its own members, and scale_pre.
+    let server = explicit_server(repository.path(), &["nested"]).await;
+    assert!(ready(&server, "nested").await);
+    for member in ["pipeline", "scale_pre", "relu_shift", "row_sum"] {
+        assert!(ready(&server, member).await, "{member} loaded with nested");
+    }
+    assert!(
+        !ready(&server, "add_pair").await,
+        "add_pair is no member of nested"
+    );
+    // Without unload_dependents, the members stay.
+    unload(&server, "nested", None).await;
+    assert!(ready(&server, "pipeline").await);
+
+    // A load request: diamond brings add_pair; relu_shift and scale_pre serve already.
+    let mut client = server.raw_client().await.expect("client");
+    client
+        .repository_model_load(RepositoryModelLoadRequest {
+            model_name: "diamond".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("diamond loads with its members");
+    assert!(ready(&server, "diamond").await && ready(&server, "add_pair").await);
+    // row_sum asked for by name: no longer only a member.
+    client
+        .repository_model_load(RepositoryModelLoadRequest {
+            model_name: "row_sum".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("load");
+
+    // Unloading pipeline with its dependents: relu_shift and scale_pre are still used by diamond, row_sum
+    // was loaded by name; nothing else goes.
+    unload(&server, "pipeline", Some(true)).await;
+    assert!(!ready(&server, "pipeline").await);
+    for member in ["relu_shift", "scale_pre", "row_sum"] {
+        assert!(ready(&server, member).await, "{member} stays");
+    }
+    // Unloading diamond with its dependents: add_pair, relu_shift and scale_pre came with ensembles and
+    // nothing uses them now.
+    unload(&server, "diamond", Some(true)).await;
+    let states = states(&server).await;
+    for member in ["diamond", "add_pair", "relu_shift", "scale_pre"] {
+        assert_eq!(states[member], "UNAVAILABLE", "{member} unloaded");
+    }
+    assert!(ready(&server, "row_sum").await, "loaded by name, it stays");
     server.stop().await;
 }

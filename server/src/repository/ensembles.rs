@@ -10,7 +10,9 @@ use std::{
     sync::Arc,
 };
 
-use super::{ModelEntry, VersionState, files};
+use ferry_proto::inference::{ModelConfig, model_config::SchedulingChoice};
+
+use super::{ModelEntry, Registry, VersionState, files, loader::ModelSource};
 use crate::{
     config::{ModelSpec, is_ensemble, parse_model_config},
     model::ModelVersion,
@@ -66,15 +68,30 @@ pub(super) fn unready_reason(models: &BTreeMap<String, ModelEntry>, model: &Mode
 fn members(dir: &Path) -> Option<BTreeSet<String>> {
     let text = files::read_text(dir, "config.pbtxt", files::MAX_CONFIG_BYTES).ok()??;
     let config = parse_model_config(&text, "config.pbtxt").ok()?;
-    if !is_ensemble(&config) {
-        return None;
-    }
-    match config.scheduling_choice {
-        Some(ferry_proto::inference::model_config::SchedulingChoice::EnsembleScheduling(scheduling)) => {
-            Some(scheduling.step.into_iter().map(|s| s.model_name).collect())
+    is_ensemble(&config).then(|| config_members(&config))
+}
+
+/// `wanted` with the members of its ensembles (and theirs), and the members that were not in `wanted`:
+/// the models loaded along with an ensemble.
+pub(super) fn with_members(
+    wanted: Vec<String>,
+    folders: &BTreeMap<String, Vec<PathBuf>>,
+) -> (Vec<String>, BTreeSet<String>) {
+    let asked: BTreeSet<String> = wanted.iter().cloned().collect();
+    let mut all = asked.clone();
+    let mut pending = wanted;
+    while let Some(name) = pending.pop() {
+        if let Some([dir]) = folders.get(&name).map(Vec::as_slice) {
+            for member in members(dir).unwrap_or_default() {
+                // A member with no folder is left to the ensemble's member check to name.
+                if folders.contains_key(&member) && all.insert(member.clone()) {
+                    pending.push(member);
+                }
+            }
         }
-        _ => Some(BTreeSet::new()),
     }
+    let implicit = all.difference(&asked).cloned().collect();
+    (all.into_iter().collect(), implicit)
 }
 
 /// `wanted` in load waves: first every model that is no ensemble (loaded together), then ensembles, each
@@ -111,4 +128,102 @@ pub(super) fn load_waves(wanted: Vec<String>, folders: &BTreeMap<String, Vec<Pat
         waves.push(wave);
     }
     waves
+}
+
+/// The members named by the steps of ensemble `config`, if it is one.
+fn config_members(config: &ModelConfig) -> BTreeSet<String> {
+    match &config.scheduling_choice {
+        Some(SchedulingChoice::EnsembleScheduling(scheduling)) if is_ensemble(config) => {
+            scheduling.step.iter().map(|s| s.model_name.clone()).collect()
+        }
+        _ => BTreeSet::new(),
+    }
+}
+
+impl Registry {
+    /// Loads the members of the ensemble about to load from `source` (explicit mode), as Triton loads the
+    /// models an ensemble names along with it (`ModelRepositoryManager::LoadUnloadModels`): members of
+    /// members first, each once. A member loaded, and unchanged on disk, is kept as it is; a member that
+    /// was not loaded is remembered as loaded along with an ensemble, for `unload_dependents`. A member
+    /// that fails to load is logged; the ensemble's own member check then names it.
+    pub(super) fn load_members(
+        &self,
+        source: &ModelSource,
+        folders: &BTreeMap<String, Vec<PathBuf>>,
+        implicit: &mut BTreeSet<String>,
+    ) {
+        let members = match &source.config {
+            Some(config) => config_members(config),
+            None => members(&source.dir).unwrap_or_default(),
+        };
+        let mut visited = BTreeSet::new();
+        for member in members {
+            self.load_member(&member, folders, implicit, &mut visited);
+        }
+    }
+
+    fn load_member(
+        &self,
+        name: &str,
+        folders: &BTreeMap<String, Vec<PathBuf>>,
+        implicit: &mut BTreeSet<String>,
+        visited: &mut BTreeSet<String>,
+    ) {
+        // Each model once: this also ends a cycle of ensembles, whose member check then fails.
+        // A member with no folder is left to the ensemble's member check to name.
+        if !folders.contains_key(name) || !visited.insert(name.to_owned()) {
+            return;
+        }
+        if let Some([dir]) = folders.get(name).map(Vec::as_slice) {
+            for member in members(dir).unwrap_or_default() {
+                self.load_member(&member, folders, implicit, visited);
+            }
+        }
+        let serving = self
+            .models
+            .load()
+            .get(name)
+            .is_some_and(|entry| entry.failure.is_none() && entry.ready_versions().next().is_some());
+        if !serving {
+            implicit.insert(name.to_owned());
+        }
+        self.load_from_folders(name, folders);
+    }
+
+    /// The models to unload with ensemble `name` for `unload_dependents` (Triton's `UpdateDependencyGraph`
+    /// with `deleted_dependents`): its members, and theirs, that were loaded along with an ensemble rather
+    /// than by a load request of their own, and that no other loaded ensemble uses.
+    pub(super) fn dependents_to_unload(&self, name: &str, implicit: &BTreeSet<String>) -> Vec<String> {
+        let models = self.models.load();
+        let uses = |entry: &ModelEntry| -> BTreeSet<String> {
+            entry
+                .spec
+                .as_ref()
+                .map(|spec| config_members(&spec.config))
+                .unwrap_or_default()
+        };
+        let mut gone = BTreeSet::from([name.to_owned()]);
+        let mut pending: Vec<String> = models
+            .get(name)
+            .map(|e| uses(e).into_iter().collect())
+            .unwrap_or_default();
+        let mut unload = Vec::new();
+        while let Some(member) = pending.pop() {
+            if gone.contains(&member) || !implicit.contains(&member) {
+                continue;
+            }
+            let still_used = models.iter().any(|(other, entry)| {
+                !gone.contains(other) && entry.failure.is_none() && uses(entry).contains(&member)
+            });
+            if still_used {
+                continue;
+            }
+            gone.insert(member.clone());
+            if let Some(entry) = models.get(&member) {
+                pending.extend(uses(entry));
+            }
+            unload.push(member);
+        }
+        unload
+    }
 }
