@@ -667,3 +667,41 @@ async fn an_ensemble_loads_its_members_and_unload_dependents_unloads_them_again(
     assert!(ready(&server, "row_sum").await, "loaded by name, it stays");
     server.stop().await;
 }
+
+/// Poll mode: an ensemble that failed for want of a member loads once the member's folder appears, though
+/// its own folder did not change (Triton's dependency graph loads the dependents of a model that appears).
+#[tokio::test]
+async fn in_poll_mode_an_ensemble_waiting_for_a_member_loads_when_it_appears() {
+    let repository = copy_repository();
+    let spare = tempfile::tempdir().expect("temp dir");
+    std::fs::rename(
+        repository.path().join("relu_shift"),
+        spare.path().join("relu_shift"),
+    )
+    .expect("move the member out");
+    let options = RepositoryOptions {
+        control_mode: ControlMode::Poll,
+        poll_interval: std::time::Duration::from_millis(100),
+        strict_readiness: false,
+        ..RepositoryOptions::new(vec![repository.path().to_owned()])
+    };
+    let server = TestServer::start_with(options, ferry_server::MAX_MESSAGE_BYTES)
+        .await
+        .expect("server");
+    assert!(!ready(&server, "pipeline").await);
+    assert_eq!(states(&server).await["pipeline"], "UNAVAILABLE");
+    copy_dir(
+        &spare.path().join("relu_shift"),
+        &repository.path().join("relu_shift"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ready(&server, "pipeline").await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pipeline never became ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ready(&server, "nested").await, "and the ensemble that uses it");
+    server.stop().await;
+}

@@ -190,6 +190,40 @@ impl Registry {
         self.load_from_folders(name, folders);
     }
 
+    /// Loads again, in poll mode, each ensemble that does not serve and names one of the models in
+    /// `changed` as a step: it may have failed for want of that member, and its own folder has not changed
+    /// since (Triton reloads an ensemble whose missing member appears, through its dependency graph).
+    pub(super) fn retry_ensembles(&self, changed: &[String], folders: &BTreeMap<String, Vec<PathBuf>>) {
+        // Each round retries the ensembles waiting on what the round before loaded (ensembles of
+        // ensembles); each model at most once, so the rounds end.
+        let mut done: BTreeSet<String> = changed.iter().cloned().collect();
+        let mut changed = changed.to_vec();
+        while !changed.is_empty() {
+            let waiting: Vec<String> = self
+                .models
+                .load()
+                .iter()
+                .filter(|(name, entry)| {
+                    !done.contains(*name)
+                        && entry.ready_versions().next().is_none()
+                        && entry.failure.as_deref() != Some(super::UNLOADED)
+                })
+                .filter_map(|(name, _)| match folders.get(name).map(Vec::as_slice) {
+                    Some([dir]) => members(dir)
+                        .filter(|members| changed.iter().any(|c| members.contains(c)))
+                        .map(|_| name.clone()),
+                    _ => None,
+                })
+                .collect();
+            for name in load_waves(waiting.clone(), folders).concat() {
+                tracing::info!(model = %name, "a member of the ensemble changed; loading it again");
+                self.load_from_folders(&name, folders);
+            }
+            done.extend(waiting.iter().cloned());
+            changed = waiting;
+        }
+    }
+
     /// The models to unload with ensemble `name` for `unload_dependents` (Triton's `UpdateDependencyGraph`
     /// with `deleted_dependents`): its members, and theirs, that were loaded along with an ensemble rather
     /// than by a load request of their own, and that no other loaded ensemble uses.
