@@ -71,6 +71,14 @@ pub(super) fn ensemble_steps(
     if !config.model_warmup.is_empty() {
         return Err(source.error(&["model_warmup"], "an ensemble has no model_warmup"));
     }
+    if config.response_cache.as_ref().is_some_and(|cache| cache.enable) {
+        // Ferry's cache keys an answer by the model version that gave it; an ensemble's answer also depends
+        // on its members, which reload on their own, so a cached answer could outlive the models behind it.
+        return Err(source.error(
+            &["response_cache"],
+            "response_cache on an ensemble is not supported by Ferry: enable it on the members instead",
+        ));
+    }
     if scheduling.max_inflight_requests != 0 {
         return Err(source.error(
             &["max_inflight_requests"],

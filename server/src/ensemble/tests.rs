@@ -316,6 +316,14 @@ fn the_scheduling_block_is_checked() {
         message.contains("ensemble_scheduling needs platform 'ensemble'"),
         "{message}"
     );
+    let message = config_error(&format!(
+        "{}response_cache {{ enable: true }}\n",
+        ensemble(OUT4, &step("pre", &[("x", "X")], &[("y", "OUT")]))
+    ));
+    assert!(
+        message.contains("response_cache on an ensemble is not supported"),
+        "{message}"
+    );
     // An unknown field of a step is refused by the parser, as any unknown field.
     let text = ensemble(OUT4, "{ model_name: \"pre\" model_version: -1 colour: \"red\" }");
     assert!(matches!(spec("e", &text), Err(Error::Config { message, .. }) if message.contains("colour")));
