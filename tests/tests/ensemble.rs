@@ -619,6 +619,23 @@ async fn an_ensemble_loads_its_members_and_unload_dependents_unloads_them_again(
     let repository = copy_repository();
     // At start: nested brings pipeline, which brings its own members, and scale_pre.
     let server = explicit_server(repository.path(), &["nested"]).await;
+    // Triton advertises the parameter as an extension of its own.
+    let metadata = server
+        .raw_client()
+        .await
+        .expect("client")
+        .server_metadata(ferry_proto::inference::ServerMetadataRequest {})
+        .await
+        .expect("metadata")
+        .into_inner();
+    assert!(
+        metadata
+            .extensions
+            .iter()
+            .any(|e| e == "model_repository(unload_dependents)"),
+        "{:?}",
+        metadata.extensions
+    );
     assert!(ready(&server, "nested").await);
     for member in ["pipeline", "scale_pre", "relu_shift", "row_sum"] {
         assert!(ready(&server, member).await, "{member} loaded with nested");
