@@ -644,6 +644,30 @@ async fn an_ensemble_loads_its_members_and_unload_dependents_unloads_them_again(
         !ready(&server, "add_pair").await,
         "add_pair is no member of nested"
     );
+    // Loading a serving, unchanged ensemble again keeps it as it is, with no note in the index (it has no
+    // instances of its own to resize).
+    server
+        .raw_client()
+        .await
+        .expect("client")
+        .repository_model_load(RepositoryModelLoadRequest {
+            model_name: "pipeline".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("load again");
+    let mut client = server.raw_client().await.expect("client");
+    let index = client
+        .repository_index(RepositoryIndexRequest::default())
+        .await
+        .expect("index")
+        .into_inner();
+    let row = index
+        .models
+        .iter()
+        .find(|m| m.name == "pipeline")
+        .expect("listed");
+    assert_eq!((row.state.as_str(), row.reason.as_str()), ("READY", ""));
     // Without unload_dependents, the members stay.
     unload(&server, "nested", None).await;
     assert!(ready(&server, "pipeline").await);

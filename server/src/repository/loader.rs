@@ -231,7 +231,8 @@ pub fn load_versions(
             _ => None,
         });
         if let Some(model) = reusable {
-            if model.instance_count() != prepared.spec.instances.count {
+            // An ensemble has no instances of its own to resize.
+            if prepared.spec.ensemble.is_none() && model.instance_count() != prepared.spec.instances.count {
                 outcome.resized.push((*version, path.clone()));
             }
             outcome.ready.insert(*version, (Arc::clone(model), files.clone()));
