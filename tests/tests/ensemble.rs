@@ -493,6 +493,40 @@ async fn parallel_branches_run_at_the_same_time() {
         took >= std::time::Duration::from_millis(400) && took < std::time::Duration::from_millis(750),
         "took {took:?}"
     );
+
+    // A client that gives up while the branches wait: the ensemble counts a failure (canceled, as a
+    // member's request is), and the withdrawn steps never run.
+    let mut abandoned = tonic::Request::new(request("branches", "X", &INPUT[..4]));
+    abandoned.set_timeout(std::time::Duration::from_millis(100));
+    let status = client.model_infer(abandoned).await.expect_err("deadline passes");
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{status:?}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let stats = server
+            .statistics("branches")
+            .await
+            .inference_stats
+            .expect("stats");
+        if stats.fail.expect("fail").count == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the canceled request was never counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for member in ["slow_a", "slow_b"] {
+        assert_eq!(
+            server.statistics(member).await.execution_count,
+            1,
+            "{member} ran once"
+        );
+    }
     server.stop().await;
 }
 

@@ -47,6 +47,11 @@ pub async fn infer(
     let Some(steps) = &model.spec.ensemble else {
         return crate::cache::infer(cache, model, request, received).await;
     };
+    let mut outcome = Outcome {
+        model,
+        received,
+        recorded: false,
+    };
     let result = if depth >= MAX_ENSEMBLE_DEPTH {
         Err(Error::invalid(format!(
             "ensemble '{}' is nested {depth} ensembles deep, more than the {MAX_ENSEMBLE_DEPTH} allowed: do \
@@ -57,11 +62,31 @@ pub async fn infer(
         // Boxed: an ensemble member of an ensemble makes this future recursive.
         Box::pin(run(registry, cache, model, steps, request, depth + 1)).await
     };
-    model.stats.record_request(
-        result.as_ref().map(|_| ()).map_err(Error::failure_reason),
-        received.elapsed(),
-    );
+    outcome.record(result.as_ref().map(|_| ()).map_err(Error::failure_reason));
     result
+}
+
+/// Records how an ensemble request ended, once: as it returned, or as canceled when its future is dropped
+/// first (the client went away; the steps still queued are withdrawn with it), as a member's request is.
+struct Outcome<'a> {
+    model: &'a ModelVersion,
+    received: Instant,
+    recorded: bool,
+}
+
+impl Outcome<'_> {
+    fn record(&mut self, outcome: Result<(), crate::stats::FailureReason>) {
+        self.recorded = true;
+        self.model.stats.record_request(outcome, self.received.elapsed());
+    }
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.record(Err(crate::stats::FailureReason::Canceled));
+        }
+    }
 }
 
 /// Runs `request` on the ensemble `ensemble` whose steps are `steps`: each step is sent to its member as
