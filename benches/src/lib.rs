@@ -44,6 +44,7 @@ pub fn fp32_spec(width: i64, max_batch_size: usize) -> ModelSpec {
         config: Default::default(),
         labels: Default::default(),
         response_cache: false,
+        ensemble: None,
     }
 }
 
