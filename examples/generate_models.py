@@ -36,6 +36,12 @@ tests/model_repository/
   mlp_labels/1/model.onnx       mlp_classifier version 2 with labels.txt on `probabilities`, for the classification
   mlp_labels_flat/1/model.onnx  extension; the same without batching (max_batch_size 0). labels.txt names classes
                                 0-8, leaves class 4's line empty and has no line for class 9
+tests/ensemble_repository/      the members of the ensembles `pipeline` and `diamond` (whose configs and empty
+                                version folders are hand-written), all FP32 [batch, 4] unless said:
+  scale_pre/1/model.onnx        x -> y = 2x + 1
+  relu_shift/1/model.onnx       x -> y = Relu(x - 4)
+  row_sum/1/model.onnx          x -> y = sum of each row, FP32 [batch, 1]
+  add_pair/1/model.onnx         a, b -> sum = a + b
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "examples" / "model_repository"
 TESTS = REPO_ROOT / "tests" / "model_repository"
 ASSETS = REPO_ROOT / "tests" / "assets"
+ENSEMBLES = REPO_ROOT / "tests" / "ensemble_repository"
 
 # Triton datatype -> ONNX element type, in the order of Triton's DataType enum.
 TRITON_TO_ONNX = {
@@ -287,6 +294,51 @@ def gather_table() -> onnx.ModelProto:
     return _model(graph)
 
 
+def _rows(name: str, nodes, initializers, inputs=("x",), output=("y", 4)) -> onnx.ModelProto:
+    """A graph over FP32 [batch, 4] inputs with one FP32 [batch, n] output."""
+    graph = helper.make_graph(
+        nodes,
+        name,
+        inputs=[helper.make_tensor_value_info(i, TensorProto.FLOAT, ["batch", 4]) for i in inputs],
+        outputs=[helper.make_tensor_value_info(output[0], TensorProto.FLOAT, ["batch", output[1]])],
+        initializer=initializers,
+    )
+    return _model(graph)
+
+
+def scale_pre() -> onnx.ModelProto:
+    """The ensembles' pre-processing step: y = 2x + 1."""
+    return _rows(
+        "scale_pre",
+        [helper.make_node("Mul", ["x", "two"], ["doubled"]), helper.make_node("Add", ["doubled", "one"], ["y"])],
+        [_init("two", np.array(2.0, dtype=np.float32)), _init("one", np.array(1.0, dtype=np.float32))],
+    )
+
+
+def relu_shift() -> onnx.ModelProto:
+    """The ensembles' model step: y = Relu(x - 4), so that some elements become 0."""
+    return _rows(
+        "relu_shift",
+        [helper.make_node("Sub", ["x", "four"], ["shifted"]), helper.make_node("Relu", ["shifted"], ["y"])],
+        [_init("four", np.array(4.0, dtype=np.float32))],
+    )
+
+
+def row_sum() -> onnx.ModelProto:
+    """The pipeline's post-processing step: the sum of each row, FP32 [batch, 1]."""
+    return _rows(
+        "row_sum",
+        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)],
+        [_init("axes", np.array([1], dtype=np.int64))],
+        output=("y", 1),
+    )
+
+
+def add_pair() -> onnx.ModelProto:
+    """The diamond's join: sum = a + b."""
+    return _rows("add_pair", [helper.make_node("Add", ["a", "b"], ["sum"])], [], inputs=("a", "b"), output=("sum", 4))
+
+
 def corrupt_bytes() -> bytes:
     """Deterministic bytes that are not a parseable ONNX ModelProto."""
     rng = np.random.default_rng(1234)
@@ -325,6 +377,11 @@ def generate() -> list[Path]:
         _write(mlp_labels(), TESTS / "mlp_labels" / "labels.txt"),
         _write(mlp_classifier(seed=2), TESTS / "mlp_labels_flat" / "1" / "model.onnx"),
         _write(mlp_labels(), TESTS / "mlp_labels_flat" / "labels.txt"),
+        # The members of the ensembles in tests/ensemble_repository.
+        _write(scale_pre(), ENSEMBLES / "scale_pre" / "1" / "model.onnx"),
+        _write(relu_shift(), ENSEMBLES / "relu_shift" / "1" / "model.onnx"),
+        _write(row_sum(), ENSEMBLES / "row_sum" / "1" / "model.onnx"),
+        _write(add_pair(), ENSEMBLES / "add_pair" / "1" / "model.onnx"),
         # Files the lifecycle tests copy into repositories of their own: y = x + k tells which file answered.
         *[_write(add_one_batched(float(k)), ASSETS / f"add_{k}.onnx") for k in (1, 2, 3, 20)],
     ]

@@ -43,7 +43,9 @@ fn main() -> Result<(), String> {
     for cycle in 0..cycles {
         let request = LoadRequest::new(model.clone());
         registry.load_request(request).map_err(|e| e.to_string())?;
-        registry.unload_request(&model).map_err(|e| e.to_string())?;
+        registry
+            .unload_request(&model, false)
+            .map_err(|e| e.to_string())?;
         // Instance threads release their sessions as they stop, just after the unload returns.
         std::thread::sleep(Duration::from_millis(50));
         samples.push(rss_bytes());

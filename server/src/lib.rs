@@ -14,6 +14,7 @@ pub mod connection;
 pub mod core;
 mod datatype;
 pub mod drift;
+pub mod ensemble;
 mod error;
 pub mod grpc;
 pub mod grpc_traffic;

@@ -48,7 +48,8 @@ impl ModelSignature {
 
 /// Whether auto-complete needs the model's signature: only when the config leaves inputs or outputs out.
 pub fn needs_signature(config: &ModelConfig) -> bool {
-    config.input.is_empty() || config.output.is_empty()
+    // An ensemble has no model file: it must list its tensors.
+    !super::is_ensemble(config) && (config.input.is_empty() || config.output.is_empty())
 }
 
 /// Fills what `config` leaves out: platform and backend, and, given the model's `signature`, its tensors.
@@ -65,7 +66,7 @@ pub fn complete_config(
     if config.platform.is_empty() {
         config.platform = ONNX_PLATFORM.to_owned();
     }
-    if config.backend.is_empty() {
+    if config.backend.is_empty() && !super::is_ensemble(config) {
         config.backend = ONNX_BACKEND.to_owned();
     }
     let Some(signature) = signature else {

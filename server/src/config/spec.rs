@@ -1,6 +1,8 @@
 //! The validated form of a model's configuration: what the server needs to check and run requests, built
 //! once when the model loads so that requests never look at raw config fields.
 
+use std::sync::Arc;
+
 use ferry_batching::BatchingPolicy;
 use ferry_proto::inference::{ModelConfig, model_config::SchedulingChoice};
 
@@ -9,6 +11,7 @@ use super::{
     batching::{batching_policy, lone_requests_on_worker},
     complete::{ONNX_BACKEND, ONNX_PLATFORM},
     drift::{DriftSettings, drift_settings},
+    ensemble::{ENSEMBLE_PLATFORM, EnsembleStep, ensemble_steps, is_ensemble},
     instances::instance_plan,
     source::ConfigSource,
     tensors::{check_unique, tensor_spec},
@@ -51,6 +54,9 @@ pub struct ModelSpec {
     /// How quick this model's lone runs must be, on average, for a handler to run a lone request on its
     /// async worker (`ferry.lone_requests_on_worker`); `None`, the default, keeps every run on instances.
     pub lone_requests_on_worker: Option<std::time::Duration>,
+    /// The steps of an ensemble (`platform: "ensemble"`), checked as a dataflow graph; `None` for a model
+    /// that runs on ONNX Runtime.
+    pub ensemble: Option<Arc<Vec<EnsembleStep>>>,
 }
 
 impl ModelSpec {
@@ -69,12 +75,19 @@ impl ModelSpec {
                 ),
             ));
         }
-        if config.platform != ONNX_PLATFORM || config.backend != ONNX_BACKEND {
+        let ensemble = is_ensemble(&config);
+        if ensemble && !config.backend.is_empty() {
+            return Err(source.error(
+                &["backend"],
+                format!("an ensemble has no backend, got '{}'", config.backend),
+            ));
+        }
+        if !ensemble && (config.platform != ONNX_PLATFORM || config.backend != ONNX_BACKEND) {
             return Err(source.error(
                 &["platform", "backend"],
                 format!(
                     "platform '{}' with backend '{}' is not served: Ferry runs '{ONNX_PLATFORM}' models on the \
-                     '{ONNX_BACKEND}' backend",
+                     '{ONNX_BACKEND}' backend, and '{ENSEMBLE_PLATFORM}' pipelines of them",
                     config.platform, config.backend
                 ),
             ));
@@ -127,10 +140,10 @@ impl ModelSpec {
                     "sequence_batching is not supported by Ferry",
                 ));
             }
-            Some(SchedulingChoice::EnsembleScheduling(_)) => {
+            Some(SchedulingChoice::EnsembleScheduling(_)) if !ensemble => {
                 return Err(source.error(
                     &["ensemble_scheduling"],
-                    "ensemble_scheduling is not supported by Ferry",
+                    format!("ensemble_scheduling needs platform '{ENSEMBLE_PLATFORM}'"),
                 ));
             }
             Some(SchedulingChoice::DynamicBatching(_)) if max_batch_size == 0 => {
@@ -141,6 +154,11 @@ impl ModelSpec {
             }
             _ => {}
         }
+        let ensemble = if ensemble {
+            Some(Arc::new(ensemble_steps(&config, &inputs, &outputs, source)?))
+        } else {
+            None
+        };
         let batching = batching_policy(&config, max_batch_size, source)?;
         let version_policy = VersionPolicy::from_config(&config);
         let instances = instance_plan(&config, source)?;
@@ -170,6 +188,7 @@ impl ModelSpec {
             response_cache,
             drift,
             lone_requests_on_worker,
+            ensemble,
         })
     }
 

@@ -82,7 +82,8 @@ impl InferenceService {
     }
 
     /// Runs `request` on `model`, received at `received`: parses it against the model (shared memory
-    /// included), answers it from the response cache or queues it for the model's batcher, then ranks classified outputs, writes outputs that go
+    /// included), answers it from the response cache or queues it for the model's batcher (an ensemble runs its steps,
+    /// each such a request of its member), then ranks classified outputs, writes outputs that go
     /// to shared memory, and checks the response against the message size limit.
     pub(super) async fn run(
         &self,
@@ -116,9 +117,10 @@ impl InferenceService {
         }
         let id = parsed.id.clone();
         let mut classifications = std::mem::take(&mut parsed.classifications);
-        // The response cache answers here when the model enables it, or runs the model and keeps the answer.
+        // An ensemble runs its steps; any other model is answered by the response cache when it enables it,
+        // or runs and the cache keeps the answer.
         let cache = self.registry.options().response_cache.as_ref();
-        let mut outputs = crate::cache::infer(cache, model, parsed, received).await?;
+        let mut outputs = crate::ensemble::infer(&self.registry, cache, model, parsed, received, 0).await?;
         if !classifications.is_empty() {
             // Ranking a large output is real work: off the async workers. The classifications travel to the
             // blocking thread and back, so that the answer below still knows which outputs became strings.

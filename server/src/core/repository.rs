@@ -85,11 +85,11 @@ impl InferenceService {
 
     async fn unload(&self, request: pb::RepositoryModelUnloadRequest) -> Result<(), Error> {
         refuse_repository_name(&request.repository_name)?;
-        check_unload_parameters(&request.parameters)?;
+        let dependents = unload_dependents(&request.parameters)?;
         self.registry.check_model_control()?;
         let name = ModelName::parse(request.model_name)?;
         let registry = Arc::clone(&self.registry);
-        tokio::task::spawn_blocking(move || registry.unload_request(&name))
+        tokio::task::spawn_blocking(move || registry.unload_request(&name, dependents))
             .await
             .map_err(|error| Error::Internal(format!("the unload task failed: {error}")))?
     }
@@ -140,11 +140,12 @@ fn load_parameters(
     Ok((config, files))
 }
 
-/// Checks an unload request's `unload_dependents` parameter, the one Triton reads; Ferry has no
-/// ensembles, so a model has no dependents and the value changes nothing.
-fn check_unload_parameters(parameters: &HashMap<String, pb::ModelRepositoryParameter>) -> Result<(), Error> {
+/// An unload request's `unload_dependents` parameter, the one Triton reads: whether the members an
+/// ensemble's load brought in are unloaded with it (false when absent).
+fn unload_dependents(parameters: &HashMap<String, pb::ModelRepositoryParameter>) -> Result<bool, Error> {
     match parameters.get("unload_dependents").map(|p| &p.parameter_choice) {
-        None | Some(Some(ParameterChoice::BoolParam(_))) => Ok(()),
+        None => Ok(false),
+        Some(Some(ParameterChoice::BoolParam(value))) => Ok(*value),
         Some(_) => Err(Error::invalid(
             "invalid value type for 'unload_dependents' parameter, expected bool_param.",
         )),

@@ -70,6 +70,8 @@ pub const EXTENSIONS: &[&str] = &[
     "classification",
     "model_configuration",
     "model_repository",
+    // Triton's name for honouring `unload_dependents` on unload requests (ensembles' members).
+    "model_repository(unload_dependents)",
     "schedule_policy",
     "statistics",
     "system_shared_memory",

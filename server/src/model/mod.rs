@@ -95,6 +95,41 @@ impl Drop for ModelVersion {
 }
 
 impl ModelVersion {
+    /// The version of an ensemble: no session and no instance of its own; its requests run as requests of
+    /// its members (`crate::ensemble::run`), and `stats` count them as the ensemble's.
+    pub fn ensemble(spec: Arc<ModelSpec>, version: u64) -> Self {
+        Self::without_instances(spec, version, warmup::Warmup::default(), None)
+    }
+
+    /// A version with its scheduler and statistics and no instance yet.
+    fn without_instances(
+        spec: Arc<ModelSpec>,
+        version: u64,
+        warmup: warmup::Warmup,
+        drift: Option<crate::drift::DriftMonitor>,
+    ) -> Self {
+        let scheduler = Arc::new(Scheduler::new(spec.batching.clone()));
+        let stats = Arc::new(VersionStats::default());
+        let lone = Arc::new(LoneRuns::new(&spec));
+        let runs = Arc::new(Runs {
+            spec: Arc::clone(&spec),
+            scheduler: Arc::clone(&scheduler),
+            stats: Arc::clone(&stats),
+            lone: Arc::clone(&lone),
+        });
+        ModelVersion {
+            scheduler,
+            stats,
+            lone,
+            runs,
+            instances: Mutex::new(Vec::new()),
+            warmup,
+            drift,
+            spec,
+            version,
+        }
+    }
+
     /// Opens `spec.instances.count` sessions on `model_path`, checks the file against the spec, and starts one
     /// thread per session.
     pub fn load(
@@ -113,26 +148,9 @@ impl ModelVersion {
             .parent()
             .and_then(Path::parent)
             .unwrap_or(Path::new("."));
-        let scheduler = Arc::new(Scheduler::new(spec.batching.clone()));
-        let stats = Arc::new(VersionStats::default());
-        let lone = Arc::new(LoneRuns::new(&spec));
-        let runs = Arc::new(Runs {
-            spec: Arc::clone(&spec),
-            scheduler: Arc::clone(&scheduler),
-            stats: Arc::clone(&stats),
-            lone: Arc::clone(&lone),
-        });
-        let model = ModelVersion {
-            scheduler,
-            stats,
-            lone,
-            runs,
-            instances: Mutex::new(Vec::new()),
-            warmup: warmup::requests(&spec, model_dir)?,
-            drift: crate::drift::DriftMonitor::start(&spec, version, model_dir)?,
-            spec,
-            version,
-        };
+        let warmup = warmup::requests(&spec, model_dir)?;
+        let drift = crate::drift::DriftMonitor::start(&spec, version, model_dir)?;
+        let model = Self::without_instances(spec, version, warmup, drift);
         model.start_instance(first, reservation)?;
         model.set_instances(environment, model_path, model.spec.instances, threads)?;
         Ok(model)

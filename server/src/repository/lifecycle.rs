@@ -2,7 +2,7 @@
 //! reload that swaps a new copy in only once it is ready.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::{Component, Path, PathBuf},
     sync::{Arc, PoisonError, atomic::AtomicU64},
 };
@@ -27,6 +27,9 @@ pub(super) struct Lifecycle {
     /// The upload folder each model loaded from files now serves from, removed when that model is
     /// unloaded or loaded from elsewhere.
     uploads: BTreeMap<String, PathBuf>,
+    /// Models loaded along with an ensemble (explicit mode) rather than by a load request of their own:
+    /// what `unload_dependents` may unload with the ensemble.
+    implicit: BTreeSet<String>,
 }
 
 /// The longest model name Ferry accepts: the longest file name Linux allows, since names are folders.
@@ -121,6 +124,8 @@ impl Registry {
             ControlMode::Explicit => options.startup_models.clone(),
             ControlMode::None | ControlMode::Poll => folders.keys().cloned().collect(),
         };
+        // The members of the ensembles asked for load with them, as in Triton.
+        let (wanted, implicit) = super::ensembles::with_members(wanted, &folders);
         let registry = Arc::new(Registry {
             models: Default::default(),
             draining: Default::default(),
@@ -132,13 +137,21 @@ impl Registry {
             shutting_down: Default::default(),
             traffic: Default::default(),
         });
-        std::thread::scope(|scope| {
-            for name in &wanted {
-                let registry = &registry;
-                let folders = &folders;
-                scope.spawn(move || registry.load_from_folders(name, folders));
-            }
-        });
+        registry
+            .lifecycle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .implicit = implicit;
+        // Ensembles load after their members, which load together.
+        for wave in super::ensembles::load_waves(wanted, &folders) {
+            std::thread::scope(|scope| {
+                for name in &wave {
+                    let registry = &registry;
+                    let folders = &folders;
+                    scope.spawn(move || registry.load_from_folders(name, folders));
+                }
+            });
+        }
         if registry.options.control_mode == ControlMode::Poll {
             let mut lifecycle = registry.lifecycle.lock().unwrap_or_else(PoisonError::into_inner);
             for (name, paths) in &folders {
@@ -211,6 +224,17 @@ impl Registry {
                 return Err(failure);
             }
         };
+        if let Some(steps) = &prepared.spec.ensemble {
+            let models = self.models.load();
+            let checked = crate::ensemble::check_members(&prepared.spec, steps, &|member, version| {
+                super::ensembles::member_spec(&models, member, version)
+            });
+            if let Err(reason) = checked {
+                let failure = LoadFailure::Model(format!("ensemble '{name}': {reason}"));
+                self.keep_serving_or_fail(name, before, &failure.to_string());
+                return Err(failure);
+            }
+        }
         let current: BTreeMap<u64, Current> = before
             .versions
             .iter()
@@ -356,6 +380,12 @@ impl Registry {
                 Some(dir),
             )
         };
+        // As in Triton, a model asked for by name is no longer one loaded along with an ensemble; an
+        // ensemble's members load first.
+        lifecycle.implicit.remove(name);
+        if let Ok(folders) = model_folders(&self.options.roots) {
+            self.load_members(&source, &folders, &mut lifecycle.implicit);
+        }
         let loaded = self.load_model(name, &source);
         match (&loaded, upload) {
             (Err(_), Some(new)) => remove_folder(&new),
@@ -384,16 +414,27 @@ impl Registry {
 
     /// Handles RepositoryModelUnload. As in Triton, unloading a model that is not loaded, or not in any
     /// repository, succeeds: afterwards it is not served either way.
-    pub fn unload_request(&self, name: &ModelName) -> Result<(), Error> {
+    ///
+    /// With `unload_dependents`, the members an ensemble's load brought in go with it, unless another
+    /// ensemble uses them (Triton's `unload_dependents`).
+    pub fn unload_request(&self, name: &ModelName, unload_dependents: bool) -> Result<(), Error> {
         self.check_model_control()?;
         let name = name.as_str();
         let mut lifecycle = self.lifecycle.lock().unwrap_or_else(PoisonError::into_inner);
         if !self.models.load().contains_key(name) {
             return Ok(());
         }
-        self.unload_model(name);
-        if let Some(upload) = lifecycle.uploads.remove(name) {
-            remove_folder(&upload);
+        let dependents = if unload_dependents {
+            self.dependents_to_unload(name, &lifecycle.implicit)
+        } else {
+            Vec::new()
+        };
+        for model in std::iter::once(name).chain(dependents.iter().map(String::as_str)) {
+            self.unload_model(model);
+            lifecycle.implicit.remove(model);
+            if let Some(upload) = lifecycle.uploads.remove(model) {
+                remove_folder(&upload);
+            }
         }
         Ok(())
     }

@@ -231,7 +231,8 @@ pub fn load_versions(
             _ => None,
         });
         if let Some(model) = reusable {
-            if model.instance_count() != prepared.spec.instances.count {
+            // An ensemble has no instances of its own to resize.
+            if prepared.spec.ensemble.is_none() && model.instance_count() != prepared.spec.instances.count {
                 outcome.resized.push((*version, path.clone()));
             }
             outcome.ready.insert(*version, (Arc::clone(model), files.clone()));
@@ -257,6 +258,13 @@ fn load_version(
     path: &Path,
     threads: &Arc<ThreadBudget>,
 ) -> Result<Arc<ModelVersion>, String> {
+    if prepared.spec.ensemble.is_some() {
+        // An ensemble's version folder holds no model: its steps run on the members.
+        return Ok(Arc::new(ModelVersion::ensemble(
+            Arc::clone(&prepared.spec),
+            version,
+        )));
+    }
     let path = files::contained_file(&prepared.dir, path)?;
     ModelVersion::load(environment, Arc::clone(&prepared.spec), version, &path, threads)
         .map(Arc::new)

@@ -4,6 +4,7 @@
 //! it in whole, so a request sees either the old or the new set of versions, never a half-made one. A
 //! replaced or removed version is freed when its last request ends.
 
+mod ensembles;
 pub(crate) mod files;
 mod lifecycle;
 mod loader;
@@ -300,15 +301,18 @@ impl Registry {
         if self.shutting_down.load(Ordering::Relaxed) {
             return false;
         }
+        let models = self.models.load();
         !self.options.strict_readiness
-            || self.models.load().values().all(|entry| match &entry.failure {
+            || models.values().all(|entry| match &entry.failure {
                 Some(reason) => reason == UNLOADED,
                 None => {
                     !entry.versions.is_empty()
-                        && entry
-                            .versions
-                            .values()
-                            .all(|state| matches!(state, VersionState::Ready { .. }))
+                        && entry.versions.values().all(|state| match state {
+                            VersionState::Ready { model, .. } => {
+                                ensembles::unready_reason(&models, model).is_none()
+                            }
+                            _ => false,
+                        })
                 }
             })
     }
@@ -362,7 +366,10 @@ impl Registry {
             for (version, state) in &entry.versions {
                 let (state, reason) = match state {
                     VersionState::Loading => ("LOADING", String::new()),
-                    VersionState::Ready { note, .. } => ("READY", note.clone().unwrap_or_default()),
+                    VersionState::Ready { model, note } => match ensembles::unready_reason(&models, model) {
+                        Some(reason) => ("UNAVAILABLE", reason),
+                        None => ("READY", note.clone().unwrap_or_default()),
+                    },
                     VersionState::Unavailable(reason) => ("UNAVAILABLE", reason.clone()),
                 };
                 let reason = bounded_message(reason);

@@ -39,16 +39,22 @@ impl Registry {
             }
         };
         let mut lifecycle = self.lifecycle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut settled = Vec::new();
         for (name, paths) in &folders {
             let fingerprint = match paths.as_slice() {
                 [dir] => Fingerprint::of(dir),
                 _ => Fingerprint::default(),
             };
             if lifecycle.detector.look(name, Some(fingerprint)) == Change::Settled {
-                tracing::info!(model = %name, "model files changed; reloading");
-                self.load_from_folders(name, &folders);
+                settled.push(name.clone());
             }
         }
+        // Members before the ensembles that use them; then the ensembles that failed for want of one.
+        for name in super::ensembles::load_waves(settled.clone(), &folders).concat() {
+            tracing::info!(model = %name, "model files changed; reloading");
+            self.load_from_folders(&name, &folders);
+        }
+        self.retry_ensembles(&settled, &folders);
         let gone: Vec<String> = lifecycle
             .detector
             .known()

@@ -34,8 +34,24 @@ impl Registry {
     /// The version of model `name` that serves a request for `version`: a number, a label of the model's
     /// policy, or nothing (routed as `routing` says). A model without labels answers a version that is not a
     /// number with Triton's error; a model with labels answers an unknown label with NOT_FOUND naming them,
-    /// and a label whose version does not serve with UNAVAILABLE naming the label and the version.
+    /// and a label whose version does not serve with UNAVAILABLE naming the label and the version. An
+    /// ensemble routes only while its members serve with the tensors its steps need; otherwise it is not
+    /// ready, with the reason (Triton's UNAVAILABLE).
     pub fn route(&self, name: &str, version: &str, routing: Routing<'_>) -> Result<Routed, Error> {
+        let routed = self.route_version(name, version, routing)?;
+        if routed.model.spec.ensemble.is_some()
+            && let Some(reason) = super::ensembles::unready_reason(&self.models.load(), &routed.model)
+        {
+            return Err(Error::VersionNotReady {
+                model: name.to_owned(),
+                version: routed.model.version,
+                reason,
+            });
+        }
+        Ok(routed)
+    }
+
+    fn route_version(&self, name: &str, version: &str, routing: Routing<'_>) -> Result<Routed, Error> {
         let wants_policy = match routing {
             Routing::Split(_) => version.is_empty(),
             Routing::Highest => false,
