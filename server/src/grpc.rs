@@ -48,22 +48,9 @@ impl GrpcInferenceService for InferenceService {
 
     async fn model_infer(&self, request: Request<pb::ModelInferRequest>) -> Reply<pb::ModelInferResponse> {
         let core = self.acting_for(request.extensions());
-        let key = request.metadata().get(crate::core::ROUTING_KEY_HEADER).cloned();
-        let mut request = request.into_inner();
-        // The header's key goes where the core reads keys, unless the request carries one of its own.
-        if let Some(key) = key {
-            let key = key.to_str().map_err(|_| {
-                Status::invalid_argument(format!(
-                    "the {} metadata must be visible ASCII",
-                    crate::core::ROUTING_KEY_HEADER
-                ))
-            })?;
-            request
-                .parameters
-                .entry(crate::core::ROUTING_KEY_PARAMETER.to_owned())
-                .or_insert_with(|| pb::InferParameter {
-                    parameter_choice: Some(pb::infer_parameter::ParameterChoice::StringParam(key.to_owned())),
-                });
+        let (metadata, _, mut request) = request.into_parts();
+        if let Some(key) = routing_key(&metadata)? {
+            crate::core::give_routing_key(&mut request, key);
         }
         Ok(Response::new(core.infer(request).await?))
     }
@@ -78,10 +65,13 @@ impl GrpcInferenceService for InferenceService {
             .metadata()
             .get("triton_grpc_error")
             .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"true"));
+        // The call's routing key applies to each of the stream's requests that carries none of its own.
+        let key = routing_key(request.metadata())?.map(str::to_owned);
         Ok(Response::new(crate::stream::serve(
             self.acting_for(request.extensions()),
             request.into_inner(),
             grpc_errors,
+            key,
         )))
     }
 
@@ -194,4 +184,19 @@ impl GrpcInferenceService for InferenceService {
         let core = self.acting_for(request.extensions());
         Ok(Response::new(core.log_settings(request.into_inner())?))
     }
+}
+
+/// The call's `x-ferry-routing-key` metadata, if it has one: visible ASCII within the key's bound, or
+/// INVALID_ARGUMENT.
+fn routing_key(metadata: &tonic::metadata::MetadataMap) -> Result<Option<&str>, Status> {
+    let Some(key) = metadata.get(crate::core::ROUTING_KEY_HEADER) else {
+        return Ok(None);
+    };
+    let key = key.to_str().map_err(|_| {
+        Status::invalid_argument(format!(
+            "the {} metadata must be visible ASCII",
+            crate::core::ROUTING_KEY_HEADER
+        ))
+    })?;
+    Ok(Some(crate::core::check_routing_key(key)?))
 }

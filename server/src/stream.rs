@@ -22,13 +22,15 @@ pub const MAX_IN_FLIGHT_PER_STREAM: usize = 1024;
 pub type ResponseStream =
     Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send + 'static>>;
 
-/// Serves one stream. With `grpc_errors` (the client sent the `triton_grpc_error: true` header), a failed
+/// Serves one stream; `routing_key` (the call's `x-ferry-routing-key`, checked) routes each request that
+/// carries no `routing_key` parameter of its own. With `grpc_errors` (the client sent the `triton_grpc_error: true` header), a failed
 /// request ends the stream with its gRPC status, as Triton does; otherwise its error goes in
 /// `error_message` and the stream goes on.
 pub fn serve(
     service: InferenceService,
     mut incoming: Streaming<ModelInferRequest>,
     grpc_errors: bool,
+    routing_key: Option<String>,
 ) -> ResponseStream {
     let (sender, receiver) = mpsc::channel(MAX_IN_FLIGHT_PER_STREAM);
     tokio::spawn(async move {
@@ -39,7 +41,7 @@ pub fn serve(
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                 break;
             };
-            let request = match incoming.message().await {
+            let mut request = match incoming.message().await {
                 Ok(Some(request)) => request,
                 // The client closed its side: finish what is in flight.
                 Ok(None) => break,
@@ -51,6 +53,9 @@ pub fn serve(
                 }
             };
             let (service, sender) = (service.clone(), sender.clone());
+            if let Some(key) = &routing_key {
+                crate::core::give_routing_key(&mut request, key);
+            }
             in_flight.spawn(async move {
                 let answer = answer(&service, request, grpc_errors).await;
                 // A closed receiver means the client has gone; nothing is left to tell it.

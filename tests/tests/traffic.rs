@@ -295,6 +295,34 @@ async fn a_routing_key_keeps_its_version_across_a_weight_change_that_keeps_it_el
         (10..60).contains(&canary),
         "{canary} of 300 keys on the 10% canary"
     );
+    // On ModelStreamInfer the call's metadata key routes every request that has no key of its own; one
+    // with its own `routing_key` parameter follows that one.
+    let other = keys
+        .iter()
+        .find(|key| before[*key] == "2")
+        .expect("a key on the canary");
+    for key in keys.iter().filter(|key| before[*key] == "1").take(5) {
+        let requests = vec![request("", None), request("", Some(other)), request("", None)];
+        let mut call = tonic::Request::new(tokio_stream::iter(requests));
+        call.metadata_mut()
+            .insert("x-ferry-routing-key", key.parse().expect("ASCII key"));
+        let mut responses = client
+            .model_stream_infer(call)
+            .await
+            .expect("stream")
+            .into_inner();
+        let mut versions = Vec::new();
+        while let Some(response) = responses.message().await.expect("a stream message") {
+            assert_eq!(response.error_message, "");
+            versions.push(answer(&response.infer_response.expect("a response")).version);
+        }
+        versions.sort();
+        assert_eq!(
+            versions,
+            ["1", "1", "2"],
+            "stream keyed {key}, one request keyed {other}"
+        );
+    }
     // Canary grows to 30%: every key it had stays; stable's keys move only as far as the weights say.
     let sdk = sdk(&server).await;
     let policy = ferry_client::traffic::proto::TrafficPolicy {

@@ -199,8 +199,20 @@ fn routing_key(parameters: &HashMap<String, pb::InferParameter>) -> Result<Optio
     }
 }
 
-/// A routing key within its bound.
-fn check_routing_key(key: &str) -> Result<&str, Error> {
+/// Gives `request` the routing key `key` of its call's `x-ferry-routing-key` header (gRPC metadata), where
+/// the core reads keys, unless the request carries a `routing_key` parameter of its own. `key` has passed
+/// [`check_routing_key`].
+pub fn give_routing_key(request: &mut pb::ModelInferRequest, key: &str) {
+    request
+        .parameters
+        .entry(ROUTING_KEY_PARAMETER.to_owned())
+        .or_insert_with(|| pb::InferParameter {
+            parameter_choice: Some(ParameterChoice::StringParam(key.to_owned())),
+        });
+}
+
+/// A routing key within its bound, checked before a front end copies it.
+pub fn check_routing_key(key: &str) -> Result<&str, Error> {
     if key.len() > crate::traffic::MAX_ROUTING_KEY_BYTES {
         return Err(Error::invalid(format!(
             "a routing key is at most {} bytes, got {} bytes",
