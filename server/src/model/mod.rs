@@ -68,6 +68,9 @@ pub struct ModelVersion {
     pub stats: Arc<VersionStats>,
     /// Input drift statistics, when the config turns them on ([`crate::drift`]).
     pub drift: Option<crate::drift::DriftMonitor>,
+    /// For an ensemble, the member specs (one per step) its last member check found fitting, so that a
+    /// request finding the same members served skips the check (`repository::ensembles::unready_reason`).
+    pub fitted_members: arc_swap::ArcSwap<Vec<Arc<ModelSpec>>>,
     scheduler: Arc<Scheduler<InferJob>>,
     /// The running instances, each with its `retired` flag.
     instances: Mutex<Vec<InstanceHandle>>,
@@ -125,6 +128,7 @@ impl ModelVersion {
             instances: Mutex::new(Vec::new()),
             warmup,
             drift,
+            fitted_members: arc_swap::ArcSwap::default(),
             spec,
             version,
         }

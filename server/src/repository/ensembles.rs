@@ -54,13 +54,32 @@ pub(super) fn member_spec(
 }
 
 /// Why the ensemble version `model` cannot serve with the members in `models`; `None` when it can, or when
-/// `model` is no ensemble.
+/// `model` is no ensemble. Runs on every request of an ensemble: when each step finds the member spec the
+/// last successful check saw, the answer stands without checking again (an `Arc` clone and a pointer
+/// comparison per step, no allocation); otherwise the members are checked and, if they fit, remembered.
 pub(super) fn unready_reason(models: &BTreeMap<String, ModelEntry>, model: &ModelVersion) -> Option<String> {
     let steps = model.spec.ensemble.as_ref()?;
-    crate::ensemble::check_members(&model.spec, steps, &|name, version| {
-        member_spec(models, name, version)
-    })
-    .err()
+    let fitted = model.fitted_members.load();
+    let unchanged = fitted.len() == steps.len()
+        && steps.iter().zip(fitted.iter()).all(|(step, known)| {
+            member_spec(models, &step.model_name, step.model_version)
+                .is_ok_and(|spec| Arc::ptr_eq(&spec, known))
+        });
+    if unchanged {
+        return None;
+    }
+    let lookup = |name: &str, version| member_spec(models, name, version);
+    if let Err(reason) = crate::ensemble::check_members(&model.spec, steps, &lookup) {
+        return Some(reason);
+    }
+    let members = steps
+        .iter()
+        .map(|step| lookup(&step.model_name, step.model_version))
+        .collect::<Result<Vec<_>, _>>();
+    if let Ok(members) = members {
+        model.fitted_members.store(Arc::new(members));
+    }
+    None
 }
 
 /// The models an ensemble folder's config names as steps; `None` when the folder holds no readable
