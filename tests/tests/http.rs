@@ -144,9 +144,18 @@ fn simple_inputs(a: &[i32], b: &[i32]) -> Value {
 #[tokio::test]
 async fn health_metadata_config_statistics_and_index() {
     let (server, http) = start().await;
-    let live = get(&http, "/v2/health/live").await;
-    assert_eq!((live.status, live.body.len()), (200, 0));
-    assert_eq!(get(&http, "/v2/health/ready").await.status, 200);
+    // The KServe v2 REST spec's health bodies, which KServe's InferenceRESTClient reads (`is_server_live`,
+    // `is_server_ready` in kserve/inference_client.py); Triton (`HandleServerHealth`) sends 200 with no body,
+    // and its clients look only at the status.
+    for (path, body) in [
+        ("/v2/health/live", json!({"live": true})),
+        ("/v2/health/ready", json!({"ready": true})),
+    ] {
+        let health = get(&http, path).await;
+        assert_eq!(health.status, 200, "{path}");
+        assert_eq!(health.header("content-type"), Some("application/json"), "{path}");
+        assert_eq!(health.json(), body, "{path}");
+    }
 
     let metadata = get(&http, "/v2").await;
     assert_eq!(metadata.status, 200);

@@ -199,21 +199,24 @@ fn ok_json(value: &Value) -> Response {
     json_response(StatusCode::OK, value)
 }
 
-/// 200 when `yes`, otherwise Triton's 400 with an empty body (`HandleServerHealth`).
-fn health(yes: bool) -> Response {
+/// 200 with the KServe v2 body (`{"live": true}` / `{"ready": true}`, which KServe's `InferenceRESTClient` reads
+/// and Triton's clients ignore) when `yes`, otherwise Triton's 400 with an empty body (`HandleServerHealth`).
+fn health(key: &str, yes: bool) -> Response {
     if yes {
-        StatusCode::OK.into_response()
+        let mut body = Map::new();
+        body.insert(key.to_owned(), Value::Bool(true));
+        ok_json(&Value::Object(body))
     } else {
         StatusCode::BAD_REQUEST.into_response()
     }
 }
 
 async fn live(State(shared): State<Shared>) -> Response {
-    health(shared.service.is_live())
+    health("live", shared.service.is_live())
 }
 
 async fn ready(State(shared): State<Shared>) -> Response {
-    health(shared.service.is_ready())
+    health("ready", shared.service.is_ready())
 }
 
 async fn server_metadata(Caller(shared): Caller) -> Result<Response, HttpError> {
