@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_JOBS ?= 1
 PEERS_ARGS ?=
 
-.PHONY: setup serve test lint bench bench-serving bench-peers bench-cost bench-adaptive soak models fuzz
+.PHONY: setup clients-setup serve test lint bench bench-serving bench-peers bench-cost bench-adaptive soak models fuzz
 
 ## setup: create .venv with ONNX Runtime (libonnxruntime.so), onnx, numpy, tritonclient and pytest
 setup: $(VENV)/.installed
@@ -18,6 +18,12 @@ $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
+
+## clients-setup: what the other languages' client tests need (tests/tests/clients.rs): protoc's Go plugins and ghz
+## (go install) into target/tools/bin and the Node client's packages (npm ci); protoc comes from Debian's
+## protobuf-compiler. Without them those tests say SKIPPED (and fail under CI)
+clients-setup:
+	clients/setup.sh
 
 ## serve: serve the bundled example model repository on gRPC port $(GRPC_PORT)
 serve: setup
