@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the client tests of other languages need (tests/tests/clients.rs), at pinned versions:
-# protoc's Go plugins and ghz (`go install`, from the Go module proxy) into target/tools/bin, and the Node
-# client's packages (`npm ci`, from clients/node/package-lock.json), and the Go suite's modules. protoc itself comes from Debian's
-# `protobuf-compiler` package (CI installs it; see .ci/run). Run again, it installs only what changed.
+# protoc's Go plugins and ghz (`go install`, from the Go module proxy) into target/tools/bin, the Go suite's
+# modules, and the Node client's packages (`npm ci`, from clients/node/package-lock.json). protoc itself comes
+# from Debian's `protobuf-compiler` package (CI installs it; see .ci/run). Run again, it installs only what
+# changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
