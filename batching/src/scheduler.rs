@@ -21,6 +21,27 @@ struct Shared<P> {
     /// Instance threads blocked on `arrivals` now. A notify with nobody blocked still costs a futex system
     /// call, so submitters skip it when this is zero.
     sleeping: usize,
+    /// How many of the sleepers a notify is already on its way to. Under load many requests arrive between
+    /// a notify and the moment the woken instance takes the lock; the instance will find them all, so
+    /// they skip their own notify (and its system call) instead of each waking an awake thread again.
+    signalled: usize,
+}
+
+impl<P> Shared<P> {
+    /// Claims a wake-up for an instance that sleeps with none on its way: `true` when the caller must notify.
+    fn signal(&mut self) -> bool {
+        let unsignalled = self.sleeping > self.signalled;
+        self.signalled += usize::from(unsignalled);
+        unsignalled
+    }
+
+    /// An instance has stopped sleeping, woken by a notify, a timeout or spuriously. Taking one off the
+    /// notifies on their way may undercount them (a timeout took its place), which costs a redundant
+    /// notify later, never a missed one.
+    fn woke(&mut self) {
+        self.sleeping -= 1;
+        self.signalled = self.signalled.saturating_sub(1).min(self.sleeping);
+    }
 }
 
 /// The queue of one model version. Handlers call [`Scheduler::submit`]; each instance thread loops on
@@ -53,6 +74,7 @@ impl<P: Payload> Scheduler<P> {
                 state: BatcherState::new(policy),
                 closed: false,
                 sleeping: 0,
+                signalled: 0,
             }),
             arrivals: Condvar::new(),
             delivered: Mutex::new(0),
@@ -88,10 +110,10 @@ impl<P: Payload> Scheduler<P> {
             });
         }
         let admitted = shared.state.enqueue(request, Instant::now())?;
-        let idle = shared.sleeping > 0;
-        let alone = may_run_here && idle && shared.state.len() == 1;
+        let alone = may_run_here && shared.sleeping > shared.signalled && shared.state.len() == 1;
+        let notify = !alone && shared.signal();
         drop(shared);
-        if idle && !alone {
+        if notify {
             self.arrivals.notify_one();
         }
         Ok((admitted, alone))
@@ -114,8 +136,8 @@ impl<P: Payload> Scheduler<P> {
 
     /// Wakes an idle instance when requests wait: what [`Scheduler::submit_alone`] left undone.
     pub fn wake_for_queued(&self) {
-        let shared = self.lock();
-        let wake = shared.sleeping > 0 && !shared.state.is_empty();
+        let mut shared = self.lock();
+        let wake = !shared.state.is_empty() && shared.signal();
         drop(shared);
         if wake {
             self.arrivals.notify_one();
@@ -144,18 +166,18 @@ impl<P: Payload> Scheduler<P> {
                         .wait_timeout(shared, wait)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
-                    shared.sleeping -= 1;
+                    shared.woke();
                 }
                 Next::Idle if shared.closed => break None,
                 Next::Idle => {
                     shared.sleeping += 1;
                     shared = self.arrivals.wait(shared).unwrap_or_else(PoisonError::into_inner);
-                    shared.sleeping -= 1;
+                    shared.woke();
                 }
             }
         };
         shared.state.instance_not_waiting();
-        let more = batch.is_some() && !shared.state.is_empty() && shared.sleeping > 0;
+        let more = batch.is_some() && !shared.state.is_empty() && shared.signal();
         drop(shared);
         if more {
             // Another idle instance may be able to start on what is left.
@@ -188,13 +210,17 @@ impl<P: Payload> Scheduler<P> {
 
     /// Stops taking requests. Queued ones still run; instance threads stop once the queue is drained.
     pub fn close(&self) {
-        self.lock().closed = true;
+        let mut shared = self.lock();
+        shared.closed = true;
+        shared.signalled = shared.sleeping;
+        drop(shared);
         self.arrivals.notify_all();
     }
 
     /// Wakes every waiting instance so that those whose `retired` flag was just set stop.
     pub fn wake_all(&self) {
-        let _shared = self.lock();
+        let mut shared = self.lock();
+        shared.signalled = shared.sleeping;
         self.arrivals.notify_all();
     }
 
@@ -227,6 +253,82 @@ mod tests {
             priority: 0,
             timeout: None,
             ticket: Ticket::new(),
+        }
+    }
+
+    #[test]
+    fn requests_that_arrive_before_a_notified_instance_wakes_do_not_notify_it_again() {
+        let scheduler = Scheduler::<Item>::new(BatchingPolicy::greedy(8));
+        // As an instance blocked in next_batch leaves it, without a thread: notifies go to nobody.
+        scheduler.lock().sleeping = 1;
+        for _ in 0..3 {
+            assert!(scheduler.submit(request()).is_ok());
+        }
+        assert_eq!(scheduler.lock().signalled, 1, "one notify for three requests");
+        scheduler.lock().woke();
+        let shared = scheduler.lock();
+        assert_eq!((shared.sleeping, shared.signalled), (0, 0));
+    }
+
+    #[test]
+    fn an_instance_woken_by_its_timeout_leaves_the_next_request_a_notify_to_send() {
+        let scheduler = Scheduler::<Item>::new(BatchingPolicy::greedy(8));
+        {
+            let mut shared = scheduler.lock();
+            shared.sleeping = 2;
+            assert!(shared.signal(), "the first of two sleepers is notified");
+            // The other sleeper's timeout ran out first: it counts as the notified one.
+            shared.woke();
+            assert!(shared.signal(), "the one still asleep gets a notify of its own");
+            assert!(!shared.signal(), "and only one");
+        }
+    }
+
+    #[test]
+    fn no_request_is_stranded_while_instances_sleep_and_wake_under_many_submitters() {
+        let scheduler = Arc::new(Scheduler::<Item>::new(BatchingPolicy::greedy(4)));
+        let retired = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let instances: Vec<_> = (0..2)
+            .map(|_| {
+                let (scheduler, retired, served) =
+                    (Arc::clone(&scheduler), Arc::clone(&retired), Arc::clone(&served));
+                thread::spawn(move || {
+                    while let Some(batch) = scheduler.next_batch(&retired) {
+                        served.fetch_add(batch.items.len(), Ordering::SeqCst);
+                        scheduler.deliver(batch.sequence, || {});
+                    }
+                })
+            })
+            .collect();
+        let submitters: Vec<_> = (0..4)
+            .map(|_| {
+                let scheduler = Arc::clone(&scheduler);
+                thread::spawn(move || {
+                    for i in 0..500 {
+                        assert!(scheduler.submit(request()).is_ok());
+                        if i % 50 == 0 {
+                            thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for submitter in submitters {
+            submitter.join().expect("submitter");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while served.load(Ordering::SeqCst) < 2000 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            served.load(Ordering::SeqCst),
+            2000,
+            "every request reached an instance"
+        );
+        scheduler.close();
+        for instance in instances {
+            instance.join().expect("instance");
         }
     }
 
