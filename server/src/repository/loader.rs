@@ -15,7 +15,9 @@ use super::{
     scan::{Fingerprint, version_folders},
 };
 use crate::{
-    config::{ConfigSource, ModelSpec, VersionPolicy, complete_config, needs_signature, parse_model_config},
+    config::{
+        ConfigSource, ModelSpec, VersionPolicy, complete_config_with, needs_signature, parse_model_config,
+    },
     limits::{ResourceLimits, ThreadBudget},
     model::{ModelVersion, read_signature},
 };
@@ -123,7 +125,13 @@ pub fn prepare(
     } else {
         None
     };
-    complete_config(&mut config, signature.as_ref(), &path_text).map_err(|e| e.to_string())?;
+    complete_config_with(
+        &mut config,
+        signature.as_ref(),
+        &path_text,
+        limits.default_max_batch_size(),
+    )
+    .map_err(|e| e.to_string())?;
     let config_source = ConfigSource {
         path: &path_text,
         text: text.as_deref(),
