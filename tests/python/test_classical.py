@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import lightgbm
+import mlflow.onnx
 import numpy as np
 import onnx
 import onnxmltools
@@ -35,10 +37,12 @@ import xgboost
 from onnxmltools.convert.common.data_types import FloatTensorType
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
+from mlflow.models import infer_signature
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType as SklFloatTensorType
 from tritonclient.utils import InferenceServerException
 
 MAX_BATCH = 64
@@ -239,3 +243,41 @@ def test_other_sequence_outputs_fail_the_load_naming_the_output_and_the_option(g
     assert "'rows'" in message, message
     assert "zipmap" in message, message
     assert "Triton's protocol cannot carry" in message, message
+
+
+def test_an_mlflow_model_folder_is_served_with_its_signature(grpc, http, served, data):
+    """A version folder written by `mlflow.onnx.save_model`: Ferry reads the ONNX file its MLmodel names, and
+    the signature (`[-1, 4]` for the input) completes the dimension the ONNX model leaves open."""
+    repository = Path(_env("FERRY_CLASSICAL_REPOSITORY"))
+    targets = np.stack([data[:, 0] + data[:, 1], data[:, 2] * 2, data[:, 3] - 1], axis=1)
+    ridge = Ridge().fit(data, targets)
+    # The feature count is left open in the ONNX model: [None, None].
+    converted = to_onnx(ridge, initial_types=[("x", SklFloatTensorType([None, None]))])
+    folder = repository / "mlflow_ridge"
+    folder.mkdir()
+    version = folder / "1"
+    signature = infer_signature(data, ridge.predict(data).astype(np.float32))
+    mlflow.onnx.save_model(converted, str(version), signature=signature)
+    # The flavour's `data` is followed: move the file and say so in the MLmodel.
+    (version / "model.onnx").rename(version / "ridge.onnx")
+    mlmodel = (version / "MLmodel").read_text()
+    assert "data: model.onnx" in mlmodel
+    (version / "MLmodel").write_text(mlmodel.replace("data: model.onnx", "data: ridge.onnx"))
+    grpc.load_model("mlflow_ridge")
+    config = grpc.get_model_config("mlflow_ridge", as_json=True)["config"]
+    assert config["max_batch_size"] == MAX_BATCH
+    assert [int(d) for d in config["input"][0]["dims"]] == [4], "the signature fixes the open dimension"
+    assert [int(d) for d in config["output"][0]["dims"]] == [3]
+    expected = ridge.predict(data[:MAX_BATCH])
+    for client, module in ((grpc, grpcclient), (http, httpclient)):
+        tensor = module.InferInput("x", [MAX_BATCH, 4], "FP32")
+        tensor.set_data_from_numpy(data[:MAX_BATCH])
+        answer = client.infer("mlflow_ridge", [tensor]).as_numpy("variable")
+        np.testing.assert_allclose(answer, expected, atol=1e-4)
+    # The signature is checked against the model: an output shape the ONNX model contradicts ([-1, 3] there)
+    # fails the load, naming both. (PyYAML may fold the JSON string across lines.)
+    text = re.sub(r"\[-1,\s+3\]", "[-1, 5]", (version / "MLmodel").read_text())
+    (version / "MLmodel").write_text(text)
+    with pytest.raises(InferenceServerException) as error:
+        grpc.load_model("mlflow_ridge")
+    assert "gives output 'variable' shape [-1, 5] but the ONNX model declares [-1, 3]" in error.value.message()
