@@ -32,7 +32,7 @@ pub fn resource_exhausted_for_oversized<B>(mut response: Response<B>) -> Respons
 
 /// Bounds on model instances, ONNX Runtime threads and decoded request memory; also the flags that set them,
 /// shared by the server and `ferry check` so that both load models under the same limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct ResourceLimits {
     /// The most memory one inference request may take once decoded, in bytes: its tensors, plus 72 bytes
     /// per BYTES element. Larger requests (shared memory inputs and warm-ups too)
@@ -50,7 +50,21 @@ pub struct ResourceLimits {
     /// Runtime threads); a load that would pass it fails.
     #[arg(long, default_value_t = ResourceLimits::default().max_model_threads, value_name = "COUNT")]
     pub max_model_threads: usize,
+    /// The max_batch_size auto-complete gives a model that can batch and whose config lists no tensors
+    /// (0: such models do not batch). Default 4, as in Triton; takes precedence over --backend-config.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(i32).range(0..=i64::from(MAX_DEFAULT_MAX_BATCH_SIZE)))]
+    pub default_max_batch_size: Option<i32>,
+    /// Triton's backend settings, `[onnxruntime,]default-max-batch-size=N`: Ferry acts on that one (the
+    /// same as --default-max-batch-size) and logs and ignores the others, so that a Triton command line
+    /// starts Ferry unchanged. Repeatable.
+    #[arg(long, value_name = "[BACKEND,]SETTING=VALUE", value_parser = BackendSetting::parse)]
+    pub backend_config: Vec<BackendSetting>,
 }
+
+/// The largest `--default-max-batch-size`: a model's batch is bounded by `--max-request-bytes` anyway; this
+/// keeps the completed config's number sane.
+pub const MAX_DEFAULT_MAX_BATCH_SIZE: i32 = 1 << 20;
 
 impl Default for ResourceLimits {
     fn default() -> Self {
@@ -59,7 +73,95 @@ impl Default for ResourceLimits {
             max_instances_per_model: 64,
             max_threads_per_instance: 64,
             max_model_threads: 4096,
+            default_max_batch_size: None,
+            backend_config: Vec::new(),
         }
+    }
+}
+
+impl ResourceLimits {
+    /// The max_batch_size auto-complete gives a batching model: --default-max-batch-size, else the last
+    /// `default-max-batch-size` of --backend-config for onnxruntime (or for every backend), else
+    /// [`crate::config::DEFAULT_MAX_BATCH_SIZE`].
+    pub fn default_max_batch_size(&self) -> i32 {
+        self.default_max_batch_size
+            .or_else(|| {
+                self.backend_config
+                    .iter()
+                    .rev()
+                    .find_map(BackendSetting::default_max_batch_size)
+            })
+            .unwrap_or(crate::config::DEFAULT_MAX_BATCH_SIZE)
+    }
+
+    /// The --backend-config settings Ferry does not act on, for the start-up log.
+    pub fn ignored_backend_settings(&self) -> impl Iterator<Item = &BackendSetting> {
+        self.backend_config
+            .iter()
+            .filter(|s| s.default_max_batch_size().is_none())
+    }
+}
+
+/// One `--backend-config` value: `backend,setting=value`, or `setting=value` for every backend (Triton's
+/// syntax).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSetting {
+    /// The backend it is for; empty for every backend.
+    pub backend: String,
+    /// The setting's name.
+    pub setting: String,
+    /// Its value, as given.
+    pub value: String,
+}
+
+impl BackendSetting {
+    /// Parses a flag value; a `default-max-batch-size` for onnxruntime (or every backend) must be a number
+    /// from 0 to [`MAX_DEFAULT_MAX_BATCH_SIZE`].
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (backend, assignment) = match text.split_once(',') {
+            Some((backend, rest)) => (backend, rest),
+            None => ("", text),
+        };
+        let (setting, value) = assignment
+            .split_once('=')
+            .filter(|(setting, _)| !setting.is_empty())
+            .ok_or_else(|| format!("expected [BACKEND,]SETTING=VALUE, got '{text}'"))?;
+        let parsed = BackendSetting {
+            backend: backend.to_owned(),
+            setting: setting.to_owned(),
+            value: value.to_owned(),
+        };
+        if parsed.applies_to_onnxruntime() && parsed.setting == "default-max-batch-size" {
+            let number: i32 = value.parse().map_err(|_| {
+                format!("default-max-batch-size must be a number from 0 to {MAX_DEFAULT_MAX_BATCH_SIZE}, got '{value}'")
+            })?;
+            if !(0..=MAX_DEFAULT_MAX_BATCH_SIZE).contains(&number) {
+                return Err(format!(
+                    "default-max-batch-size must be a number from 0 to {MAX_DEFAULT_MAX_BATCH_SIZE}, got '{value}'"
+                ));
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn applies_to_onnxruntime(&self) -> bool {
+        self.backend.is_empty() || self.backend == crate::config::ONNX_BACKEND
+    }
+
+    /// The default max_batch_size this setting gives ONNX models, if it is one.
+    fn default_max_batch_size(&self) -> Option<i32> {
+        (self.applies_to_onnxruntime() && self.setting == "default-max-batch-size")
+            .then(|| self.value.parse().ok())
+            .flatten()
+    }
+}
+
+impl std::fmt::Display for BackendSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.backend.is_empty() {
+            write!(f, "{},", self.backend)?;
+        }
+        write!(f, "{}={}", self.setting, self.value)
     }
 }
 
@@ -163,6 +265,44 @@ mod tests {
         assert!(
             cut.ends_with(&format!("cut, {} bytes in all)", long.len())),
             "{cut}"
+        );
+    }
+
+    /// Triton's `--backend-config=onnxruntime,default-max-batch-size=N` (also without the backend name) sets
+    /// the default; the dedicated flag wins; other settings are kept only to be logged.
+    #[test]
+    fn the_default_max_batch_size_comes_from_either_flag() {
+        let setting = |text: &str| BackendSetting::parse(text).expect(text);
+        let mut limits = ResourceLimits::default();
+        assert_eq!(limits.default_max_batch_size(), 4);
+        limits.backend_config = vec![
+            setting("onnxruntime,default-max-batch-size=64"),
+            setting("python,shm-default-byte-size=1048576"),
+        ];
+        assert_eq!(limits.default_max_batch_size(), 64);
+        assert_eq!(
+            limits
+                .ignored_backend_settings()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["python,shm-default-byte-size=1048576"]
+        );
+        limits.backend_config.push(setting("default-max-batch-size=0"));
+        assert_eq!(limits.default_max_batch_size(), 0, "the last one counts");
+        limits.default_max_batch_size = Some(16);
+        assert_eq!(limits.default_max_batch_size(), 16);
+        for bad in [
+            "onnxruntime,default-max-batch-size=lots",
+            "default-max-batch-size=-1",
+            "onnxruntime,default-max-batch-size=99999999",
+            "onnxruntime",
+            "=3",
+        ] {
+            assert!(BackendSetting::parse(bad).is_err(), "{bad}");
+        }
+        assert!(
+            BackendSetting::parse("tensorflow,default-max-batch-size=lots").is_ok(),
+            "another backend's settings are not Ferry's to judge"
         );
     }
 

@@ -300,6 +300,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     tracing::info!(path = %onnxruntime.path.display(), found_by = onnxruntime.found_by, "using ONNX Runtime");
+    for setting in flags.limits.ignored_backend_settings() {
+        tracing::warn!(%setting, "--backend-config setting ignored: Ferry acts only on [onnxruntime,]default-max-batch-size");
+    }
     if flags.load_models.iter().any(|m| m == "*") && flags.load_models.len() > 1 {
         eprintln!("ferry: --load-model=* must be the only --load-model");
         return ExitCode::FAILURE;

@@ -65,7 +65,7 @@ pub fn run(options: &CheckOptions) -> Result<Report, String> {
             ControlMode::Explicit
         },
         startup_models: names.clone(),
-        limits: options.limits,
+        limits: options.limits.clone(),
         ..RepositoryOptions::new(options.roots.clone())
     };
     let registry = Registry::start(environment, repository).map_err(|error| error.to_string())?;

@@ -38,6 +38,17 @@ impl Labels {
         Labels { bytes, ends }
     }
 
+    /// Labels from a list, one per class; a newline inside a label, which a label file cannot hold either,
+    /// becomes a space.
+    pub fn from_texts(texts: &[String]) -> Self {
+        let mut bytes = Vec::new();
+        for text in texts {
+            bytes.extend(text.bytes().map(|b| if b == b'\n' { b' ' } else { b }));
+            bytes.push(b'\n');
+        }
+        Labels::from_bytes(bytes)
+    }
+
     /// The label of `class`; `None` when the file has no such line or the line is empty, as Triton then
     /// adds no label.
     pub fn get(&self, class: usize) -> Option<&[u8]> {
@@ -68,11 +79,17 @@ impl OutputLabels {
     /// Reads the label file of each output of `spec` that names one, from `model_dir`. A file that is
     /// missing, leads outside the folder, is not a regular file or is over [`MAX_LABEL_FILE_BYTES`] fails
     /// the load; the first two with Triton's messages.
+    ///
+    /// An output without a label file takes the class labels of its config parameter
+    /// ([`crate::config::CLASS_LABELS_PREFIX`]), which auto-complete writes for a `ZipMap` output.
     pub fn load(model_dir: &Path, spec: &ModelSpec) -> Result<Self, String> {
+        let mut listed = crate::config::labels_from_parameters(&spec.config)?;
         let mut labels = Vec::with_capacity(spec.config.output.len());
         for output in &spec.config.output {
             labels.push(match output.label_filename.as_str() {
-                "" => None,
+                "" => listed
+                    .remove(&output.name)
+                    .map(|texts| Arc::new(Labels::from_texts(&texts))),
                 file => Some(Arc::new(read_labels(model_dir, file, &output.name, &spec.name)?)),
             });
         }

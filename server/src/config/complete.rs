@@ -6,14 +6,15 @@ use ferry_proto::inference::{
     ModelConfig, ModelDynamicBatching, ModelInput, ModelOutput, ModelTensorReshape,
 };
 
+use super::classes::{self, TensorForm};
 use crate::{DataType, Error};
 
 /// The platform string Triton reports for ONNX Runtime models.
 pub const ONNX_PLATFORM: &str = "onnxruntime_onnx";
 /// The backend name Triton uses for ONNX Runtime.
 pub const ONNX_BACKEND: &str = "onnxruntime";
-/// The `max_batch_size` given to a model that supports batching but whose config does not say (Triton's
-/// `default-max-batch-size`).
+/// The `max_batch_size` given to a model that supports batching but whose config does not say, unless
+/// `--default-max-batch-size` says otherwise (Triton's `default-max-batch-size`, 4 there too).
 pub const DEFAULT_MAX_BATCH_SIZE: i32 = 4;
 
 /// A tensor as the ONNX model declares it: what auto-complete and config checks work from.
@@ -25,6 +26,21 @@ pub struct ModelTensor {
     pub data_type: Option<DataType>,
     /// Its full shape, batch dimension included, -1 for dynamic dimensions.
     pub shape: Vec<i64>,
+    /// A tensor, or a value Ferry converts to one (or cannot serve).
+    pub form: TensorForm,
+}
+
+impl ModelTensor {
+    /// Why the tensor cannot be served, naming it and what would avoid it.
+    pub fn unsupported(&self) -> String {
+        match &self.form {
+            TensorForm::Unsupported(what) => format!("model tensor '{}' is {what}", self.name),
+            _ => format!(
+                "model tensor '{}' has an element type Triton's protocol cannot carry",
+                self.name
+            ),
+        }
+    }
 }
 
 /// The tensors an ONNX model declares.
@@ -63,6 +79,18 @@ pub fn complete_config(
     signature: Option<&ModelSignature>,
     path: &str,
 ) -> Result<(), Error> {
+    complete_config_with(config, signature, path, DEFAULT_MAX_BATCH_SIZE)
+}
+
+/// [`complete_config`], giving a batching model whose config lists no tensors `default_max_batch_size`
+/// (0: no batching) instead of [`DEFAULT_MAX_BATCH_SIZE`]. The outputs served as class probabilities get
+/// their class labels as config parameters ([`classes::CLASS_LABELS_PREFIX`]).
+pub fn complete_config_with(
+    config: &mut ModelConfig,
+    signature: Option<&ModelSignature>,
+    path: &str,
+    default_max_batch_size: i32,
+) -> Result<(), Error> {
     if config.platform.is_empty() {
         config.platform = ONNX_PLATFORM.to_owned();
     }
@@ -74,7 +102,14 @@ pub fn complete_config(
         // no scheduler is added to it.
         return Ok(());
     };
-    complete_tensors(config, signature, path)?;
+    complete_tensors(config, signature, path, default_max_batch_size)?;
+    classes::record_labels(
+        config,
+        signature.outputs.iter().filter_map(|t| match &t.form {
+            TensorForm::ClassProbabilities(labels) => Some((t.name.as_str(), labels.as_ref())),
+            _ => None,
+        }),
+    );
     if config.max_batch_size > 1 && config.scheduling_choice.is_none() {
         config.scheduling_choice = Some(
             ferry_proto::inference::model_config::SchedulingChoice::DynamicBatching(
@@ -85,11 +120,16 @@ pub fn complete_config(
     Ok(())
 }
 
-fn complete_tensors(config: &mut ModelConfig, signature: &ModelSignature, path: &str) -> Result<(), Error> {
+fn complete_tensors(
+    config: &mut ModelConfig,
+    signature: &ModelSignature,
+    path: &str,
+    default_max_batch_size: i32,
+) -> Result<(), Error> {
     let lists_tensors = !config.input.is_empty() || !config.output.is_empty();
     let batching = signature.supports_batching();
     if !lists_tensors && config.max_batch_size == 0 && batching {
-        config.max_batch_size = DEFAULT_MAX_BATCH_SIZE;
+        config.max_batch_size = default_max_batch_size;
     }
     if config.max_batch_size > 0 && !batching {
         return Err(Error::Config {
@@ -156,10 +196,7 @@ fn derive_tensor(
     let data_type = tensor.data_type.ok_or_else(|| Error::Config {
         path: path.to_owned(),
         line: 0,
-        message: format!(
-            "model tensor '{}' has an element type Triton's protocol cannot carry",
-            tensor.name
-        ),
+        message: tensor.unsupported(),
     })?;
     let dims: Vec<i64> = if batched {
         tensor.shape[1..].to_vec()
@@ -190,12 +227,14 @@ mod tests {
     use ferry_proto::inference::model_config::SchedulingChoice;
 
     use super::*;
+    use crate::config::ClassLabels;
 
     fn tensor(name: &str, data_type: DataType, shape: &[i64]) -> ModelTensor {
         ModelTensor {
             name: name.into(),
             data_type: Some(data_type),
             shape: shape.to_vec(),
+            form: TensorForm::Tensor,
         }
     }
 
@@ -227,6 +266,53 @@ mod tests {
             config.scheduling_choice,
             Some(SchedulingChoice::DynamicBatching(_))
         ));
+    }
+
+    #[test]
+    fn zipmap_outputs_become_probabilities_with_their_labels_and_the_default_is_a_setting() {
+        let labels = ClassLabels::Strings(vec!["b".into(), "a".into()]);
+        let signature = ModelSignature {
+            inputs: vec![tensor("x", DataType::Fp32, &[-1, 4])],
+            outputs: vec![
+                tensor("label", DataType::Bytes, &[-1]),
+                ModelTensor {
+                    form: TensorForm::ClassProbabilities(std::sync::Arc::new(labels)),
+                    ..tensor("probabilities", DataType::Fp32, &[-1, 2])
+                },
+            ],
+        };
+        let mut config = ModelConfig::default();
+        complete_config_with(&mut config, Some(&signature), "c", 64).expect("completes");
+        assert_eq!(config.max_batch_size, 64);
+        assert_eq!(config.output[1].dims, [2]);
+        assert_eq!(
+            config.parameters["ferry.class_labels.probabilities"].string_value,
+            r#"["b","a"]"#
+        );
+        let mut config = ModelConfig::default();
+        complete_config_with(&mut config, Some(&signature), "c", 0).expect("completes");
+        assert_eq!(config.max_batch_size, 0, "0 turns batching off");
+        assert_eq!(config.output[1].dims, [-1, 2]);
+    }
+
+    #[test]
+    fn unsupported_outputs_fail_with_their_reason() {
+        let signature = ModelSignature {
+            inputs: vec![tensor("x", DataType::Fp32, &[-1, 4])],
+            outputs: vec![ModelTensor {
+                name: "rows".into(),
+                data_type: None,
+                shape: Vec::new(),
+                form: TensorForm::Unsupported("a Sequence<Tensor<f32>>, which ... zipmap".into()),
+            }],
+        };
+        let error = complete_config(&mut ModelConfig::default(), Some(&signature), "c").expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .contains("model tensor 'rows' is a Sequence<Tensor<f32>>"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! through [`ConfigSource`] (`source`), which depends on nothing else here.
 
 mod batching;
+mod classes;
 mod complete;
 mod drift;
 mod ensemble;
@@ -23,7 +24,13 @@ mod testing;
 mod versions;
 
 pub use batching::{ADAPTIVE_QUEUE_DELAY, DEFAULT_MAX_QUEUE_SIZE};
-pub use complete::{ModelSignature, ModelTensor, complete_config, needs_signature};
+pub use classes::{
+    CLASS_LABELS_PREFIX, ClassLabels, MAX_CLASSES, TensorForm, ZIPMAP_HINT, labels_from_parameters,
+};
+pub use complete::{
+    DEFAULT_MAX_BATCH_SIZE, ModelSignature, ModelTensor, ONNX_BACKEND, complete_config, complete_config_with,
+    needs_signature,
+};
 pub use drift::{DRIFT_PREFIX, DriftSettings, MAX_DRIFT_FEATURES, MAX_DRIFT_WINDOW};
 pub use ensemble::{ENSEMBLE_PLATFORM, EnsembleStep, MAX_ENSEMBLE_STEPS, MAX_ENSEMBLE_TENSORS, is_ensemble};
 pub use instances::{InstancePlan, Placement};

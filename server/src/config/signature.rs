@@ -24,6 +24,9 @@ impl ModelSpec {
                         names.join(", ")
                     )));
                 };
+                if tensor.data_type.is_none() {
+                    return Err(fail(tensor.unsupported()));
+                }
                 if tensor.data_type != Some(spec.data_type) {
                     return Err(fail(format!(
                         "{side} '{}' has data type {} in the config but {} in the model",

@@ -12,11 +12,13 @@ pub(super) fn spec_from(text: &str) -> Result<ModelSpec, Error> {
             name: "x".into(),
             data_type: Some(DataType::Fp32),
             shape: vec![-1, 4],
+            form: Default::default(),
         }],
         outputs: vec![ModelTensor {
             name: "y".into(),
             data_type: Some(DataType::Fp32),
             shape: vec![-1, 4],
+            form: Default::default(),
         }],
     };
     complete_config(&mut config, Some(&signature), "m/config.pbtxt")?;

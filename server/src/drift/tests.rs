@@ -22,6 +22,7 @@ fn spec(parameters: &[(&str, &str)]) -> ModelSpec {
         name: name.into(),
         data_type: Some(data_type),
         shape: vec![-1, 4],
+        form: Default::default(),
     };
     let signature = ModelSignature {
         inputs: vec![tensor("x", DataType::Fp32), tensor("s", DataType::Bytes)],

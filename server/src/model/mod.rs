@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::{
     Error,
-    config::{InstancePlan, ModelSignature, ModelSpec},
+    config::{InstancePlan, ModelSignature, ModelSpec, TensorForm},
     limits::{ThreadBudget, ThreadReservation},
     onnx::{self, BatchRunner, OutputTensor},
     request::InferRequest,
@@ -78,6 +78,8 @@ pub struct ModelVersion {
     runs: Arc<Runs>,
     /// Requests every new instance runs before it takes traffic.
     warmup: warmup::Warmup,
+    /// For each output of the spec served from a `ZipMap`, the column of each class.
+    class_columns: Vec<Option<Arc<onnx::ClassColumns>>>,
 }
 
 impl std::fmt::Debug for ModelVersion {
@@ -128,6 +130,7 @@ impl ModelVersion {
             instances: Mutex::new(Vec::new()),
             warmup,
             drift,
+            class_columns: Vec::new(),
             fitted_members: arc_swap::ArcSwap::default(),
             spec,
             version,
@@ -147,14 +150,32 @@ impl ModelVersion {
             .reserve(instance_threads(&spec.instances))
             .map_err(Error::TooLarge)?;
         let first = onnx::open_session(environment, model_path, &spec.instances)?;
-        spec.check_signature(&onnx::signature(&first), &model_path.display().to_string())?;
+        let signature = onnx::signature(&first, model_path)?;
+        spec.check_signature(&signature, &model_path.display().to_string())?;
+        let class_columns = spec
+            .outputs
+            .iter()
+            .map(|output| {
+                signature
+                    .outputs
+                    .iter()
+                    .find(|t| t.name == output.name)
+                    .and_then(|t| match &t.form {
+                        TensorForm::ClassProbabilities(labels) => {
+                            Some(Arc::new(onnx::ClassColumns::new(labels)))
+                        }
+                        _ => None,
+                    })
+            })
+            .collect();
         let model_dir = model_path
             .parent()
             .and_then(Path::parent)
             .unwrap_or(Path::new("."));
         let warmup = warmup::requests(&spec, model_dir)?;
         let drift = crate::drift::DriftMonitor::start(&spec, version, model_dir)?;
-        let model = Self::without_instances(spec, version, warmup, drift);
+        let mut model = Self::without_instances(spec, version, warmup, drift);
+        model.class_columns = class_columns;
         model.start_instance(first, reservation)?;
         model.set_instances(environment, model_path, model.spec.instances, threads)?;
         Ok(model)
@@ -208,7 +229,7 @@ impl ModelVersion {
     /// starts its thread. Like Triton, warm-up runs on the instance itself, not through the queue, so it
     /// neither waits for batching delays nor shows in the statistics.
     fn start_instance(&self, mut session: Session, threads: ThreadReservation) -> Result<(), Error> {
-        let mut runner = BatchRunner::new()?;
+        let mut runner = BatchRunner::new()?.with_class_columns(self.class_columns.clone());
         'warmup: for (request, count) in &self.warmup.requests {
             for _ in 0..*count {
                 let started = Instant::now();
@@ -424,5 +445,6 @@ pub fn read_signature(environment: &Environment, model_path: &Path) -> Result<Mo
         inter_op_threads: None,
         placement: Default::default(),
     };
-    onnx::open_session(environment, model_path, &plan).map(|session| onnx::signature(&session))
+    onnx::open_session(environment, model_path, &plan)
+        .and_then(|session| onnx::signature(&session, model_path))
 }

@@ -4,7 +4,7 @@
 //! batch to batch, and ONNX Runtime reads it in place. Each output comes back to every request as a slice of
 //! the batch's output tensor, which the response bytes keep alive: no copy before encoding.
 
-use std::{ffi::c_void, time::Instant};
+use std::{ffi::c_void, sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use ort::{
@@ -13,7 +13,7 @@ use ort::{
     value::{DynTensor, DynTensorValueType, DynValue, Shape, TensorRefMut},
 };
 
-use super::strings;
+use super::{strings, zipmap::ClassColumns};
 use crate::{
     DataType, Error,
     config::{ModelSpec, TensorSpec},
@@ -36,6 +36,8 @@ pub struct OutputTensor {
 pub struct BatchRunner {
     buffers: Vec<Vec<u64>>,
     memory: MemoryInfo<'static>,
+    /// For each output of the spec that a `ZipMap` produces, the column of each class.
+    class_columns: Vec<Option<Arc<ClassColumns>>>,
 }
 
 impl BatchRunner {
@@ -51,7 +53,15 @@ impl BatchRunner {
         Ok(BatchRunner {
             buffers: Vec::new(),
             memory,
+            class_columns: Vec::new(),
         })
+    }
+
+    /// The runner of a model whose outputs at these positions of the spec are `ZipMap`s, served as
+    /// FP32 `[rows, classes]` in the order of their columns.
+    pub fn with_class_columns(mut self, class_columns: Vec<Option<Arc<ClassColumns>>>) -> Self {
+        self.class_columns = class_columns;
+        self
     }
 
     /// Runs `requests` (which agree in every dimension but the batch dimension) as one batch, returning each
@@ -126,7 +136,8 @@ impl BatchRunner {
             let value = outputs
                 .remove(&tensor.name)
                 .ok_or_else(|| Error::Execution(format!("the model produced no output '{}'", tensor.name)))?;
-            let parts = split_output(value, tensor, spec, &row_counts)?;
+            let columns = self.class_columns.get(index).and_then(Option::as_deref);
+            let parts = split_output(value, tensor, spec, &row_counts, columns)?;
             for ((request, outputs), (shape, data)) in requests.iter().zip(&mut per_request).zip(parts) {
                 if request.outputs.contains(&index) {
                     outputs.push(OutputTensor { index, shape, data });
@@ -274,14 +285,27 @@ fn split_output(
     tensor: &TensorSpec,
     spec: &ModelSpec,
     row_counts: &[usize],
+    class_columns: Option<&ClassColumns>,
 ) -> Result<Vec<(Vec<i64>, Bytes)>, Error> {
     let fail = |what: String| Error::Execution(format!("reading output '{}': {what}", tensor.name));
-    let value = value
-        .downcast::<DynTensorValueType>()
-        .map_err(|e| fail(e.to_string()))?;
-    let shape = value.shape().to_vec();
-    let elements = value.shape().num_elements();
-    let (data, starts) = output_bytes(value).map_err(fail)?;
+    let (shape, data, starts) = match class_columns {
+        Some(columns) => {
+            let (shape, data) = columns.tensor(value).map_err(fail)?;
+            (shape, data, None)
+        }
+        None => {
+            let value = value
+                .downcast::<DynTensorValueType>()
+                .map_err(|e| fail(e.to_string()))?;
+            let shape = value.shape().to_vec();
+            let (data, starts) = output_bytes(value).map_err(fail)?;
+            (shape, data, starts)
+        }
+    };
+    let elements = shape
+        .iter()
+        .map(|d| usize::try_from(*d).unwrap_or(0))
+        .product::<usize>();
     let batched = spec.max_batch_size > 0;
     let rows: usize = row_counts.iter().sum();
     if batched && shape.first().copied() != Some(rows as i64) {
@@ -387,8 +411,12 @@ mod tests {
         .expect("valid");
         let plan = spec.instances;
         let session = open_session(&environment, &dir.join("1/model.onnx"), &plan).expect("model loads");
-        spec.check_signature(&signature(&session), "model.onnx")
-            .expect("matches");
+        let model_path = dir.join("1/model.onnx");
+        spec.check_signature(
+            &signature(&session, &model_path).expect("signature"),
+            "model.onnx",
+        )
+        .expect("matches");
         (session, Arc::new(spec))
     }
 

@@ -4,7 +4,9 @@ mod batch;
 mod runtime;
 mod session;
 mod strings;
+mod zipmap;
 
 pub use batch::{BatchRunner, OutputTensor};
 pub use runtime::{LibrarySource, MISSING_LIBRARY_HELP, find_library, start};
 pub use session::{cuda_available, intra_threads, open_session, signature};
+pub use zipmap::ClassColumns;

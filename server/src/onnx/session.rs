@@ -6,12 +6,13 @@ use ort::{
     environment::Environment,
     ep,
     session::{Session, builder::GraphOptimizationLevel},
-    value::{Outlet, ValueType},
+    value::Outlet,
 };
 
+use super::zipmap;
 use crate::{
     DataType, Error,
-    config::{GraphLevel, InstancePlan, ModelSignature, ModelTensor, Placement},
+    config::{GraphLevel, InstancePlan, ModelSignature, ModelTensor, Placement, TensorForm, ZIPMAP_HINT},
 };
 
 /// Opens a session on `model_path` with the threads, placement and session options of `plan`.
@@ -97,22 +98,57 @@ pub fn cuda_available() -> bool {
     ep::CUDA::is_available().unwrap_or(false)
 }
 
-/// The tensors a session declares, in the form config checks use.
-pub fn signature(session: &Session) -> ModelSignature {
-    ModelSignature {
-        inputs: session.inputs().iter().map(model_tensor).collect(),
-        outputs: session.outputs().iter().map(model_tensor).collect(),
-    }
-}
-
-fn model_tensor(outlet: &Outlet) -> ModelTensor {
-    let (data_type, shape) = match outlet.dtype() {
-        ValueType::Tensor { ty, shape, .. } => (DataType::from_ort(*ty), shape.to_vec()),
-        _ => (None, Vec::new()),
+/// The tensors a session declares, in the form config checks use. A `ZipMap` output (a sequence of maps
+/// from class to probability) becomes an FP32 `[batch, classes]` tensor, with its class labels read from
+/// `model_path`; other sequences and maps are marked unsupported, with the reason.
+pub fn signature(session: &Session, model_path: &Path) -> Result<ModelSignature, Error> {
+    let outlets = |outlets: &[Outlet]| -> Vec<(String, zipmap::Outlet)> {
+        outlets
+            .iter()
+            .map(|o| (o.name().to_owned(), zipmap::classify(o.dtype())))
+            .collect()
     };
-    ModelTensor {
-        name: outlet.name().to_owned(),
-        data_type,
-        shape,
-    }
+    let (inputs, outputs) = (outlets(session.inputs()), outlets(session.outputs()));
+    let class_maps: Vec<&str> = outputs
+        .iter()
+        .filter(|(_, kind)| matches!(kind, zipmap::Outlet::ClassMap))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let mut forms = if class_maps.is_empty() {
+        Default::default()
+    } else {
+        zipmap::class_outputs(model_path, &class_maps).map_err(Error::ModelLoad)?
+    };
+    let mut tensor = |(name, kind): (String, zipmap::Outlet)| {
+        let (data_type, shape, form) = match kind {
+            zipmap::Outlet::Tensor(Some(data_type), shape) => (Some(data_type), shape, TensorForm::Tensor),
+            zipmap::Outlet::Tensor(None, shape) => (None, shape, TensorForm::Tensor),
+            zipmap::Outlet::ClassMap => match forms.remove(&name) {
+                Some(TensorForm::ClassProbabilities(labels)) => (
+                    Some(DataType::Fp32),
+                    vec![-1, labels.len() as i64],
+                    TensorForm::ClassProbabilities(labels),
+                ),
+                form => (None, Vec::new(), form.unwrap_or_default()),
+            },
+            zipmap::Outlet::Other(what) => (
+                None,
+                Vec::new(),
+                TensorForm::Unsupported(format!(
+                    "a {what}, which Triton's protocol cannot carry (Ferry serves tensors, and sequences of maps \
+                     from class to probability made by ZipMap); {ZIPMAP_HINT}"
+                )),
+            ),
+        };
+        ModelTensor {
+            name,
+            data_type,
+            shape,
+            form,
+        }
+    };
+    Ok(ModelSignature {
+        inputs: inputs.into_iter().map(&mut tensor).collect(),
+        outputs: outputs.into_iter().map(&mut tensor).collect(),
+    })
 }

@@ -11,11 +11,13 @@ use ferry_proto::inference::ModelConfig;
 use ort::environment::Environment;
 
 use super::{
-    VersionState, files,
+    VersionState, files, mlflow,
     scan::{Fingerprint, version_folders},
 };
 use crate::{
-    config::{ConfigSource, ModelSpec, VersionPolicy, complete_config, needs_signature, parse_model_config},
+    config::{
+        ConfigSource, ModelSpec, VersionPolicy, complete_config_with, needs_signature, parse_model_config,
+    },
     limits::{ResourceLimits, ThreadBudget},
     model::{ModelVersion, read_signature},
 };
@@ -102,10 +104,12 @@ pub fn prepare(
             source.dir.display()
         )));
     };
-    let filename = if config.default_model_filename.is_empty() {
-        "model.onnx"
-    } else {
-        config.default_model_filename.as_str()
+    // An MLflow model folder names its ONNX file, and its signature completes the model's open shapes.
+    let mlflow = mlflow::read(&source.dir, highest)?;
+    let filename = match (&mlflow, config.default_model_filename.as_str()) {
+        (Some(mlflow), "") => mlflow.data.as_str(),
+        (None, "") => "model.onnx",
+        (_, named) => named,
     };
     if !files::is_plain_file_name(filename) {
         return Err(LoadFailure::Model(format!(
@@ -116,14 +120,23 @@ pub fn prepare(
     let signature = if needs_signature(&config) {
         let path = source.dir.join(highest.to_string()).join(filename);
         let path = files::contained_file(&source.dir, &path)?;
-        Some(
-            read_signature(environment, &path)
-                .map_err(|e| format!("auto-complete of the config failed: {e}"))?,
-        )
+        let mut signature = read_signature(environment, &path)
+            .map_err(|e| format!("auto-complete of the config failed: {e}"))?;
+        if let Some(mlflow) = &mlflow {
+            mlflow::complete_signature(&mut signature, mlflow)
+                .map_err(|e| format!("auto-complete of the config failed: {e}"))?;
+        }
+        Some(signature)
     } else {
         None
     };
-    complete_config(&mut config, signature.as_ref(), &path_text).map_err(|e| e.to_string())?;
+    complete_config_with(
+        &mut config,
+        signature.as_ref(),
+        &path_text,
+        limits.default_max_batch_size(),
+    )
+    .map_err(|e| e.to_string())?;
     let config_source = ConfigSource {
         path: &path_text,
         text: text.as_deref(),
@@ -133,17 +146,18 @@ pub fn prepare(
     spec.max_request_bytes = limits.max_request_bytes;
     spec.labels = crate::classification::OutputLabels::load(&source.dir, &spec)?;
     let spec = Arc::new(spec);
+    let explicit_filename = !spec.config.default_model_filename.is_empty();
     let versions = selected
         .into_iter()
         .map(|version| {
             let folder = source.dir.join(version.to_string());
-            (
-                version,
-                folder.join(&spec.model_filename),
-                Fingerprint::of(&folder),
-            )
+            let file = match mlflow::read(&source.dir, version)? {
+                Some(mlflow) if !explicit_filename => mlflow.data,
+                _ => spec.model_filename.clone(),
+            };
+            Ok((version, folder.join(file), Fingerprint::of(&folder)))
         })
-        .collect();
+        .collect::<Result<_, String>>()?;
     Ok(Prepared {
         spec,
         dir: source.dir.clone(),

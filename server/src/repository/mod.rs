@@ -8,6 +8,7 @@ mod ensembles;
 pub(crate) mod files;
 mod lifecycle;
 mod loader;
+pub mod mlflow;
 mod poll;
 mod routing;
 mod scan;
