@@ -210,6 +210,11 @@ impl ModelVersion {
     /// Requests waiting in the queue now: the metrics endpoint's pending-request gauge.
     pub fn queued(&self) -> usize {
         self.scheduler.queued()
+            + self
+                .runs
+                .sequencer
+                .as_ref()
+                .map_or(0, |sequencer| sequencer.queued())
     }
 
     /// Warms a new session up with the config's `model_warmup` requests (or one zero-filled request) and

@@ -213,6 +213,11 @@ impl Sequencer {
         })
     }
 
+    /// Requests waiting in their sequences now.
+    pub(super) fn queued(&self) -> usize {
+        self.lock().queued()
+    }
+
     /// Stops handing out batches once nothing is queued; instance threads then end.
     pub(super) fn close(&self) {
         self.closed.store(true, Ordering::Release);
