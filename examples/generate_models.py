@@ -50,6 +50,8 @@ tests/sequence_repository/      stateful models served with sequence_batching (h
   seq_accumulate_oldest/1/...   y = acc_out = acc_in + x FP32 [batch, 4], END (BOOL) echoed; oldest strategy
   seq_idle/1/model.onnx         the accumulator without a batch dimension, a short idle timeout, and a config
                                 that lists no tensors (auto-complete must leave the state out)
+  seq_accumulate_wait/1/...     the batched accumulator under a direct strategy that waits 1.5 s for full
+                                batches, so that a request stays queued long enough to be cancelled
 """
 
 from __future__ import annotations
@@ -478,6 +480,7 @@ def generate() -> list[Path]:
         _write(gru_initial_state(), SEQUENCES / "seq_gru_controls" / "initial_state" / "h0.bin"),
         _write(accumulator(batched=True), SEQUENCES / "seq_accumulate_oldest" / "1" / "model.onnx"),
         _write(accumulator(batched=False), SEQUENCES / "seq_idle" / "1" / "model.onnx"),
+        _write(accumulator(batched=True), SEQUENCES / "seq_accumulate_wait" / "1" / "model.onnx"),
         # Files the lifecycle tests copy into repositories of their own: y = x + k tells which file answered.
         *[_write(add_one_batched(float(k)), ASSETS / f"add_{k}.onnx") for k in (1, 2, 3, 20)],
     ]

@@ -271,3 +271,23 @@ def test_an_idle_sequence_is_released_and_its_late_request_is_told_why() -> None
     assert "must specify the START flag" in message and "idle" in message, message
     assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
     client.close()
+
+
+def test_a_cancelled_queued_request_never_runs_and_the_sequence_goes_on() -> None:
+    """seq_accumulate_wait holds a lone request 1.5 s for a fuller batch: a client that gives up after 0.3 s
+    cancels it while it is queued. It must never run (the running sum would include it), and the sequence's
+    later requests run in order from where the sequence was."""
+    client = grpcclient.InferenceServerClient(_env("FERRY_GRPC_URL"))
+    xs = [np.full((1, 4), value, dtype=np.float32) for value in (100.0, 1.0, 2.0)]
+    started = time.monotonic()
+    with pytest.raises(InferenceServerException) as error:
+        client.infer("seq_accumulate_wait", _inputs(grpcclient, xs[0]), sequence_id=900, sequence_start=True,
+                     client_timeout=0.3)
+    assert "Deadline" in str(error.value) or "DEADLINE" in str(error.value.status()), error.value
+    assert time.monotonic() - started < 1.4, "the call was not cut short by its deadline"
+    second = client.infer("seq_accumulate_wait", _inputs(grpcclient, xs[1]), sequence_id=900)
+    third = client.infer("seq_accumulate_wait", _inputs(grpcclient, xs[2]), sequence_id=900, sequence_end=True)
+    # The cancelled START never ran: the sum starts from zero at the second request.
+    np.testing.assert_array_equal(second.as_numpy("y"), xs[1])
+    np.testing.assert_array_equal(third.as_numpy("y"), xs[1] + xs[2])
+    client.close()
