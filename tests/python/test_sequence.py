@@ -291,3 +291,27 @@ def test_a_cancelled_queued_request_never_runs_and_the_sequence_goes_on() -> Non
     np.testing.assert_array_equal(second.as_numpy("y"), xs[1])
     np.testing.assert_array_equal(third.as_numpy("y"), xs[1] + xs[2])
     client.close()
+
+
+def test_an_ensemble_passes_its_sequence_to_a_stateful_step() -> None:
+    """Triton's EnsembleContext gives composing models the ensemble request's correlation id and flags."""
+    reference = Reference("seq_gru_state")
+    client = grpcclient.InferenceServerClient(_env("FERRY_GRPC_URL"))
+    plans = {3100: _steps(30, 4), 3101: _steps(31, 4)}
+    got: dict[int, list[np.ndarray]] = {sequence_id: [] for sequence_id in plans}
+    for step in range(4):
+        for sequence_id, xs in plans.items():
+            tensor = grpcclient.InferInput("X", [1, 4], "FP32")
+            tensor.set_data_from_numpy(xs[step])
+            result = client.infer("seq_ensemble", [tensor], sequence_id=sequence_id, sequence_start=step == 0,
+                                  sequence_end=step == 3)
+            got[sequence_id].append(result.as_numpy("Y"))
+    for sequence_id, xs in plans.items():
+        for answer, want in zip(got[sequence_id], reference.run(xs, sequence_id)):
+            np.testing.assert_allclose(answer, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InferenceServerException) as error:
+        tensor = grpcclient.InferInput("X", [1, 4], "FP32")
+        tensor.set_data_from_numpy(plans[3100][0])
+        client.infer("seq_ensemble", [tensor])
+    assert "must specify a non-zero or non-empty correlation ID" in str(error.value)
+    client.close()
