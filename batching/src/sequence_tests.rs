@@ -252,8 +252,8 @@ mod properties {
         /// Whatever the interleaving of starts, ends, cancellations, failures and idle time: a batch holds
         /// at most one request per sequence and never two requests of a sequence run at once; a sequence's
         /// requests run in the order they came; each request runs at most once, a cancelled one never, and
-        /// every other one runs once the book is drained; each run gets the state its sequence's previous run
-        /// left (counted here as runs since the START); and once everything ran and time passed, every slot
+        /// every other one runs once the book is drained; each run that does not start its sequence gets
+        /// exactly the state its sequence's previous run left (counted here as runs since the START); and once everything ran and time passed, every slot
         /// is free again.
         #[test]
         fn sequences_run_in_order_one_at_a_time_and_nothing_is_lost(
@@ -280,7 +280,8 @@ mod properties {
             let take = |book: &mut SequenceBook<Job, u32>, now: Instant,
                         running: &mut Vec<Vec<SequenceRow<Job, u32>>>,
                         fates: &mut HashMap<u64, (CorrelationId, Fate)>,
-                        last_ran: &mut HashMap<CorrelationId, u64>| -> Result<bool, TestCaseError> {
+                        last_ran: &mut HashMap<CorrelationId, u64>,
+                        left: &HashMap<CorrelationId, u32>| -> Result<bool, TestCaseError> {
                 let SequenceNext::Run(rows) = book.next_batch(now) else { return Ok(false) };
                 prop_assert!(!rows.is_empty() && rows.len() <= max_batch);
                 for (i, row) in rows.iter().enumerate() {
@@ -298,13 +299,23 @@ mod properties {
                         prop_assert!(previous < row.key, "sequence {} ran {} after {}", row.id, row.key, previous);
                     }
                     prop_assert_eq!(row.start, row.state.is_none());
+                    if !row.start {
+                        prop_assert_eq!(row.state, left.get(&row.id).copied(), "sequence {} got another state", row.id);
+                    }
                 }
                 running.push(rows);
                 Ok(true)
             };
-            let finish = |book: &mut SequenceBook<Job, u32>, now: Instant, rows: Vec<SequenceRow<Job, u32>>, failed: bool| {
+            // The state each sequence was last left with, to check that its next run gets exactly that.
+            let mut left: HashMap<CorrelationId, u32> = HashMap::new();
+            let finish = |book: &mut SequenceBook<Job, u32>, now: Instant, rows: Vec<SequenceRow<Job, u32>>, failed: bool,
+                          left: &mut HashMap<CorrelationId, u32>| {
                 for row in rows {
                     let state = if failed { row.state } else { Some(row.state.map_or(1, |runs| runs + 1)) };
+                    match state {
+                        Some(state) if !row.end => left.insert(row.id.clone(), state),
+                        _ => left.remove(&row.id),
+                    };
                     book.complete(&row.id, row.end, state, now);
                 }
             };
@@ -326,12 +337,12 @@ mod properties {
                         }
                     }
                     Step::Take => {
-                        take(&mut book, now, &mut running, &mut fates, &mut last_ran)?;
+                        take(&mut book, now, &mut running, &mut fates, &mut last_ran, &left)?;
                     }
                     Step::Finish { n, failed } => {
                         if n < running.len() {
                             let rows = running.remove(n);
-                            finish(&mut book, now, rows, failed);
+                            finish(&mut book, now, rows, failed, &mut left);
                         }
                     }
                     Step::Advance(millis) => now += ms(millis),
@@ -340,9 +351,9 @@ mod properties {
             // Drain: finish what runs, then run everything queued, letting time pass for batch delays.
             for _ in 0..1000 {
                 for rows in std::mem::take(&mut running) {
-                    finish(&mut book, now, rows, false);
+                    finish(&mut book, now, rows, false, &mut left);
                 }
-                if !take(&mut book, now, &mut running, &mut fates, &mut last_ran)? {
+                if !take(&mut book, now, &mut running, &mut fates, &mut last_ran, &left)? {
                     if book.queued() == 0 {
                         break;
                     }
