@@ -122,11 +122,12 @@ fn complete_tensors(config: &mut ModelConfig, signature: &ModelSignature, path: 
             None => {}
         }
     }
-    for tensor in signature.outputs.iter().filter(|t| !read.contains(&t.name)) {
+    for tensor in &signature.outputs {
         let (data_type, dims, reshape) = derive_tensor(tensor, batched, path)?;
         match config.output.iter_mut().find(|o| o.name == tensor.name) {
+            // A state output the config lists is the client's too: completed like any output.
             Some(output) => fill_missing(&mut output.data_type, &mut output.dims, data_type, dims),
-            None if add_outputs => config.output.push(ModelOutput {
+            None if add_outputs && !read.contains(&tensor.name) => config.output.push(ModelOutput {
                 name: tensor.name.clone(),
                 data_type,
                 dims,

@@ -754,5 +754,22 @@ mod tests {
         let names = |tensors: &[TensorSpec]| tensors.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&spec.inputs), ["x"]);
         assert_eq!(names(&spec.outputs), ["y"]);
+        // A state output the config lists (without its type and dims) is the client's, completed as usual.
+        let listed = text.replace(
+            "sequence_batching",
+            "max_batch_size: 2\noutput [ { name: \"h_next\" } ]\nsequence_batching",
+        );
+        let spec = checked(
+            &listed,
+            &[
+                ("S", DataType::Bool, &[-1, 1][..]),
+                ("h", DataType::Fp32, &[-1, 3][..]),
+            ],
+            &[("h_next", DataType::Fp32, &[-1, 3][..])],
+        )
+        .expect("completed");
+        assert_eq!(names(&spec.outputs), ["h_next"]);
+        assert_eq!(spec.outputs[0].dims, [3]);
+        assert_eq!(spec.outputs[0].data_type, DataType::Fp32);
     }
 }
