@@ -460,3 +460,38 @@ fn read_initial_state(model_dir: &Path, file: &str, row_bytes: usize) -> Result<
         .map(Bytes::from)
         .map_err(|error| fail(error.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_corrid_control_carries_the_id_in_the_configured_type() {
+        let fixed = |data: TensorData| match data {
+            TensorData::Fixed(bytes) => bytes.to_vec(),
+            TensorData::Strings(_) => panic!("expected fixed-size bytes"),
+        };
+        let big = CorrelationId::Number(0x1_0000_0007);
+        assert_eq!(
+            fixed(correlation_data(&big, DataType::Uint64)),
+            0x1_0000_0007u64.to_le_bytes()
+        );
+        assert_eq!(
+            fixed(correlation_data(&big, DataType::Int64)),
+            0x1_0000_0007u64.to_le_bytes()
+        );
+        // Cut to the width of a 32-bit control, as Triton's CORRID of TYPE_UINT32 / TYPE_INT32 is.
+        assert_eq!(
+            fixed(correlation_data(&big, DataType::Uint32)),
+            7u32.to_le_bytes()
+        );
+        assert_eq!(
+            correlation_data(&CorrelationId::Number(42), DataType::Bytes),
+            TensorData::Strings(vec![Bytes::from_static(b"42")])
+        );
+        assert_eq!(
+            correlation_data(&CorrelationId::Text("abc".into()), DataType::Bytes),
+            TensorData::Strings(vec![Bytes::from_static(b"abc")])
+        );
+    }
+}
