@@ -42,6 +42,16 @@ tests/ensemble_repository/      the members of the ensembles `pipeline` and `dia
   relu_shift/1/model.onnx       x -> y = Relu(x - 4)
   row_sum/1/model.onnx          x -> y = sum of each row, FP32 [batch, 1]
   add_pair/1/model.onnx         a, b -> sum = a + b
+tests/sequence_repository/      stateful models served with sequence_batching (hand-written configs):
+  seq_gru_state/1/model.onnx    a GRU cell x FP32 [batch, 4], h_in [batch, 8] -> y, h_out [batch, 8]; implicit
+                                state h_in <- h_out, direct strategy
+  seq_gru_controls/1/model.onnx the same cell with START, READY (INT32) and CORRID (UINT64) control inputs
+                                echoed as outputs; initial state from initial_state/h0.bin
+  seq_accumulate_oldest/1/...   y = acc_out = acc_in + x FP32 [batch, 4], END (BOOL) echoed; oldest strategy
+  seq_idle/1/model.onnx         the accumulator without a batch dimension, a short idle timeout, and a config
+                                that lists no tensors (auto-complete must leave the state out)
+  seq_accumulate_wait/1/...     the batched accumulator under a direct strategy that waits 1.5 s for full
+                                batches, so that a request stays queued long enough to be cancelled
 """
 
 from __future__ import annotations
@@ -63,6 +73,7 @@ EXAMPLES = REPO_ROOT / "examples" / "model_repository"
 TESTS = REPO_ROOT / "tests" / "model_repository"
 ASSETS = REPO_ROOT / "tests" / "assets"
 ENSEMBLES = REPO_ROOT / "tests" / "ensemble_repository"
+SEQUENCES = REPO_ROOT / "tests" / "sequence_repository"
 
 # Triton datatype -> ONNX element type, in the order of Triton's DataType enum.
 TRITON_TO_ONNX = {
@@ -339,6 +350,87 @@ def add_pair() -> onnx.ModelProto:
     return _rows("add_pair", [helper.make_node("Add", ["a", "b"], ["sum"])], [], inputs=("a", "b"), output=("sum", 4))
 
 
+def gru_cell(controls: bool, seed: int = 21) -> onnx.ModelProto:
+    """A GRU cell with explicit state: x FP32 [batch, 4], h_in FP32 [batch, 8] -> y = h_out FP32 [batch, 8].
+
+    z = sigmoid(x Wz + h Uz + bz), r = sigmoid(x Wr + h Ur + br), n = tanh(x Wn + (r * h) Un + bn),
+    h_out = (1 - z) * n + z * h. With `controls`, the sequence batcher's control inputs START, READY (INT32
+    [batch, 1]) and CORRID (UINT64 [batch, 1]) come in too and go back out unchanged as start_out, ready_out
+    and corrid_out, so that a test sees what the batcher fed each row.
+    """
+    wz, wr, wn = _weights(seed, (4, 8), (4, 8), (4, 8))
+    uz, ur, un = _weights(seed + 1, (8, 8), (8, 8), (8, 8))
+    bz, br, bn = _weights(seed + 2, (8,), (8,), (8,))
+    nodes = [
+        helper.make_node("MatMul", ["x", "Wz"], ["xz"]),
+        helper.make_node("MatMul", ["h_in", "Uz"], ["hz"]),
+        helper.make_node("Sum", ["xz", "hz", "bz"], ["z_pre"]),
+        helper.make_node("Sigmoid", ["z_pre"], ["z"]),
+        helper.make_node("MatMul", ["x", "Wr"], ["xr"]),
+        helper.make_node("MatMul", ["h_in", "Ur"], ["hr"]),
+        helper.make_node("Sum", ["xr", "hr", "br"], ["r_pre"]),
+        helper.make_node("Sigmoid", ["r_pre"], ["r"]),
+        helper.make_node("Mul", ["r", "h_in"], ["rh"]),
+        helper.make_node("MatMul", ["x", "Wn"], ["xn"]),
+        helper.make_node("MatMul", ["rh", "Un"], ["hn"]),
+        helper.make_node("Sum", ["xn", "hn", "bn"], ["n_pre"]),
+        helper.make_node("Tanh", ["n_pre"], ["n"]),
+        helper.make_node("Sub", ["one", "z"], ["keep_new"]),
+        helper.make_node("Mul", ["keep_new", "n"], ["new_part"]),
+        helper.make_node("Mul", ["z", "h_in"], ["old_part"]),
+        helper.make_node("Add", ["new_part", "old_part"], ["h_out"]),
+        helper.make_node("Identity", ["h_out"], ["y"]),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+        helper.make_tensor_value_info("h_in", TensorProto.FLOAT, ["batch", 8]),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8]),
+        helper.make_tensor_value_info("h_out", TensorProto.FLOAT, ["batch", 8]),
+    ]
+    if controls:
+        for name, kind in (("START", TensorProto.INT32), ("READY", TensorProto.INT32), ("CORRID", TensorProto.UINT64)):
+            inputs.append(helper.make_tensor_value_info(name, kind, ["batch", 1]))
+            outputs.append(helper.make_tensor_value_info(f"{name.lower()}_out", kind, ["batch", 1]))
+            nodes.append(helper.make_node("Identity", [name], [f"{name.lower()}_out"]))
+    initializers = [
+        _init(name, value)
+        for name, value in (
+            ("Wz", wz), ("Wr", wr), ("Wn", wn), ("Uz", uz), ("Ur", ur), ("Un", un), ("bz", bz), ("br", br), ("bn", bn),
+            ("one", np.array(1.0, dtype=np.float32)),
+        )
+    ]
+    name = "gru_cell_controls" if controls else "gru_cell"
+    return _model(helper.make_graph(nodes, name, inputs, outputs, initializer=initializers))
+
+
+def accumulator(batched: bool) -> onnx.ModelProto:
+    """A running sum with explicit state: y = acc_out = acc_in + x, FP32 [batch, 4] (or [4] without
+    `batched`). The batched one also takes the sequence batcher's END control (BOOL [batch, 1]) and returns
+    it as end_out."""
+    shape = ["batch", 4] if batched else [4]
+    nodes = [helper.make_node("Add", ["acc_in", "x"], ["acc_out"]), helper.make_node("Identity", ["acc_out"], ["y"])]
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, shape),
+        helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, shape),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, shape),
+        helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, shape),
+    ]
+    if batched:
+        inputs.append(helper.make_tensor_value_info("END", TensorProto.BOOL, ["batch", 1]))
+        outputs.append(helper.make_tensor_value_info("end_out", TensorProto.BOOL, ["batch", 1]))
+        nodes.append(helper.make_node("Identity", ["END"], ["end_out"]))
+    return _model(helper.make_graph(nodes, "accumulator", inputs, outputs))
+
+
+def gru_initial_state() -> bytes:
+    """The initial state file of seq_gru_controls: h = 0.5, 0.25, ... for the 8 state elements."""
+    return (0.5 ** np.arange(1, 9)).astype("<f4").tobytes()
+
+
 def corrupt_bytes() -> bytes:
     """Deterministic bytes that are not a parseable ONNX ModelProto."""
     rng = np.random.default_rng(1234)
@@ -382,6 +474,13 @@ def generate() -> list[Path]:
         _write(relu_shift(), ENSEMBLES / "relu_shift" / "1" / "model.onnx"),
         _write(row_sum(), ENSEMBLES / "row_sum" / "1" / "model.onnx"),
         _write(add_pair(), ENSEMBLES / "add_pair" / "1" / "model.onnx"),
+        # The stateful models of tests/sequence_repository (sequence_batching).
+        _write(gru_cell(controls=False), SEQUENCES / "seq_gru_state" / "1" / "model.onnx"),
+        _write(gru_cell(controls=True), SEQUENCES / "seq_gru_controls" / "1" / "model.onnx"),
+        _write(gru_initial_state(), SEQUENCES / "seq_gru_controls" / "initial_state" / "h0.bin"),
+        _write(accumulator(batched=True), SEQUENCES / "seq_accumulate_oldest" / "1" / "model.onnx"),
+        _write(accumulator(batched=False), SEQUENCES / "seq_idle" / "1" / "model.onnx"),
+        _write(accumulator(batched=True), SEQUENCES / "seq_accumulate_wait" / "1" / "model.onnx"),
         # Files the lifecycle tests copy into repositories of their own: y = x + k tells which file answered.
         *[_write(add_one_batched(float(k)), ASSETS / f"add_{k}.onnx") for k in (1, 2, 3, 20)],
     ]

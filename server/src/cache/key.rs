@@ -190,6 +190,7 @@ mod tests {
             priority: 0,
             timeout: None,
             classifications: Vec::new(),
+            sequence: None,
         }
     }
 

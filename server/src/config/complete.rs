@@ -146,7 +146,9 @@ fn complete_tensors(
     let batched = config.max_batch_size > 0;
     // Tensors are taken from the model only for a side the config leaves empty.
     let (add_inputs, add_outputs) = (config.input.is_empty(), config.output.is_empty());
-    for tensor in &signature.inputs {
+    // The sequence batcher's control and state tensors are Ferry's to fill and read, not the client's.
+    let (fed, read) = super::sequence_tensor_names(config);
+    for tensor in signature.inputs.iter().filter(|t| !fed.contains(&t.name)) {
         let (data_type, dims, reshape) = derive_tensor(tensor, batched, path)?;
         match config.input.iter_mut().find(|i| i.name == tensor.name) {
             Some(input) => fill_missing(&mut input.data_type, &mut input.dims, data_type, dims),
@@ -163,8 +165,9 @@ fn complete_tensors(
     for tensor in &signature.outputs {
         let (data_type, dims, reshape) = derive_tensor(tensor, batched, path)?;
         match config.output.iter_mut().find(|o| o.name == tensor.name) {
+            // A state output the config lists is the client's too: completed like any output.
             Some(output) => fill_missing(&mut output.data_type, &mut output.dims, data_type, dims),
-            None if add_outputs => config.output.push(ModelOutput {
+            None if add_outputs && !read.contains(&tensor.name) => config.output.push(ModelOutput {
                 name: tensor.name.clone(),
                 data_type,
                 dims,

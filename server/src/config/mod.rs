@@ -3,7 +3,7 @@
 //!
 //! `pbtxt` parses the text, `complete` fills in what the model file says, and `spec` validates the whole into
 //! a [`ModelSpec`], with one module per part of the config: `tensors`, `versions`, `instances` (with the
-//! ONNX Runtime `session` options), `batching`, `drift` and `ensemble`.
+//! ONNX Runtime `session` options), `batching`, `drift`, `ensemble` and `sequence`.
 //! `signature` then checks the spec against the model file. Every part names the file and line of a mistake
 //! through [`ConfigSource`] (`source`), which depends on nothing else here.
 
@@ -14,6 +14,7 @@ mod drift;
 mod ensemble;
 mod instances;
 mod pbtxt;
+mod sequence;
 mod session;
 mod signature;
 mod source;
@@ -35,6 +36,11 @@ pub use drift::{DRIFT_PREFIX, DriftSettings, MAX_DRIFT_FEATURES, MAX_DRIFT_WINDO
 pub use ensemble::{ENSEMBLE_PLATFORM, EnsembleStep, MAX_ENSEMBLE_STEPS, MAX_ENSEMBLE_TENSORS, is_ensemble};
 pub use instances::{InstancePlan, Placement};
 pub use pbtxt::{model_config_descriptor, parse_model_config};
+pub(crate) use sequence::sequence_tensor_names;
+pub use sequence::{
+    ControlKind, ControlTensor, InitialState, MAX_LIVE_SEQUENCES, MAX_QUEUED_PER_SEQUENCE, SequenceSpec,
+    SequenceStrategyConfig, StateTensor,
+};
 pub use session::{GraphLevel, INTRA_OP_SPINNING, SessionOptions};
 pub use source::ConfigSource;
 pub(crate) use source::locate_line;

@@ -56,10 +56,18 @@ impl ModelSpec {
                 }
             }
         }
+        if let Some(sequence) = &self.sequence {
+            sequence.check_signature(signature, batch == 1, fail)?;
+        }
+        let fed_by_sequences: Vec<String> = self
+            .sequence
+            .as_ref()
+            .map(|sequence| sequence.extra_inputs().into_iter().map(|t| t.name).collect())
+            .unwrap_or_default();
         if let Some(missing) = signature
             .inputs
             .iter()
-            .find(|t| !self.inputs.iter().any(|s| s.name == t.name))
+            .find(|t| !self.inputs.iter().any(|s| s.name == t.name) && !fed_by_sequences.contains(&t.name))
         {
             return Err(fail(format!(
                 "model input '{}' is missing from the config",

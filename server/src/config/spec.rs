@@ -13,6 +13,7 @@ use super::{
     drift::{DriftSettings, drift_settings},
     ensemble::{ENSEMBLE_PLATFORM, EnsembleStep, ensemble_steps, is_ensemble},
     instances::instance_plan,
+    sequence::{SequenceSpec, sequence_spec},
     source::ConfigSource,
     tensors::{check_unique, tensor_spec},
 };
@@ -57,6 +58,8 @@ pub struct ModelSpec {
     /// The steps of an ensemble (`platform: "ensemble"`), checked as a dataflow graph; `None` for a model
     /// that runs on ONNX Runtime.
     pub ensemble: Option<Arc<Vec<EnsembleStep>>>,
+    /// The sequence batcher's settings (`sequence_batching`), for a stateful model; `None` otherwise.
+    pub sequence: Option<Arc<SequenceSpec>>,
 }
 
 impl ModelSpec {
@@ -134,10 +137,10 @@ impl ModelSpec {
             return Err(source.error(&[], "a model needs at least one input and one output"));
         }
         match &config.scheduling_choice {
-            Some(SchedulingChoice::SequenceBatching(_)) => {
+            Some(SchedulingChoice::SequenceBatching(_)) if ensemble => {
                 return Err(source.error(
                     &["sequence_batching"],
-                    "sequence_batching is not supported by Ferry",
+                    "sequence_batching is for a model that runs, not an ensemble",
                 ));
             }
             Some(SchedulingChoice::EnsembleScheduling(_)) if !ensemble => {
@@ -160,6 +163,7 @@ impl ModelSpec {
             None
         };
         let batching = batching_policy(&config, max_batch_size, source)?;
+        let sequence = sequence_spec(&config, &inputs, max_batch_size, source)?.map(Arc::new);
         let version_policy = VersionPolicy::from_config(&config);
         let instances = instance_plan(&config, source)?;
         let response_cache = Self::may_cache_responses(&config);
@@ -189,6 +193,7 @@ impl ModelSpec {
             drift,
             lone_requests_on_worker,
             ensemble,
+            sequence,
         })
     }
 

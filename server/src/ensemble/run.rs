@@ -17,7 +17,7 @@ use crate::{
     model::ModelVersion,
     onnx::OutputTensor,
     repository::Registry,
-    request::{InferRequest, TensorData},
+    request::{InferRequest, SequenceFlags, TensorData},
 };
 
 /// How many ensembles deep a request may go (ensembles used as members of ensembles): a bound on the
@@ -131,8 +131,10 @@ async fn run(
                 .iter()
                 .filter_map(|(input, tensor)| tensors.get(tensor).map(|t| (input.clone(), t.clone())))
                 .collect();
-            let id = request.id.clone();
-            running.push(run_step(registry, cache, (index, step), inputs, id, depth));
+            // Each step's request belongs to the ensemble request's sequence, as Triton's EnsembleContext
+            // passes the correlation id and flags on to composing models.
+            let tag = (request.id.clone(), request.sequence.clone());
+            running.push(run_step(registry, cache, (index, step), inputs, tag, depth));
         }
         let Some(finished) = running.next().await else {
             break;
@@ -177,7 +179,7 @@ async fn run_step(
     cache: Option<&Arc<ResponseCache>>,
     (index, step): (usize, &EnsembleStep),
     inputs: Vec<(String, Tensor)>,
-    id: String,
+    (id, sequence): (String, Option<SequenceFlags>),
     depth: usize,
 ) -> Result<(usize, Vec<(String, Tensor)>), (usize, Error)> {
     let fail = |error| (index, error);
@@ -211,13 +213,14 @@ async fn run_step(
         });
         wire.raw_input_contents.push(tensor.data);
     }
-    let parsed = InferRequest::parse(wire, &member.spec)
+    let mut parsed = InferRequest::parse(wire, &member.spec)
         .inspect_err(|error| {
             member
                 .stats
                 .record_request(Err(error.failure_reason()), received.elapsed());
         })
         .map_err(fail)?;
+    parsed.sequence = sequence;
     let outputs = infer(registry, cache, &member, parsed, received, depth)
         .await
         .map_err(fail)?;

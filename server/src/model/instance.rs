@@ -35,6 +35,8 @@ pub(super) struct Runs {
     pub(super) scheduler: Arc<Scheduler<InferJob>>,
     pub(super) stats: Arc<VersionStats>,
     pub(super) lone: Arc<LoneRuns>,
+    /// The sequence batcher, for a stateful model: its batches replace the scheduler's.
+    pub(super) sequencer: Option<Arc<super::Sequencer>>,
 }
 
 /// One model instance: its engine, and the loop that runs batches on its thread.
@@ -48,6 +50,13 @@ pub(super) struct Instance {
 
 impl Instance {
     pub(super) fn serve(self) {
+        if let Some(sequencer) = &self.runs.sequencer {
+            while let Some(rows) = sequencer.next(&self.retired) {
+                let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+                sequencer.run(&mut engine, rows, &self.runs.stats);
+            }
+            return;
+        }
         while let Some(batch) = self.runs.scheduler.next_batch(&self.retired) {
             // Held by a request handler only while it runs a lone request, which is short.
             let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);

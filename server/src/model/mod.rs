@@ -28,11 +28,13 @@ use crate::{
 
 mod instance;
 mod lone;
+mod sequence;
 mod warmup;
 
 use instance::{Engine, Instance, InstanceHandle, Runs, run_batch};
 pub use lone::LONE_RUN_LIMIT;
 use lone::LoneRuns;
+use sequence::Sequencer;
 
 /// A queued request with the channel its answer goes back on.
 struct InferJob {
@@ -96,6 +98,9 @@ impl std::fmt::Debug for ModelVersion {
 impl Drop for ModelVersion {
     fn drop(&mut self) {
         self.scheduler.close();
+        if let Some(sequencer) = &self.runs.sequencer {
+            sequencer.close();
+        }
     }
 }
 
@@ -103,7 +108,7 @@ impl ModelVersion {
     /// The version of an ensemble: no session and no instance of its own; its requests run as requests of
     /// its members (`crate::ensemble::run`), and `stats` count them as the ensemble's.
     pub fn ensemble(spec: Arc<ModelSpec>, version: u64) -> Self {
-        Self::without_instances(spec, version, warmup::Warmup::default(), None)
+        Self::without_instances(spec, version, warmup::Warmup::default(), None, None)
     }
 
     /// A version with its scheduler and statistics and no instance yet.
@@ -112,6 +117,7 @@ impl ModelVersion {
         version: u64,
         warmup: warmup::Warmup,
         drift: Option<crate::drift::DriftMonitor>,
+        sequencer: Option<Sequencer>,
     ) -> Self {
         let scheduler = Arc::new(Scheduler::new(spec.batching.clone()));
         let stats = Arc::new(VersionStats::default());
@@ -121,6 +127,7 @@ impl ModelVersion {
             scheduler: Arc::clone(&scheduler),
             stats: Arc::clone(&stats),
             lone: Arc::clone(&lone),
+            sequencer: sequencer.map(Arc::new),
         });
         ModelVersion {
             scheduler,
@@ -174,7 +181,8 @@ impl ModelVersion {
             .unwrap_or(Path::new("."));
         let warmup = warmup::requests(&spec, model_dir)?;
         let drift = crate::drift::DriftMonitor::start(&spec, version, model_dir)?;
-        let mut model = Self::without_instances(spec, version, warmup, drift);
+        let sequencer = Sequencer::new(&spec, spec.instances.count, model_dir)?;
+        let mut model = Self::without_instances(spec, version, warmup, drift, sequencer);
         model.class_columns = class_columns;
         model.start_instance(first, reservation)?;
         model.set_instances(environment, model_path, model.spec.instances, threads)?;
@@ -223,6 +231,11 @@ impl ModelVersion {
     /// Requests waiting in the queue now: the metrics endpoint's pending-request gauge.
     pub fn queued(&self) -> usize {
         self.scheduler.queued()
+            + self
+                .runs
+                .sequencer
+                .as_ref()
+                .map_or(0, |sequencer| sequencer.queued())
     }
 
     /// Warms a new session up with the config's `model_warmup` requests (or one zero-filled request) and
@@ -230,7 +243,13 @@ impl ModelVersion {
     /// neither waits for batching delays nor shows in the statistics.
     fn start_instance(&self, mut session: Session, threads: ThreadReservation) -> Result<(), Error> {
         let mut runner = BatchRunner::new()?.with_class_columns(self.class_columns.clone());
-        'warmup: for (request, count) in &self.warmup.requests {
+        // A stateful model's requests need their sequence's control and state inputs: no warm-up.
+        let warmup = if self.runs.sequencer.is_some() {
+            &[][..]
+        } else {
+            &self.warmup.requests[..]
+        };
+        'warmup: for (request, count) in warmup {
             for _ in 0..*count {
                 let started = Instant::now();
                 match runner.run(&mut session, &self.spec, &[request]) {
@@ -287,7 +306,10 @@ impl ModelVersion {
             started,
             recorded: false,
         };
-        let result = self.queue_and_wait(request).instrument(span).await;
+        let result = match &self.runs.sequencer {
+            Some(sequencer) => sequencer.infer(request).instrument(span).await,
+            None => self.queue_and_wait(request).instrument(span).await,
+        };
         outcome.record(result.as_ref().map(|_| ()).map_err(Error::failure_reason));
         result
     }

@@ -3,7 +3,7 @@
 //!
 //! [`InferRequest::parse_with_shared_memory`] runs the checks in Triton's order; each job has a module:
 //!
-//! - `parameters`: the request's `priority` and `timeout`.
+//! - `parameters`: the request's `priority` and `timeout`; `sequence`: its sequence id and flags.
 //! - `sources`: where each input's bytes are (shared memory, `raw_input_contents` or typed `contents`).
 //! - `shape`: the input count, the batch dimension, and each input's data type and shape.
 //! - `outputs`: which outputs are requested.
@@ -13,6 +13,7 @@
 mod outputs;
 mod parameters;
 mod raw;
+mod sequence;
 mod shape;
 mod shared_memory;
 mod sources;
@@ -36,6 +37,7 @@ use self::{
     typed::typed_data,
 };
 pub use self::{
+    sequence::{MAX_CORRELATION_ID_BYTES, SequenceFlags},
     shape::full_dims,
     strings::{SplitError, split_length_prefixed},
 };
@@ -81,6 +83,8 @@ pub struct InferRequest {
     pub timeout: Option<Duration>,
     /// The requested outputs to answer with their top classes (the `classification` parameter).
     pub classifications: Vec<Classification>,
+    /// The sequence the request belongs to (`sequence_id`, `sequence_start`, `sequence_end`), if any.
+    pub sequence: Option<SequenceFlags>,
 }
 
 impl InferRequest {
@@ -114,6 +118,7 @@ impl InferRequest {
         } = request;
         let priority = unsigned_parameter(&parameters, "priority")?.unwrap_or(0);
         let timeout = unsigned_parameter(&parameters, "timeout")?.map(Duration::from_micros);
+        let sequence = sequence::sequence_flags(&parameters)?;
         let at = Context {
             tag: request_tag(&id),
             model: &spec.name,
@@ -215,6 +220,7 @@ impl InferRequest {
             priority,
             timeout,
             classifications,
+            sequence,
         })
     }
 }
