@@ -5,7 +5,7 @@
    readiness. Ferry must turn not ready at once and still serve for the drain (--shutdown-drain-secs, at
    least DRAIN_SECS), so the workers go on for half the drain after the signal, then stop: every request
    sent up to then, all of them to a server that was still listening, must have succeeded, and some must
-   have been answered while ferry reported not ready.
+   have been answered while ferry reported not ready, when the image's HEALTHCHECK must fail.
 
 Usage: check.py --grpc HOST:PORT --http HOST:PORT --container NAME (test.sh runs it).
 """
@@ -94,6 +94,12 @@ def stop_under_load(grpc_url, container):
         time.sleep(0.05)
     not_ready_after = time.monotonic() - signalled_at
     not_ready.set()
+    # The image's HEALTHCHECK follows readiness: unhealthy now, while ferry still serves.
+    health = subprocess.run(
+        ["podman", "--runtime", "/usr/sbin/runc", "healthcheck", "run", container],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     # Not ready, still serving until the drain ends: stop well before it, so that every request was sent
     # while the listeners were open.
     time.sleep(max(0.0, DRAIN_SECS / 2 - not_ready_after))
@@ -108,6 +114,9 @@ def stop_under_load(grpc_url, container):
     )
     if failures:
         sys.exit("check: accepted requests failed:\n  " + "\n  ".join(failures[:10]))
+    if health.returncode == 0:
+        sys.exit("check: the HEALTHCHECK passed while ferry reported not ready")
+    print("check: the HEALTHCHECK failed while ferry drained, as it should")
     if counts["before"] == 0 or counts["not ready"] == 0:
         sys.exit("check: the load did not go on through the signal into the drain")
 
