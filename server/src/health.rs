@@ -1,5 +1,7 @@
 //! gRPC health checking (`grpc.health.v1.Health`) that follows the registry: the server's readiness for
-//! the empty service name and for `inference.GRPCInferenceService`, and a model's readiness for its name.
+//! the empty service name and for `inference.GRPCInferenceService`, a model's readiness for its name, and
+//! liveness for `liveness` (what a Kubernetes gRPC liveness probe asks, so that a server that is not ready,
+//! still loading or draining, is not restarted).
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,6 +13,10 @@ use tonic_health::pb::{
 };
 
 use crate::repository::Registry;
+
+/// The service name whose status is liveness: `SERVING` whenever the server answers, ready or not (the gRPC
+/// twin of ServerLive and `/v2/health/live`). Kubernetes' documentation names gRPC liveness probes this way.
+pub const LIVENESS_SERVICE: &str = "liveness";
 
 /// How often a Watch call looks for a change of status.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
@@ -40,6 +46,7 @@ impl HealthService {
         };
         match service {
             "" | "inference.GRPCInferenceService" => Some(serving(self.registry.is_ready())),
+            LIVENESS_SERVICE => Some(ServingStatus::Serving),
             model => {
                 self.registry.model(model).ok()?;
                 Some(serving(self.registry.resolve(model, "").is_ok()))

@@ -18,6 +18,8 @@ use ferry_server::{
     tls::{self, TlsFlags},
 };
 
+mod immediate_exit;
+
 /// mimalloc instead of glibc's allocator: the request path allocates and frees many small buffers across
 /// threads (HTTP/2 frames, protobuf messages, tensors handed from tokio workers to instance threads and back),
 /// where glibc's arenas cost about a tenth of the server's CPU under load (`perf record`, mlp_small, 32 in
@@ -295,6 +297,18 @@ fn main() -> ExitCode {
         eprintln!("ferry: {error}");
         return ExitCode::FAILURE;
     }
+    // Signals are handled from before the models load: as PID 1 in a container a signal without a handler
+    // does nothing, so a stop while models load would otherwise wait for the runtime's kill. Until the
+    // listeners open there is nothing to drain, and a signal exits at once.
+    let signals = match runtime.block_on(async { Signals::install() }) {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("ferry: cannot handle SIGTERM and SIGINT: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (loaded, loading) = tokio::sync::oneshot::channel();
+    let while_loading = runtime.spawn(exit_on_signal_until(signals, loading));
     let Some(onnxruntime) = onnx::find_library(flags.onnxruntime_lib.as_deref()) else {
         eprintln!("ferry: {}", onnx::MISSING_LIBRARY_HELP);
         return ExitCode::FAILURE;
@@ -408,6 +422,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let _ = loaded.send(());
+    let mut signals = match runtime.block_on(while_loading) {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("ferry: the signal handler failed: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let registry = std::sync::Arc::clone(server.registry());
     let address = SocketAddr::new(flags.grpc_address, flags.grpc_port);
     let exit_timeout = Duration::from_secs(flags.exit_timeout_secs);
@@ -415,9 +437,6 @@ fn main() -> ExitCode {
     let http_address = SocketAddr::new(flags.http_address, flags.http_port);
     let metrics_address = SocketAddr::new(flags.metrics_address, flags.metrics_port);
     let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
-        // Before any listener opens: from then on a signal is handled, never the default (death, or for PID 1
-        // nothing at all).
-        let mut signals = Signals::install()?;
         let tls_acceptors = tls_ports.acceptors();
         if !tls_acceptors.is_empty() {
             tls::spawn_reloader(tls_acceptors, flags.tls.reload_poll())?;
@@ -524,6 +543,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Waits for SIGTERM or SIGINT until `loaded` fires, then hands the signals back for the graceful shutdown.
+/// A signal before that, while the models load and no listener is open, exits at once with status 0: nothing
+/// was accepted, so nothing is cut (spans are not flushed: nothing was served).
+async fn exit_on_signal_until(mut signals: Signals, loaded: tokio::sync::oneshot::Receiver<()>) -> Signals {
+    let signal = tokio::select! {
+        signal = signals.recv() => signal,
+        _ = loaded => return signals,
+    };
+    tracing::info!(signal, "signal while the models load: exiting without serving");
+    // At once, without the C++ static destructors of ONNX Runtime, which threads still loading models use.
+    immediate_exit::exit_now(0)
 }
 
 /// Completes `timeout` after the stop signal: the most ferry waits for open requests and streams to end.

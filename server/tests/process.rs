@@ -541,3 +541,74 @@ async fn the_cache_flags_give_the_server_a_cache() {
     let ferry = Ferry::start(&["--cache-config", "local,size=0"]).await;
     assert!(ferry.entry("response cache on").is_none(), "size 0 is no cache");
 }
+
+/// SIGTERM while the models load ends ferry at once with status 0 and a log line, before any listener opens.
+/// Before ferry handled signals that early, the signal took its default action: death by SIGTERM here, and
+/// for PID 1 in a container nothing at all, so a pod deleted while loading waited for the kubelet's SIGKILL
+/// (deploy/container, docs/deployment.md). The copies of `simple` make loading last long enough to interrupt;
+/// the ONNX Runtime line is written once the handlers are in place.
+#[tokio::test]
+async fn sigterm_while_models_load_exits_at_once_with_status_0() {
+    let repository = tempfile::tempdir().expect("temp dir");
+    let simple = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/model_repository/simple");
+    let config = std::fs::read_to_string(format!("{simple}/config.pbtxt")).expect("config");
+    let model = std::fs::read(format!("{simple}/1/model.onnx")).expect("model");
+    for copy in 0..300 {
+        let folder = repository.path().join(format!("simple_{copy}"));
+        std::fs::create_dir_all(folder.join("1")).expect("folder");
+        let renamed = config.replace("name: \"simple\"", &format!("name: \"simple_{copy}\""));
+        std::fs::write(folder.join("config.pbtxt"), renamed).expect("config");
+        std::fs::write(folder.join("1/model.onnx"), &model).expect("model");
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--model-repository")
+        .arg(repository.path())
+        .args([
+            "--log-format",
+            "json",
+            "--grpc-address",
+            "127.0.0.1",
+            "--grpc-port",
+            "0",
+        ])
+        .args(["--http-address", "127.0.0.1", "--http-port", "0"])
+        .args(["--metrics-address", "127.0.0.1", "--metrics-port", "0"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ferry starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut log = Vec::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("ferry logs within a minute")
+            .expect("stdout reads")
+            .expect("ferry runs until it has found ONNX Runtime");
+        let found = line.contains("using ONNX Runtime");
+        log.push(line);
+        if found {
+            break;
+        }
+    }
+    let pid = child.id().expect("ferry is running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("ferry exits within 10 s of SIGTERM")
+        .expect("wait");
+    while let Ok(Some(line)) = lines.next_line().await {
+        log.push(line);
+    }
+    let log = log.join("\n");
+    assert_eq!(status.code(), Some(0), "{status}\n{log}");
+    assert!(log.contains("signal while the models load"), "{log}");
+    assert!(
+        !log.contains("listening"),
+        "the signal came after loading:\n{log}"
+    );
+}

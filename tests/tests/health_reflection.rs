@@ -71,6 +71,46 @@ async fn health_follows_server_and_model_readiness() {
 }
 
 /// Runs `grpcurl -plaintext <flags> <server> <command...>` and returns what it printed.
+/// The `liveness` service answers SERVING while the server answers at all: when a model failed to load under
+/// strict readiness, and once shutdown has begun, both of which make readiness NOT_SERVING. A Kubernetes gRPC
+/// liveness probe asks for it (deploy/k8s/deployment.yaml), so a pod that is loading or draining is not
+/// restarted.
+#[tokio::test]
+async fn liveness_stays_serving_while_readiness_does_not() {
+    let strict = RepositoryOptions::new(vec![example_repository(), test_repository()]);
+    let server = TestServer::start_with(strict, ferry_server::MAX_MESSAGE_BYTES)
+        .await
+        .expect("server");
+    let liveness = ferry_server::health::LIVENESS_SERVICE;
+    assert_eq!(
+        health(&server, "").await.expect("readiness"),
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        health(&server, liveness).await.expect("liveness"),
+        ServingStatus::Serving
+    );
+    server.stop().await;
+
+    let server = TestServer::start(vec![example_repository()])
+        .await
+        .expect("server");
+    assert_eq!(
+        health(&server, "").await.expect("readiness"),
+        ServingStatus::Serving
+    );
+    server.registry().begin_shutdown();
+    assert_eq!(
+        health(&server, "").await.expect("readiness"),
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        health(&server, liveness).await.expect("liveness"),
+        ServingStatus::Serving
+    );
+    server.stop().await;
+}
+
 fn grpcurl(server: &TestServer, flags: &[&str], command: &[&str]) -> String {
     let binary = repo_root().join(".venv/bin/grpcurl");
     assert!(
