@@ -300,6 +300,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     tracing::info!(path = %onnxruntime.path.display(), found_by = onnxruntime.found_by, "using ONNX Runtime");
+    tracing::info!("{}", ferry_server::gpu::inventory().summary());
     if flags.load_models.iter().any(|m| m == "*") && flags.load_models.len() > 1 {
         eprintln!("ferry: --load-model=* must be the only --load-model");
         return ExitCode::FAILURE;

@@ -7,6 +7,7 @@
 //! `signature` then checks the spec against the model file. Every part names the file and line of a mistake
 //! through [`ConfigSource`] (`source`), which depends on nothing else here.
 
+mod accelerators;
 mod batching;
 mod complete;
 mod drift;
@@ -22,6 +23,7 @@ mod tensors;
 mod testing;
 mod versions;
 
+pub use accelerators::{Precision, TensorRt};
 pub use batching::{ADAPTIVE_QUEUE_DELAY, DEFAULT_MAX_QUEUE_SIZE};
 pub use complete::{ModelSignature, ModelTensor, complete_config, needs_signature};
 pub use drift::{DRIFT_PREFIX, DriftSettings, MAX_DRIFT_FEATURES, MAX_DRIFT_WINDOW};

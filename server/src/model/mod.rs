@@ -13,7 +13,7 @@ use std::{
 };
 
 use ferry_batching::{Admitted, EnqueueError, Payload, Request, Scheduler, Ticket, TicketState};
-use ort::{environment::Environment, session::Session};
+use ort::environment::Environment;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
@@ -146,8 +146,11 @@ impl ModelVersion {
         let reservation = threads
             .reserve(instance_threads(&spec.instances))
             .map_err(Error::TooLarge)?;
-        let first = onnx::open_session(environment, model_path, &spec.instances)?;
-        spec.check_signature(&onnx::signature(&first), &model_path.display().to_string())?;
+        let first = onnx::open_session(environment, model_path, &spec.instances, 0)?;
+        spec.check_signature(
+            &onnx::signature(&first.session),
+            &model_path.display().to_string(),
+        )?;
         let model_dir = model_path
             .parent()
             .and_then(Path::parent)
@@ -182,11 +185,14 @@ impl ModelVersion {
             drop(instances);
             self.scheduler.wake_all();
         }
-        for _ in running..plan.count {
+        for instance in running..plan.count {
             let reservation = threads
                 .reserve(instance_threads(&plan))
                 .map_err(Error::TooLarge)?;
-            self.start_instance(onnx::open_session(environment, model_path, &plan)?, reservation)?;
+            self.start_instance(
+                onnx::open_session(environment, model_path, &plan, instance)?,
+                reservation,
+            )?;
         }
         Ok(())
     }
@@ -207,8 +213,9 @@ impl ModelVersion {
     /// Warms a new session up with the config's `model_warmup` requests (or one zero-filled request) and
     /// starts its thread. Like Triton, warm-up runs on the instance itself, not through the queue, so it
     /// neither waits for batching delays nor shows in the statistics.
-    fn start_instance(&self, mut session: Session, threads: ThreadReservation) -> Result<(), Error> {
-        let mut runner = BatchRunner::new()?;
+    fn start_instance(&self, opened: onnx::OpenedSession, threads: ThreadReservation) -> Result<(), Error> {
+        let mut runner = BatchRunner::for_device(opened.device)?;
+        let mut session = opened.session;
         'warmup: for (request, count) in &self.warmup.requests {
             for _ in 0..*count {
                 let started = Instant::now();
@@ -423,6 +430,7 @@ pub fn read_signature(environment: &Environment, model_path: &Path) -> Result<Mo
         intra_op_threads: Some(1),
         inter_op_threads: None,
         placement: Default::default(),
+        tensorrt: None,
     };
-    onnx::open_session(environment, model_path, &plan).map(|session| onnx::signature(&session))
+    onnx::open_session(environment, model_path, &plan, 0).map(|opened| onnx::signature(&opened.session))
 }

@@ -3,8 +3,9 @@
 mod batch;
 mod runtime;
 mod session;
+mod staging;
 mod strings;
 
 pub use batch::{BatchRunner, OutputTensor};
 pub use runtime::{LibrarySource, MISSING_LIBRARY_HELP, find_library, start};
-pub use session::{cuda_available, intra_threads, open_session, signature};
+pub use session::{OpenedSession, cuda_available, intra_threads, open_session, signature};
