@@ -160,6 +160,21 @@ impl Driver {
     }
 }
 
+/// `base + offset` when `len` bytes from `offset` fit in `byte_size` bytes at `base`.
+fn device_address(
+    base: sys::CUdeviceptr,
+    byte_size: u64,
+    offset: u64,
+    len: usize,
+) -> Result<sys::CUdeviceptr, String> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= byte_size => Ok(base + offset),
+        _ => Err(format!(
+            "{len} bytes from offset {offset} do not fit in the CUDA region's {byte_size} bytes"
+        )),
+    }
+}
+
 /// A device UUID as NVML writes it: `GPU-` and 32 hex digits in groups of 8, 4, 4, 4 and 12.
 fn uuid_text(bytes: &[std::ffi::c_char; 16]) -> String {
     let mut text = String::from("GPU-");
@@ -189,14 +204,7 @@ impl IpcMapping {
 
     /// Checks that `len` bytes from `offset` lie inside the region, returning the device address.
     fn address(&self, offset: u64, len: usize) -> Result<sys::CUdeviceptr, String> {
-        let end = offset.checked_add(len as u64);
-        match end {
-            Some(end) if end <= self.byte_size => Ok(self.pointer + offset),
-            _ => Err(format!(
-                "{len} bytes from offset {offset} do not fit in the CUDA region's {} bytes",
-                self.byte_size
-            )),
-        }
+        device_address(self.pointer, self.byte_size, offset, len)
     }
 
     /// Copies `into.len()` bytes from `offset` of the region to host memory.
@@ -237,6 +245,14 @@ impl Drop for IpcMapping {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_stay_inside_the_region() {
+        assert_eq!(device_address(0x1000, 64, 0, 64), Ok(0x1000));
+        assert_eq!(device_address(0x1000, 64, 16, 48), Ok(0x1010));
+        assert!(device_address(0x1000, 64, 16, 49).is_err());
+        assert!(device_address(0x1000, 64, u64::MAX, 1).is_err());
+    }
 
     #[test]
     fn uuids_are_written_as_nvml_writes_them() {

@@ -75,24 +75,7 @@ impl CudaSlice {
     /// `byte_size` bytes from `offset` of `region`; Triton's `INVALID_ARGUMENT` texts when they do not fit
     /// (`SharedMemoryManager::GetMemoryInfo`).
     pub fn new(region: Arc<CudaRegion>, offset: u64, byte_size: u64) -> Result<Self, Error> {
-        let holds = region.byte_size;
-        if offset >= holds.max(1) {
-            return Err(Error::invalid(format!(
-                "Invalid offset for shared memory region: '{}'; {} {offset}, the region holds {holds} bytes",
-                region.name,
-                super::OFFSET
-            )));
-        }
-        let fits = offset.checked_add(byte_size).is_some_and(|end| end <= holds);
-        let byte_size = usize::try_from(byte_size).ok().filter(|_| fits).ok_or_else(|| {
-            Error::invalid(format!(
-                "Invalid offset + byte size for shared memory region: '{}'; {} {offset} + {} {byte_size}, the \
-                 region holds {holds} bytes",
-                region.name,
-                super::OFFSET,
-                super::BYTE_SIZE
-            ))
-        })?;
+        let byte_size = check_bounds(&region.name, region.byte_size, offset, byte_size)?;
         Ok(CudaSlice {
             region,
             offset,
@@ -116,6 +99,25 @@ impl CudaSlice {
     pub fn copy_in(&self, data: &[u8]) -> Result<(), Error> {
         self.region.write(self.offset, data)
     }
+}
+
+/// Checks that `byte_size` bytes from `offset` lie in region `name` of `holds` bytes, with Triton's texts.
+fn check_bounds(name: &str, holds: u64, offset: u64, byte_size: u64) -> Result<usize, Error> {
+    if offset >= holds.max(1) {
+        return Err(Error::invalid(format!(
+            "Invalid offset for shared memory region: '{name}'; {} {offset}, the region holds {holds} bytes",
+            super::OFFSET
+        )));
+    }
+    let fits = offset.checked_add(byte_size).is_some_and(|end| end <= holds);
+    usize::try_from(byte_size).ok().filter(|_| fits).ok_or_else(|| {
+        Error::invalid(format!(
+            "Invalid offset + byte size for shared memory region: '{name}'; {} {offset} + {} {byte_size}, the \
+             region holds {holds} bytes",
+            super::OFFSET,
+            super::BYTE_SIZE
+        ))
+    })
 }
 
 /// The registered CUDA regions by name.
@@ -293,6 +295,32 @@ mod tests {
                 "Unable to find cuda shared memory region: 'gpu'".into()
             ))
         );
+    }
+
+    /// Triton's bounds texts (`SharedMemoryManager::GetMemoryInfo`), as for system regions.
+    #[test]
+    fn slices_must_lie_inside_their_region() {
+        assert_eq!(check_bounds("g", 64, 0, 64), Ok(64));
+        assert_eq!(check_bounds("g", 64, 60, 4), Ok(4));
+        for (offset, byte_size, expected) in [
+            (64, 1, "Invalid offset for shared memory region: 'g'; "),
+            (
+                60,
+                5,
+                "Invalid offset + byte size for shared memory region: 'g'; ",
+            ),
+            (
+                1,
+                u64::MAX,
+                "Invalid offset + byte size for shared memory region: 'g'; ",
+            ),
+        ] {
+            let refused = check_bounds("g", 64, offset, byte_size).expect_err(expected);
+            assert!(
+                matches!(&refused, Error::InvalidRequest(m) if m.starts_with(expected)),
+                "{refused:?}"
+            );
+        }
     }
 
     #[test]
