@@ -18,6 +18,7 @@ say() { echo "gpu_check: $*"; }
 missing=()
 
 # 1. What the machine has.
+command -v curl >/dev/null || missing+=("curl")
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader \
   || missing+=("nvidia-smi (the NVIDIA driver)")
 PYTHON=${PYTHON:-}
@@ -71,7 +72,8 @@ say "ready after $(( $(date +%s) - started )) s"
 
 # 2. A KIND_GPU repository and a running Ferry.
 work=$(mktemp -d)
-trap 'kill "$ferry_pid" 2>/dev/null; wait "$ferry_pid" 2>/dev/null; rm -rf "$work"' EXIT
+ferry_pid=""
+trap '[ -n "$ferry_pid" ] && kill "$ferry_pid" 2>/dev/null && wait "$ferry_pid" 2>/dev/null; rm -rf "$work"' EXIT
 "$PYTHON" benches/gpu_check.py prepare "$work/repository" || exit 1
 grpc=18801; http=18800; metrics=18802
 ONNX_LIB=$("$PYTHON" -c 'import onnxruntime, os, glob; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")), key=len)[-1])')
