@@ -20,7 +20,7 @@ mod source;
 mod spec;
 mod tensors;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod versions;
 
 pub use accelerators::{Precision, TensorRt};
