@@ -37,6 +37,7 @@ pub fn fp32_spec(width: i64, max_batch_size: usize) -> ModelSpec {
             intra_op_threads: None,
             inter_op_threads: None,
             placement: Default::default(),
+            tensorrt: None,
         },
         model_filename: "model.onnx".into(),
         batching: ferry_batching::BatchingPolicy::greedy(max_batch_size),

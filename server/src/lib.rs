@@ -16,6 +16,7 @@ mod datatype;
 pub mod drift;
 pub mod ensemble;
 mod error;
+pub mod gpu;
 pub mod grpc;
 pub mod grpc_traffic;
 pub mod health;

@@ -317,6 +317,7 @@ fn main() -> ExitCode {
     for setting in flags.limits.ignored_backend_settings() {
         tracing::warn!(%setting, "--backend-config setting ignored: Ferry acts only on [onnxruntime,]default-max-batch-size");
     }
+    tracing::info!("{}", ferry_server::gpu::inventory().summary());
     if flags.load_models.iter().any(|m| m == "*") && flags.load_models.len() > 1 {
         eprintln!("ferry: --load-model=* must be the only --load-model");
         return ExitCode::FAILURE;

@@ -271,6 +271,8 @@ pub fn render_registry(registry: &Registry) -> String {
     if let Some(cache) = cache {
         render_cache_usage(&mut out, cache.usage());
     }
+    // NVML answers in microseconds; without a GPU or NVML nothing is asked and no family is written.
+    crate::gpu::nvml::render(&mut out, &crate::gpu::nvml::samples());
     out
 }
 

@@ -1,6 +1,6 @@
-//! Where sessions run: `KIND_GPU` needs ONNX Runtime's CUDA execution provider and says how to get it when
-//! it is missing; `KIND_AUTO` (and a config without instance groups) runs on a GPU when there is one and
-//! falls back to the CPU otherwise. Both outcomes are checked against what this machine's ONNX Runtime has.
+//! Where sessions run: `KIND_GPU` needs a GPU and ONNX Runtime's CUDA execution provider and says how to get
+//! them when they are missing; `KIND_AUTO` (and a config without instance groups) runs on a GPU when there is
+//! one and falls back to the CPU otherwise. Both outcomes are checked against what this machine has.
 
 use std::collections::HashMap;
 
@@ -80,8 +80,25 @@ async fn gpu_instances_need_cuda_and_auto_instances_fall_back_to_the_cpu() {
     );
     model(
         repository.path(),
+        "on_two_gpus",
+        "instance_group [ { kind: KIND_GPU, gpus: [ 0, 1 ], count: 2 } ]\n",
+    );
+    model(
+        repository.path(),
         "on_auto",
         "instance_group [ { kind: KIND_AUTO } ]\n",
+    );
+    let tensorrt = "optimization { execution_accelerators { gpu_execution_accelerator : [ { name : \"tensorrt\"\n\
+        parameters { key: \"precision_mode\" value: \"FP16\" } } ] } }\n";
+    model(
+        repository.path(),
+        "auto_tensorrt",
+        &format!("instance_group [ {{ kind: KIND_AUTO }} ]\n{tensorrt}"),
+    );
+    model(
+        repository.path(),
+        "cpu_tensorrt",
+        &format!("instance_group [ {{ kind: KIND_CPU }} ]\n{tensorrt}"),
     );
     model(repository.path(), "unspecified", "");
     let server = TestServer::start(vec![repository.path().to_path_buf()])
@@ -89,20 +106,51 @@ async fn gpu_instances_need_cuda_and_auto_instances_fall_back_to_the_cpu() {
         .expect("server");
     let mut client = server.raw_client().await.expect("client");
     let index = states(&mut client).await;
-    if onnx::cuda_available() {
+    let gpus = ferry_server::gpu::inventory();
+    if onnx::cuda_available() && gpus.device(0).is_some() {
         assert_eq!(index["on_gpu"].0, "READY", "{:?}", index["on_gpu"]);
     } else {
         let (state, reason) = &index["on_gpu"];
         assert_eq!(state, "UNAVAILABLE");
         assert!(
-            reason.contains("KIND_GPU") && reason.contains("onnxruntime-gpu"),
+            reason.contains("KIND_GPU") && reason.contains("onnxruntime-gpu") && reason.contains("KIND_CPU"),
             "{reason}"
         );
+        if gpus.devices.is_empty() {
+            // The reason is the one start-up logged: no driver on this machine (and on CI).
+            let why = gpus.unavailable.as_deref().expect("a reason");
+            assert!(reason.contains(why), "{reason}");
+        }
     }
-    for name in ["on_auto", "unspecified"] {
+    if gpus.device(1).is_none() {
+        let (state, reason) = &index["on_two_gpus"];
+        assert_eq!(state, "UNAVAILABLE");
+        assert!(reason.contains("KIND_GPU"), "{reason}");
+    }
+    // TensorRT asks for GPU instances: refused on KIND_CPU with the reason, ignored when KIND_AUTO runs on
+    // the CPU.
+    let (state, reason) = &index["cpu_tensorrt"];
+    assert_eq!(state, "UNAVAILABLE");
+    assert!(
+        reason.contains("tensorrt") && reason.contains("KIND_CPU"),
+        "{reason}"
+    );
+    for name in ["on_auto", "auto_tensorrt", "unspecified"] {
         assert_eq!(index[name].0, "READY", "{name}: {:?}", index[name]);
         assert_eq!(first_output(&mut client, name).await, 3.0, "{name}");
     }
+    // Triton lists `cuda_shared_memory` only when it can serve it.
+    let metadata = client
+        .server_metadata(ferry_proto::inference::ServerMetadataRequest::default())
+        .await
+        .expect("metadata")
+        .into_inner();
+    assert_eq!(
+        metadata.extensions.iter().any(|e| e == "cuda_shared_memory"),
+        !gpus.devices.is_empty(),
+        "{:?}",
+        metadata.extensions
+    );
     server.stop().await;
 }
 

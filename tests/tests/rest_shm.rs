@@ -482,9 +482,14 @@ async fn both_protocols_share_one_registry() {
     stop(server, http).await;
 }
 
-/// Without GPU support Triton answers OK to unregistering CUDA regions and an empty status, and refuses
-/// only registering, with INVALID_ARGUMENT (REST 400) and its text (`grpc_server.cc`, `http_server.cc`
-/// built without TRITON_ENABLE_GPU; `SharedMemoryManager::GetStatus` for a name).
+/// Without a GPU Ferry answers OK to unregistering CUDA regions and an empty status, and refuses only
+/// registering, with INVALID_ARGUMENT (REST 400) and Triton's text for a handle that cannot be opened
+/// (`SharedMemoryManager::RegisterCUDASharedMemory`), the reason naming the missing driver;
+/// `SharedMemoryManager::GetStatus` for a name.
+/// Triton's text when a CUDA IPC handle cannot be opened; Ferry's reason follows it.
+const CUDA_REFUSED: &str =
+    "failed to register CUDA shared memory region 'gpu_region': failed to open CUDA IPC handle: ";
+
 #[tokio::test]
 async fn cuda_shared_memory_without_gpus_answers_like_triton() {
     let (server, http) = start().await;
@@ -522,13 +527,19 @@ async fn cuda_shared_memory_without_gpus_answers_like_triton() {
         })
         .await
         .expect_err("no GPUs");
-    assert_eq!(
-        (refused.code(), refused.message()),
-        (
-            Code::InvalidArgument,
-            "failed to register CUDA shared memory region: 'gpu_region', GPUs not supported"
-        )
+    assert_eq!(refused.code(), Code::InvalidArgument, "{}", refused.message());
+    assert!(
+        refused.message().starts_with(CUDA_REFUSED),
+        "{}",
+        refused.message()
     );
+    if ferry_server::gpu::inventory().devices.is_empty() {
+        assert!(
+            refused.message().contains("NVIDIA driver"),
+            "{}",
+            refused.message()
+        );
+    }
     // A system region's name is not a CUDA region's.
     let object = ShmObject::new("rest_cuda", 8);
     assert_ok_empty(&register(&http, "system", &object.key, 0, 8).await);
@@ -549,11 +560,19 @@ async fn cuda_shared_memory_without_gpus_answers_like_triton() {
         404,
         &["Unable to find cuda shared memory region: 'gpu_region'"],
     );
-    let handle = json!({"raw_handle": {"b64": "AAAAAAAAAAAAAAAAAAAAAA=="}, "device_id": 0, "byte_size": 64});
+    // A cudaIpcMemHandle_t is 64 bytes, base64-encoded as tritonclient's get_raw_handle() sends it.
+    let handle =
+        json!({"raw_handle": {"b64": format!("{}==", "A".repeat(86))}, "device_id": 0, "byte_size": 64});
     assert_error(
         &post_json(&http, "/v2/cudasharedmemory/region/gpu_region/register", &handle).await,
         400,
-        &["failed to register CUDA shared memory region: 'gpu_region', GPUs not supported"],
+        &[CUDA_REFUSED],
+    );
+    let short = json!({"raw_handle": {"b64": "AAAAAAAAAAAAAAAAAAAAAA=="}, "device_id": 0, "byte_size": 64});
+    assert_error(
+        &post_json(&http, "/v2/cudasharedmemory/region/gpu_region/register", &short).await,
+        400,
+        &[CUDA_REFUSED, "must be a 64-byte cudaIpcMemHandle_t, got 16 bytes"],
     );
     assert_error(
         &post_json(&http, "/v2/cudasharedmemory/register", &handle).await,

@@ -7,6 +7,7 @@
 //! `signature` then checks the spec against the model file. Every part names the file and line of a mistake
 //! through [`ConfigSource`] (`source`), which depends on nothing else here.
 
+mod accelerators;
 mod batching;
 mod classes;
 mod complete;
@@ -21,9 +22,10 @@ mod source;
 mod spec;
 mod tensors;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod versions;
 
+pub use accelerators::{Precision, TensorRt};
 pub use batching::{ADAPTIVE_QUEUE_DELAY, DEFAULT_MAX_QUEUE_SIZE};
 pub use classes::{
     CLASS_LABELS_PREFIX, ClassLabels, MAX_CLASSES, TensorForm, ZIPMAP_HINT, labels_from_parameters,

@@ -99,6 +99,7 @@ fn checked(
         name: (*name).to_owned(),
         data_type: Some(*data_type),
         shape: shape.to_vec(),
+        form: crate::config::TensorForm::Tensor,
     };
     let signature = ModelSignature {
         inputs: [("x", DataType::Fp32, &[-1, 4][..])]

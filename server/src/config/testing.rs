@@ -5,7 +5,7 @@ use crate::{DataType, Error};
 
 /// The spec of model `m` from config text `text`, completed from and checked against a model with one
 /// FP32 input `x` and one FP32 output `y` of shape [-1, 4].
-pub(super) fn spec_from(text: &str) -> Result<ModelSpec, Error> {
+pub(crate) fn spec_from(text: &str) -> Result<ModelSpec, Error> {
     let mut config = parse_model_config(text, "m/config.pbtxt")?;
     let signature = ModelSignature {
         inputs: vec![ModelTensor {

@@ -77,6 +77,11 @@ pub const EXTENSIONS: &[&str] = &[
     "system_shared_memory",
 ];
 
+/// Triton lists `cuda_shared_memory` only when it can serve it: Ferry does when this machine has a GPU.
+fn cuda_extension() -> Option<&'static str> {
+    (!crate::gpu::inventory().devices.is_empty()).then_some("cuda_shared_memory")
+}
+
 impl InferenceService {
     /// Whether the server is live (ServerLive, `/v2/health/live`): always, while it answers at all.
     pub fn is_live(&self) -> bool {
@@ -94,7 +99,12 @@ impl InferenceService {
         pb::ServerMetadataResponse {
             name: self.server_name.as_str().to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            extensions: EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
+            extensions: EXTENSIONS
+                .iter()
+                .copied()
+                .chain(cuda_extension())
+                .map(str::to_owned)
+                .collect(),
         }
     }
 

@@ -84,6 +84,7 @@ impl InferenceService {
                 &request.raw_handle,
                 request.device_id,
                 request.byte_size,
+                &self.shared_memory,
             )
         })
     }

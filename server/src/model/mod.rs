@@ -13,7 +13,7 @@ use std::{
 };
 
 use ferry_batching::{Admitted, EnqueueError, Payload, Request, Scheduler, Ticket, TicketState};
-use ort::{environment::Environment, session::Session};
+use ort::environment::Environment;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
@@ -156,8 +156,8 @@ impl ModelVersion {
         let reservation = threads
             .reserve(instance_threads(&spec.instances))
             .map_err(Error::TooLarge)?;
-        let first = onnx::open_session(environment, model_path, &spec.instances)?;
-        let signature = onnx::signature(&first, model_path)?;
+        let first = onnx::open_session(environment, model_path, &spec.instances, 0)?;
+        let signature = onnx::signature(&first.session, model_path)?;
         spec.check_signature(&signature, &model_path.display().to_string())?;
         let class_columns = spec
             .outputs
@@ -211,11 +211,14 @@ impl ModelVersion {
             drop(instances);
             self.scheduler.wake_all();
         }
-        for _ in running..plan.count {
+        for instance in running..plan.count {
             let reservation = threads
                 .reserve(instance_threads(&plan))
                 .map_err(Error::TooLarge)?;
-            self.start_instance(onnx::open_session(environment, model_path, &plan)?, reservation)?;
+            self.start_instance(
+                onnx::open_session(environment, model_path, &plan, instance)?,
+                reservation,
+            )?;
         }
         Ok(())
     }
@@ -241,8 +244,10 @@ impl ModelVersion {
     /// Warms a new session up with the config's `model_warmup` requests (or one zero-filled request) and
     /// starts its thread. Like Triton, warm-up runs on the instance itself, not through the queue, so it
     /// neither waits for batching delays nor shows in the statistics.
-    fn start_instance(&self, mut session: Session, threads: ThreadReservation) -> Result<(), Error> {
-        let mut runner = BatchRunner::new()?.with_class_columns(self.class_columns.clone());
+    fn start_instance(&self, opened: onnx::OpenedSession, threads: ThreadReservation) -> Result<(), Error> {
+        let mut runner =
+            BatchRunner::for_device(opened.device)?.with_class_columns(self.class_columns.clone());
+        let mut session = opened.session;
         // A stateful model's requests need their sequence's control and state inputs: no warm-up.
         let warmup = if self.runs.sequencer.is_some() {
             &[][..]
@@ -466,7 +471,8 @@ pub fn read_signature(environment: &Environment, model_path: &Path) -> Result<Mo
         intra_op_threads: Some(1),
         inter_op_threads: None,
         placement: Default::default(),
+        tensorrt: None,
     };
-    onnx::open_session(environment, model_path, &plan)
-        .and_then(|session| onnx::signature(&session, model_path))
+    onnx::open_session(environment, model_path, &plan, 0)
+        .and_then(|opened| onnx::signature(&opened.session, model_path))
 }

@@ -9,11 +9,11 @@ use std::{ffi::c_void, sync::Arc, time::Instant};
 use bytes::Bytes;
 use ort::{
     memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType},
-    session::{Session, SessionInputValue},
+    session::{Session, SessionInputValue, SessionOutputs},
     value::{DynTensor, DynTensorValueType, DynValue, Shape, TensorRefMut},
 };
 
-use super::{strings, zipmap::ClassColumns};
+use super::{staging::Binding, strings, zipmap::ClassColumns};
 use crate::{
     DataType, Error,
     config::{ModelSpec, TensorSpec},
@@ -38,9 +38,32 @@ pub struct BatchRunner {
     memory: MemoryInfo<'static>,
     /// For each output of the spec that a `ZipMap` produces, the column of each class.
     class_columns: Vec<Option<Arc<ClassColumns>>>,
+    /// For a session on a GPU: pinned input tensors and the IO binding ([`super::staging`]).
+    binding: Option<Binding>,
 }
 
 impl BatchRunner {
+    /// A runner for a session on `device` (`None`: the CPU). A GPU session's batches go through pinned
+    /// host tensors and ONNX Runtime's IO binding; a CPU session's through plain buffers read in place.
+    pub fn for_device(device: Option<i32>) -> Result<Self, Error> {
+        let mut runner = Self::new()?;
+        runner.binding = device.map(|device| Binding::new(Some(device)));
+        Ok(runner)
+    }
+
+    /// A runner that takes the IO-bound path on the CPU: the GPU path's code, testable without a GPU.
+    #[cfg(test)]
+    fn io_bound_on_cpu() -> Result<Self, Error> {
+        let mut runner = Self::new()?;
+        runner.binding = Some(Binding::new(None));
+        Ok(runner)
+    }
+
+    /// How many input tensors the IO-bound path has allocated (`None` for a plain runner).
+    pub fn staged_allocations(&self) -> Option<u64> {
+        self.binding.as_ref().map(|b| b.pool.allocations())
+    }
+
     /// A runner with empty buffers; they grow to the largest batch seen and stay.
     pub fn new() -> Result<Self, Error> {
         let memory = MemoryInfo::new(
@@ -54,6 +77,7 @@ impl BatchRunner {
             buffers: Vec::new(),
             memory,
             class_columns: Vec::new(),
+            binding: None,
         })
     }
 
@@ -83,6 +107,17 @@ impl BatchRunner {
             .collect();
         let rows: usize = row_counts.iter().sum();
         check_batch(spec, requests)?;
+        if let Some(binding) = &mut self.binding {
+            return run_bound(
+                binding,
+                session,
+                spec,
+                requests,
+                &row_counts,
+                &self.class_columns,
+                started,
+            );
+        }
         self.fill_buffers(requests);
         let mut inputs: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(first.inputs.len());
         for (position, input) in first.inputs.iter().enumerate() {
@@ -124,30 +159,7 @@ impl BatchRunner {
             .run(inputs)
             .map_err(|error| Error::Execution(error.to_string()))?;
         let ran = Instant::now();
-
-        let mut per_request: Vec<Vec<OutputTensor>> = requests
-            .iter()
-            .map(|r| Vec::with_capacity(r.outputs.len()))
-            .collect();
-        for (index, tensor) in spec.outputs.iter().enumerate() {
-            if !requests.iter().any(|r| r.outputs.contains(&index)) {
-                continue;
-            }
-            let value = outputs
-                .remove(&tensor.name)
-                .ok_or_else(|| Error::Execution(format!("the model produced no output '{}'", tensor.name)))?;
-            let columns = self.class_columns.get(index).and_then(Option::as_deref);
-            let parts = split_output(value, tensor, spec, &row_counts, columns)?;
-            for ((request, outputs), (shape, data)) in requests.iter().zip(&mut per_request).zip(parts) {
-                if request.outputs.contains(&index) {
-                    outputs.push(OutputTensor { index, shape, data });
-                }
-            }
-        }
-        // Each request lists its outputs in the order it asked for them.
-        for (request, outputs) in requests.iter().zip(&mut per_request) {
-            outputs.sort_by_key(|o| request.outputs.iter().position(|i| *i == o.index));
-        }
+        let per_request = collect_outputs(&mut outputs, spec, requests, &row_counts, &self.class_columns)?;
         let times = BatchTimes {
             input: built - started,
             infer: ran - built,
@@ -181,6 +193,109 @@ impl BatchRunner {
             }
         }
     }
+}
+
+/// Each request's outputs out of a run's outputs, split by rows, in the order each request asked for them.
+fn collect_outputs(
+    outputs: &mut SessionOutputs<'_>,
+    spec: &ModelSpec,
+    requests: &[&InferRequest],
+    row_counts: &[usize],
+    class_columns: &[Option<Arc<ClassColumns>>],
+) -> Result<Vec<Vec<OutputTensor>>, Error> {
+    let mut per_request: Vec<Vec<OutputTensor>> = requests
+        .iter()
+        .map(|r| Vec::with_capacity(r.outputs.len()))
+        .collect();
+    for (index, tensor) in spec.outputs.iter().enumerate() {
+        if !requests.iter().any(|r| r.outputs.contains(&index)) {
+            continue;
+        }
+        let value = outputs
+            .remove(&tensor.name)
+            .ok_or_else(|| Error::Execution(format!("the model produced no output '{}'", tensor.name)))?;
+        let columns = class_columns.get(index).and_then(Option::as_deref);
+        let parts = split_output(value, tensor, spec, row_counts, columns)?;
+        for ((request, outputs), (shape, data)) in requests.iter().zip(&mut per_request).zip(parts) {
+            if request.outputs.contains(&index) {
+                outputs.push(OutputTensor { index, shape, data });
+            }
+        }
+    }
+    for (request, outputs) in requests.iter().zip(&mut per_request) {
+        outputs.sort_by_key(|o| request.outputs.iter().position(|i| *i == o.index));
+    }
+    Ok(per_request)
+}
+
+/// Runs a checked batch through the IO binding: each fixed-size input is packed straight into its reused
+/// (pinned, on a GPU) tensor and copied to the device once when bound; each output wanted is bound to
+/// (pinned) host memory, so it comes back once. A new binding per batch, so that no output of an earlier
+/// batch, still referenced by a response being encoded, is ever written again.
+fn run_bound(
+    binding: &mut Binding,
+    session: &mut Session,
+    spec: &ModelSpec,
+    requests: &[&InferRequest],
+    row_counts: &[usize],
+    class_columns: &[Option<Arc<ClassColumns>>],
+    started: Instant,
+) -> Result<(Vec<Vec<OutputTensor>>, BatchTimes), Error> {
+    let Some(first) = requests.first() else {
+        return Ok((Vec::new(), BatchTimes::default()));
+    };
+    let rows: usize = row_counts.iter().sum();
+    let batched = spec.max_batch_size > 0;
+    let bind_error = |what: &str, error: ort::Error| Error::Execution(format!("binding {what}: {error}"));
+    let mut io = session
+        .create_binding()
+        .map_err(|e| bind_error("the session", e))?;
+    let (allocator, output_memory, pool) = binding.parts(session)?;
+    for (position, input) in first.inputs.iter().enumerate() {
+        let tensor = &spec.inputs[input.index];
+        let mut shape = input.model_shape.clone();
+        if batched {
+            shape[0] = rows as i64;
+        }
+        match &input.data {
+            TensorData::Fixed(_) => {
+                let staged = pool
+                    .fill(allocator, position, tensor.data_type, &shape, requests)
+                    .map_err(|error| Error::Execution(format!("input '{}': {error}", tensor.name)))?;
+                io.bind_input(tensor.name.as_str(), staged)
+                    .map_err(|e| bind_error(&tensor.name, e))?;
+            }
+            TensorData::Strings(_) => {
+                let items = requests.iter().flat_map(|r| match &r.inputs[position].data {
+                    TensorData::Strings(items) => items.as_slice(),
+                    TensorData::Fixed(_) => &[],
+                });
+                let strings = strings::strings_tensor(&shape, items).map_err(|error| {
+                    Error::Execution(format!("building input '{}': {error}", tensor.name))
+                })?;
+                io.bind_input(tensor.name.as_str(), &strings)
+                    .map_err(|e| bind_error(&tensor.name, e))?;
+            }
+        }
+    }
+    for (index, tensor) in spec.outputs.iter().enumerate() {
+        if requests.iter().any(|r| r.outputs.contains(&index)) {
+            io.bind_output_to_device(tensor.name.as_str(), output_memory)
+                .map_err(|e| bind_error(&tensor.name, e))?;
+        }
+    }
+    let built = Instant::now();
+    let mut outputs = session
+        .run_binding(&io)
+        .map_err(|error| Error::Execution(error.to_string()))?;
+    let ran = Instant::now();
+    let per_request = collect_outputs(&mut outputs, spec, requests, row_counts, class_columns)?;
+    let times = BatchTimes {
+        input: built - started,
+        infer: ran - built,
+        output: ran.elapsed(),
+    };
+    Ok((per_request, times))
 }
 
 /// Checks what batching promises before any buffer is touched: every request has the same inputs, in the
@@ -410,8 +525,10 @@ mod tests {
         )
         .expect("valid");
         let plan = spec.instances;
-        let session = open_session(&environment, &dir.join("1/model.onnx"), &plan).expect("model loads");
         let model_path = dir.join("1/model.onnx");
+        let session = open_session(&environment, &model_path, &plan, 0)
+            .expect("model loads")
+            .session;
         spec.check_signature(
             &signature(&session, &model_path).expect("signature"),
             "model.onnx",
@@ -473,30 +590,66 @@ mod tests {
         })
     }
 
+    /// Both ways a batch runs: plain buffers read in place (CPU sessions), and the reused staging tensors
+    /// with IO binding that GPU sessions use, here on the CPU.
+    fn runners() -> [(&'static str, BatchRunner); 2] {
+        [
+            ("plain", BatchRunner::new().expect("runner")),
+            ("io-bound", BatchRunner::io_bound_on_cpu().expect("runner")),
+        ]
+    }
+
     #[test]
     fn every_type_goes_through_onnx_runtime_unchanged() {
         let (mut session, spec) = load("identity_types");
-        let mut runner = BatchRunner::new().expect("runner");
-        let inputs = spec
-            .inputs
-            .iter()
-            .map(|t| {
-                (
-                    t.name.as_str(),
-                    t.data_type.wire_name(),
-                    vec![3],
-                    sample(t.data_type),
-                )
-            })
-            .collect();
-        let request = request(&spec, inputs);
-        let (outputs, _) = runner.run(&mut session, &spec, &[&request]).expect("runs");
-        assert_eq!(outputs[0].len(), spec.outputs.len());
-        for output in &outputs[0] {
-            let tensor = &spec.outputs[output.index];
-            assert_eq!(output.shape, [3], "{}", tensor.name);
-            assert_eq!(output.data, sample(tensor.data_type), "{}", tensor.name);
+        for (kind, mut runner) in runners() {
+            let inputs = spec
+                .inputs
+                .iter()
+                .map(|t| {
+                    (
+                        t.name.as_str(),
+                        t.data_type.wire_name(),
+                        vec![3],
+                        sample(t.data_type),
+                    )
+                })
+                .collect();
+            let request = request(&spec, inputs);
+            let (outputs, _) = runner.run(&mut session, &spec, &[&request]).expect("runs");
+            assert_eq!(outputs[0].len(), spec.outputs.len());
+            for output in &outputs[0] {
+                let tensor = &spec.outputs[output.index];
+                assert_eq!(output.shape, [3], "{kind}: {}", tensor.name);
+                assert_eq!(output.data, sample(tensor.data_type), "{kind}: {}", tensor.name);
+            }
         }
+    }
+
+    /// A GPU instance packs each batch into tensors it keeps: a batch of a shape seen before writes into the
+    /// same memory, and the outputs of an earlier batch, still held by its responses, are never overwritten.
+    #[test]
+    fn io_bound_batches_reuse_their_staging_tensors() {
+        let (mut session, spec) = load("add_one_greedy");
+        let mut runner = BatchRunner::io_bound_on_cpu().expect("runner");
+        let one = request(&spec, vec![("x", "FP32", vec![1, 4], rows_of(&[1.0; 4]))]);
+        let two = request(&spec, vec![("x", "FP32", vec![1, 4], rows_of(&[5.0; 4]))]);
+        let (first, _) = runner.run(&mut session, &spec, &[&one, &two]).expect("runs");
+        let (second, _) = runner.run(&mut session, &spec, &[&two, &one]).expect("runs");
+        assert_eq!(runner.staged_allocations(), Some(1), "same shape, same tensor");
+        assert_eq!(
+            first[0][0].data,
+            rows_of(&[2.0; 4]),
+            "the first batch's answer is kept"
+        );
+        assert_eq!(second[0][0].data, rows_of(&[6.0; 4]));
+        runner.run(&mut session, &spec, &[&one]).expect("runs");
+        assert_eq!(
+            runner.staged_allocations(),
+            Some(2),
+            "a new batch size takes a new tensor"
+        );
+        assert_eq!(BatchRunner::new().expect("runner").staged_allocations(), None);
     }
 
     fn rows_of(values: &[f32]) -> Bytes {
@@ -512,31 +665,32 @@ mod tests {
     #[test]
     fn hand_built_batches_that_break_the_batch_contract_are_refused() {
         let (mut session, spec) = load("add_one_greedy");
-        let mut runner = BatchRunner::new().expect("runner");
-        let good = request(&spec, vec![("x", "FP32", vec![1, 4], rows_of(&[1.0; 4]))]);
-        let mut wider = good.clone();
-        wider.inputs[0].shape = vec![1, 8];
-        wider.inputs[0].model_shape = vec![1, 8];
-        let mut taller = good.clone();
-        taller.inputs[0].model_shape = vec![3, 4];
-        taller.batch_size = 3;
-        let mut short = good.clone();
-        short.inputs[0].data = TensorData::Fixed(rows_of(&[1.0; 3]));
-        let mut no_inputs = good.clone();
-        no_inputs.inputs.clear();
-        for (what, batch) in [
-            ("different trailing dimensions", vec![&good, &wider]),
-            ("more rows than bytes", vec![&taller]),
-            ("fewer bytes than the shape", vec![&short]),
-            ("different inputs", vec![&good, &no_inputs]),
-        ] {
-            let error = runner.run(&mut session, &spec, &batch).expect_err(what);
-            assert!(matches!(error, Error::Execution(_)), "{what}: {error}");
+        for (kind, mut runner) in runners() {
+            let good = request(&spec, vec![("x", "FP32", vec![1, 4], rows_of(&[1.0; 4]))]);
+            let mut wider = good.clone();
+            wider.inputs[0].shape = vec![1, 8];
+            wider.inputs[0].model_shape = vec![1, 8];
+            let mut taller = good.clone();
+            taller.inputs[0].model_shape = vec![3, 4];
+            taller.batch_size = 3;
+            let mut short = good.clone();
+            short.inputs[0].data = TensorData::Fixed(rows_of(&[1.0; 3]));
+            let mut no_inputs = good.clone();
+            no_inputs.inputs.clear();
+            for (what, batch) in [
+                ("different trailing dimensions", vec![&good, &wider]),
+                ("more rows than bytes", vec![&taller]),
+                ("fewer bytes than the shape", vec![&short]),
+                ("different inputs", vec![&good, &no_inputs]),
+            ] {
+                let error = runner.run(&mut session, &spec, &batch).expect_err(what);
+                assert!(matches!(error, Error::Execution(_)), "{kind}, {what}: {error}");
+            }
+            let (outputs, _) = runner
+                .run(&mut session, &spec, &[&good, &good])
+                .expect("a valid batch still runs");
+            assert_eq!(outputs[1][0].data, rows_of(&[2.0; 4]), "{kind}");
         }
-        let (outputs, _) = runner
-            .run(&mut session, &spec, &[&good, &good])
-            .expect("a valid batch still runs");
-        assert_eq!(outputs[1][0].data, rows_of(&[2.0; 4]));
     }
 
     proptest! {
@@ -549,8 +703,8 @@ mod tests {
             batches in proptest::collection::vec(proptest::collection::vec((1usize..=4, -1000i32..1000), 1..5), 1..6)
         ) {
             let (mut session, spec) = load("add_one_greedy");
-            let mut runner = BatchRunner::new().expect("runner");
-            for batch in batches {
+            for (_, mut runner) in runners() {
+            for batch in batches.clone() {
                 let requests: Vec<(usize, Vec<f32>, InferRequest)> = batch
                     .iter()
                     .map(|&(rows, seed)| {
@@ -567,6 +721,7 @@ mod tests {
                     let expected: Vec<f32> = values.iter().map(|v| v + 1.0).collect();
                     prop_assert_eq!(output[0].data.clone(), rows_of(&expected));
                 }
+            }
             }
         }
     }

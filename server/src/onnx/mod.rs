@@ -3,10 +3,11 @@
 mod batch;
 mod runtime;
 mod session;
+mod staging;
 mod strings;
 mod zipmap;
 
 pub use batch::{BatchRunner, OutputTensor};
 pub use runtime::{LibrarySource, MISSING_LIBRARY_HELP, find_library, start};
-pub use session::{cuda_available, intra_threads, open_session, signature};
+pub use session::{OpenedSession, cuda_available, intra_threads, open_session, signature};
 pub use zipmap::ClassColumns;

@@ -12,20 +12,32 @@ use ort::{
 use super::zipmap;
 use crate::{
     DataType, Error,
-    config::{GraphLevel, InstancePlan, ModelSignature, ModelTensor, Placement, TensorForm, ZIPMAP_HINT},
+    config::{
+        GraphLevel, InstancePlan, ModelSignature, ModelTensor, Placement, Precision, TensorForm, ZIPMAP_HINT,
+    },
 };
 
-/// Opens a session on `model_path` with the threads, placement and session options of `plan`.
+/// A session and where it runs.
+pub struct OpenedSession {
+    /// The ONNX Runtime session.
+    pub session: Session,
+    /// The CUDA device it runs on, or `None` on the CPU (a `KIND_AUTO` session that fell back included).
+    pub device: Option<i32>,
+}
+
+/// Opens instance `instance` of `plan` on `model_path`, with the plan's threads and session options.
 ///
 /// When the config does not set `intra_op_thread_count`, the machine's cores are shared out between the
-/// model's instances instead of every session starting one thread per core. A GPU placement registers ONNX
-/// Runtime's CUDA execution provider; `KIND_GPU` fails the load when it cannot be used, `KIND_AUTO` falls
-/// back to the CPU.
+/// model's instances instead of every session starting one thread per core. A GPU placement puts the
+/// instance on its GPU (instances go round the plan's GPUs) with ONNX Runtime's TensorRT (when configured)
+/// and CUDA execution providers; `KIND_GPU` fails the load, naming the reason and the fix, when the GPU is
+/// missing or ONNX Runtime cannot use CUDA; `KIND_AUTO` falls back to the CPU with a log line.
 pub fn open_session(
     environment: &Environment,
     model_path: &Path,
     plan: &InstancePlan,
-) -> Result<Session, Error> {
+    instance: usize,
+) -> Result<OpenedSession, Error> {
     let fail = |error: ort::Error| Error::ModelLoad(format!("{}: {error}", model_path.display()));
     let intra = intra_threads(plan);
     let options = &plan.session;
@@ -50,38 +62,82 @@ pub fn open_session(
     if let Some(pattern) = options.mem_pattern {
         builder = builder.with_memory_pattern(pattern).map_err(|e| fail(e.into()))?;
     }
+    let mut device = choose_device(model_path, plan, instance)?;
+    if let Some(id) = device {
+        // Providers first registered get the nodes first: TensorRT, then CUDA, then the CPU.
+        let mut providers = Vec::with_capacity(2);
+        if let Some(tensorrt) = plan.tensorrt {
+            let mut provider = ep::TensorRT::default()
+                .with_device_id(id)
+                .with_fp16(tensorrt.precision == Precision::Fp16);
+            if let Some(bytes) = tensorrt.max_workspace_bytes {
+                provider = provider.with_max_workspace_size(bytes);
+            }
+            if let Some(iterations) = tensorrt.max_partition_iterations {
+                provider = provider.with_max_partition_iterations(iterations);
+            }
+            if let Some(size) = tensorrt.min_subgraph_size {
+                provider = provider.with_min_subgraph_size(size);
+            }
+            providers.push(provider.build().error_on_failure());
+        }
+        providers.push(ep::CUDA::default().with_device_id(id).build().error_on_failure());
+        builder = match builder.with_execution_providers(providers) {
+            Ok(builder) => builder,
+            Err(error) if matches!(plan.placement, Placement::Auto(_)) => {
+                tracing::info!(model = %model_path.display(), gpu = id, %error, "KIND_AUTO: ONNX Runtime cannot use CUDA here; running on the CPU");
+                device = None;
+                error.recover()
+            }
+            Err(error) => {
+                return Err(Error::ModelLoad(format!(
+                    "{}: instance_group KIND_GPU (GPU {id}) needs ONNX Runtime's CUDA execution provider{}, \
+                     which cannot start here ({error}); install onnxruntime-gpu (with CUDA 12 and cuDNN 9) in place \
+                     of onnxruntime, or use KIND_CPU",
+                    model_path.display(),
+                    if plan.tensorrt.is_some() {
+                        " and TensorRT"
+                    } else {
+                        ""
+                    },
+                )));
+            }
+        };
+    }
     if let Some(arena) = options.mem_arena {
         let cpu = ep::CPU::default().with_arena_allocator(arena).build();
         builder = builder
             .with_execution_providers([cpu])
             .map_err(|e| fail(e.into()))?;
     }
-    let device = match plan.placement {
-        Placement::Cpu => None,
-        Placement::Gpu(device) => Some(device),
-        Placement::Auto => cuda_available().then_some(0),
-    };
-    if let Some(device) = device {
-        let cuda = ep::CUDA::default()
-            .with_device_id(device)
-            .build()
-            .error_on_failure();
-        builder = match builder.with_execution_providers([cuda]) {
-            Ok(builder) => builder,
-            Err(error) if plan.placement == Placement::Auto => {
-                tracing::info!(model = %model_path.display(), %error, "CUDA is not usable; running on the CPU");
-                error.recover()
-            }
-            Err(error) => {
-                return Err(Error::ModelLoad(format!(
-                    "{}: instance_group KIND_GPU (device {device}) needs ONNX Runtime's CUDA execution provider, \
-                     which cannot start here ({error}); install onnxruntime-gpu with a CUDA driver, or use KIND_CPU",
-                    model_path.display()
-                )));
-            }
-        };
+    let session = builder.commit_from_file(model_path).map_err(fail)?;
+    Ok(OpenedSession { session, device })
+}
+
+/// The GPU instance `instance` of `plan` should run on, checked against this machine's GPUs: `KIND_GPU` on
+/// a GPU that is not there is an error with the reason and the fix; `KIND_AUTO` without a usable GPU is the
+/// CPU, said in a log line.
+fn choose_device(model_path: &Path, plan: &InstancePlan, instance: usize) -> Result<Option<i32>, Error> {
+    let gpus = crate::gpu::inventory();
+    match (plan.placement, plan.placement.device_for(instance)) {
+        (Placement::Gpu(_), Some(id)) => match gpus.refusal(id) {
+            Some(refusal) => Err(Error::ModelLoad(format!("{}: {refusal}", model_path.display()))),
+            None => Ok(Some(id)),
+        },
+        (Placement::Auto(_), Some(id)) if gpus.device(id).is_some() && cuda_available() => Ok(Some(id)),
+        (Placement::Auto(_), wanted) => {
+            let reason = match wanted {
+                Some(id) if gpus.device(id).is_some() => {
+                    "the loaded ONNX Runtime has no CUDA execution provider (install onnxruntime-gpu)"
+                        .to_owned()
+                }
+                _ => gpus.summary(),
+            };
+            tracing::info!(model = %model_path.display(), %reason, "KIND_AUTO: running on the CPU");
+            Ok(None)
+        }
+        (Placement::Cpu | Placement::Gpu(_), _) => Ok(None),
     }
-    builder.commit_from_file(model_path).map_err(fail)
 }
 
 /// The intra-op threads each session of `plan` runs: the config's count, or the machine's cores shared out

@@ -191,6 +191,14 @@ fn check_limits(spec: &ModelSpec, limits: &ResourceLimits, path: &str) -> Result
     Ok(())
 }
 
+/// Whether a version loaded with `old` keeps its sessions under `new`: only the number of instances may change
+/// in place. A new placement (another kind, other GPUs) needs sessions opened elsewhere, so it reloads.
+fn keeps_sessions(old: &ModelSpec, new: &ModelSpec) -> bool {
+    reload_key(old) == reload_key(new)
+        && old.labels == new.labels
+        && old.instances.placement == new.instances.placement
+}
+
 /// The parts of a config whose change needs new sessions: everything but `instance_group` (applied in
 /// place) and `version_policy` (which only chooses versions).
 pub fn reload_key(spec: &ModelSpec) -> ModelConfig {
@@ -231,14 +239,11 @@ pub fn load_versions(
     current: &BTreeMap<u64, Current>,
     threads: &Arc<ThreadBudget>,
 ) -> LoadOutcome {
-    let key = reload_key(&prepared.spec);
     let mut outcome = LoadOutcome::default();
     for (version, path, files) in &prepared.versions {
         let reusable = current.get(version).and_then(|c| match &c.state {
             VersionState::Ready { model, .. }
-                if &c.files == files
-                    && reload_key(&model.spec) == key
-                    && model.spec.labels == prepared.spec.labels =>
+                if &c.files == files && keeps_sessions(&model.spec, &prepared.spec) =>
             {
                 Some(model)
             }
@@ -283,4 +288,30 @@ fn load_version(
     ModelVersion::load(environment, Arc::clone(&prepared.spec), version, &path, threads)
         .map(Arc::new)
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::spec_from;
+
+    /// Ferry's own rule (Triton reloads the whole model on any config change): a count edit is applied in
+    /// place, a kind or GPU edit reloads, since the running sessions sit on the old device.
+    #[test]
+    fn only_count_edits_keep_the_sessions() {
+        let spec = |groups: &str| {
+            spec_from(&format!("max_batch_size: 2\ninstance_group [ {groups} ]\n")).expect("valid")
+        };
+        let cpu = spec("{ kind: KIND_CPU, count: 1 }");
+        assert!(keeps_sessions(&cpu, &spec("{ kind: KIND_CPU, count: 3 }")));
+        assert!(!keeps_sessions(&cpu, &spec("{ kind: KIND_AUTO, count: 1 }")));
+        assert!(!keeps_sessions(
+            &spec("{ kind: KIND_GPU, gpus: [ 0 ] }"),
+            &spec("{ kind: KIND_GPU, gpus: [ 1 ] }")
+        ));
+        assert!(!keeps_sessions(
+            &cpu,
+            &spec_from("max_batch_size: 4\ninstance_group [ { kind: KIND_CPU } ]\n").expect("valid")
+        ));
+    }
 }

@@ -42,6 +42,7 @@ pub(super) fn spec(max_batch_size: usize, inputs: Vec<TensorSpec>) -> ModelSpec 
             intra_op_threads: None,
             inter_op_threads: None,
             placement: Default::default(),
+            tensorrt: None,
         },
         model_filename: "model.onnx".into(),
         batching: ferry_batching::BatchingPolicy::unbatched(None),

@@ -17,7 +17,8 @@
 //!   `pread`/`pwrite` after checking its current size, so a client that writes while a request reads gets
 //!   a torn tensor and one that truncates the object gets an error naming the region, but neither can
 //!   fault the server.
-//! - `cuda`: the CUDA regions, which share the registry's namespace of names.
+//! - `cuda`: the CUDA regions (client GPU memory opened from CUDA IPC handles), which share the registry's
+//!   namespace of names; inputs and outputs in them are copied device to host and back, once.
 //!
 //! A region's object is opened once, when it is registered, and shared behind an `Arc`: unregistering
 //! removes the name at once, but a request that already resolved the region keeps the object open until it
@@ -37,5 +38,5 @@ pub(crate) mod testing;
 
 pub use output::OutputRegions;
 pub use region::RegionSlice;
-pub use registry::{MAX_REGION_NAME_BYTES, MAX_REGIONS, RegionInfo, SharedMemoryRegistry};
+pub use registry::{MAX_REGION_NAME_BYTES, MAX_REGIONS, RegionInfo, SharedMemoryRegistry, Slice};
 pub use tensor::{BYTE_SIZE, OFFSET, REGION, TensorRegion};

@@ -6,13 +6,13 @@ use std::collections::HashMap;
 
 use ferry_proto::inference::{InferParameter, model_infer_request::InferRequestedOutputTensor};
 
-use super::{SharedMemoryRegistry, TensorRegion, region::RegionSlice};
+use super::{SharedMemoryRegistry, TensorRegion, registry::Slice};
 use crate::Error;
 /// The requested outputs that go to shared memory, resolved before the model runs so that a bad region
 /// fails the request without spending compute on it.
 #[derive(Debug, Default)]
 pub struct OutputRegions {
-    outputs: Vec<(String, TensorRegion, RegionSlice)>,
+    outputs: Vec<(String, TensorRegion, Slice)>,
 }
 
 impl OutputRegions {
@@ -49,7 +49,7 @@ impl OutputRegions {
         Ok(Some(tensor.parameters()))
     }
 
-    fn find(&self, output: &str) -> Option<(&TensorRegion, &RegionSlice)> {
+    fn find(&self, output: &str) -> Option<(&TensorRegion, &Slice)> {
         self.outputs
             .iter()
             .find(|(name, ..)| name == output)
@@ -57,7 +57,7 @@ impl OutputRegions {
     }
 }
 
-impl RegionSlice {
+impl Slice {
     /// Copies `data` to the start of the slice, which holds the output named `output`.
     pub fn write(&self, data: &[u8], output: &str) -> Result<(), Error> {
         self.check_fits(data.len(), output)?;

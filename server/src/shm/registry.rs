@@ -66,7 +66,7 @@ impl SharedMemoryRegistry {
     pub fn with_max_regions(max_regions: usize) -> Self {
         Self {
             regions: RwLock::default(),
-            cuda: cuda::CudaSharedMemoryRegistry,
+            cuda: cuda::CudaSharedMemoryRegistry::default(),
             max_regions,
         }
     }
@@ -86,6 +86,12 @@ impl SharedMemoryRegistry {
         }
         if let Some(existing) = self.read().get(name) {
             return Err(already_registered(existing));
+        }
+        if self.cuda.contains(name) {
+            // One namespace for both kinds, as in Triton.
+            return Err(Error::AlreadyExists(format!(
+                "shared memory region '{name}' already in manager"
+            )));
         }
         self.check_room(self.read().len())?;
         let region = Region::open(name, key, offset, byte_size)?;
@@ -149,16 +155,20 @@ impl SharedMemoryRegistry {
         &self.cuda
     }
 
-    /// The bytes `tensor` points at, checked against its region with Triton's errors
-    /// (`SharedMemoryManager::GetMemoryInfo`).
-    pub fn slice(&self, tensor: &TensorRegion) -> Result<RegionSlice, Error> {
-        let region = self.read().get(&tensor.region).cloned().ok_or_else(|| {
-            Error::NotFound(format!(
-                "Unable to find shared memory region: '{}'",
-                tensor.region
-            ))
-        })?;
-        RegionSlice::new(region, tensor.offset, tensor.byte_size)
+    /// The bytes `tensor` points at, in a system or a CUDA region, checked against its region with Triton's
+    /// errors (`SharedMemoryManager::GetMemoryInfo`).
+    pub fn slice(&self, tensor: &TensorRegion) -> Result<Slice, Error> {
+        if let Some(region) = self.read().get(&tensor.region).cloned() {
+            return RegionSlice::new(region, tensor.offset, tensor.byte_size).map(Slice::System);
+        }
+        if let Some(region) = self.cuda.region(&tensor.region) {
+            return cuda::CudaSlice::new(region, tensor.offset as u64, tensor.byte_size as u64)
+                .map(Slice::Cuda);
+        }
+        Err(Error::NotFound(format!(
+            "Unable to find shared memory region: '{}'",
+            tensor.region
+        )))
     }
 
     fn read(&self) -> RwLockReadGuard<'_, HashMap<String, Arc<Region>>> {
@@ -168,6 +178,41 @@ impl SharedMemoryRegistry {
 
     fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, Arc<Region>>> {
         self.regions.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The part of a region a tensor points at, in host or device memory.
+#[derive(Debug, Clone)]
+pub enum Slice {
+    /// In a POSIX shared memory object.
+    System(RegionSlice),
+    /// In a client's GPU memory, opened from its CUDA IPC handle.
+    Cuda(cuda::CudaSlice),
+}
+
+impl Slice {
+    /// The slice's size in bytes.
+    pub fn byte_size(&self) -> usize {
+        match self {
+            Slice::System(slice) => slice.byte_size(),
+            Slice::Cuda(slice) => slice.byte_size(),
+        }
+    }
+
+    /// The slice's bytes, copied out once.
+    pub fn to_bytes(&self) -> Result<bytes::Bytes, Error> {
+        match self {
+            Slice::System(slice) => slice.to_bytes(),
+            Slice::Cuda(slice) => slice.to_bytes(),
+        }
+    }
+
+    /// Copies `data` to the start of the slice (the caller checked that it fits).
+    pub fn copy_in(&self, data: &[u8]) -> Result<(), Error> {
+        match self {
+            Slice::System(slice) => slice.copy_in(data),
+            Slice::Cuda(slice) => slice.copy_in(data),
+        }
     }
 }
 
