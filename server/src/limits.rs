@@ -50,6 +50,17 @@ pub struct ResourceLimits {
     /// Runtime threads); a load that would pass it fails.
     #[arg(long, default_value_t = ResourceLimits::default().max_model_threads, value_name = "COUNT")]
     pub max_model_threads: usize,
+    /// How long a model instance's thread waits for a request before it ends, in milliseconds; the next
+    /// request starts one again. 0 keeps one thread per instance running from load to unload.
+    #[arg(long, default_value_t = ResourceLimits::default().instance_idle_ms, value_name = "MS")]
+    pub instance_idle_ms: u64,
+}
+
+impl ResourceLimits {
+    /// [`ResourceLimits::instance_idle_ms`] as the instances take it: `None` when threads never end.
+    pub fn instance_idle(&self) -> Option<std::time::Duration> {
+        (self.instance_idle_ms > 0).then(|| std::time::Duration::from_millis(self.instance_idle_ms))
+    }
 }
 
 impl Default for ResourceLimits {
@@ -59,6 +70,7 @@ impl Default for ResourceLimits {
             max_instances_per_model: 64,
             max_threads_per_instance: 64,
             max_model_threads: 4096,
+            instance_idle_ms: 5000,
         }
     }
 }

@@ -1,15 +1,15 @@
-//! A loaded model version: its instances, each an ONNX Runtime session on a thread of its own, fed batches
-//! by one scheduler that follows the model's batching policy. A lone request of a quick model runs on an
+//! A loaded model version: its instances, each an ONNX Runtime session run by a thread of its own while
+//! requests come (and by none while the model idles), fed batches by one scheduler that follows the
+//! model's batching policy. A lone request of a quick model runs on an
 //! idle instance's session from its handler's worker instead ([`LONE_RUN_LIMIT`]).
 
 use std::{
     path::Path,
     sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        Arc, PoisonError,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
-    thread,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use ferry_batching::{Admitted, EnqueueError, Payload, Request, Scheduler, Ticket, TicketState};
@@ -30,7 +30,7 @@ mod instance;
 mod lone;
 mod warmup;
 
-use instance::{Engine, Instance, InstanceHandle, Runs, run_batch};
+use instance::{Engine, InstanceHandle, Runs, run_batch, start_thread};
 pub use lone::LONE_RUN_LIMIT;
 use lone::LoneRuns;
 
@@ -72,8 +72,8 @@ pub struct ModelVersion {
     /// request finding the same members served skips the check (`repository::ensembles::unready_reason`).
     pub fitted_members: arc_swap::ArcSwap<Vec<Arc<ModelSpec>>>,
     scheduler: Arc<Scheduler<InferJob>>,
-    /// The running instances, each with its `retired` flag.
-    instances: Mutex<Vec<InstanceHandle>>,
+    /// The id the next instance gets.
+    next_instance: AtomicUsize,
     lone: Arc<LoneRuns>,
     runs: Arc<Runs>,
     /// Requests every new instance runs before it takes traffic.
@@ -101,7 +101,7 @@ impl ModelVersion {
     /// The version of an ensemble: no session and no instance of its own; its requests run as requests of
     /// its members (`crate::ensemble::run`), and `stats` count them as the ensemble's.
     pub fn ensemble(spec: Arc<ModelSpec>, version: u64) -> Self {
-        Self::without_instances(spec, version, warmup::Warmup::default(), None)
+        Self::without_instances(spec, version, warmup::Warmup::default(), None, None)
     }
 
     /// A version with its scheduler and statistics and no instance yet.
@@ -110,22 +110,38 @@ impl ModelVersion {
         version: u64,
         warmup: warmup::Warmup,
         drift: Option<crate::drift::DriftMonitor>,
+        idle_after: Option<Duration>,
     ) -> Self {
         let scheduler = Arc::new(Scheduler::new(spec.batching.clone()));
         let stats = Arc::new(VersionStats::default());
         let lone = Arc::new(LoneRuns::new(&spec));
         let runs = Arc::new(Runs {
             spec: Arc::clone(&spec),
+            version,
             scheduler: Arc::clone(&scheduler),
             stats: Arc::clone(&stats),
             lone: Arc::clone(&lone),
+            instances: Default::default(),
+            idle_after,
         });
+        if idle_after.is_some() {
+            // Weak: the scheduler lives in `runs`.
+            let weak = Arc::downgrade(&runs);
+            scheduler.set_unpark(move |id| {
+                if let Some(runs) = weak.upgrade()
+                    && let Err(error) = start_thread(&runs, id)
+                {
+                    // The queued requests wait for another instance, or until their timeout.
+                    tracing::error!(model = %runs.spec.name, %error, "cannot start a parked instance");
+                }
+            });
+        }
         ModelVersion {
             scheduler,
             stats,
             lone,
             runs,
-            instances: Mutex::new(Vec::new()),
+            next_instance: AtomicUsize::new(0),
             warmup,
             drift,
             fitted_members: arc_swap::ArcSwap::default(),
@@ -134,14 +150,16 @@ impl ModelVersion {
         }
     }
 
-    /// Opens `spec.instances.count` sessions on `model_path`, checks the file against the spec, and starts one
-    /// thread per session.
+    /// Opens `spec.instances.count` sessions on `model_path` and checks the file against the spec. With an
+    /// `idle_after` time, the instances start parked: each gets a thread when requests need it, which ends
+    /// after the instance has idled that long; without, each runs a thread of its own from now on.
     pub fn load(
         environment: &Environment,
         spec: Arc<ModelSpec>,
         version: u64,
         model_path: &Path,
         threads: &Arc<ThreadBudget>,
+        idle_after: Option<Duration>,
     ) -> Result<Self, Error> {
         let reservation = threads
             .reserve(instance_threads(&spec.instances))
@@ -154,7 +172,7 @@ impl ModelVersion {
             .unwrap_or(Path::new("."));
         let warmup = warmup::requests(&spec, model_dir)?;
         let drift = crate::drift::DriftMonitor::start(&spec, version, model_dir)?;
-        let model = Self::without_instances(spec, version, warmup, drift);
+        let model = Self::without_instances(spec, version, warmup, drift, idle_after);
         model.start_instance(first, reservation)?;
         model.set_instances(environment, model_path, model.spec.instances, threads)?;
         Ok(model)
@@ -170,14 +188,16 @@ impl ModelVersion {
         threads: &Arc<ThreadBudget>,
     ) -> Result<(), Error> {
         let running = self
+            .runs
             .instances
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len();
         if plan.count < running {
-            let mut instances = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut instances = self.runs.instances.lock().unwrap_or_else(PoisonError::into_inner);
             for retired in instances.drain(plan.count..) {
                 retired.retired.store(true, Ordering::Release);
+                self.scheduler.forget_parked(retired.id);
             }
             drop(instances);
             self.scheduler.wake_all();
@@ -193,7 +213,8 @@ impl ModelVersion {
 
     /// How many instances run now.
     pub fn instance_count(&self) -> usize {
-        self.instances
+        self.runs
+            .instances
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
@@ -205,7 +226,7 @@ impl ModelVersion {
     }
 
     /// Warms a new session up with the config's `model_warmup` requests (or one zero-filled request) and
-    /// starts its thread. Like Triton, warm-up runs on the instance itself, not through the queue, so it
+    /// starts its thread, or parks it when instances idle without one. Like Triton, warm-up runs on the instance itself, not through the queue, so it
     /// neither waits for batching delays nor shows in the statistics.
     fn start_instance(&self, mut session: Session, threads: ThreadReservation) -> Result<(), Error> {
         let mut runner = BatchRunner::new()?;
@@ -224,26 +245,29 @@ impl ModelVersion {
                 }
             }
         }
-        let retired = Arc::new(AtomicBool::new(false));
-        let engine = Arc::new(Mutex::new(Engine { session, runner }));
-        let worker = Instance {
-            engine: Arc::clone(&engine),
-            runs: Arc::clone(&self.runs),
-            retired: Arc::clone(&retired),
+        let id = self.next_instance.fetch_add(1, Ordering::Relaxed);
+        let handle = InstanceHandle {
+            id,
+            retired: Arc::new(AtomicBool::new(false)),
+            engine: Arc::new(std::sync::Mutex::new(Engine { session, runner })),
             _threads: threads,
         };
-        let mut instances = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
-        thread::Builder::new()
-            .name(format!(
-                "{}-v{}-{}",
-                self.spec.name,
-                self.version,
-                instances.len()
-            ))
-            .spawn(move || worker.serve())
-            .map_err(|error| Error::ModelLoad(format!("starting an instance thread: {error}")))?;
-        instances.push(InstanceHandle { retired, engine });
-        Ok(())
+        self.runs
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(handle);
+        if self.runs.idle_after.is_some() {
+            self.scheduler.add_parked(id);
+            return Ok(());
+        }
+        start_thread(&self.runs, id).inspect_err(|_| {
+            self.runs
+                .instances
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|handle| handle.id != id);
+        })
     }
 
     /// Queues a validated request and waits for its outputs.
@@ -322,6 +346,7 @@ impl ModelVersion {
     /// answers it; when no engine is idle or the policy waits, wakes an instance instead.
     fn run_here(&self) {
         let idle = self
+            .runs
             .instances
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -409,9 +434,13 @@ impl Drop for WithdrawOnDrop {
     }
 }
 
-/// The threads one instance of `plan` runs: its own, ONNX Runtime's intra-op threads (the configured
-/// count, or the share of the cores `open_session` gives it) and inter-op threads when configured.
+/// The threads one instance of `plan` may run: its own and, unless it shares ONNX Runtime's global pool
+/// ([`onnx::shares_threads`]), its intra-op threads (the configured count, or the share of the cores
+/// `open_session` gives it) and inter-op threads when configured.
 fn instance_threads(plan: &InstancePlan) -> usize {
+    if onnx::shares_threads(plan) {
+        return 1;
+    }
     1 + onnx::intra_threads(plan) + plan.inter_op_threads.unwrap_or(0)
 }
 

@@ -7,4 +7,4 @@ mod strings;
 
 pub use batch::{BatchRunner, OutputTensor};
 pub use runtime::{LibrarySource, MISSING_LIBRARY_HELP, find_library, start};
-pub use session::{cuda_available, intra_threads, open_session, signature};
+pub use session::{cuda_available, intra_threads, open_session, shares_threads, signature};

@@ -16,8 +16,9 @@ use crate::{
 
 /// Opens a session on `model_path` with the threads, placement and session options of `plan`.
 ///
-/// When the config does not set `intra_op_thread_count`, the machine's cores are shared out between the
-/// model's instances instead of every session starting one thread per core. A GPU placement registers ONNX
+/// A session whose config asks for nothing about threads ([`shares_threads`]) runs its operators on ONNX
+/// Runtime's global thread pool, one per process ([`super::start`]); one that does gets a pool of its own:
+/// the configured `intra_op_thread_count`, or the machine's cores shared out between the model's instances. A GPU placement registers ONNX
 /// Runtime's CUDA execution provider; `KIND_GPU` fails the load when it cannot be used, `KIND_AUTO` falls
 /// back to the CPU.
 pub fn open_session(
@@ -26,14 +27,18 @@ pub fn open_session(
     plan: &InstancePlan,
 ) -> Result<Session, Error> {
     let fail = |error: ort::Error| Error::ModelLoad(format!("{}: {error}", model_path.display()));
-    let intra = intra_threads(plan);
     let options = &plan.session;
-    let mut builder = Session::builder(environment)
-        .map_err(fail)?
-        .with_intra_threads(intra)
-        .map_err(|e| fail(e.into()))?
-        .with_intra_op_spinning(options.intra_op_spinning)
-        .map_err(|e| fail(e.into()))?
+    let mut builder = Session::builder(environment).map_err(fail)?;
+    if !shares_threads(plan) {
+        builder = builder
+            .with_independent_thread_pool()
+            .map_err(|e| fail(e.into()))?
+            .with_intra_threads(intra_threads(plan))
+            .map_err(|e| fail(e.into()))?
+            .with_intra_op_spinning(options.intra_op_spinning)
+            .map_err(|e| fail(e.into()))?;
+    }
+    let mut builder = builder
         .with_parallel_execution(options.parallel_execution)
         .map_err(|e| fail(e.into()))?
         .with_optimization_level(match options.graph_level {
@@ -83,8 +88,18 @@ pub fn open_session(
     builder.commit_from_file(model_path).map_err(fail)
 }
 
-/// The intra-op threads each session of `plan` runs: the config's count, or the machine's cores shared out
-/// between the model's instances.
+/// Whether sessions of `plan` run on ONNX Runtime's shared thread pool: when the config sets none of
+/// `intra_op_thread_count`, `inter_op_thread_count`, `execution_mode: "1"` (parallel execution, which
+/// needs inter-op threads of its own) and `ferry.intra_op_spinning`.
+pub fn shares_threads(plan: &InstancePlan) -> bool {
+    plan.intra_op_threads.is_none()
+        && plan.inter_op_threads.is_none()
+        && !plan.session.parallel_execution
+        && !plan.session.intra_op_spinning
+}
+
+/// The intra-op threads each session of `plan` with a pool of its own runs: the config's count, or the
+/// machine's cores shared out between the model's instances.
 pub fn intra_threads(plan: &InstancePlan) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     plan.intra_op_threads

@@ -5,6 +5,7 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use ferry_proto::inference::ModelConfig;
@@ -216,6 +217,7 @@ pub fn load_versions(
     prepared: &Prepared,
     current: &BTreeMap<u64, Current>,
     threads: &Arc<ThreadBudget>,
+    idle_after: Option<Duration>,
 ) -> LoadOutcome {
     let key = reload_key(&prepared.spec);
     let mut outcome = LoadOutcome::default();
@@ -238,7 +240,7 @@ pub fn load_versions(
             outcome.ready.insert(*version, (Arc::clone(model), files.clone()));
             continue;
         }
-        match load_version(environment, prepared, *version, path, threads) {
+        match load_version(environment, prepared, *version, path, threads, idle_after) {
             Ok(model) => {
                 outcome.ready.insert(*version, (model, files.clone()));
             }
@@ -257,6 +259,7 @@ fn load_version(
     version: u64,
     path: &Path,
     threads: &Arc<ThreadBudget>,
+    idle_after: Option<Duration>,
 ) -> Result<Arc<ModelVersion>, String> {
     if prepared.spec.ensemble.is_some() {
         // An ensemble's version folder holds no model: its steps run on the members.
@@ -266,7 +269,14 @@ fn load_version(
         )));
     }
     let path = files::contained_file(&prepared.dir, path)?;
-    ModelVersion::load(environment, Arc::clone(&prepared.spec), version, &path, threads)
-        .map(Arc::new)
-        .map_err(|e| e.to_string())
+    ModelVersion::load(
+        environment,
+        Arc::clone(&prepared.spec),
+        version,
+        &path,
+        threads,
+        idle_after,
+    )
+    .map(Arc::new)
+    .map_err(|e| e.to_string())
 }
