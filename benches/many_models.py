@@ -9,6 +9,8 @@ Relu between, 26 K weights, 103 KB; config with max_batch_size 8 and Triton's de
 starts `ferry` on it, and reports:
 
   ready     seconds from starting the process to /v2/health/ready answering 200 (every model loaded)
+  cpu       CPU seconds the process used until then (on a shared machine, wall time includes waiting for
+            a core; CPU time does not)
   threads   the process's threads (/proc/PID/status) one second after ready, before any request
   rss       the process's resident memory then, in MB
   threads after traffic   the same after one request to each of up to 50 models (instances woken)
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import socket
 import subprocess
@@ -143,13 +146,22 @@ class Server:
             self.process.wait()
 
 
-def measure(ferry: str, count: int, extra: list[str]) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(ferry: str, count: int, extra: list[str], instances: int | None) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="ferry-many-") as tmp:
         repository = Path(tmp)
-        write_repository(repository, count)
+        config = CONFIG
+        if instances is not None:
+            config += f"instance_group [ {{ count: {instances}, kind: KIND_CPU }} ]\n"
+        write_repository(repository, count, config)
         server = Server(ferry, repository, extra)
         try:
             ready = server.wait_ready()
+            cpu = cpu_seconds(server.process.pid)
             time.sleep(1.0)
             idle = proc_status(server.process.pid)
             for i in range(min(count, 50)):
@@ -160,6 +172,7 @@ def measure(ferry: str, count: int, extra: list[str]) -> dict[str, float]:
     return {
         "models": count,
         "ready_s": ready,
+        "cpu_s": cpu,
         "threads": idle["Threads"],
         "rss_mb": idle["VmRSS"] / 1024,
         "threads_after": busy["Threads"],
@@ -168,12 +181,12 @@ def measure(ferry: str, count: int, extra: list[str]) -> dict[str, float]:
 
 def table(rows: list[dict[str, float]]) -> str:
     lines = [
-        "| models | time to ready | threads | RSS | threads after a request to each of up to 50 models |",
-        "|---|---|---|---|---|",
+        "| models | time to ready | CPU until ready | threads | RSS | threads after a request to each of up to 50 models |",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['models']} | {row['ready_s']:.2f} s | {row['threads']} | {row['rss_mb']:.0f} MB | "
+            f"| {row['models']} | {row['ready_s']:.2f} s | {row['cpu_s']:.2f} s | {row['threads']} | {row['rss_mb']:.0f} MB | "
             f"{row['threads_after']} |"
         )
     return "\n".join(lines)
@@ -184,10 +197,11 @@ def main() -> int:
     parser.add_argument("--ferry", required=True)
     parser.add_argument("--counts", default="1,50,200,1000")
     parser.add_argument("--extra-args", default="")
+    parser.add_argument("--instances", type=int, help="instance_group count (default: none, Triton's two)")
     parser.add_argument("--out")
     options = parser.parse_args()
     extra = shlex.split(options.extra_args)
-    rows = [measure(options.ferry, int(n), extra) for n in options.counts.split(",")]
+    rows = [measure(options.ferry, int(n), extra, options.instances) for n in options.counts.split(",")]
     text = table(rows)
     print(text)
     if options.out:

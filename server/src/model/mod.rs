@@ -7,13 +7,16 @@ use std::{
     path::Path,
     sync::{
         Arc, PoisonError,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use ferry_batching::{Admitted, EnqueueError, Payload, Request, Scheduler, Ticket, TicketState};
-use ort::{environment::Environment, session::Session};
+use ort::{
+    environment::Environment,
+    session::{Session, builder::PrepackedWeights},
+};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
@@ -78,6 +81,12 @@ pub struct ModelVersion {
     runs: Arc<Runs>,
     /// Requests every new instance runs before it takes traffic.
     warmup: warmup::Warmup,
+    /// The weights ONNX Runtime repacks for its kernels, one copy for all the version's instances.
+    prepacked: PrepackedWeights,
+    /// When a request last routed to this version, in milliseconds since [`epoch`].
+    last_used: AtomicU64,
+    /// The memory the version took when it loaded, in bytes (`--model-memory-budget`).
+    memory_bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for ModelVersion {
@@ -142,6 +151,9 @@ impl ModelVersion {
             lone,
             runs,
             next_instance: AtomicUsize::new(0),
+            prepacked: PrepackedWeights::new(),
+            last_used: AtomicU64::new(since_epoch()),
+            memory_bytes: AtomicU64::new(0),
             warmup,
             drift,
             fitted_members: arc_swap::ArcSwap::default(),
@@ -164,7 +176,8 @@ impl ModelVersion {
         let reservation = threads
             .reserve(instance_threads(&spec.instances))
             .map_err(Error::TooLarge)?;
-        let first = onnx::open_session(environment, model_path, &spec.instances)?;
+        let prepacked = PrepackedWeights::new();
+        let first = onnx::open_session(environment, model_path, &spec.instances, Some(&prepacked))?;
         spec.check_signature(&onnx::signature(&first), &model_path.display().to_string())?;
         let model_dir = model_path
             .parent()
@@ -172,7 +185,8 @@ impl ModelVersion {
             .unwrap_or(Path::new("."));
         let warmup = warmup::requests(&spec, model_dir)?;
         let drift = crate::drift::DriftMonitor::start(&spec, version, model_dir)?;
-        let model = Self::without_instances(spec, version, warmup, drift, idle_after);
+        let mut model = Self::without_instances(spec, version, warmup, drift, idle_after);
+        model.prepacked = prepacked;
         model.start_instance(first, reservation)?;
         model.set_instances(environment, model_path, model.spec.instances, threads)?;
         Ok(model)
@@ -206,9 +220,30 @@ impl ModelVersion {
             let reservation = threads
                 .reserve(instance_threads(&plan))
                 .map_err(Error::TooLarge)?;
-            self.start_instance(onnx::open_session(environment, model_path, &plan)?, reservation)?;
+            let session = onnx::open_session(environment, model_path, &plan, Some(&self.prepacked))?;
+            self.start_instance(session, reservation)?;
         }
         Ok(())
+    }
+
+    /// Notes that a request routed to this version now: the memory budget evicts the least recently used.
+    pub fn touch(&self) {
+        self.last_used.store(since_epoch(), Ordering::Relaxed);
+    }
+
+    /// When a request last routed to this version (or it loaded), in milliseconds since the process's epoch.
+    pub fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// The memory the version took when it loaded, in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Records the memory the version took when it loaded.
+    pub fn set_memory_bytes(&self, bytes: u64) {
+        self.memory_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// How many instances run now.
@@ -444,6 +479,12 @@ fn instance_threads(plan: &InstancePlan) -> usize {
     1 + onnx::intra_threads(plan) + plan.inter_op_threads.unwrap_or(0)
 }
 
+/// The process's clock for [`ModelVersion::last_used`].
+fn since_epoch() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Opens a session only to read the model's signature, for auto-completing a config before the spec exists.
 pub fn read_signature(environment: &Environment, model_path: &Path) -> Result<ModelSignature, Error> {
     let plan = InstancePlan {
@@ -453,5 +494,5 @@ pub fn read_signature(environment: &Environment, model_path: &Path) -> Result<Mo
         inter_op_threads: None,
         placement: Default::default(),
     };
-    onnx::open_session(environment, model_path, &plan).map(|session| onnx::signature(&session))
+    onnx::open_session(environment, model_path, &plan, None).map(|session| onnx::signature(&session))
 }

@@ -386,7 +386,8 @@ mod tests {
         )
         .expect("valid");
         let plan = spec.instances;
-        let session = open_session(&environment, &dir.join("1/model.onnx"), &plan).expect("model loads");
+        let session =
+            open_session(&environment, &dir.join("1/model.onnx"), &plan, None).expect("model loads");
         spec.check_signature(&signature(&session), "model.onnx")
             .expect("matches");
         (session, Arc::new(spec))

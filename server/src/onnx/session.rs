@@ -5,7 +5,10 @@ use std::path::Path;
 use ort::{
     environment::Environment,
     ep,
-    session::{Session, builder::GraphOptimizationLevel},
+    session::{
+        Session,
+        builder::{GraphOptimizationLevel, PrepackedWeights},
+    },
     value::{Outlet, ValueType},
 };
 
@@ -18,13 +21,16 @@ use crate::{
 ///
 /// A session whose config asks for nothing about threads ([`shares_threads`]) runs its operators on ONNX
 /// Runtime's global thread pool, one per process ([`super::start`]); one that does gets a pool of its own:
-/// the configured `intra_op_thread_count`, or the machine's cores shared out between the model's instances. A GPU placement registers ONNX
+/// the configured `intra_op_thread_count`, or the machine's cores shared out between the model's instances.
+/// The instances of one version pass the same `prepacked` container, so that ONNX Runtime keeps one copy of
+/// the weights it repacks for its kernels instead of one per instance. A GPU placement registers ONNX
 /// Runtime's CUDA execution provider; `KIND_GPU` fails the load when it cannot be used, `KIND_AUTO` falls
 /// back to the CPU.
 pub fn open_session(
     environment: &Environment,
     model_path: &Path,
     plan: &InstancePlan,
+    prepacked: Option<&PrepackedWeights>,
 ) -> Result<Session, Error> {
     let fail = |error: ort::Error| Error::ModelLoad(format!("{}: {error}", model_path.display()));
     let options = &plan.session;
@@ -48,6 +54,11 @@ pub fn open_session(
             GraphLevel::Disabled => GraphOptimizationLevel::Disable,
         })
         .map_err(|e| fail(e.into()))?;
+    if let Some(prepacked) = prepacked {
+        builder = builder
+            .with_prepacked_weights(prepacked)
+            .map_err(|e| fail(e.into()))?;
+    }
     if let Some(inter) = plan.inter_op_threads {
         builder = builder.with_inter_threads(inter).map_err(|e| fail(e.into()))?;
     }

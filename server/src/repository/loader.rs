@@ -49,6 +49,8 @@ pub enum LoadFailure {
     Model(String),
     /// The version policy selects no version folder (Triton's `AsyncLoad`).
     NoVersions(String),
+    /// The memory budget has no room for the model and nothing can be evicted.
+    Budget(String),
     /// A selected version failed to load, so the load committed nothing.
     Version {
         /// The version that failed first.
@@ -67,7 +69,9 @@ impl From<String> for LoadFailure {
 impl std::fmt::Display for LoadFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LoadFailure::Model(reason) | LoadFailure::NoVersions(reason) => f.write_str(reason),
+            LoadFailure::Model(reason) | LoadFailure::NoVersions(reason) | LoadFailure::Budget(reason) => {
+                f.write_str(reason)
+            }
             LoadFailure::Version { version, reason } => write!(f, "version {version}: {reason}"),
         }
     }
@@ -207,6 +211,8 @@ pub struct LoadOutcome {
     pub resized: Vec<(u64, PathBuf)>,
     /// Versions that failed to load, with the reason.
     pub failed: BTreeMap<u64, String>,
+    /// Versions loaded afresh (not kept as they were).
+    pub fresh: usize,
 }
 
 /// Loads every selected version that is new or changed; versions whose files and config are unchanged are
@@ -242,6 +248,7 @@ pub fn load_versions(
         }
         match load_version(environment, prepared, *version, path, threads, idle_after) {
             Ok(model) => {
+                outcome.fresh += 1;
                 outcome.ready.insert(*version, (model, files.clone()));
             }
             Err(error) => {
@@ -269,7 +276,8 @@ fn load_version(
         )));
     }
     let path = files::contained_file(&prepared.dir, path)?;
-    ModelVersion::load(
+    let before = super::management::resident_bytes();
+    let model = ModelVersion::load(
         environment,
         Arc::clone(&prepared.spec),
         version,
@@ -277,6 +285,14 @@ fn load_version(
         threads,
         idle_after,
     )
-    .map(Arc::new)
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    // What the load took, at least the model file: the memory budget's measure of the version.
+    let grown = super::management::resident_bytes().saturating_sub(before);
+    model.set_memory_bytes(grown.max(file_bytes(&path)));
+    Ok(Arc::new(model))
+}
+
+/// A model file's size; 0 when it cannot be read (its load then fails anyway).
+pub fn file_bytes(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |meta| meta.len())
 }
