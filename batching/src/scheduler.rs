@@ -253,13 +253,10 @@ impl<P: Payload> Scheduler<P> {
             }
         };
         shared.state.instance_not_waiting();
-        let more = batch.is_some() && !shared.state.is_empty() && shared.sleeping > 0;
-        // Another instance may be able to start on what is left: an idle one, or a parked one.
-        let start = if batch.is_some() {
-            self.unpark_if_needed(&mut shared)
-        } else {
-            None
-        };
+        // Another instance may be able to start on what is left: an idle one, or a parked one. An instance
+        // that stops (retired) may have taken the wake-up meant for the requests still queued: pass it on.
+        let more = !shared.state.is_empty() && shared.sleeping > 0;
+        let start = self.unpark_if_needed(&mut shared);
         drop(shared);
         if more {
             self.arrivals.notify_one();
@@ -521,6 +518,42 @@ mod tests {
             started.lock().expect("started").len(),
             1,
             "no parked instance is left"
+        );
+    }
+
+    #[test]
+    fn a_retired_instance_hands_the_queue_to_a_parked_one() {
+        // The wake-up of a request went to an instance that was being retired; the other instance was
+        // parked. Stopping, the retired one must start it, or the request waits forever.
+        let scheduler = Arc::new(Scheduler::<Item>::new(BatchingPolicy::greedy(8)));
+        let started = Arc::new(Mutex::new(Vec::new()));
+        {
+            let started = Arc::clone(&started);
+            scheduler.set_unpark(move |id| started.lock().expect("started").push(id));
+        }
+        scheduler.add_parked(2);
+        let retired = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (scheduler, retired) = (Arc::clone(&scheduler), Arc::clone(&retired));
+            thread::spawn(move || {
+                scheduler
+                    .next_batch_or_park(&retired, Some((1, Duration::from_secs(60))))
+                    .is_none()
+            })
+        };
+        while scheduler.lock().sleeping == 0 {
+            thread::yield_now();
+        }
+        // Retired under the lock, so that the instance sees the flag when the request wakes it.
+        let shared = scheduler.lock();
+        retired.store(true, Ordering::Release);
+        drop(shared);
+        assert!(scheduler.submit(request()).is_ok());
+        assert!(waiter.join().expect("instance"), "the retired instance stops");
+        assert_eq!(
+            *started.lock().expect("started"),
+            [2],
+            "and starts the parked one"
         );
     }
 

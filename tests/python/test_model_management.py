@@ -97,6 +97,10 @@ def evictions(name: str) -> int:
     return int(found.group(1)) if found else 0
 
 
+def total_evictions() -> int:
+    return sum(int(v) for v in re.findall(r"^ferry_model_evictions_total\{[^}]*\} (\d+)$", metrics(), re.MULTILINE))
+
+
 def index_state(name: str) -> tuple[str, str]:
     rows = [row for row in client().get_model_repository_index(as_json=True).get("models", []) if row["name"] == name]
     assert rows, f"{name} is not in the repository index"
@@ -148,13 +152,13 @@ def test_a_broken_cold_model_fails_every_waiting_request_with_the_reason_until_i
 def test_the_least_recently_used_idle_model_is_evicted_first_and_a_pinned_one_never() -> None:
     pinned = CONFIG + 'parameters { key: "ferry.pinned" value { string_value: "true" } }\n'
     write_model("lru_pinned", 10, config=pinned)
-    names = [f"lru_{i}" for i in range(8)]
+    names = [f"lru_{i}" for i in range(16)]
     for i, name in enumerate(names):
         write_model(name, 20 + i)
     infer("lru_pinned")
     recency = ["lru_pinned"]  # least recently used first
     evicted_total = 0
-    for round_ in range(3):
+    for round_ in range(2):
         for name in names:
             before = loaded(names + ["lru_pinned"])
             assert infer(name)[0, 0, 0] == 20 + names.index(name)
@@ -170,7 +174,7 @@ def test_the_least_recently_used_idle_model_is_evicted_first_and_a_pinned_one_ne
             assert "lru_pinned" in after, "a pinned model is never evicted"
             for model in gone:
                 assert index_state(model) == ("UNAVAILABLE", "unloaded")
-    assert evicted_total > 0, f"eight 4 MiB models never filled a budget of {BUDGET} bytes"
+    assert evicted_total > 0, f"sixteen 4 MiB models never filled a budget of {BUDGET} bytes"
     assert sum(evictions(name) for name in names) == evicted_total
     assert evictions("lru_pinned") == 0
 
@@ -181,13 +185,13 @@ def test_a_model_larger_than_the_budget_fails_fast_naming_it() -> None:
     padding = np.zeros((BUDGET // 4 + 1,), dtype=np.float32)
     model.graph.initializer.append(numpy_helper.from_array(padding, "PADDING"))
     write_model("too_big", 1, blob=model.SerializeToString())
-    ready_before = loaded([f"lru_{i}" for i in range(8)])
+    ready_before = loaded([f"lru_{i}" for i in range(16)])
     with pytest.raises(InferenceServerException) as raised:
         infer("too_big")
     message = raised.value.message()
     assert raised.value.status() == "StatusCode.RESOURCE_EXHAUSTED", raised.value.status()
     assert "--model-memory-budget" in message and str(BUDGET) in message, message
-    assert loaded([f"lru_{i}" for i in range(8)]) == ready_before, "nothing was evicted for a load that cannot fit"
+    assert loaded([f"lru_{i}" for i in range(16)]) == ready_before, "nothing was evicted for a load that cannot fit"
 
 
 def test_an_unload_while_requests_are_queued_answers_them_first() -> None:
@@ -201,3 +205,24 @@ def test_an_unload_while_requests_are_queued_answers_them_first() -> None:
         rows = [future.result(timeout=30) for future in futures]
     assert all(row[0, 0, 0] == 7.0 for row in rows)
     assert index_state("queued") == ("UNAVAILABLE", "unloaded")
+
+
+def test_a_model_with_queued_requests_is_never_evicted() -> None:
+    # Its requests wait in the queue for the delay (or 8 of them) while other loads need room.
+    slow = CONFIG + "dynamic_batching { max_queue_delay_microseconds: 15000000 preferred_batch_size: [ 8 ] }\n"
+    write_model("busy", 8, config=slow)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(infer, "busy", i) for i in range(2)]
+        time.sleep(1.0)
+        evicted_before = total_evictions()
+        started = time.monotonic()
+        fillers = [f"filler_{i}" for i in range(10)]
+        for i, name in enumerate(fillers):
+            write_model(name, 40 + i)
+            assert infer(name)[0, 0, 0] == 40 + i
+        assert time.monotonic() - started < 12, "the fillers took longer than the queue delay: inconclusive"
+        assert total_evictions() > evicted_before, "the fillers needed room: something was evicted"
+        assert client().is_model_ready("busy"), "the least recently used model had requests queued"
+        assert evictions("busy") == 0
+        rows = [future.result(timeout=60) for future in futures]
+    assert all(row[0, 0, 0] == 8.0 for row in rows)

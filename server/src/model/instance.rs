@@ -8,7 +8,10 @@
 
 use std::{
     panic::AssertUnwindSafe,
-    sync::{Arc, Mutex, PoisonError, atomic::AtomicBool},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -50,6 +53,8 @@ pub(super) struct Runs {
     pub(super) instances: Mutex<Vec<InstanceHandle>>,
     /// How long an instance's thread waits for a request before it ends; `None`: it never does.
     pub(super) idle_after: Option<Duration>,
+    /// Instance threads running now.
+    pub(super) awake: AtomicUsize,
 }
 
 /// One model instance's thread: its engine, and the loop that runs batches on it.
@@ -68,6 +73,7 @@ impl Instance {
             let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
             run_batch(&mut engine, batch, &self.runs);
         }
+        self.runs.awake.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -88,11 +94,15 @@ pub(super) fn start_thread(runs: &Arc<Runs>, id: usize) -> Result<(), Error> {
         retired: Arc::clone(&handle.retired),
     };
     drop(instances);
+    runs.awake.fetch_add(1, Ordering::Relaxed);
     thread::Builder::new()
         .name(format!("{}-v{}-{id}", runs.spec.name, runs.version))
         .spawn(move || worker.serve())
         .map(drop)
-        .map_err(|error| Error::ModelLoad(format!("starting an instance thread: {error}")))
+        .map_err(|error| {
+            runs.awake.fetch_sub(1, Ordering::Relaxed);
+            Error::ModelLoad(format!("starting an instance thread: {error}"))
+        })
 }
 
 /// Runs `batch` on `engine` and answers its requests, on an instance's thread or a request handler's.

@@ -132,6 +132,7 @@ impl ModelVersion {
             lone: Arc::clone(&lone),
             instances: Default::default(),
             idle_after,
+            awake: AtomicUsize::new(0),
         });
         if idle_after.is_some() {
             // Weak: the scheduler lives in `runs`.
@@ -253,6 +254,12 @@ impl ModelVersion {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
+    }
+
+    /// Instance threads running now: at most the instance count, and none once every instance has idled
+    /// for `--instance-idle-ms`.
+    pub fn awake_instances(&self) -> usize {
+        self.runs.awake.load(Ordering::Relaxed)
     }
 
     /// Requests waiting in the queue now: the metrics endpoint's pending-request gauge.

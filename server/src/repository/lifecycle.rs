@@ -350,6 +350,13 @@ impl Registry {
                 loaded_files,
             }),
         );
+        // The estimate before the load may have been low (a first load counts the file's size only): what
+        // the versions measured may take the models past the budget, and others make room now.
+        if self.options.memory_budget.is_some()
+            && let Err(error) = self.make_room(name, 0)
+        {
+            tracing::warn!(model = %name, %error, "over the model memory budget after a load");
+        }
         Ok(())
     }
 

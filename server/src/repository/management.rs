@@ -95,7 +95,16 @@ impl Management {
 
 /// Whether the config pins the model in memory; a value other than true or false fails its load.
 pub(super) fn pinned(spec: &ModelSpec) -> Result<bool, String> {
-    match spec.config.parameters.get(PINNED).map(|p| p.string_value.trim()) {
+    pinned_value(
+        spec.config
+            .parameters
+            .get(PINNED)
+            .map(|p| p.string_value.as_str()),
+    )
+}
+
+fn pinned_value(value: Option<&str>) -> Result<bool, String> {
+    match value.map(str::trim) {
         None | Some("false" | "0") => Ok(false),
         Some("true" | "1") => Ok(true),
         Some(other) => Err(format!(
@@ -240,5 +249,38 @@ impl Registry {
             );
             let _ = writeln!(out, "{name} {budget}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_is_true_or_false_and_anything_else_fails_the_load() {
+        assert_eq!(pinned_value(None), Ok(false));
+        for yes in ["true", "1", " true "] {
+            assert_eq!(pinned_value(Some(yes)), Ok(true), "{yes}");
+        }
+        for no in ["false", "0"] {
+            assert_eq!(pinned_value(Some(no)), Ok(false), "{no}");
+        }
+        let refused = pinned_value(Some("yes")).expect_err("not a bool");
+        assert!(refused.contains(PINNED) && refused.contains("'yes'"), "{refused}");
+    }
+
+    #[test]
+    fn resident_memory_is_read_from_proc() {
+        let before = resident_bytes();
+        assert!(
+            before > 1024 * 1024,
+            "a test process holds more than 1 MiB: {before}"
+        );
+        let block = vec![1u8; 64 * 1024 * 1024];
+        assert!(
+            resident_bytes() >= before + 32 * 1024 * 1024,
+            "64 MiB touched shows"
+        );
+        drop(block);
     }
 }
