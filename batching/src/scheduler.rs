@@ -3,10 +3,10 @@
 
 use std::{
     sync::{
-        Condvar, Mutex, MutexGuard, PoisonError,
+        Condvar, Mutex, MutexGuard, OnceLock, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use crate::{
@@ -25,6 +25,9 @@ struct Shared<P> {
     /// a notify and the moment the woken instance takes the lock; the instance will find them all, so
     /// they skip their own notify (and its system call) instead of each waking an awake thread again.
     signalled: usize,
+    /// Instances whose thread ended after idling ([`Scheduler::next_batch_or_park`]), by id: the next
+    /// request that finds no instance asleep hands one of them to the unpark hook.
+    parked: Vec<usize>,
 }
 
 impl<P> Shared<P> {
@@ -51,7 +54,6 @@ impl<P> Shared<P> {
 /// [`Scheduler::wake_all`] makes a retired instance stop at once instead of at the next request.
 ///
 /// The lock is held only to queue a request or to decide a batch, never while a model runs.
-#[derive(Debug)]
 pub struct Scheduler<P> {
     shared: Mutex<Shared<P>>,
     /// Signalled when a request arrives or the scheduler closes.
@@ -62,6 +64,17 @@ pub struct Scheduler<P> {
     turns: Condvar,
     preserve_ordering: bool,
     adaptive_delay: bool,
+    /// Starts a thread for a parked instance ([`Scheduler::set_unpark`]); called without the lock held.
+    unpark: OnceLock<Box<dyn Fn(usize) + Send + Sync>>,
+}
+
+impl<P> std::fmt::Debug for Scheduler<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("preserve_ordering", &self.preserve_ordering)
+            .field("adaptive_delay", &self.adaptive_delay)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<P: Payload> Scheduler<P> {
@@ -75,10 +88,53 @@ impl<P: Payload> Scheduler<P> {
                 closed: false,
                 sleeping: 0,
                 signalled: 0,
+                parked: Vec::new(),
             }),
             arrivals: Condvar::new(),
             delivered: Mutex::new(0),
             turns: Condvar::new(),
+            unpark: OnceLock::new(),
+        }
+    }
+
+    /// Sets what starts a thread again for a parked instance (given its id); set once, before any instance
+    /// parks. Without it no instance may park.
+    pub fn set_unpark(&self, unpark: impl Fn(usize) + Send + Sync + 'static) {
+        // A second hook would be a bug of the caller; the first one stays.
+        let _ = self.unpark.set(Box::new(unpark));
+    }
+
+    /// Registers an instance that has no thread yet (or no longer): it starts on the first request that
+    /// finds no instance asleep, or at once when requests already wait for one.
+    pub fn add_parked(&self, id: usize) {
+        let mut shared = self.lock();
+        shared.parked.push(id);
+        let start = self.unpark_if_needed(&mut shared);
+        drop(shared);
+        self.start(start);
+    }
+
+    /// Forgets a parked instance being removed; false when it is not parked (its thread runs, or a
+    /// request is starting one for it).
+    pub fn forget_parked(&self, id: usize) -> bool {
+        let mut shared = self.lock();
+        let before = shared.parked.len();
+        shared.parked.retain(|parked| *parked != id);
+        before != shared.parked.len()
+    }
+
+    /// With requests queued and no instance asleep to take them, the parked instance to start, taken off
+    /// the list. Called with the lock held; [`Scheduler::start`] runs the hook once it is released.
+    fn unpark_if_needed(&self, shared: &mut Shared<P>) -> Option<usize> {
+        if shared.sleeping > 0 || shared.state.is_empty() || self.unpark.get().is_none() {
+            return None;
+        }
+        shared.parked.pop()
+    }
+
+    fn start(&self, id: Option<usize>) {
+        if let (Some(id), Some(unpark)) = (id, self.unpark.get()) {
+            unpark(id);
         }
     }
 
@@ -110,12 +166,20 @@ impl<P: Payload> Scheduler<P> {
             });
         }
         let admitted = shared.state.enqueue(request, Instant::now())?;
-        let alone = may_run_here && shared.sleeping > shared.signalled && shared.state.len() == 1;
+        // A parked instance is idle too: its engine is free for the caller to run a lone request on.
+        let idle = shared.sleeping > shared.signalled || !shared.parked.is_empty();
+        let alone = may_run_here && idle && shared.state.len() == 1;
         let notify = !alone && shared.signal();
+        let start = if alone {
+            None
+        } else {
+            self.unpark_if_needed(&mut shared)
+        };
         drop(shared);
         if notify {
             self.arrivals.notify_one();
         }
+        self.start(start);
         Ok((admitted, alone))
     }
 
@@ -134,21 +198,38 @@ impl<P: Payload> Scheduler<P> {
         }
     }
 
-    /// Wakes an idle instance when requests wait: what [`Scheduler::submit_alone`] left undone.
+    /// Wakes an idle instance when requests wait, or starts a parked one when none is asleep: what
+    /// [`Scheduler::submit_alone`] left undone.
     pub fn wake_for_queued(&self) {
         let mut shared = self.lock();
         let wake = !shared.state.is_empty() && shared.signal();
+        let start = self.unpark_if_needed(&mut shared);
         drop(shared);
         if wake {
             self.arrivals.notify_one();
         }
+        self.start(start);
     }
 
     /// Blocks until there is a batch to run; `None` once the scheduler is closed and its queue drained, or
     /// as soon as `retired` is set (an instance being removed stops between batches).
     pub fn next_batch(&self, retired: &AtomicBool) -> Option<Batch<P>> {
+        self.next_batch_or_park(retired, None)
+    }
+
+    /// Like [`Scheduler::next_batch`], and, with `park` = `(id, after)`, also `None` once the queue has been
+    /// empty for `after`: the instance is then parked under `id`, and its thread should end; the unpark
+    /// hook ([`Scheduler::set_unpark`]) starts one again when a request needs it. An idle model thus holds
+    /// no thread, whatever its instance count.
+    pub fn next_batch_or_park(
+        &self,
+        retired: &AtomicBool,
+        park: Option<(usize, Duration)>,
+    ) -> Option<Batch<P>> {
         let mut shared = self.lock();
         shared.state.instance_waiting();
+        let park = park.filter(|_| self.unpark.get().is_some());
+        let mut idle_since: Option<Instant> = None;
         let batch = loop {
             if retired.load(Ordering::Acquire) {
                 break None;
@@ -159,6 +240,7 @@ impl<P: Payload> Scheduler<P> {
                 Next::Batch(batch) if batch.items.is_empty() => continue,
                 Next::Batch(batch) => break Some(batch),
                 Next::WaitUntil(at) => {
+                    idle_since = None;
                     let wait = at.saturating_duration_since(now);
                     shared.sleeping += 1;
                     shared = self
@@ -169,20 +251,40 @@ impl<P: Payload> Scheduler<P> {
                     shared.woke();
                 }
                 Next::Idle if shared.closed => break None,
-                Next::Idle => {
-                    shared.sleeping += 1;
-                    shared = self.arrivals.wait(shared).unwrap_or_else(PoisonError::into_inner);
-                    shared.woke();
-                }
+                Next::Idle => match park {
+                    None => {
+                        shared.sleeping += 1;
+                        shared = self.arrivals.wait(shared).unwrap_or_else(PoisonError::into_inner);
+                        shared.woke();
+                    }
+                    Some((id, after)) => {
+                        let since = *idle_since.get_or_insert(now);
+                        let left = after.saturating_sub(now.saturating_duration_since(since));
+                        if left.is_zero() {
+                            shared.parked.push(id);
+                            break None;
+                        }
+                        shared.sleeping += 1;
+                        shared = self
+                            .arrivals
+                            .wait_timeout(shared, left)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                        shared.woke();
+                    }
+                },
             }
         };
         shared.state.instance_not_waiting();
-        let more = batch.is_some() && !shared.state.is_empty() && shared.signal();
+        // Another instance may be able to start on what is left: an idle one, or a parked one. An instance
+        // that stops (retired) may have taken the wake-up meant for the requests still queued: pass it on.
+        let more = !shared.state.is_empty() && shared.signal();
+        let start = self.unpark_if_needed(&mut shared);
         drop(shared);
         if more {
-            // Another idle instance may be able to start on what is left.
             self.arrivals.notify_one();
         }
+        self.start(start);
         batch
     }
 
@@ -452,6 +554,110 @@ mod tests {
         assert!(scheduler.take_ready().is_none(), "the delay has not passed");
         scheduler.wake_for_queued();
         assert_eq!(instance.join().expect("instance"), Some(1));
+    }
+
+    #[test]
+    fn an_idle_instance_parks_and_the_next_request_starts_it_again() {
+        let scheduler = Arc::new(Scheduler::<Item>::new(BatchingPolicy::greedy(8)));
+        let started = Arc::new(Mutex::new(Vec::new()));
+        {
+            let started = Arc::clone(&started);
+            scheduler.set_unpark(move |id| started.lock().expect("started").push(id));
+        }
+        let retired = AtomicBool::new(false);
+        let idled = Instant::now();
+        assert!(
+            scheduler
+                .next_batch_or_park(&retired, Some((7, Duration::from_millis(30))))
+                .is_none(),
+            "nothing came: the instance parks"
+        );
+        assert!(
+            idled.elapsed() >= Duration::from_millis(30),
+            "after idling, not before"
+        );
+        assert!(started.lock().expect("started").is_empty());
+        assert!(scheduler.submit(request()).is_ok());
+        assert_eq!(*started.lock().expect("started"), [7], "the request starts it");
+        assert!(scheduler.submit(request()).is_ok());
+        assert_eq!(started.lock().expect("started").len(), 1, "started once");
+        let batch = scheduler
+            .next_batch_or_park(&retired, Some((7, Duration::from_millis(30))))
+            .expect("the started instance finds the requests");
+        assert_eq!(batch.items.len(), 2);
+    }
+
+    #[test]
+    fn a_parked_instance_leaves_a_lone_request_to_its_caller_and_is_forgotten_when_removed() {
+        let scheduler = Scheduler::<Item>::new(BatchingPolicy::greedy(8));
+        let started = Arc::new(Mutex::new(Vec::new()));
+        {
+            let started = Arc::clone(&started);
+            scheduler.set_unpark(move |id| started.lock().expect("started").push(id));
+        }
+        scheduler.add_parked(1);
+        scheduler.add_parked(2);
+        let (_, alone) = scheduler.submit_alone(request()).expect("queued");
+        assert!(
+            alone,
+            "a parked instance is idle: the caller may run the request itself"
+        );
+        assert!(started.lock().expect("started").is_empty());
+        scheduler.wake_for_queued();
+        assert_eq!(
+            started.lock().expect("started").len(),
+            1,
+            "the caller did not run it: one parked instance starts"
+        );
+        let left = if started.lock().expect("started")[0] == 1 {
+            2
+        } else {
+            1
+        };
+        assert!(scheduler.forget_parked(left));
+        assert!(!scheduler.forget_parked(left), "forgotten already");
+        assert!(scheduler.submit(request()).is_ok());
+        assert_eq!(
+            started.lock().expect("started").len(),
+            1,
+            "no parked instance is left"
+        );
+    }
+
+    #[test]
+    fn a_retired_instance_hands_the_queue_to_a_parked_one() {
+        // The wake-up of a request went to an instance that was being retired; the other instance was
+        // parked. Stopping, the retired one must start it, or the request waits forever.
+        let scheduler = Arc::new(Scheduler::<Item>::new(BatchingPolicy::greedy(8)));
+        let started = Arc::new(Mutex::new(Vec::new()));
+        {
+            let started = Arc::clone(&started);
+            scheduler.set_unpark(move |id| started.lock().expect("started").push(id));
+        }
+        scheduler.add_parked(2);
+        let retired = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (scheduler, retired) = (Arc::clone(&scheduler), Arc::clone(&retired));
+            thread::spawn(move || {
+                scheduler
+                    .next_batch_or_park(&retired, Some((1, Duration::from_secs(60))))
+                    .is_none()
+            })
+        };
+        while scheduler.lock().sleeping == 0 {
+            thread::yield_now();
+        }
+        // Retired under the lock, so that the instance sees the flag when the request wakes it.
+        let shared = scheduler.lock();
+        retired.store(true, Ordering::Release);
+        drop(shared);
+        assert!(scheduler.submit(request()).is_ok());
+        assert!(waiter.join().expect("instance"), "the retired instance stops");
+        assert_eq!(
+            *started.lock().expect("started"),
+            [2],
+            "and starts the parked one"
+        );
     }
 
     #[test]

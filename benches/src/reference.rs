@@ -30,7 +30,7 @@ pub fn measure(
     batch: usize,
     duration: Duration,
 ) -> Result<Reference, String> {
-    let mut session = onnx::open_session(environment, model, plan, 0)
+    let mut session = onnx::open_session(environment, model, plan, 0, None)
         .map_err(|e| e.to_string())?
         .session;
     let input = Tensor::from_array((vec![batch as i64, width as i64], vec![0.5f32; batch * width]))

@@ -60,6 +60,17 @@ pub struct ResourceLimits {
     /// starts Ferry unchanged. Repeatable.
     #[arg(long, value_name = "[BACKEND,]SETTING=VALUE", value_parser = BackendSetting::parse)]
     pub backend_config: Vec<BackendSetting>,
+    /// How long a model instance's thread waits for a request before it ends, in milliseconds; the next
+    /// request starts one again. 0 keeps one thread per instance running from load to unload.
+    #[arg(long, default_value_t = ResourceLimits::default().instance_idle_ms, value_name = "MS")]
+    pub instance_idle_ms: u64,
+}
+
+impl ResourceLimits {
+    /// [`ResourceLimits::instance_idle_ms`] as the instances take it: `None` when threads never end.
+    pub fn instance_idle(&self) -> Option<std::time::Duration> {
+        (self.instance_idle_ms > 0).then(|| std::time::Duration::from_millis(self.instance_idle_ms))
+    }
 }
 
 /// The largest `--default-max-batch-size`: a model's batch is bounded by `--max-request-bytes` anyway; this
@@ -75,6 +86,7 @@ impl Default for ResourceLimits {
             max_model_threads: 4096,
             default_max_batch_size: None,
             backend_config: Vec::new(),
+            instance_idle_ms: 5000,
         }
     }
 }

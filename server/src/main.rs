@@ -136,6 +136,21 @@ struct Flags {
     #[arg(long = "load-model", value_name = "NAME")]
     load_models: Vec<String>,
 
+    /// In explicit mode, load a model that is in a repository but not loaded when a request for it comes:
+    /// the request waits while it loads (once, however many wait), up to --load-on-demand-timeout-secs.
+    #[arg(long)]
+    load_on_demand: bool,
+
+    /// The longest a request waits for its model to load on demand.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    load_on_demand_timeout_secs: u64,
+
+    /// The most memory loaded models may take, in bytes (each version's resident memory measured at load,
+    /// at least its model file's size); a load that would pass it first unloads the least recently used
+    /// idle models that are not pinned (`ferry.pinned`), or fails with RESOURCE_EXHAUSTED.
+    #[arg(long, value_name = "BYTES")]
+    model_memory_budget: Option<u64>,
+
     /// Whether the server reports ready only when every model it knows is ready (true, as in Triton), or
     /// as soon as it has started (false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -322,6 +337,10 @@ fn main() -> ExitCode {
         eprintln!("ferry: --load-model=* must be the only --load-model");
         return ExitCode::FAILURE;
     }
+    if flags.load_on_demand && flags.model_control_mode != ControlModeFlag::Explicit {
+        eprintln!("ferry: --load-on-demand needs --model-control-mode=explicit");
+        return ExitCode::FAILURE;
+    }
     if flags.model_control_mode == ControlModeFlag::Poll && flags.repository_poll_secs == 0 {
         eprintln!("ferry: --repository-poll-secs must be greater than 0 in poll mode");
         return ExitCode::FAILURE;
@@ -352,6 +371,9 @@ fn main() -> ExitCode {
         limits: flags.limits,
         allow_model_file_upload: flags.allow_model_file_upload,
         response_cache,
+        load_on_demand: flags.load_on_demand,
+        load_on_demand_timeout: Duration::from_secs(flags.load_on_demand_timeout_secs),
+        memory_budget: flags.model_memory_budget,
         ..RepositoryOptions::new(flags.model_repositories.clone())
     };
     let access = Access::load(&AccessOptions {

@@ -268,6 +268,7 @@ pub fn render_registry(registry: &Registry) -> String {
     let mut out = render(&metrics);
     out.push_str(&crate::drift::render_metrics(&versions));
     crate::traffic::render_metrics(registry.traffic(), &mut out);
+    registry.render_management_metrics(&mut out);
     if let Some(cache) = cache {
         render_cache_usage(&mut out, cache.usage());
     }
@@ -314,6 +315,30 @@ fn render_cache_usage(out: &mut String, usage: crate::cache::Usage) {
 pub(crate) fn declare(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Writes a histogram of nanoseconds in seconds, with `labels` (`a="b",c="d"`, or empty) on every series.
+pub(crate) fn write_histogram_seconds(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    snapshot: &HistogramSnapshot,
+) {
+    if labels.is_empty() {
+        for (bound, count) in snapshot.bounds.iter().zip(&snapshot.cumulative) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {count}",
+                value(Unit::Nanoseconds, *bound)
+            );
+        }
+        let count = snapshot.count();
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", value(Unit::Nanoseconds, snapshot.sum));
+        let _ = writeln!(out, "{name}_count {count}");
+    } else {
+        histogram(out, name, labels, Unit::Nanoseconds, snapshot);
+    }
 }
 
 fn histogram(out: &mut String, name: &str, labels: &str, unit: Unit, snapshot: &HistogramSnapshot) {

@@ -183,7 +183,9 @@ impl Exposition {
         assert!(!histograms.is_empty());
         for name in histograms {
             let count_series = format!("{name}_count");
-            for sample in self.samples.iter().filter(|s| s.name == count_series) {
+            // Per-version histograms; the server-wide ones (load on demand) have no model label.
+            let per_version = |s: &&Sample| s.name == count_series && s.labels.contains_key("model");
+            for sample in self.samples.iter().filter(per_version) {
                 let model = &sample.labels["model"];
                 let version = &sample.labels["version"];
                 let buckets = self.buckets(name, model, version);

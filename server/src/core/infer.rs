@@ -31,7 +31,8 @@ impl InferenceService {
         let key = routing_key(&request.parameters)?;
         let routed = self
             .registry
-            .route(&request.model_name, &request.model_version, Routing::Split(key))?;
+            .route_or_load(&request.model_name, &request.model_version, Routing::Split(key))
+            .await?;
         count(&routed);
         let shadow = self.shadow_of(&routed, &request);
         let served = self.run(&routed.model, request, Instant::now()).await?;
@@ -57,7 +58,10 @@ impl InferenceService {
     ) -> Result<(pb::ModelInferResponse, T), Error> {
         self.authorize("ModelInfer", Scope::Infer, Target::Model(name))?;
         let header = header.map(check_routing_key).transpose()?;
-        let mut routed = self.registry.route(name, version, Routing::Split(header))?;
+        let mut routed = self
+            .registry
+            .route_or_load(name, version, Routing::Split(header))
+            .await?;
         let received = Instant::now();
         let (request, rest) = decode().inspect_err(|error| {
             routed

@@ -1,10 +1,19 @@
 //! A model instance: an ONNX Runtime session with its buffers (its engine), the thread that runs batches
-//! on it, and the one function that runs a batch and answers its requests.
+//! on it while there are any, and the one function that runs a batch and answers its requests.
+//!
+//! An instance's thread ends after the queue has been empty for the idle time (`--instance-idle-ms`) and
+//! the instance parks; the next request that finds no instance awake starts a thread for it again
+//! ([`ferry_batching::Scheduler::next_batch_or_park`]). A version loads parked, so a thousand models that
+//! get no requests hold no instance thread.
 
 use std::{
     panic::AssertUnwindSafe,
-    sync::{Arc, Mutex, PoisonError, atomic::AtomicBool},
-    time::Instant,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
 };
 
 use ferry_batching::{Batch, Scheduler};
@@ -23,46 +32,87 @@ pub(super) struct Engine {
     pub(super) runner: BatchRunner,
 }
 
-/// A running instance as its version sees it.
+/// An instance as its version sees it, running or parked.
 pub(super) struct InstanceHandle {
+    /// Its name in the scheduler's list of parked instances.
+    pub(super) id: usize,
     pub(super) retired: Arc<AtomicBool>,
     pub(super) engine: Arc<Mutex<Engine>>,
+    /// The instance's share of the server's thread budget, given back when it is removed.
+    pub(super) _threads: ThreadReservation,
 }
 
 /// What running a batch needs besides an engine, shared by a version's instances and its request handlers.
 pub(super) struct Runs {
     pub(super) spec: Arc<ModelSpec>,
+    pub(super) version: u64,
     pub(super) scheduler: Arc<Scheduler<InferJob>>,
     pub(super) stats: Arc<VersionStats>,
     pub(super) lone: Arc<LoneRuns>,
     /// The sequence batcher, for a stateful model: its batches replace the scheduler's.
     pub(super) sequencer: Option<Arc<super::Sequencer>>,
+    /// The version's instances.
+    pub(super) instances: Mutex<Vec<InstanceHandle>>,
+    /// How long an instance's thread waits for a request before it ends; `None`: it never does.
+    pub(super) idle_after: Option<Duration>,
+    /// Instance threads running now.
+    pub(super) awake: AtomicUsize,
 }
 
-/// One model instance: its engine, and the loop that runs batches on its thread.
-pub(super) struct Instance {
-    pub(super) engine: Arc<Mutex<Engine>>,
-    pub(super) runs: Arc<Runs>,
-    pub(super) retired: Arc<AtomicBool>,
-    /// The instance's share of the server's thread budget, given back when its thread ends.
-    pub(super) _threads: ThreadReservation,
+/// One model instance's thread: its engine, and the loop that runs batches on it.
+struct Instance {
+    id: usize,
+    engine: Arc<Mutex<Engine>>,
+    runs: Arc<Runs>,
+    retired: Arc<AtomicBool>,
 }
 
 impl Instance {
-    pub(super) fn serve(self) {
+    fn serve(self) {
         if let Some(sequencer) = &self.runs.sequencer {
             while let Some(rows) = sequencer.next(&self.retired) {
                 let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
                 sequencer.run(&mut engine, rows, &self.runs.stats);
             }
+            self.runs.awake.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        while let Some(batch) = self.runs.scheduler.next_batch(&self.retired) {
+        let park = self.runs.idle_after.map(|after| (self.id, after));
+        while let Some(batch) = self.runs.scheduler.next_batch_or_park(&self.retired, park) {
             // Held by a request handler only while it runs a lone request, which is short.
             let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
             run_batch(&mut engine, batch, &self.runs);
         }
+        self.runs.awake.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Starts the thread of instance `id` of `runs`: at load when instances never park, otherwise when the
+/// scheduler unparks it for a request.
+pub(super) fn start_thread(runs: &Arc<Runs>, id: usize) -> Result<(), Error> {
+    let instances = runs.instances.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(handle) = instances.iter().find(|handle| handle.id == id) else {
+        drop(instances);
+        // Removed (instance_group shrank) while a request was starting it: start another if needed.
+        runs.scheduler.wake_for_queued();
+        return Ok(());
+    };
+    let worker = Instance {
+        id,
+        engine: Arc::clone(&handle.engine),
+        runs: Arc::clone(runs),
+        retired: Arc::clone(&handle.retired),
+    };
+    drop(instances);
+    runs.awake.fetch_add(1, Ordering::Relaxed);
+    thread::Builder::new()
+        .name(format!("{}-v{}-{id}", runs.spec.name, runs.version))
+        .spawn(move || worker.serve())
+        .map(drop)
+        .map_err(|error| {
+            runs.awake.fetch_sub(1, Ordering::Relaxed);
+            Error::ModelLoad(format!("starting an instance thread: {error}"))
+        })
 }
 
 /// Runs `batch` on `engine` and answers its requests, on an instance's thread or a request handler's.

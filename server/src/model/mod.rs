@@ -1,19 +1,19 @@
-//! A loaded model version: its instances, each an ONNX Runtime session on a thread of its own, fed batches
-//! by one scheduler that follows the model's batching policy. A lone request of a quick model runs on an
+//! A loaded model version: its instances, each an ONNX Runtime session run by a thread of its own while
+//! requests come (and by none while the model idles), fed batches by one scheduler that follows the
+//! model's batching policy. A lone request of a quick model runs on an
 //! idle instance's session from its handler's worker instead ([`LONE_RUN_LIMIT`]).
 
 use std::{
     path::Path,
     sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        Arc, PoisonError,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    thread,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use ferry_batching::{Admitted, EnqueueError, Payload, Request, Scheduler, Ticket, TicketState};
-use ort::environment::Environment;
+use ort::{environment::Environment, session::builder::PrepackedWeights};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
@@ -31,7 +31,7 @@ mod lone;
 mod sequence;
 mod warmup;
 
-use instance::{Engine, Instance, InstanceHandle, Runs, run_batch};
+use instance::{Engine, InstanceHandle, Runs, run_batch, start_thread};
 pub use lone::LONE_RUN_LIMIT;
 use lone::LoneRuns;
 use sequence::Sequencer;
@@ -74,14 +74,20 @@ pub struct ModelVersion {
     /// request finding the same members served skips the check (`repository::ensembles::unready_reason`).
     pub fitted_members: arc_swap::ArcSwap<Vec<Arc<ModelSpec>>>,
     scheduler: Arc<Scheduler<InferJob>>,
-    /// The running instances, each with its `retired` flag.
-    instances: Mutex<Vec<InstanceHandle>>,
+    /// The id the next instance gets.
+    next_instance: AtomicUsize,
     lone: Arc<LoneRuns>,
     runs: Arc<Runs>,
     /// Requests every new instance runs before it takes traffic.
     warmup: warmup::Warmup,
     /// For each output of the spec served from a `ZipMap`, the column of each class.
     class_columns: Vec<Option<Arc<onnx::ClassColumns>>>,
+    /// The weights ONNX Runtime repacks for its kernels, one copy for all the version's instances.
+    prepacked: PrepackedWeights,
+    /// When a request last routed to this version, in milliseconds since [`epoch`].
+    last_used: AtomicU64,
+    /// The memory the version took when it loaded, in bytes (`--model-memory-budget`).
+    memory_bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for ModelVersion {
@@ -108,7 +114,7 @@ impl ModelVersion {
     /// The version of an ensemble: no session and no instance of its own; its requests run as requests of
     /// its members (`crate::ensemble::run`), and `stats` count them as the ensemble's.
     pub fn ensemble(spec: Arc<ModelSpec>, version: u64) -> Self {
-        Self::without_instances(spec, version, warmup::Warmup::default(), None, None)
+        Self::without_instances(spec, version, warmup::Warmup::default(), None, None, None)
     }
 
     /// A version with its scheduler and statistics and no instance yet.
@@ -118,23 +124,43 @@ impl ModelVersion {
         warmup: warmup::Warmup,
         drift: Option<crate::drift::DriftMonitor>,
         sequencer: Option<Sequencer>,
+        idle_after: Option<Duration>,
     ) -> Self {
         let scheduler = Arc::new(Scheduler::new(spec.batching.clone()));
         let stats = Arc::new(VersionStats::default());
         let lone = Arc::new(LoneRuns::new(&spec));
         let runs = Arc::new(Runs {
             spec: Arc::clone(&spec),
+            version,
             scheduler: Arc::clone(&scheduler),
             stats: Arc::clone(&stats),
             lone: Arc::clone(&lone),
             sequencer: sequencer.map(Arc::new),
+            instances: Default::default(),
+            idle_after,
+            awake: AtomicUsize::new(0),
         });
+        if idle_after.is_some() {
+            // Weak: the scheduler lives in `runs`.
+            let weak = Arc::downgrade(&runs);
+            scheduler.set_unpark(move |id| {
+                if let Some(runs) = weak.upgrade()
+                    && let Err(error) = start_thread(&runs, id)
+                {
+                    // The queued requests wait for another instance, or until their timeout.
+                    tracing::error!(model = %runs.spec.name, %error, "cannot start a parked instance");
+                }
+            });
+        }
         ModelVersion {
             scheduler,
             stats,
             lone,
             runs,
-            instances: Mutex::new(Vec::new()),
+            next_instance: AtomicUsize::new(0),
+            prepacked: PrepackedWeights::new(),
+            last_used: AtomicU64::new(since_epoch()),
+            memory_bytes: AtomicU64::new(0),
             warmup,
             drift,
             class_columns: Vec::new(),
@@ -144,19 +170,22 @@ impl ModelVersion {
         }
     }
 
-    /// Opens `spec.instances.count` sessions on `model_path`, checks the file against the spec, and starts one
-    /// thread per session.
+    /// Opens `spec.instances.count` sessions on `model_path` and checks the file against the spec. With an
+    /// `idle_after` time, the instances start parked: each gets a thread when requests need it, which ends
+    /// after the instance has idled that long; without, each runs a thread of its own from now on.
     pub fn load(
         environment: &Environment,
         spec: Arc<ModelSpec>,
         version: u64,
         model_path: &Path,
         threads: &Arc<ThreadBudget>,
+        idle_after: Option<Duration>,
     ) -> Result<Self, Error> {
         let reservation = threads
             .reserve(instance_threads(&spec.instances))
             .map_err(Error::TooLarge)?;
-        let first = onnx::open_session(environment, model_path, &spec.instances, 0)?;
+        let prepacked = PrepackedWeights::new();
+        let first = onnx::open_session(environment, model_path, &spec.instances, 0, Some(&prepacked))?;
         let signature = onnx::signature(&first.session, model_path)?;
         spec.check_signature(&signature, &model_path.display().to_string())?;
         let class_columns = spec
@@ -182,8 +211,12 @@ impl ModelVersion {
         let warmup = warmup::requests(&spec, model_dir)?;
         let drift = crate::drift::DriftMonitor::start(&spec, version, model_dir)?;
         let sequencer = Sequencer::new(&spec, spec.instances.count, model_dir)?;
-        let mut model = Self::without_instances(spec, version, warmup, drift, sequencer);
+        // A stateful model's requests go to its sequence batcher, which starts no parked instance: its
+        // instances keep their threads.
+        let idle_after = idle_after.filter(|_| sequencer.is_none());
+        let mut model = Self::without_instances(spec, version, warmup, drift, sequencer, idle_after);
         model.class_columns = class_columns;
+        model.prepacked = prepacked;
         model.start_instance(first, reservation)?;
         model.set_instances(environment, model_path, model.spec.instances, threads)?;
         Ok(model)
@@ -199,14 +232,16 @@ impl ModelVersion {
         threads: &Arc<ThreadBudget>,
     ) -> Result<(), Error> {
         let running = self
+            .runs
             .instances
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len();
         if plan.count < running {
-            let mut instances = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut instances = self.runs.instances.lock().unwrap_or_else(PoisonError::into_inner);
             for retired in instances.drain(plan.count..) {
                 retired.retired.store(true, Ordering::Release);
+                self.scheduler.forget_parked(retired.id);
             }
             drop(instances);
             self.scheduler.wake_all();
@@ -215,20 +250,46 @@ impl ModelVersion {
             let reservation = threads
                 .reserve(instance_threads(&plan))
                 .map_err(Error::TooLarge)?;
-            self.start_instance(
-                onnx::open_session(environment, model_path, &plan, instance)?,
-                reservation,
-            )?;
+            let session =
+                onnx::open_session(environment, model_path, &plan, instance, Some(&self.prepacked))?;
+            self.start_instance(session, reservation)?;
         }
         Ok(())
     }
 
+    /// Notes that a request routed to this version now: the memory budget evicts the least recently used.
+    pub fn touch(&self) {
+        self.last_used.store(since_epoch(), Ordering::Relaxed);
+    }
+
+    /// When a request last routed to this version (or it loaded), in milliseconds since the process's epoch.
+    pub fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// The memory the version took when it loaded, in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Records the memory the version took when it loaded.
+    pub fn set_memory_bytes(&self, bytes: u64) {
+        self.memory_bytes.store(bytes, Ordering::Relaxed);
+    }
+
     /// How many instances run now.
     pub fn instance_count(&self) -> usize {
-        self.instances
+        self.runs
+            .instances
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
+    }
+
+    /// Instance threads running now: at most the instance count, and none once every instance has idled
+    /// for `--instance-idle-ms`.
+    pub fn awake_instances(&self) -> usize {
+        self.runs.awake.load(Ordering::Relaxed)
     }
 
     /// Requests waiting in the queue now: the metrics endpoint's pending-request gauge.
@@ -242,7 +303,7 @@ impl ModelVersion {
     }
 
     /// Warms a new session up with the config's `model_warmup` requests (or one zero-filled request) and
-    /// starts its thread. Like Triton, warm-up runs on the instance itself, not through the queue, so it
+    /// starts its thread, or parks it when instances idle without one. Like Triton, warm-up runs on the instance itself, not through the queue, so it
     /// neither waits for batching delays nor shows in the statistics.
     fn start_instance(&self, opened: onnx::OpenedSession, threads: ThreadReservation) -> Result<(), Error> {
         let mut runner =
@@ -269,26 +330,29 @@ impl ModelVersion {
                 }
             }
         }
-        let retired = Arc::new(AtomicBool::new(false));
-        let engine = Arc::new(Mutex::new(Engine { session, runner }));
-        let worker = Instance {
-            engine: Arc::clone(&engine),
-            runs: Arc::clone(&self.runs),
-            retired: Arc::clone(&retired),
+        let id = self.next_instance.fetch_add(1, Ordering::Relaxed);
+        let handle = InstanceHandle {
+            id,
+            retired: Arc::new(AtomicBool::new(false)),
+            engine: Arc::new(std::sync::Mutex::new(Engine { session, runner })),
             _threads: threads,
         };
-        let mut instances = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
-        thread::Builder::new()
-            .name(format!(
-                "{}-v{}-{}",
-                self.spec.name,
-                self.version,
-                instances.len()
-            ))
-            .spawn(move || worker.serve())
-            .map_err(|error| Error::ModelLoad(format!("starting an instance thread: {error}")))?;
-        instances.push(InstanceHandle { retired, engine });
-        Ok(())
+        self.runs
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(handle);
+        if self.runs.idle_after.is_some() {
+            self.scheduler.add_parked(id);
+            return Ok(());
+        }
+        start_thread(&self.runs, id).inspect_err(|_| {
+            self.runs
+                .instances
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|handle| handle.id != id);
+        })
     }
 
     /// Queues a validated request and waits for its outputs.
@@ -370,6 +434,7 @@ impl ModelVersion {
     /// answers it; when no engine is idle or the policy waits, wakes an instance instead.
     fn run_here(&self) {
         let idle = self
+            .runs
             .instances
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -457,10 +522,20 @@ impl Drop for WithdrawOnDrop {
     }
 }
 
-/// The threads one instance of `plan` runs: its own, ONNX Runtime's intra-op threads (the configured
-/// count, or the share of the cores `open_session` gives it) and inter-op threads when configured.
+/// The threads one instance of `plan` may run: its own and, unless it shares ONNX Runtime's global pool
+/// ([`onnx::shares_threads`]), its intra-op threads (the configured count, or the share of the cores
+/// `open_session` gives it) and inter-op threads when configured.
 fn instance_threads(plan: &InstancePlan) -> usize {
+    if onnx::shares_threads(plan) {
+        return 1;
+    }
     1 + onnx::intra_threads(plan) + plan.inter_op_threads.unwrap_or(0)
+}
+
+/// The process's clock for [`ModelVersion::last_used`].
+fn since_epoch() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Opens a session only to read the model's signature, for auto-completing a config before the spec exists.
@@ -473,6 +548,6 @@ pub fn read_signature(environment: &Environment, model_path: &Path) -> Result<Mo
         placement: Default::default(),
         tensorrt: None,
     };
-    onnx::open_session(environment, model_path, &plan, 0)
+    onnx::open_session(environment, model_path, &plan, 0, None)
         .and_then(|opened| onnx::signature(&opened.session, model_path))
 }

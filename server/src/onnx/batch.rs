@@ -526,7 +526,7 @@ mod tests {
         .expect("valid");
         let plan = spec.instances;
         let model_path = dir.join("1/model.onnx");
-        let session = open_session(&environment, &model_path, &plan, 0)
+        let session = open_session(&environment, &model_path, &plan, 0, None)
             .expect("model loads")
             .session;
         spec.check_signature(

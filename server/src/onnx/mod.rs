@@ -9,5 +9,5 @@ mod zipmap;
 
 pub use batch::{BatchRunner, OutputTensor};
 pub use runtime::{LibrarySource, MISSING_LIBRARY_HELP, find_library, start};
-pub use session::{OpenedSession, cuda_available, intra_threads, open_session, signature};
+pub use session::{OpenedSession, cuda_available, intra_threads, open_session, shares_threads, signature};
 pub use zipmap::ClassColumns;

@@ -10,7 +10,7 @@ use std::{
     sync::Mutex,
 };
 
-use ort::environment::Environment;
+use ort::environment::{Environment, GlobalThreadPoolOptions};
 
 /// What to do when no ONNX Runtime library can be found; printed as the single line `ferry` exits with.
 pub const MISSING_LIBRARY_HELP: &str = "ONNX Runtime was not found: run `make setup` (or `pip install onnxruntime`, \
@@ -109,7 +109,10 @@ fn system_library_exists() -> bool {
             .any(|dir| Path::new(dir).join(SYSTEM_LIBRARY).exists())
 }
 
-/// Loads the library and creates the process-wide ONNX Runtime environment.
+/// Loads the library and creates the process-wide ONNX Runtime environment, with ONNX Runtime's global
+/// thread pools: one intra-op thread per core, shared by every session that does not ask for threads of
+/// its own (`super::session::shares_threads`), so that a server of a thousand models runs as many ONNX
+/// Runtime threads as one of a single model.
 ///
 /// A process holds one ONNX Runtime library and one environment: later calls (several servers in one test
 /// process) get the environment the first call made, whatever their `source`.
@@ -128,8 +131,16 @@ pub fn start(source: &LibrarySource) -> Result<Environment, String> {
             source.found_by
         )
     })?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let shared = GlobalThreadPoolOptions::default()
+        .with_intra_threads(cores)
+        .and_then(|options| options.with_inter_threads(1))
+        // As the sessions' own pools by default (`ferry.intra_op_spinning`): idle threads sleep.
+        .and_then(|options| options.with_spin_control(false))
+        .map_err(|error| format!("configuring ONNX Runtime's shared thread pool: {error}"))?;
     let environment = builder
         .with_name("ferry")
+        .with_global_thread_pool(shared)
         .build()
         .map_err(|error| format!("starting ONNX Runtime: {error}"))?;
     *started = Some(environment.clone());

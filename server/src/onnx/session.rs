@@ -5,7 +5,10 @@ use std::path::Path;
 use ort::{
     environment::Environment,
     ep,
-    session::{Session, builder::GraphOptimizationLevel},
+    session::{
+        Session,
+        builder::{GraphOptimizationLevel, PrepackedWeights},
+    },
     value::Outlet,
 };
 
@@ -27,26 +30,34 @@ pub struct OpenedSession {
 
 /// Opens instance `instance` of `plan` on `model_path`, with the plan's threads and session options.
 ///
-/// When the config does not set `intra_op_thread_count`, the machine's cores are shared out between the
-/// model's instances instead of every session starting one thread per core. A GPU placement puts the
-/// instance on its GPU (instances go round the plan's GPUs) with ONNX Runtime's TensorRT (when configured)
-/// and CUDA execution providers; `KIND_GPU` fails the load, naming the reason and the fix, when the GPU is
-/// missing or ONNX Runtime cannot use CUDA; `KIND_AUTO` falls back to the CPU with a log line.
+/// A session whose config asks for nothing about threads ([`shares_threads`]) runs its operators on ONNX
+/// Runtime's global thread pool, one per process ([`super::start`]); one that does gets a pool of its own:
+/// the configured `intra_op_thread_count`, or the machine's cores shared out between the model's instances.
+/// The instances of one version pass the same `prepacked` container, so that ONNX Runtime keeps one copy of
+/// the weights it repacks for its kernels instead of one per instance. A GPU placement puts the instance on
+/// its GPU (instances go round the plan's GPUs) with ONNX Runtime's TensorRT (when configured) and CUDA
+/// execution providers; `KIND_GPU` fails the load, naming the reason and the fix, when the GPU is missing or
+/// ONNX Runtime cannot use CUDA; `KIND_AUTO` falls back to the CPU with a log line.
 pub fn open_session(
     environment: &Environment,
     model_path: &Path,
     plan: &InstancePlan,
     instance: usize,
+    prepacked: Option<&PrepackedWeights>,
 ) -> Result<OpenedSession, Error> {
     let fail = |error: ort::Error| Error::ModelLoad(format!("{}: {error}", model_path.display()));
-    let intra = intra_threads(plan);
     let options = &plan.session;
-    let mut builder = Session::builder(environment)
-        .map_err(fail)?
-        .with_intra_threads(intra)
-        .map_err(|e| fail(e.into()))?
-        .with_intra_op_spinning(options.intra_op_spinning)
-        .map_err(|e| fail(e.into()))?
+    let mut builder = Session::builder(environment).map_err(fail)?;
+    if !shares_threads(plan) {
+        builder = builder
+            .with_independent_thread_pool()
+            .map_err(|e| fail(e.into()))?
+            .with_intra_threads(intra_threads(plan))
+            .map_err(|e| fail(e.into()))?
+            .with_intra_op_spinning(options.intra_op_spinning)
+            .map_err(|e| fail(e.into()))?;
+    }
+    let mut builder = builder
         .with_parallel_execution(options.parallel_execution)
         .map_err(|e| fail(e.into()))?
         .with_optimization_level(match options.graph_level {
@@ -56,6 +67,11 @@ pub fn open_session(
             GraphLevel::Disabled => GraphOptimizationLevel::Disable,
         })
         .map_err(|e| fail(e.into()))?;
+    if let Some(prepacked) = prepacked {
+        builder = builder
+            .with_prepacked_weights(prepacked)
+            .map_err(|e| fail(e.into()))?;
+    }
     if let Some(inter) = plan.inter_op_threads {
         builder = builder.with_inter_threads(inter).map_err(|e| fail(e.into()))?;
     }
@@ -140,8 +156,18 @@ fn choose_device(model_path: &Path, plan: &InstancePlan, instance: usize) -> Res
     }
 }
 
-/// The intra-op threads each session of `plan` runs: the config's count, or the machine's cores shared out
-/// between the model's instances.
+/// Whether sessions of `plan` run on ONNX Runtime's shared thread pool: when the config sets none of
+/// `intra_op_thread_count`, `inter_op_thread_count`, `execution_mode: "1"` (parallel execution, which
+/// needs inter-op threads of its own) and `ferry.intra_op_spinning`.
+pub fn shares_threads(plan: &InstancePlan) -> bool {
+    plan.intra_op_threads.is_none()
+        && plan.inter_op_threads.is_none()
+        && !plan.session.parallel_execution
+        && !plan.session.intra_op_spinning
+}
+
+/// The intra-op threads each session of `plan` with a pool of its own runs: the config's count, or the
+/// machine's cores shared out between the model's instances.
 pub fn intra_threads(plan: &InstancePlan) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     plan.intra_op_threads

@@ -21,7 +21,7 @@ use crate::{
 /// The spec of version `version` (the highest ready one when `None`) of member `name` in `models`, or why
 /// the ensemble cannot use it.
 pub(super) fn member_spec(
-    models: &BTreeMap<String, ModelEntry>,
+    models: &super::Models,
     name: &str,
     version: Option<u64>,
 ) -> Result<Arc<ModelSpec>, String> {
@@ -57,7 +57,7 @@ pub(super) fn member_spec(
 /// `model` is no ensemble. Runs on every request of an ensemble: when each step finds the member spec the
 /// last successful check saw, the answer stands without checking again (an `Arc` clone and a pointer
 /// comparison per step, no allocation); otherwise the members are checked and, if they fit, remembered.
-pub(super) fn unready_reason(models: &BTreeMap<String, ModelEntry>, model: &ModelVersion) -> Option<String> {
+pub(super) fn unready_reason(models: &super::Models, model: &ModelVersion) -> Option<String> {
     let steps = model.spec.ensemble.as_ref()?;
     let fitted = model.fitted_members.load();
     let unchanged = fitted.len() == steps.len()

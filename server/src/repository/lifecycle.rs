@@ -136,19 +136,33 @@ impl Registry {
             environment,
             shutting_down: Default::default(),
             traffic: Default::default(),
+            on_demand: Default::default(),
+            management: Default::default(),
         });
         registry
             .lifecycle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .implicit = implicit;
-        // Ensembles load after their members, which load together.
+        // Ensembles load after their members, which load together, on a few threads: a thousand models
+        // need no thousand loader threads.
+        // Under a memory budget one at a time, so that each load's memory growth is its own.
+        let loaders = match registry.options.memory_budget {
+            Some(_) => 1,
+            None => std::thread::available_parallelism().map_or(2, usize::from) * 2,
+        };
         for wave in super::ensembles::load_waves(wanted, &folders) {
+            let next = std::sync::atomic::AtomicUsize::new(0);
             std::thread::scope(|scope| {
-                for name in &wave {
-                    let registry = &registry;
-                    let folders = &folders;
-                    scope.spawn(move || registry.load_from_folders(name, folders));
+                for _ in 0..loaders.min(wave.len()) {
+                    let (registry, folders, wave, next) = (&registry, &folders, &wave, &next);
+                    scope.spawn(move || {
+                        while let Some(name) =
+                            wave.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                        {
+                            registry.load_from_folders(name, folders);
+                        }
+                    });
                 }
             });
         }
@@ -216,7 +230,12 @@ impl Registry {
     pub(super) fn load_model(&self, name: &str, source: &ModelSource) -> Result<(), LoadFailure> {
         // The traffic policy lives next to the config: read (or reread, if it changed) with every load.
         self.traffic.attach(name, &source.dir);
-        let before = self.models.load().get(name).cloned().unwrap_or_default();
+        let before = self
+            .models
+            .load()
+            .get(name)
+            .map(|entry| ModelEntry::clone(entry))
+            .unwrap_or_default();
         let prepared = match loader::prepare(&self.environment, name, source, &self.options.limits) {
             Ok(prepared) => prepared,
             Err(failure) => {
@@ -224,6 +243,33 @@ impl Registry {
                 return Err(failure);
             }
         };
+        let pinned = super::management::pinned(&prepared.spec);
+        if let Err(reason) = pinned {
+            let failure = LoadFailure::Model(reason);
+            self.keep_serving_or_fail(name, before, &failure.to_string());
+            return Err(failure);
+        }
+        if self.options.memory_budget.is_some() && prepared.spec.ensemble.is_none() {
+            // Versions that serve already with the same files are kept, and need no room.
+            let needed: u64 = prepared
+                .versions
+                .iter()
+                .filter(|(version, _, files)| {
+                    !(matches!(before.versions.get(version), Some(VersionState::Ready { .. }))
+                        && before.loaded_files.get(version) == Some(files))
+                })
+                .map(|(version, path, _)| {
+                    self.management
+                        .measured(name, *version)
+                        .unwrap_or_else(|| loader::file_bytes(path))
+                })
+                .sum();
+            if let Err(error) = self.make_room(name, needed) {
+                let failure = LoadFailure::Budget(error.to_string());
+                self.keep_serving_or_fail(name, before, &failure.to_string());
+                return Err(failure);
+            }
+        }
         if let Some(steps) = &prepared.spec.ensemble {
             let models = self.models.load();
             let checked = crate::ensemble::check_members(&prepared.spec, steps, &|member, version| {
@@ -259,7 +305,13 @@ impl Registry {
         loading.failure = None;
         self.publish(name, Some(loading));
 
-        let outcome = loader::load_versions(&self.environment, &prepared, &current, &self.threads);
+        let outcome = loader::load_versions(
+            &self.environment,
+            &prepared,
+            &current,
+            &self.threads,
+            self.options.limits.instance_idle(),
+        );
         if let Some((version, reason)) = outcome.failed.iter().next() {
             let failure = LoadFailure::Version {
                 version: *version,
@@ -268,9 +320,13 @@ impl Registry {
             self.publish(name, Some(aborted(before, outcome, &failure.to_string())));
             return Err(failure);
         }
+        if outcome.fresh > 0 {
+            self.management.loaded(name);
+        }
         let mut versions = BTreeMap::new();
         let mut loaded_files = BTreeMap::new();
         for (version, (model, files)) in outcome.ready {
+            self.management.measure(name, version, model.memory_bytes());
             let note = outcome
                 .resized
                 .iter()
@@ -294,6 +350,13 @@ impl Registry {
                 loaded_files,
             }),
         );
+        // The estimate before the load may have been low (a first load counts the file's size only): what
+        // the versions measured may take the models past the budget, and others make room now.
+        if self.options.memory_budget.is_some()
+            && let Err(error) = self.make_room(name, 0)
+        {
+            tracing::warn!(model = %name, %error, "over the model memory budget after a load");
+        }
         Ok(())
     }
 
@@ -406,6 +469,7 @@ impl Registry {
                 "load failed for model '{name}': at least one version must be available under the version \
                  policy of model '{name}'\n"
             )),
+            LoadFailure::Budget(reason) => Error::TooLarge(reason),
             LoadFailure::Version { version, reason } => Error::ModelLoad(format!(
                 "load failed for model '{name}': version {version} is at UNAVAILABLE state: {reason};\n"
             )),

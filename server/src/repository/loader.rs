@@ -5,6 +5,7 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use ferry_proto::inference::ModelConfig;
@@ -50,6 +51,8 @@ pub enum LoadFailure {
     Model(String),
     /// The version policy selects no version folder (Triton's `AsyncLoad`).
     NoVersions(String),
+    /// The memory budget has no room for the model and nothing can be evicted.
+    Budget(String),
     /// A selected version failed to load, so the load committed nothing.
     Version {
         /// The version that failed first.
@@ -68,7 +71,9 @@ impl From<String> for LoadFailure {
 impl std::fmt::Display for LoadFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LoadFailure::Model(reason) | LoadFailure::NoVersions(reason) => f.write_str(reason),
+            LoadFailure::Model(reason) | LoadFailure::NoVersions(reason) | LoadFailure::Budget(reason) => {
+                f.write_str(reason)
+            }
             LoadFailure::Version { version, reason } => write!(f, "version {version}: {reason}"),
         }
     }
@@ -228,6 +233,8 @@ pub struct LoadOutcome {
     pub resized: Vec<(u64, PathBuf)>,
     /// Versions that failed to load, with the reason.
     pub failed: BTreeMap<u64, String>,
+    /// Versions loaded afresh (not kept as they were).
+    pub fresh: usize,
 }
 
 /// Loads every selected version that is new or changed; versions whose files and config are unchanged are
@@ -238,6 +245,7 @@ pub fn load_versions(
     prepared: &Prepared,
     current: &BTreeMap<u64, Current>,
     threads: &Arc<ThreadBudget>,
+    idle_after: Option<Duration>,
 ) -> LoadOutcome {
     let mut outcome = LoadOutcome::default();
     for (version, path, files) in &prepared.versions {
@@ -257,8 +265,9 @@ pub fn load_versions(
             outcome.ready.insert(*version, (Arc::clone(model), files.clone()));
             continue;
         }
-        match load_version(environment, prepared, *version, path, threads) {
+        match load_version(environment, prepared, *version, path, threads, idle_after) {
             Ok(model) => {
+                outcome.fresh += 1;
                 outcome.ready.insert(*version, (model, files.clone()));
             }
             Err(error) => {
@@ -276,6 +285,7 @@ fn load_version(
     version: u64,
     path: &Path,
     threads: &Arc<ThreadBudget>,
+    idle_after: Option<Duration>,
 ) -> Result<Arc<ModelVersion>, String> {
     if prepared.spec.ensemble.is_some() {
         // An ensemble's version folder holds no model: its steps run on the members.
@@ -285,9 +295,25 @@ fn load_version(
         )));
     }
     let path = files::contained_file(&prepared.dir, path)?;
-    ModelVersion::load(environment, Arc::clone(&prepared.spec), version, &path, threads)
-        .map(Arc::new)
-        .map_err(|e| e.to_string())
+    let before = super::management::resident_bytes();
+    let model = ModelVersion::load(
+        environment,
+        Arc::clone(&prepared.spec),
+        version,
+        &path,
+        threads,
+        idle_after,
+    )
+    .map_err(|e| e.to_string())?;
+    // What the load took, at least the model file: the memory budget's measure of the version.
+    let grown = super::management::resident_bytes().saturating_sub(before);
+    model.set_memory_bytes(grown.max(file_bytes(&path)));
+    Ok(Arc::new(model))
+}
+
+/// A model file's size; 0 when it cannot be read (its load then fails anyway).
+pub fn file_bytes(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |meta| meta.len())
 }
 
 #[cfg(test)]

@@ -4,10 +4,12 @@
 //! it in whole, so a request sees either the old or the new set of versions, never a half-made one. A
 //! replaced or removed version is freed when its last request ends.
 
+mod demand;
 mod ensembles;
 pub(crate) mod files;
 mod lifecycle;
 mod loader;
+mod management;
 pub mod mlflow;
 mod poll;
 mod routing;
@@ -73,6 +75,13 @@ pub struct RepositoryOptions {
     /// The server's response cache (`--cache-config local,size=BYTES`), shared by every model whose config
     /// enables it; `None` when the server has none, and then no model caches, as in Triton.
     pub response_cache: Option<Arc<crate::cache::ResponseCache>>,
+    /// Whether a request for a model that is in a repository but not loaded loads it (`--load-on-demand`,
+    /// explicit mode only).
+    pub load_on_demand: bool,
+    /// The longest a request waits for its model to load on demand.
+    pub load_on_demand_timeout: Duration,
+    /// The most memory loaded models may take, in bytes (`--model-memory-budget`).
+    pub memory_budget: Option<u64>,
 }
 
 impl RepositoryOptions {
@@ -87,6 +96,9 @@ impl RepositoryOptions {
             limits: ResourceLimits::default(),
             allow_model_file_upload: false,
             response_cache: None,
+            load_on_demand: false,
+            load_on_demand_timeout: Duration::from_secs(60),
+            memory_budget: None,
         }
     }
 }
@@ -194,6 +206,11 @@ pub struct IndexEntry {
     pub reason: String,
 }
 
+/// The routing table: every model Ferry knows, by name. Entries are shared, so that publishing one model's
+/// change copies the table's pointers, not every model's state (a thousand models, each published twice
+/// while they load, would otherwise copy a million entries).
+pub(crate) type Models = BTreeMap<String, Arc<ModelEntry>>;
+
 /// A version taken out of the table that still answers the requests it had.
 #[derive(Debug)]
 struct Draining {
@@ -204,7 +221,7 @@ struct Draining {
 
 /// The served models and the machinery that changes them.
 pub struct Registry {
-    models: ArcSwap<BTreeMap<String, ModelEntry>>,
+    models: ArcSwap<Models>,
     draining: Mutex<Vec<Draining>>,
     lifecycle: Mutex<lifecycle::Lifecycle>,
     options: RepositoryOptions,
@@ -217,6 +234,10 @@ pub struct Registry {
     shutting_down: AtomicBool,
     /// Every model's version labels and traffic policy.
     traffic: crate::traffic::Store,
+    /// Loads on demand in progress and failed.
+    on_demand: demand::OnDemand,
+    /// Loads, evictions and the memory each loaded version takes.
+    management: management::Management,
 }
 
 impl std::fmt::Debug for Registry {
@@ -234,7 +255,7 @@ impl Registry {
         self.models
             .load()
             .get(name)
-            .cloned()
+            .map(|entry| ModelEntry::clone(entry))
             .ok_or_else(|| Error::UnknownModel {
                 model: name.to_owned(),
             })
@@ -304,8 +325,9 @@ impl Registry {
         }
         let models = self.models.load();
         !self.options.strict_readiness
-            || models.values().all(|entry| match &entry.failure {
-                Some(reason) => reason == UNLOADED,
+            || models.iter().all(|(name, entry)| match &entry.failure {
+                // Unloaded on request or evicted, or a load on demand that failed: the server goes on.
+                Some(reason) => reason.starts_with(UNLOADED) || self.on_demand.has_failed(name),
                 None => {
                     !entry.versions.is_empty()
                         && entry.versions.values().all(|state| match state {
@@ -409,15 +431,16 @@ impl Registry {
             .map(|e| e.ready_versions().map(Arc::as_ptr).collect())
             .unwrap_or_default();
         // Models load in parallel at start, so the swap retries if another model was published meanwhile.
+        let shared = entry.map(Arc::new);
         let previous = self.models.rcu(|models| {
             let mut models = BTreeMap::clone(models);
-            match &entry {
-                Some(entry) => models.insert(name.to_owned(), entry.clone()),
+            match &shared {
+                Some(entry) => models.insert(name.to_owned(), Arc::clone(entry)),
                 None => models.remove(name),
             };
             models
         });
-        if entry.is_none() {
+        if shared.is_none() {
             self.traffic.detach(name);
         }
         let Some(old) = previous.get(name) else {

@@ -1,0 +1,191 @@
+//! Loading on first request (`--load-on-demand`): a request for a model that is in a repository but not
+//! loaded waits while the model loads, once, however many requests wait for it; a load that fails fails
+//! every request that waited for it, and later ones at once, until the model's files change.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Instant,
+};
+
+use tokio::sync::watch;
+
+use super::{LoadRequest, ModelName, Registry, Routed, Routing, scan::Fingerprint};
+use crate::{Error, model::ModelVersion};
+
+/// What one load on demand came to: the versions it made ready, held until each request that waited for
+/// them has been routed, so that no eviction takes them away in between; or why it failed.
+type Outcome = Result<Arc<Vec<Arc<ModelVersion>>>, Error>;
+
+/// The loads on demand in progress and the failed ones, by model.
+#[derive(Debug, Default)]
+pub(super) struct OnDemand {
+    /// Each load in progress, watched by the requests that wait for it.
+    pending: Mutex<HashMap<String, watch::Receiver<Option<Outcome>>>>,
+    /// Models whose last load on demand failed, with their folder's fingerprint then and the failure: a
+    /// request finds the same failure until the files change. At most one entry per model folder.
+    failed: Mutex<HashMap<String, (Fingerprint, Error)>>,
+}
+
+impl OnDemand {
+    /// The models whose load on demand is under way: their waiters are about to use them.
+    pub(super) fn pending_names(&self) -> std::collections::HashSet<String> {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Whether the last load on demand of `name` failed (and its files have not been loaded since).
+    pub(super) fn has_failed(&self, name: &str) -> bool {
+        self.failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(name)
+    }
+}
+
+impl Registry {
+    /// Routes a request like [`Registry::route`]; with `--load-on-demand`, a model that is in a repository
+    /// but has no version serving is loaded first, the request waiting at most the load timeout
+    /// (`--load-on-demand-timeout-secs`). Concurrent requests for the model share one load.
+    pub async fn route_or_load(
+        self: &Arc<Self>,
+        name: &str,
+        version: &str,
+        routing: Routing<'_>,
+    ) -> Result<Routed, Error> {
+        let refused = match self.route(name, version, routing) {
+            Ok(routed) => {
+                routed.model.touch();
+                return Ok(routed);
+            }
+            Err(error) => error,
+        };
+        if !self.options.load_on_demand || !self.loadable(name) {
+            return Err(refused);
+        }
+        let _loaded = self.load_on_demand(name).await?;
+        let routed = self.route(name, version, routing)?;
+        routed.model.touch();
+        Ok(routed)
+    }
+
+    /// Whether `name` is a model folder of the repositories with no version serving. One that is loading
+    /// is: its request joins the load on demand under way, or waits for the load request's to end.
+    fn loadable(&self, name: &str) -> bool {
+        if let Some(entry) = self.models.load().get(name)
+            && entry.ready_versions().next().is_some()
+        {
+            return false;
+        }
+        // Checked as a folder name first: a request's model name never becomes a path outside the roots.
+        ModelName::parse(name.to_owned()).is_ok()
+            && self.options.roots.iter().any(|root| root.join(name).is_dir())
+    }
+
+    /// Loads `name` for the requests that need it, or joins the load already under way.
+    async fn load_on_demand(self: &Arc<Self>, name: &str) -> Outcome {
+        let mut receiver = {
+            let mut pending = self
+                .on_demand
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match pending.get(name) {
+                Some(receiver) => receiver.clone(),
+                None => {
+                    let (sender, receiver) = watch::channel(None);
+                    pending.insert(name.to_owned(), receiver.clone());
+                    let registry = Arc::clone(self);
+                    let name = name.to_owned();
+                    // Loading opens files and sessions: off the async workers.
+                    tokio::task::spawn_blocking(move || {
+                        let outcome = registry.load_once(&name);
+                        sender.send_replace(Some(outcome));
+                        registry
+                            .on_demand
+                            .pending
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&name);
+                    });
+                    receiver
+                }
+            }
+        };
+        let timeout = self.options.load_on_demand_timeout;
+        match tokio::time::timeout(timeout, receiver.wait_for(Option::is_some)).await {
+            Ok(Ok(outcome)) => outcome.clone().unwrap_or_else(|| Err(load_gone(name))),
+            Ok(Err(_)) => Err(load_gone(name)),
+            Err(_) => Err(Error::Overloaded(format!(
+                "model '{name}' is still loading on demand after {} s (--load-on-demand-timeout-secs); \
+                 retry later",
+                timeout.as_secs()
+            ))),
+        }
+    }
+
+    /// Loads `name` once, on a blocking thread: at once fails as before when its last load failed and its
+    /// files have not changed since.
+    fn load_once(&self, name: &str) -> Outcome {
+        let model = ModelName::parse(name.to_owned())?;
+        let fingerprint = self
+            .options
+            .roots
+            .iter()
+            .map(|root| root.join(name))
+            .find(|dir| dir.is_dir())
+            .map(|dir| Fingerprint::of(&dir))
+            .unwrap_or_default();
+        if let Some((seen, failure)) = self
+            .on_demand
+            .failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            && *seen == fingerprint
+        {
+            return Err(failure.clone());
+        }
+        let started = Instant::now();
+        let loaded = self.load_request(LoadRequest::new(model));
+        let mut failed = self
+            .on_demand
+            .failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match loaded {
+            Ok(()) => {
+                failed.remove(name);
+                drop(failed);
+                self.management.loaded_on_demand(started.elapsed());
+                let models = self.models.load();
+                let ready = models
+                    .get(name)
+                    .map(|entry| entry.ready_versions().cloned().collect())
+                    .unwrap_or_default();
+                Ok(Arc::new(ready))
+            }
+            // The budget has no room now: not the files' fault, so not remembered.
+            Err(error @ Error::TooLarge(_)) => Err(error),
+            Err(error) => {
+                let failure = Error::NoAvailableVersion {
+                    model: name.to_owned(),
+                    reason: format!("its load on demand failed: {error}"),
+                };
+                tracing::warn!(model = %name, %error, "load on demand failed");
+                failed.insert(name.to_owned(), (fingerprint, failure.clone()));
+                Err(failure)
+            }
+        }
+    }
+}
+
+fn load_gone(name: &str) -> Error {
+    Error::Internal(format!(
+        "the load on demand of model '{name}' stopped without an answer"
+    ))
+}
