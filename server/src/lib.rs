@@ -2,7 +2,8 @@
 //!
 //! [`Server::start`] loads a model repository on ONNX Runtime, [`Server::serve`] answers Triton's gRPC
 //! protocol on a listener and [`Server::serve_http`] its HTTP/REST protocol on another; the `ferry` binary
-//! wires them to command-line flags. Tests make the same calls on ephemeral loopback ports.
+//! wires them to command-line flags. Tests make the same calls on ephemeral loopback ports. [`engine::Engine`]
+//! serves the same models in-process, with no port, for embedded and batch use.
 
 pub mod auth;
 pub mod cache;
@@ -14,6 +15,7 @@ pub mod connection;
 pub mod core;
 mod datatype;
 pub mod drift;
+pub mod engine;
 pub mod ensemble;
 mod error;
 pub mod grpc;
