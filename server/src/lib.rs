@@ -6,6 +6,7 @@
 //! serves the same models in-process, with no port, for embedded and batch use.
 
 pub mod auth;
+pub mod batch;
 pub mod cache;
 pub mod check;
 pub mod classification;
