@@ -439,3 +439,81 @@ fn bad_files_and_requests_are_refused_naming_what_is_wrong() {
     assert_eq!(run.status.code(), Some(2));
     assert!(stderr(&run).contains("line 2 is not row 0"), "{}", stderr(&run));
 }
+
+#[test]
+fn json_lines_carry_every_type_to_a_model_that_does_not_batch() {
+    // identity_types (tests/model_repository): max_batch_size 0, one identity per data type, so each row is
+    // one request without a batch dimension and every output must read back as its input was written.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let row = serde_json::json!({
+        "IN_BOOL": [true, false], "IN_UINT8": [0, 255], "IN_UINT16": [65535], "IN_UINT32": [4000000000u32],
+        "IN_UINT64": [18446744073709551615u64], "IN_INT8": [-128, 127], "IN_INT16": [-300],
+        "IN_INT32": [-70000], "IN_INT64": [-9007199254740993i64], "IN_FP16": [1.5, -2.0],
+        "IN_FP32": [0.1, 1e-7], "IN_FP64": [0.1], "IN_BYTES": ["héllo", ""],
+    });
+    let input = dir.path().join("types.jsonl");
+    std::fs::write(&input, format!("{row}\n{row}\n")).expect("write");
+    let out = dir.path().join("out.jsonl");
+    let run = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("batch")
+        .args([
+            "--model-repository",
+            "tests/model_repository",
+            "--model",
+            "identity_types",
+            "--quiet",
+        ])
+        .args([
+            "--summary-json",
+            "--input",
+            input.to_str().expect("path"),
+            "--output",
+            out.to_str().expect("path"),
+        ])
+        .current_dir(repo_root())
+        .output()
+        .expect("ferry runs");
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(summary(&run)["requests"], 2);
+    assert_eq!(summary(&run)["rows_per_request"], 1);
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 3);
+    for line in &lines[1..] {
+        for (name, value) in row.as_object().expect("object") {
+            let output = name.replace("IN_", "OUT_");
+            // FP32 0.1 is written as the shortest text that reads back as the same f32.
+            assert_eq!(&line["outputs"][&output], value, "{output}");
+        }
+    }
+    // Out of an integer type's range: refused naming the row, the input and the type.
+    let wide = dir.path().join("wide.jsonl");
+    std::fs::write(
+        &wide,
+        format!("{row}\n{}\n", row.to_string().replace("[0,255]", "[0,256]")),
+    )
+    .expect("write");
+    let run = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("batch")
+        .args([
+            "--model-repository",
+            "tests/model_repository",
+            "--model",
+            "identity_types",
+            "--quiet",
+        ])
+        .args([
+            "--input",
+            wide.to_str().expect("path"),
+            "--output",
+            dir.path().join("wide_out.jsonl").to_str().expect("path"),
+        ])
+        .current_dir(repo_root())
+        .output()
+        .expect("ferry runs");
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("row 1: input 'IN_UINT8': 256 is out of the range of UINT8"),
+        "{}",
+        stderr(&run)
+    );
+}
