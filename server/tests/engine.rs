@@ -220,9 +220,12 @@ async fn models_are_listed_with_their_state_and_readiness() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_for_requests_in_flight_and_refuses_new_ones() {
-    let engine = Engine::open(repo_root().join("examples/model_repository")).expect("opens");
-    let a: Vec<i32> = (0..16).collect();
-    let in_flight = engine.infer(simple_request(&a, &a));
+    // add_one_dynamic (y = x + 1) holds a lone row in its queue for up to 2 s waiting for a fuller batch,
+    // so the request below is certainly in flight when shutdown begins.
+    let dir = repository(&["add_one_dynamic"]);
+    let engine = Engine::open(dir.path()).expect("opens");
+    let x = [1.0f32, 2.0, 3.0, 4.0];
+    let in_flight = engine.infer(Request::new("add_one_dynamic").input("x", &[1, 4], &x));
     tokio::pin!(in_flight);
     // Polled once: admitted and queued, not answered yet.
     std::future::poll_fn(|cx| {
@@ -252,15 +255,18 @@ async fn shutdown_waits_for_requests_in_flight_and_refuses_new_ones() {
         answered_before_shutdown_returned,
         "shutdown returned before the request in flight was answered"
     );
-    let doubled: Vec<i32> = response
+    let y: Vec<f32> = response
         .expect("answered")
-        .output("OUTPUT0")
-        .expect("OUTPUT0")
+        .output("y")
+        .expect("y")
         .to_vec()
-        .expect("INT32");
-    assert_eq!(doubled, a.iter().map(|x| 2 * x).collect::<Vec<_>>());
+        .expect("FP32");
+    assert_eq!(y, [2.0, 3.0, 4.0, 5.0]);
     // After shutdown: refused, UNAVAILABLE, and not ready.
-    let error = engine.infer(simple_request(&a, &a)).await.expect_err("shut down");
+    let error = engine
+        .infer(Request::new("add_one_dynamic").input("x", &[1, 4], &x))
+        .await
+        .expect_err("shut down");
     assert_eq!(error.grpc_code(), Code::Unavailable);
     assert!(error.to_string().contains("shutting down"), "{error}");
     assert!(!engine.is_ready());
