@@ -2,9 +2,11 @@
 //!
 //! [`Server::start`] loads a model repository on ONNX Runtime, [`Server::serve`] answers Triton's gRPC
 //! protocol on a listener and [`Server::serve_http`] its HTTP/REST protocol on another; the `ferry` binary
-//! wires them to command-line flags. Tests make the same calls on ephemeral loopback ports.
+//! wires them to command-line flags. Tests make the same calls on ephemeral loopback ports. [`engine::Engine`]
+//! serves the same models in-process, with no port, for embedded and batch use.
 
 pub mod auth;
+pub mod batch;
 pub mod cache;
 pub mod check;
 pub mod classification;
@@ -14,6 +16,7 @@ pub mod connection;
 pub mod core;
 mod datatype;
 pub mod drift;
+pub mod engine;
 pub mod ensemble;
 mod error;
 pub mod gpu;

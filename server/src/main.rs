@@ -32,7 +32,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Flags keep Triton's names where Triton has them, so existing launch scripts carry over.
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, about, long_about = None,
-          after_help = "To check a model repository before shipping it, without serving it: ferry check --help")]
+          after_help = "To check a model repository before shipping it, without serving it: ferry check --help\n\
+                        To run a model over a file of inputs, offline: ferry batch --help")]
 struct Flags {
     /// A model repository in Triton's layout: <repo>/<model>/config.pbtxt and numbered version folders
     /// holding model.onnx. Repeat the flag to serve several repositories; model names must be unique.
@@ -286,10 +287,14 @@ enum LogFormatFlag {
 
 fn main() -> ExitCode {
     // `ferry check ...` checks a repository without serving it (docs/operations.md). The server takes flags
-    // only, so a first argument `check` cannot be one of its command lines, which parse exactly as before.
+    // only, so a first argument `check` or `batch` cannot be one of its command lines, which parse exactly
+    // as before.
     let mut args = std::env::args_os();
-    if args.nth(1).is_some_and(|first| first == "check") {
-        return ferry_server::check::main(args);
+    match args.nth(1) {
+        Some(first) if first == "check" => return ferry_server::check::main(args),
+        // `ferry batch ...` runs a model over a file of inputs, offline (docs/embedded.md).
+        Some(first) if first == "batch" => return ferry_server::batch::main(args),
+        _ => {}
     }
     let flags = Flags::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

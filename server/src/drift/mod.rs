@@ -22,7 +22,7 @@
 
 mod baseline;
 pub mod grpc;
-mod npy;
+pub(crate) mod npy;
 mod report;
 mod score;
 mod sketch;

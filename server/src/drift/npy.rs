@@ -97,6 +97,11 @@ pub struct Array {
 }
 
 impl Array {
+    /// The raw little-endian elements, in C order, as an owned buffer.
+    pub fn into_data(self) -> Vec<u8> {
+        self.data
+    }
+
     /// The elements, in C order, as numbers.
     pub fn values(&self) -> impl Iterator<Item = f64> + '_ {
         let element = self.element;
@@ -108,6 +113,29 @@ impl Array {
 
 /// Parses the `.npy` bytes `bytes`; errors name the field at fault (the caller adds the file).
 pub fn parse_npy(bytes: &[u8]) -> Result<Array, String> {
+    let (element, shape, offset) = parse_header(bytes)?;
+    Ok(Array {
+        element,
+        shape,
+        data: bytes[offset..].to_vec(),
+    })
+}
+
+/// Parses the `.npy` file `bytes`, keeping its buffer for the data (the header is cut off in place), so
+/// that a large file is not held twice.
+pub fn parse_npy_owned(mut bytes: Vec<u8>) -> Result<Array, String> {
+    let (element, shape, offset) = parse_header(&bytes)?;
+    bytes.drain(..offset);
+    Ok(Array {
+        element,
+        shape,
+        data: bytes,
+    })
+}
+
+/// The element type, the shape, and where the data starts, of the `.npy` file `bytes`, whose data length
+/// has been checked against the shape.
+fn parse_header(bytes: &[u8]) -> Result<(Element, Vec<usize>, usize), String> {
     let rest = bytes
         .strip_prefix(b"\x93NUMPY")
         .ok_or("not a .npy file: it does not start with the magic string \\x93NUMPY")?;
@@ -163,11 +191,7 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Array, String> {
             data.len()
         ));
     }
-    Ok(Array {
-        element,
-        shape,
-        data: data.to_vec(),
-    })
+    Ok((element, shape, bytes.len() - data.len()))
 }
 
 /// The text of the value of `key` in the header's dict literal, up to the next top-level comma.
@@ -214,6 +238,11 @@ fn parse_shape(text: &str) -> Result<Vec<usize>, String> {
 /// The arrays of the `.npz` bytes `bytes`, by name (the entry name without `.npy`), at most
 /// [`MAX_BASELINE_BYTES`] inflated in all.
 pub fn parse_npz(bytes: &[u8]) -> Result<Vec<(String, Array)>, String> {
+    parse_npz_within(bytes, MAX_BASELINE_BYTES)
+}
+
+/// The arrays of the `.npz` bytes `bytes`, by name, at most `limit` bytes inflated in all.
+pub fn parse_npz_within(bytes: &[u8], limit: usize) -> Result<Vec<(String, Array)>, String> {
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|error| format!("not a .npz (zip) file: {error}"))?;
     if archive.len() > MAX_NPZ_ARRAYS {
@@ -222,7 +251,7 @@ pub fn parse_npz(bytes: &[u8]) -> Result<Vec<(String, Array)>, String> {
             archive.len()
         ));
     }
-    let mut budget = MAX_BASELINE_BYTES;
+    let mut budget = limit;
     let mut arrays = Vec::with_capacity(archive.len());
     for index in 0..archive.len() {
         let entry = archive
@@ -239,7 +268,7 @@ pub fn parse_npz(bytes: &[u8]) -> Result<Vec<(String, Array)>, String> {
         if declared > budget {
             return Err(format!(
                 "entry '{name}' is {declared} bytes inflated, over what is left of the limit of \
-                 {MAX_BASELINE_BYTES} bytes"
+                 {limit} bytes"
             ));
         }
         let mut data = Vec::with_capacity(declared);
@@ -248,12 +277,10 @@ pub fn parse_npz(bytes: &[u8]) -> Result<Vec<(String, Array)>, String> {
             .read_to_end(&mut data)
             .map_err(|error| format!("entry '{name}': {error}"))?;
         if data.len() > budget {
-            return Err(format!(
-                "entry '{name}' inflates past the limit of {MAX_BASELINE_BYTES} bytes"
-            ));
+            return Err(format!("entry '{name}' inflates past the limit of {limit} bytes"));
         }
         budget -= data.len();
-        let array = parse_npy(&data).map_err(|error| format!("entry '{name}': {error}"))?;
+        let array = parse_npy_owned(data).map_err(|error| format!("entry '{name}': {error}"))?;
         arrays.push((array_name.to_owned(), array));
     }
     Ok(arrays)
