@@ -52,6 +52,7 @@ pub(super) fn spec(max_batch_size: usize, inputs: Vec<TensorSpec>) -> ModelSpec 
         lone_requests_on_worker: None,
         drift: Default::default(),
         ensemble: None,
+        variable_lengths: Default::default(),
     }
 }
 
