@@ -21,8 +21,9 @@ pub(super) struct Padded {
 }
 
 /// `request` padded to its bucket, with what [`trim`] needs to undo it. A request longer than the largest
-/// bucket, padded inputs of different lengths, or padding beyond `--max-request-bytes` is INVALID_ARGUMENT,
-/// naming the input, its length and the limit.
+/// bucket, or whose padded inputs differ in length, is INVALID_ARGUMENT naming the input, its length and the
+/// largest bucket; padded inputs that would together pass `--max-request-bytes` are RESOURCE_EXHAUSTED,
+/// refused before the padded copy is made.
 pub(super) fn pad(
     mut request: InferRequest,
     padding: &BucketPadding,
@@ -72,7 +73,7 @@ pub(super) fn pad(
         let grown_bytes = rows.saturating_mul(bucket).saturating_mul(block);
         total = total.saturating_add(grown_bytes);
         if total > spec.max_request_bytes {
-            return Err(Error::invalid(format!(
+            return Err(Error::TooLarge(format!(
                 "input '{}' padded from length {length} to bucket {bucket} would take the request past {} bytes \
                  (--max-request-bytes)",
                 spec.inputs[input.index].name, spec.max_request_bytes
@@ -244,6 +245,24 @@ mod tests {
             error.to_string(),
             "input 'x' has length 9 in dimension 1, more than the largest bucket of model 'm' \
              (ferry.pad_to_bucket: 8)"
+        );
+    }
+
+    #[test]
+    fn padding_past_the_request_memory_limit_is_refused_before_the_copy() {
+        let mut spec = spec();
+        spec.max_request_bytes = 64;
+        let padding = spec.variable_lengths.buckets.clone().expect("buckets");
+        // 1 row of 4 × 2 floats: 32 bytes once padded.
+        pad(request(1, 3), &padding, &spec).expect("within the limit");
+        // 2 rows of 8 × 2 floats: 128 bytes once padded.
+        let error = pad(request(2, 5), &padding, &spec).expect_err("over the limit");
+        assert!(matches!(error, Error::TooLarge(_)), "{error:?}");
+        assert!(
+            error
+                .to_string()
+                .contains("from length 5 to bucket 8 would take the request past 64 bytes"),
+            "{error}"
         );
     }
 }

@@ -66,7 +66,8 @@ pub(super) fn batch_input_tensors<'s>(
                 r.inputs
                     .iter()
                     .find(|i| i.index == batch_input.source)
-                    .map_or(&[][..], |i| i.shape.as_slice())
+                    // An optional source a request left out counts no elements and no rows.
+                    .map_or(&[0][..], |i| i.shape.as_slice())
             })
             .collect();
         let (shape, values) = batch_input_values(batch_input.kind, &shapes);
