@@ -51,6 +51,20 @@ fn batch_input_values(kind: Kind, shapes: &[&[i64]]) -> (Vec<i64>, Vec<i64>) {
     }
 }
 
+/// The shape of input `source` in each request, batch dimension included. An optional source a request
+/// left out counts no elements and no rows: shape `[0]`.
+fn source_shapes<'r>(source: usize, requests: &[&'r InferRequest]) -> Vec<&'r [i64]> {
+    requests
+        .iter()
+        .map(|r| {
+            r.inputs
+                .iter()
+                .find(|i| i.index == source)
+                .map_or(&[0][..], |i| i.shape.as_slice())
+        })
+        .collect()
+}
+
 /// The tensors of `batch_inputs` for `requests`, ready to pass with the batch's inputs. A value the batch
 /// input's type cannot hold exactly (beyond `i32::MAX` for INT32, 2^24 for FP32) fails the batch, rather
 /// than giving the model a wrong offset.
@@ -60,17 +74,8 @@ pub(super) fn batch_input_tensors<'s>(
 ) -> Result<Vec<(&'s str, SessionInputValue<'static>)>, Error> {
     let mut tensors = Vec::with_capacity(batch_inputs.len());
     for batch_input in batch_inputs {
-        let shapes: Vec<&[i64]> = requests
-            .iter()
-            .map(|r| {
-                r.inputs
-                    .iter()
-                    .find(|i| i.index == batch_input.source)
-                    // An optional source a request left out counts no elements and no rows.
-                    .map_or(&[0][..], |i| i.shape.as_slice())
-            })
-            .collect();
-        let (shape, values) = batch_input_values(batch_input.kind, &shapes);
+        let (shape, values) =
+            batch_input_values(batch_input.kind, &source_shapes(batch_input.source, requests));
         let exact = match batch_input.data_type {
             DataType::Fp32 => 1 << f32::MANTISSA_DIGITS,
             _ => i64::from(i32::MAX),
@@ -128,6 +133,34 @@ mod tests {
             batch_input_values(Kind::BatchItemShapeFlatten, &items),
             (vec![6], vec![3, 1, 3, 1, 2, 2])
         );
+    }
+
+    #[test]
+    fn a_request_without_an_optional_source_counts_nothing() {
+        let request = |shape: Option<Vec<i64>>| InferRequest {
+            id: String::new(),
+            inputs: shape
+                .map(|shape| crate::request::InputTensor {
+                    index: 1,
+                    model_shape: shape.clone(),
+                    shape,
+                    data: crate::request::TensorData::Fixed(bytes::Bytes::new()),
+                })
+                .into_iter()
+                .collect(),
+            outputs: vec![0],
+            batch_size: 1,
+            priority: 0,
+            timeout: None,
+            classifications: Vec::new(),
+        };
+        let (with, without) = (request(Some(vec![1, 3])), request(None));
+        let shapes = source_shapes(1, &[&with, &without, &with]);
+        assert_eq!(
+            batch_input_values(Kind::BatchAccumulatedElementCount, &shapes).1,
+            [3, 3, 6]
+        );
+        assert_eq!(batch_input_values(Kind::BatchItemShape, &shapes).0, [2, 1]);
     }
 
     #[test]
