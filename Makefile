@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_JOBS ?= 1
 PEERS_ARGS ?=
 
-.PHONY: setup clients-setup serve test lint bench bench-serving bench-peers bench-cost bench-adaptive soak models fuzz
+.PHONY: setup clients-setup serve test lint bench bench-serving bench-peers bench-cost bench-adaptive bench-pipelines soak models fuzz
 
 ## setup: create .venv with ONNX Runtime (libonnxruntime.so), onnx, numpy, tritonclient and pytest
 setup: $(VENV)/.installed
@@ -71,6 +71,11 @@ bench-cost: setup
 ## and the adaptive 500 µs delay; writes benches/results/adaptive_delay.md
 bench-adaptive: setup
 	cargo bench -p ferry-benches --bench adaptive_delay
+
+## bench-pipelines: pad-to-bucket against batching off on sequences of 1 to 128 tokens, the pipeline ensemble against
+## calling its members one by one, and response cache hits against misses; writes benches/results/pipelines.md
+bench-pipelines: setup
+	cargo bench -p ferry-benches --bench pipelines
 
 ## soak: SOAK_SECONDS (default 1800) of mixed traffic against a release ferry, RSS sampled each second;
 ## writes benches/results/soak.{md,csv,svg} and fails on a crash, a failed valid request or RSS growth (not in CI)

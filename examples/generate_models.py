@@ -52,6 +52,13 @@ tests/sequence_repository/      stateful models served with sequence_batching (h
                                 that lists no tensors (auto-complete must leave the state out)
   seq_accumulate_wait/1/...     the batched accumulator under a direct strategy that waits 1.5 s for full
                                 batches, so that a request stays queued long enough to be cancelled
+tests/ragged_repository/        requests of different lengths sharing batches (configs hand-written):
+  ragged_sum/1/model.onnx       ragged INPUT FP32 [n] (every request's elements back to back) with batch inputs
+                                INDEX INT32 [k] (accumulated element counts), COUNT FP32 [k] (element counts) and
+                                MAXLEN INT32 [longest] (only its shape counts) -> per request SUM, MEAN FP32
+                                [k, 1] and LONGEST INT64 [k, 1] (the longest request of its batch)
+  bucket_tokens/1/model.onnx    x FP32 [batch, len, 8] -> y = tanh(x @ W) per token [batch, len, 8] and
+                                pooled = sum of y over the tokens [batch, 8] (zero tokens add nothing)
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ TESTS = REPO_ROOT / "tests" / "model_repository"
 ASSETS = REPO_ROOT / "tests" / "assets"
 ENSEMBLES = REPO_ROOT / "tests" / "ensemble_repository"
 SEQUENCES = REPO_ROOT / "tests" / "sequence_repository"
+RAGGED = REPO_ROOT / "tests" / "ragged_repository"
 
 # Triton datatype -> ONNX element type, in the order of Triton's DataType enum.
 TRITON_TO_ONNX = {
@@ -429,6 +437,78 @@ def accumulator(batched: bool) -> onnx.ModelProto:
 def gru_initial_state() -> bytes:
     """The initial state file of seq_gru_controls: h = 0.5, 0.25, ... for the 8 state elements."""
     return (0.5 ** np.arange(1, 9)).astype("<f4").tobytes()
+def ragged_sum() -> onnx.ModelProto:
+    """Sums and means of each request's stretch of a ragged input, found from Ferry's batch inputs."""
+    i64 = TensorProto.INT64
+    nodes = [
+        # Positions 0..n-1 of the flat input, and each request's [start, end) from its end and its count.
+        helper.make_node("Shape", ["INPUT"], ["n"]),
+        helper.make_node("Squeeze", ["n", "axis0"], ["n_scalar"]),
+        helper.make_node("Range", ["zero", "n_scalar", "one"], ["positions"]),
+        helper.make_node("Cast", ["INDEX"], ["ends"], to=i64),
+        helper.make_node("Cast", ["COUNT"], ["counts"], to=i64),
+        helper.make_node("Sub", ["ends", "counts"], ["starts"]),
+        helper.make_node("Unsqueeze", ["starts", "axis1"], ["starts_col"]),
+        helper.make_node("Unsqueeze", ["ends", "axis1"], ["ends_col"]),
+        helper.make_node("GreaterOrEqual", ["positions", "starts_col"], ["after_start"]),
+        helper.make_node("Less", ["positions", "ends_col"], ["before_end"]),
+        helper.make_node("And", ["after_start", "before_end"], ["inside"]),
+        helper.make_node("Cast", ["inside"], ["mask"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["INPUT", "axis1"], ["input_col"]),
+        helper.make_node("MatMul", ["mask", "input_col"], ["SUM"]),
+        helper.make_node("Unsqueeze", ["COUNT", "axis1"], ["count_col"]),
+        helper.make_node("Div", ["SUM", "count_col"], ["MEAN"]),
+        # The longest request of the batch, from the shape of MAXLEN, repeated for each request.
+        helper.make_node("Shape", ["MAXLEN"], ["longest"]),
+        helper.make_node("Reshape", ["longest", "one_by_one"], ["longest_cell"]),
+        helper.make_node("Shape", ["INDEX"], ["k"]),
+        helper.make_node("Concat", ["k", "one_list"], ["k_by_one"], axis=0),
+        helper.make_node("Expand", ["longest_cell", "k_by_one"], ["LONGEST"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "ragged_sum",
+        inputs=[
+            helper.make_tensor_value_info("INPUT", TensorProto.FLOAT, ["n"]),
+            helper.make_tensor_value_info("INDEX", TensorProto.INT32, ["k"]),
+            helper.make_tensor_value_info("COUNT", TensorProto.FLOAT, ["k"]),
+            helper.make_tensor_value_info("MAXLEN", TensorProto.INT32, ["longest"]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info("SUM", TensorProto.FLOAT, ["k", 1]),
+            helper.make_tensor_value_info("MEAN", TensorProto.FLOAT, ["k", 1]),
+            helper.make_tensor_value_info("LONGEST", i64, ["k", 1]),
+        ],
+        initializer=[
+            _init("axis0", np.array([0], dtype=np.int64)),
+            _init("axis1", np.array([1], dtype=np.int64)),
+            _init("zero", np.array(0, dtype=np.int64)),
+            _init("one", np.array(1, dtype=np.int64)),
+            _init("one_by_one", np.array([1, 1], dtype=np.int64)),
+            _init("one_list", np.array([1], dtype=np.int64)),
+        ],
+    )
+    return _model(graph)
+
+
+def bucket_tokens(seed: int = 13, width: int = 8) -> onnx.ModelProto:
+    """A per-token layer over sequences of any length, and a pooled sum that padding with zeros leaves alone."""
+    (w,) = _weights(seed, (width, width))
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["projected"]),
+            helper.make_node("Tanh", ["projected"], ["y"]),
+            helper.make_node("ReduceSum", ["y", "axes"], ["pooled"], keepdims=0),
+        ],
+        "bucket_tokens",
+        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "len", width])],
+        outputs=[
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "len", width]),
+            helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", width]),
+        ],
+        initializer=[_init("w", w), _init("axes", np.array([1], dtype=np.int64))],
+    )
+    return _model(graph)
 
 
 def corrupt_bytes() -> bytes:
@@ -481,6 +561,10 @@ def generate() -> list[Path]:
         _write(accumulator(batched=True), SEQUENCES / "seq_accumulate_oldest" / "1" / "model.onnx"),
         _write(accumulator(batched=False), SEQUENCES / "seq_idle" / "1" / "model.onnx"),
         _write(accumulator(batched=True), SEQUENCES / "seq_accumulate_wait" / "1" / "model.onnx"),
+        # Requests of different lengths: ragged batching, and padding to buckets (with batching off as well).
+        _write(ragged_sum(), RAGGED / "ragged_sum" / "1" / "model.onnx"),
+        _write(bucket_tokens(), RAGGED / "bucket_tokens" / "1" / "model.onnx"),
+        _write(bucket_tokens(), RAGGED / "bucket_tokens_unbatched" / "1" / "model.onnx"),
         # Files the lifecycle tests copy into repositories of their own: y = x + k tells which file answered.
         *[_write(add_one_batched(float(k)), ASSETS / f"add_{k}.onnx") for k in (1, 2, 3, 20)],
     ]

@@ -49,6 +49,7 @@ pub fn fp32_spec(width: i64, max_batch_size: usize) -> ModelSpec {
         drift: Default::default(),
         ensemble: None,
         sequence: None,
+        variable_lengths: Default::default(),
     }
 }
 

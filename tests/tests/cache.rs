@@ -7,7 +7,7 @@
 //! (core `infer_stats.cc`: a hit is a success without inference or execution, a miss counts lookup and
 //! insertion time).
 
-use std::{path::Path, sync::Arc, time::Instant};
+use std::{path::Path, sync::Arc};
 
 use bytes::Bytes;
 use ferry_proto::inference::{
@@ -558,85 +558,5 @@ async fn tritonclient_sees_hits_in_the_statistics() {
     .await;
     assert!(status.success(), "pytest failed: {status}");
     http.stop().await;
-    server.stop().await;
-}
-
-/// Not a check: hit against miss latency, printed. Run with
-/// `cargo test -p ferry-tests --test cache -- --ignored --nocapture`.
-#[tokio::test]
-#[ignore = "a benchmark: prints figures, asserts nothing"]
-async fn benchmark_hit_against_miss_latency() {
-    let (server, _dir) = server(Some(256 << 20)).await;
-    let client = server.raw_client().await.expect("client");
-    let rounds = 200;
-    let image = |seed: u8| {
-        let mut pixels = vec![0u8; 3 * 224 * 224 * 4];
-        pixels[0] = seed;
-        ModelInferRequest {
-            model_name: "image".into(),
-            inputs: vec![InferInputTensor {
-                name: "data_0".into(),
-                datatype: "FP32".into(),
-                shape: vec![1, 3, 224, 224],
-                ..Default::default()
-            }],
-            raw_input_contents: vec![pixels.into()],
-            ..Default::default()
-        }
-    };
-    for (name, model, make) in [
-        (
-            "simple (2 x 64 B in)",
-            "cached",
-            Box::new(|i: usize| request("cached", "1", i as i32, 0))
-                as Box<dyn Fn(usize) -> ModelInferRequest>,
-        ),
-        (
-            "densenet_onnx twin (602 KB in)",
-            "image",
-            Box::new(|i: usize| image(i as u8)),
-        ),
-    ] {
-        let timed = |i: usize| {
-            let request = make(i);
-            let mut client = client.clone();
-            async move {
-                let start = Instant::now();
-                client.model_infer(request).await.expect("inference");
-                start.elapsed()
-            }
-        };
-        let mut misses = Vec::new();
-        let mut hits = Vec::new();
-        for i in 0..rounds {
-            misses.push(timed(i).await);
-            hits.push(timed(i).await);
-        }
-        misses.sort();
-        hits.sort();
-        let median = |v: &[std::time::Duration]| v[v.len() / 2];
-        let p99 = |v: &[std::time::Duration]| v[v.len() * 99 / 100];
-        println!(
-            "{name}: miss median {:?} p99 {:?}; hit median {:?} p99 {:?} ({} each, gRPC over loopback)",
-            median(&misses),
-            p99(&misses),
-            median(&hits),
-            p99(&hits),
-            misses.len()
-        );
-        let stats = statistics(&server, model, "1").await;
-        let inference = stats.inference_stats.expect("inference stats");
-        let mean = |d: Option<ferry_proto::inference::StatisticDuration>| {
-            let d = d.unwrap_or_default();
-            std::time::Duration::from_nanos(d.ns / d.count.max(1))
-        };
-        println!(
-            "{name}, in the server: cache lookup on a hit {:?}, lookup and insertion on a miss {:?}, \
-             model run on a miss {:?} (means, ModelStatistics)",
-            mean(inference.cache_hit),
-            mean(inference.cache_miss),
-            mean(inference.compute_infer),
-        );
-    }
     server.stop().await;
 }

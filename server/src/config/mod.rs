@@ -3,18 +3,21 @@
 //!
 //! `pbtxt` parses the text, `complete` fills in what the model file says, and `spec` validates the whole into
 //! a [`ModelSpec`], with one module per part of the config: `tensors`, `versions`, `instances` (with the
-//! ONNX Runtime `session` options), `batching`, `drift`, `ensemble` and `sequence`.
+//! ONNX Runtime `session` options), `batching`, `drift`, `ensemble`, `sequence`, and `ragged` and `buckets` for
+//! inputs whose length varies.
 //! `signature` then checks the spec against the model file. Every part names the file and line of a mistake
 //! through [`ConfigSource`] (`source`), which depends on nothing else here.
 
 mod accelerators;
 mod batching;
+mod buckets;
 mod classes;
 mod complete;
 mod drift;
 mod ensemble;
 mod instances;
 mod pbtxt;
+mod ragged;
 mod sequence;
 mod session;
 mod signature;
@@ -27,6 +30,9 @@ mod versions;
 
 pub use accelerators::{Precision, TensorRt};
 pub use batching::{ADAPTIVE_QUEUE_DELAY, DEFAULT_MAX_QUEUE_SIZE};
+pub use buckets::{
+    BucketPadding, MAX_BUCKET_LENGTH, MAX_BUCKETS, PAD_TO_BUCKET, PAD_TO_BUCKET_DIM, PAD_TO_BUCKET_VALUE,
+};
 pub use classes::{
     CLASS_LABELS_PREFIX, ClassLabels, MAX_CLASSES, TensorForm, ZIPMAP_HINT, labels_from_parameters,
 };
@@ -38,6 +44,7 @@ pub use drift::{DRIFT_PREFIX, DriftSettings, MAX_DRIFT_FEATURES, MAX_DRIFT_WINDO
 pub use ensemble::{ENSEMBLE_PLATFORM, EnsembleStep, MAX_ENSEMBLE_STEPS, MAX_ENSEMBLE_TENSORS, is_ensemble};
 pub use instances::{InstancePlan, Placement};
 pub use pbtxt::{model_config_descriptor, parse_model_config};
+pub use ragged::{BatchInputSpec, RaggedInputs, VariableLengths};
 pub(crate) use sequence::sequence_tensor_names;
 pub use sequence::{
     ControlKind, ControlTensor, InitialState, MAX_LIVE_SEQUENCES, MAX_QUEUED_PER_SEQUENCE, SequenceSpec,

@@ -14,8 +14,9 @@ impl ModelSpec {
             ("input", &self.inputs, &signature.inputs),
             ("output", &self.outputs, &signature.outputs),
         ];
+        let ragged = self.variable_lengths.ragged.as_deref();
         for (side, specs, tensors) in sides {
-            for spec in specs {
+            for (index, spec) in specs.iter().enumerate() {
                 let Some(tensor) = tensors.iter().find(|t| t.name == spec.name) else {
                     let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
                     return Err(fail(format!(
@@ -36,6 +37,10 @@ impl ModelSpec {
                             .data_type
                             .map_or("an unsupported type", |t| t.to_config().as_str_name())
                     )));
+                }
+                if side == "input" && ragged.is_some_and(|r| r.is_ragged(index)) {
+                    // The model sees a ragged input flattened: checked below, with the batch inputs.
+                    continue;
                 }
                 let seen = spec.reshape.as_ref().unwrap_or(&spec.dims);
                 let shapes_agree = tensor.shape.len() == seen.len() + batch
@@ -59,15 +64,23 @@ impl ModelSpec {
         if let Some(sequence) = &self.sequence {
             sequence.check_signature(signature, batch == 1, fail)?;
         }
+        if let Some(ragged) = ragged {
+            ragged.check_signature(&self.inputs, signature, fail)?;
+        }
         let fed_by_sequences: Vec<String> = self
             .sequence
             .as_ref()
             .map(|sequence| sequence.extra_inputs().into_iter().map(|t| t.name).collect())
             .unwrap_or_default();
+        // Inputs Ferry fills itself: a sequence's control and state tensors, ragged batching's batch inputs.
+        let filled_by_ferry = |name: &str| {
+            fed_by_sequences.iter().any(|fed| fed == name)
+                || ragged.is_some_and(|r| r.batch_inputs.iter().any(|b| b.target == name))
+        };
         if let Some(missing) = signature
             .inputs
             .iter()
-            .find(|t| !self.inputs.iter().any(|s| s.name == t.name) && !fed_by_sequences.contains(&t.name))
+            .find(|t| !self.inputs.iter().any(|s| s.name == t.name) && !filled_by_ferry(&t.name))
         {
             return Err(fail(format!(
                 "model input '{}' is missing from the config",

@@ -9,10 +9,12 @@ use ferry_proto::inference::{ModelConfig, model_config::SchedulingChoice};
 use super::{
     InstancePlan, TensorSpec, VersionPolicy,
     batching::{batching_policy, lone_requests_on_worker},
+    buckets::{PAD_TO_BUCKET, bucket_padding},
     complete::{ONNX_BACKEND, ONNX_PLATFORM},
     drift::{DriftSettings, drift_settings},
     ensemble::{ENSEMBLE_PLATFORM, EnsembleStep, ensemble_steps, is_ensemble},
     instances::instance_plan,
+    ragged::{VariableLengths, ragged_inputs},
     sequence::{SequenceSpec, sequence_spec},
     source::ConfigSource,
     tensors::{check_unique, tensor_spec},
@@ -60,6 +62,9 @@ pub struct ModelSpec {
     pub ensemble: Option<Arc<Vec<EnsembleStep>>>,
     /// The sequence batcher's settings (`sequence_batching`), for a stateful model; `None` otherwise.
     pub sequence: Option<Arc<SequenceSpec>>,
+    /// How requests whose inputs differ in length share batches: Triton's ragged inputs and batch inputs,
+    /// or Ferry's padding to bucket lengths; neither by default.
+    pub variable_lengths: VariableLengths,
 }
 
 impl ModelSpec {
@@ -162,6 +167,7 @@ impl ModelSpec {
         } else {
             None
         };
+        let variable_lengths = variable_lengths(&config, &inputs, &outputs, max_batch_size, source)?;
         let batching = batching_policy(&config, max_batch_size, source)?;
         let sequence = sequence_spec(&config, &inputs, max_batch_size, source)?.map(Arc::new);
         let version_policy = VersionPolicy::from_config(&config);
@@ -194,6 +200,7 @@ impl ModelSpec {
             lone_requests_on_worker,
             ensemble,
             sequence,
+            variable_lengths,
         })
     }
 
@@ -223,6 +230,31 @@ impl ModelSpec {
     pub fn output(&self, name: &str) -> Option<(usize, &TensorSpec)> {
         self.outputs.iter().enumerate().find(|(_, t)| t.name == name)
     }
+}
+
+/// The ragged inputs and bucket padding of `config`; a model may use one or the other, not both.
+fn variable_lengths(
+    config: &ModelConfig,
+    inputs: &[TensorSpec],
+    outputs: &[TensorSpec],
+    max_batch_size: usize,
+    source: ConfigSource<'_>,
+) -> Result<VariableLengths, Error> {
+    let ragged = ragged_inputs(config, inputs, max_batch_size, source)?;
+    let buckets = bucket_padding(config, inputs, outputs, max_batch_size, source)?;
+    if ragged.is_some() && buckets.is_some() {
+        return Err(source.error(
+            &[PAD_TO_BUCKET],
+            format!(
+                "parameter {PAD_TO_BUCKET} cannot be combined with allow_ragged_batch or batch_input: a model takes \
+                 requests of different lengths either flattened or padded"
+            ),
+        ));
+    }
+    Ok(VariableLengths {
+        ragged: ragged.map(Arc::new),
+        buckets: buckets.map(Arc::new),
+    })
 }
 
 #[cfg(test)]

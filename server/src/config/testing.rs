@@ -6,7 +6,6 @@ use crate::{DataType, Error};
 /// The spec of model `m` from config text `text`, completed from and checked against a model with one
 /// FP32 input `x` and one FP32 output `y` of shape [-1, 4].
 pub(crate) fn spec_from(text: &str) -> Result<ModelSpec, Error> {
-    let mut config = parse_model_config(text, "m/config.pbtxt")?;
     let signature = ModelSignature {
         inputs: vec![ModelTensor {
             name: "x".into(),
@@ -21,7 +20,13 @@ pub(crate) fn spec_from(text: &str) -> Result<ModelSpec, Error> {
             form: Default::default(),
         }],
     };
-    complete_config(&mut config, Some(&signature), "m/config.pbtxt")?;
+    spec_with_signature(text, &signature)
+}
+
+/// The spec of model `m` from config text `text`, completed from and checked against `signature`.
+pub(super) fn spec_with_signature(text: &str, signature: &ModelSignature) -> Result<ModelSpec, Error> {
+    let mut config = parse_model_config(text, "m/config.pbtxt")?;
+    complete_config(&mut config, Some(signature), "m/config.pbtxt")?;
     let spec = ModelSpec::from_config(
         config,
         "m",
@@ -30,7 +35,7 @@ pub(crate) fn spec_from(text: &str) -> Result<ModelSpec, Error> {
             text: Some(text),
         },
     )?;
-    spec.check_signature(&signature, "m/1/model.onnx")?;
+    spec.check_signature(signature, "m/1/model.onnx")?;
     Ok(spec)
 }
 

@@ -19,13 +19,14 @@ use tracing::Instrument;
 
 use crate::{
     Error,
-    config::{InstancePlan, ModelSignature, ModelSpec, TensorForm},
+    config::{InstancePlan, ModelSignature, ModelSpec, RaggedInputs, TensorForm},
     limits::{ThreadBudget, ThreadReservation},
     onnx::{self, BatchRunner, OutputTensor},
     request::InferRequest,
     stats::{FailureReason, VersionStats},
 };
 
+mod buckets;
 mod instance;
 mod lone;
 mod sequence;
@@ -42,16 +43,19 @@ struct InferJob {
     reply: oneshot::Sender<Result<Vec<OutputTensor>, Error>>,
     /// Open while the request waits; closed when an instance takes it, so its length is the queue time.
     queue_span: tracing::Span,
+    /// The model's ragged inputs, whose shapes need not agree for requests to share a batch.
+    ragged: Option<Arc<RaggedInputs>>,
 }
 
 impl Payload for InferJob {
     fn batches_with(&self, other: &Self) -> bool {
         // Inputs are in spec order (see `InferRequest::parse`), so position by position comparison suffices.
         let (mine, theirs) = (&self.request.inputs, &other.request.inputs);
+        let ragged = |index| self.ragged.as_ref().is_some_and(|r| r.is_ragged(index));
         mine.len() == theirs.len()
             && mine.iter().zip(theirs).all(|(a, b)| {
                 a.index == b.index
-                    && a.shape.get(1..) == b.shape.get(1..)
+                    && (ragged(a.index) || a.shape.get(1..) == b.shape.get(1..))
                     && std::mem::discriminant(&a.data) == std::mem::discriminant(&b.data)
             })
     }
@@ -377,10 +381,21 @@ impl ModelVersion {
         };
         let result = match &self.runs.sequencer {
             Some(sequencer) => sequencer.infer(request).instrument(span).await,
-            None => self.queue_and_wait(request).instrument(span).await,
+            None => self.pad_queue_and_wait(request).instrument(span).await,
         };
         outcome.record(result.as_ref().map(|_| ()).map_err(Error::failure_reason));
         result
+    }
+
+    /// Queues `request` and waits for its outputs, padded to its bucket first and its outputs trimmed back
+    /// after, when the model pads to buckets.
+    async fn pad_queue_and_wait(&self, request: InferRequest) -> Result<Vec<OutputTensor>, Error> {
+        let Some(padding) = self.spec.variable_lengths.buckets.as_deref() else {
+            return self.queue_and_wait(request).await;
+        };
+        let (request, padded) = buckets::pad(request, padding, &self.spec)?;
+        let outputs = self.queue_and_wait(request).await?;
+        Ok(buckets::trim(outputs, padded, padding, &self.spec))
     }
 
     async fn queue_and_wait(&self, request: InferRequest) -> Result<Vec<OutputTensor>, Error> {
@@ -394,6 +409,7 @@ impl ModelVersion {
                 request,
                 reply,
                 queue_span: tracing::info_span!(target: crate::telemetry::REQUEST_SPANS, "queue"),
+                ragged: self.spec.variable_lengths.ragged.clone(),
             },
             ticket: ticket.clone(),
         };

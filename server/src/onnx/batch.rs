@@ -3,6 +3,9 @@
 //! Each input of the batch is copied once, request after request, into a buffer the instance keeps from
 //! batch to batch, and ONNX Runtime reads it in place. Each output comes back to every request as a slice of
 //! the batch's output tensor, which the response bytes keep alive: no copy before encoding.
+//!
+//! A ragged input (`allow_ragged_batch`) is the same copy given a flat 1-D shape, and the batch inputs that
+//! describe it are built by `ragged`.
 
 use std::{ffi::c_void, sync::Arc, time::Instant};
 
@@ -13,7 +16,7 @@ use ort::{
     value::{DynTensor, DynTensorValueType, DynValue, Shape, TensorRefMut},
 };
 
-use super::{staging::Binding, strings, zipmap::ClassColumns};
+use super::{ragged, staging::Binding, strings, zipmap::ClassColumns};
 use crate::{
     DataType, Error,
     config::{ModelSpec, TensorSpec},
@@ -101,6 +104,7 @@ impl BatchRunner {
             return Ok((Vec::new(), BatchTimes::default()));
         };
         let batched = spec.max_batch_size > 0;
+        let ragged = spec.variable_lengths.ragged.as_deref();
         let row_counts: Vec<usize> = requests
             .iter()
             .map(|r| if batched { r.batch_size } else { 1 })
@@ -123,7 +127,16 @@ impl BatchRunner {
         for (position, input) in first.inputs.iter().enumerate() {
             let tensor = &spec.inputs[input.index];
             let mut shape = input.model_shape.clone();
-            if batched {
+            if ragged.is_some_and(|r| r.is_ragged(input.index)) {
+                // Every request's elements, back to back, as one 1-D tensor (Triton's ONNX Runtime backend).
+                let elements = match &input.data {
+                    TensorData::Fixed(_) => {
+                        fixed_bytes(requests, position) / tensor.data_type.element_size().unwrap_or(1)
+                    }
+                    TensorData::Strings(_) => string_count(requests, position),
+                };
+                shape = vec![elements as i64];
+            } else if batched {
                 shape[0] = rows as i64;
             }
             let value = match &input.data {
@@ -153,6 +166,9 @@ impl BatchRunner {
             }
             .map_err(|error| Error::Execution(format!("building input '{}': {error}", tensor.name)))?;
             inputs.push((tensor.name.as_str(), value));
+        }
+        if let Some(ragged) = ragged {
+            inputs.extend(ragged::batch_input_tensors(&ragged.batch_inputs, requests)?);
         }
         let built = Instant::now();
         let mut outputs = session
@@ -311,13 +327,19 @@ fn check_batch(spec: &ModelSpec, requests: &[&InferRequest]) -> Result<(), Error
         ));
     }
     let batched = spec.max_batch_size > 0;
+    let ragged = |index: usize| {
+        spec.variable_lengths
+            .ragged
+            .as_ref()
+            .is_some_and(|r| r.is_ragged(index))
+    };
     let agrees = |request: &&InferRequest| {
         request.inputs.len() == first.inputs.len()
             && request.inputs.iter().zip(&first.inputs).all(|(mine, theirs)| {
                 let skip = usize::from(batched);
                 mine.index == theirs.index
                     && mine.model_shape.len() == theirs.model_shape.len()
-                    && mine.model_shape.get(skip..) == theirs.model_shape.get(skip..)
+                    && (ragged(mine.index) || mine.model_shape.get(skip..) == theirs.model_shape.get(skip..))
                     && (!batched || mine.model_shape.first() == Some(&(request.batch_size as i64)))
                     && std::mem::discriminant(&mine.data) == std::mem::discriminant(&theirs.data)
             })
@@ -343,6 +365,17 @@ fn fixed_bytes(requests: &[&InferRequest], position: usize) -> usize {
         .filter_map(|r| match &r.inputs.get(position)?.data {
             TensorData::Fixed(bytes) => Some(bytes.len()),
             TensorData::Strings(_) => None,
+        })
+        .sum()
+}
+
+/// The BYTES elements every request gives for the input at `position`, together.
+fn string_count(requests: &[&InferRequest], position: usize) -> usize {
+    requests
+        .iter()
+        .filter_map(|r| match &r.inputs.get(position)?.data {
+            TensorData::Strings(items) => Some(items.len()),
+            TensorData::Fixed(_) => None,
         })
         .sum()
 }

@@ -1,6 +1,7 @@
 //! The ONNX Runtime backend: finding the library, opening sessions, running requests.
 
 mod batch;
+mod ragged;
 mod runtime;
 mod session;
 mod staging;

@@ -54,6 +54,7 @@ pub(super) fn spec(max_batch_size: usize, inputs: Vec<TensorSpec>) -> ModelSpec 
         drift: Default::default(),
         ensemble: None,
         sequence: None,
+        variable_lengths: Default::default(),
     }
 }
 
