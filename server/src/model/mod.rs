@@ -68,6 +68,8 @@ pub struct ModelVersion {
     pub stats: Arc<VersionStats>,
     /// Input drift statistics, when the config turns them on ([`crate::drift`]).
     pub drift: Option<crate::drift::DriftMonitor>,
+    /// The sampled request/response log, when the config turns it on ([`crate::payload`]).
+    pub payload_log: Option<crate::payload::PayloadLog>,
     /// For an ensemble, the member specs (one per step) its last member check found fitting, so that a
     /// request finding the same members served skips the check (`repository::ensembles::unready_reason`).
     pub fitted_members: arc_swap::ArcSwap<Vec<Arc<ModelSpec>>>,
@@ -130,6 +132,7 @@ impl ModelVersion {
             instances: Mutex::new(Vec::new()),
             warmup,
             drift,
+            payload_log: None,
             class_columns: Vec::new(),
             fitted_members: arc_swap::ArcSwap::default(),
             spec,
@@ -138,13 +141,14 @@ impl ModelVersion {
     }
 
     /// Opens `spec.instances.count` sessions on `model_path`, checks the file against the spec, and starts one
-    /// thread per session.
+    /// thread per session; the version logs payloads under `payload_log` when its config asks for it.
     pub fn load(
         environment: &Environment,
         spec: Arc<ModelSpec>,
         version: u64,
         model_path: &Path,
         threads: &Arc<ThreadBudget>,
+        payload_log: Option<&crate::payload::PayloadLogOptions>,
     ) -> Result<Self, Error> {
         let reservation = threads
             .reserve(instance_threads(&spec.instances))
@@ -174,7 +178,9 @@ impl ModelVersion {
             .unwrap_or(Path::new("."));
         let warmup = warmup::requests(&spec, model_dir)?;
         let drift = crate::drift::DriftMonitor::start(&spec, version, model_dir)?;
+        let payload_log = crate::payload::PayloadLog::start(&spec, version, payload_log)?;
         let mut model = Self::without_instances(spec, version, warmup, drift);
+        model.payload_log = payload_log;
         model.class_columns = class_columns;
         model.start_instance(first, reservation)?;
         model.set_instances(environment, model_path, model.spec.instances, threads)?;

@@ -259,7 +259,13 @@ impl Registry {
         loading.failure = None;
         self.publish(name, Some(loading));
 
-        let outcome = loader::load_versions(&self.environment, &prepared, &current, &self.threads);
+        let outcome = loader::load_versions(
+            &self.environment,
+            &prepared,
+            &current,
+            &self.threads,
+            self.options.payload_log.as_ref(),
+        );
         if let Some((version, reason)) = outcome.failed.iter().next() {
             let failure = LoadFailure::Version {
                 version: *version,

@@ -230,6 +230,7 @@ pub fn load_versions(
     prepared: &Prepared,
     current: &BTreeMap<u64, Current>,
     threads: &Arc<ThreadBudget>,
+    payload_log: Option<&crate::payload::PayloadLogOptions>,
 ) -> LoadOutcome {
     let key = reload_key(&prepared.spec);
     let mut outcome = LoadOutcome::default();
@@ -252,7 +253,7 @@ pub fn load_versions(
             outcome.ready.insert(*version, (Arc::clone(model), files.clone()));
             continue;
         }
-        match load_version(environment, prepared, *version, path, threads) {
+        match load_version(environment, prepared, *version, path, threads, payload_log) {
             Ok(model) => {
                 outcome.ready.insert(*version, (model, files.clone()));
             }
@@ -271,6 +272,7 @@ fn load_version(
     version: u64,
     path: &Path,
     threads: &Arc<ThreadBudget>,
+    payload_log: Option<&crate::payload::PayloadLogOptions>,
 ) -> Result<Arc<ModelVersion>, String> {
     if prepared.spec.ensemble.is_some() {
         // An ensemble's version folder holds no model: its steps run on the members.
@@ -280,7 +282,14 @@ fn load_version(
         )));
     }
     let path = files::contained_file(&prepared.dir, path)?;
-    ModelVersion::load(environment, Arc::clone(&prepared.spec), version, &path, threads)
-        .map(Arc::new)
-        .map_err(|e| e.to_string())
+    ModelVersion::load(
+        environment,
+        Arc::clone(&prepared.spec),
+        version,
+        &path,
+        threads,
+        payload_log,
+    )
+    .map(Arc::new)
+    .map_err(|e| e.to_string())
 }

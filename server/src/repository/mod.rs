@@ -73,6 +73,9 @@ pub struct RepositoryOptions {
     /// The server's response cache (`--cache-config local,size=BYTES`), shared by every model whose config
     /// enables it; `None` when the server has none, and then no model caches, as in Triton.
     pub response_cache: Option<Arc<crate::cache::ResponseCache>>,
+    /// Where versions whose config turns payload logging on write their records (`--payload-log-dir`);
+    /// `None` refuses such configs.
+    pub payload_log: Option<crate::payload::PayloadLogOptions>,
 }
 
 impl RepositoryOptions {
@@ -87,6 +90,7 @@ impl RepositoryOptions {
             limits: ResourceLimits::default(),
             allow_model_file_upload: false,
             response_cache: None,
+            payload_log: None,
         }
     }
 }
