@@ -157,7 +157,7 @@ def test_half_rate_logs_every_second_request(grpc):
     for i in range(10):
         tensors, _, _ = _inputs(grpcclient, i)
         grpc.infer("halved", tensors, request_id=f"half-{i}")
-    records = _records("halved", 5)
+    _records("halved", 5)
     time.sleep(0.3)
     assert len(_records("halved", 5)) == 5
 
@@ -222,3 +222,29 @@ def test_bad_parameters_refuse_the_load_naming_the_key(grpc, key, value, expecte
         grpc.load_model(name)
     message = str(error.value)
     assert f"ferry.payload_log.{key}" in message and expected in message, message
+
+
+def test_an_ensemble_logs_its_own_inputs_and_outputs(grpc):
+    # A one-step ensemble over `logged`: the record is the ensemble's, with its tensor names.
+    folder = REPOSITORY / "wrapped"
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    (folder / "config.pbtxt").write_text(
+        'name: "wrapped"\nplatform: "ensemble"\nmax_batch_size: 8\n'
+        'input [ { name: "A", data_type: TYPE_INT32, dims: [ 16 ] }, { name: "B", data_type: TYPE_INT32, dims: [ 16 ] } ]\n'
+        'output [ { name: "SUM", data_type: TYPE_INT32, dims: [ 16 ] } ]\n'
+        'ensemble_scheduling { step [ { model_name: "logged" model_version: -1\n'
+        '  input_map { key: "INPUT0" value: "A" } input_map { key: "INPUT1" value: "B" }\n'
+        '  output_map { key: "OUTPUT0" value: "SUM" } } ] }\n'
+        'parameters { key: "ferry.payload_log.rate" value { string_value: "1" } }\n'
+    )
+    grpc.load_model("wrapped")
+    rng = np.random.default_rng(9)
+    a, b = (rng.integers(-9, 9, (1, 16), dtype=np.int32) for _ in range(2))
+    tensors = [grpcclient.InferInput("A", [1, 16], "INT32"), grpcclient.InferInput("B", [1, 16], "INT32")]
+    tensors[0].set_data_from_numpy(a)
+    tensors[1].set_data_from_numpy(b)
+    grpc.infer("wrapped", tensors, request_id="through-ensemble")
+    (record,) = _records("wrapped", 1)
+    assert record["id"] == "through-ensemble"
+    assert [t["name"] for t in record["inputs"]] == ["A", "B"]
+    assert record["outputs"] == [{"name": "SUM", "datatype": "INT32", "shape": [1, 16], "data": (a + b).flatten().tolist()}]

@@ -2,8 +2,9 @@
 //! and appends them to `<dir>/<model>/<version>/payload-<n>.jsonl`. A file that would pass the size limit with
 //! the next line is flushed, fsynced and closed first, so a record is never split across files; past the
 //! file count the oldest file is deleted. Numbering continues after the highest file already there, so a
-//! restart or a reload appends new files instead of overwriting old ones. The thread ends, flushing and
-//! fsyncing its file, when the version is dropped.
+//! restart or a reload appends new files instead of overwriting old ones, and a file is only ever created
+//! new, so two writers of one version (the old one draining during a reload) never share one. The thread
+//! ends, flushing and fsyncing its file, when the version is dropped.
 
 use std::{
     fs::File,
@@ -90,11 +91,19 @@ impl Files {
                     let _ = std::fs::remove_file(self.path(oldest));
                 }
             }
-            let file = File::options()
-                .create(true)
-                .append(true)
-                .open(self.path(self.number))?;
-            self.size = file.metadata()?.len();
+            // Each file belongs to one writer: a number another writer took meanwhile (the version being
+            // replaced by a reload still drains its queue) is skipped.
+            let file = loop {
+                match File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(self.path(self.number))
+                {
+                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => self.number += 1,
+                    other => break other?,
+                }
+            };
+            self.size = 0;
             self.file = Some(BufWriter::new(file));
         }
         if let Some(file) = &mut self.file {
@@ -203,6 +212,15 @@ mod tests {
         files.append(b"again\n").expect("written");
         files.close().expect("closed");
         assert_eq!(names(root.path()), ["payload-2.jsonl", "payload-3.jsonl"]);
+        // Two writers of the same version, as during a reload, each get files of their own.
+        let mut old = Files::open(&options(root.path(), 25, 10), "m", 3).expect("opens");
+        let mut new = Files::open(&options(root.path(), 25, 10), "m", 3).expect("opens");
+        old.append(b"old\n").expect("written");
+        new.append(b"new\n").expect("written");
+        old.close().expect("closed");
+        new.close().expect("closed");
+        assert_eq!(read(4).expect("file"), "old\n");
+        assert_eq!(read(5).expect("file"), "new\n");
     }
 
     #[test]

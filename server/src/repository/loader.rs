@@ -276,10 +276,11 @@ fn load_version(
 ) -> Result<Arc<ModelVersion>, String> {
     if prepared.spec.ensemble.is_some() {
         // An ensemble's version folder holds no model: its steps run on the members.
-        return Ok(Arc::new(ModelVersion::ensemble(
-            Arc::clone(&prepared.spec),
-            version,
-        )));
+        // Its requests are logged as the ensemble's, with its own inputs and outputs.
+        let mut model = ModelVersion::ensemble(Arc::clone(&prepared.spec), version);
+        model.payload_log = crate::payload::PayloadLog::start(&prepared.spec, version, payload_log)
+            .map_err(|error| error.to_string())?;
+        return Ok(Arc::new(model));
     }
     let path = files::contained_file(&prepared.dir, path)?;
     ModelVersion::load(
