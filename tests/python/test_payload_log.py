@@ -248,3 +248,16 @@ def test_an_ensemble_logs_its_own_inputs_and_outputs(grpc):
     assert record["id"] == "through-ensemble"
     assert [t["name"] for t in record["inputs"]] == ["A", "B"]
     assert record["outputs"] == [{"name": "SUM", "datatype": "INT32", "shape": [1, 16], "data": (a + b).flatten().tolist()}]
+
+
+def test_a_classified_output_is_logged_as_the_strings_the_client_got(grpc):
+    _add("classified", {"rate": "1", "outputs": "OUTPUT0"})
+    grpc.load_model("classified")
+    tensors, _, _ = _inputs(grpcclient, 6)
+    wanted = [grpcclient.InferRequestedOutput("OUTPUT0", class_count=3)]
+    result = grpc.infer("classified", tensors, outputs=wanted, request_id="ranked")
+    answered = [item.decode() for item in result.as_numpy("OUTPUT0").flatten()]
+    (record,) = _records("classified", 1)
+    (output,) = record["outputs"]
+    assert output["datatype"] == "BYTES" and output["shape"] == [1, 3]
+    assert output["data"] == answered

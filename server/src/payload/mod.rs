@@ -326,3 +326,63 @@ pub fn render_metrics(versions: &[Arc<crate::model::ModelVersion>], out: &mut St
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capture(held: usize) -> Capture {
+        Capture {
+            id: "r".into(),
+            time: SystemTime::now(),
+            budget: 0,
+            held,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_record_that_finds_the_queue_full_or_over_its_bytes_is_dropped_and_counted() {
+        // A queue of one record and no writer: the second record finds it full.
+        let (sender, receiver) = mpsc::sync_channel(1);
+        let log = PayloadLog {
+            shared: Arc::new(Shared {
+                model: "m".into(),
+                version: 1,
+                settings: PayloadLogSettings::default(),
+                written: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+                queued_bytes: AtomicUsize::new(0),
+            }),
+            sender,
+            offered: AtomicU64::new(0),
+        };
+        log.submit(capture(10), Duration::ZERO);
+        log.submit(capture(10), Duration::ZERO);
+        assert_eq!(log.shared.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(log.shared.queued_bytes.load(Ordering::Relaxed), 10);
+        drop(receiver.recv().expect("the first record is queued"));
+        log.shared.queued_bytes.store(0, Ordering::Relaxed);
+        // Room in the queue, but not in the bytes it may hold.
+        log.submit(capture(MAX_QUEUED_BYTES + 1), Duration::ZERO);
+        assert_eq!(log.shared.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(log.shared.queued_bytes.load(Ordering::Relaxed), 0);
+        assert!(receiver.try_recv().is_err());
+    }
+
+    #[test]
+    fn assigned_ids_are_128_bit_hex_and_distinct() {
+        let (a, b) = (new_id(), new_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            assert!(
+                id.len() == 32
+                    && id
+                        .bytes()
+                        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+                "{id}"
+            );
+        }
+    }
+}
