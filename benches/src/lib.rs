@@ -47,6 +47,7 @@ pub fn fp32_spec(width: i64, max_batch_size: usize) -> ModelSpec {
         response_cache: false,
         lone_requests_on_worker: None,
         drift: Default::default(),
+        payload_log: Default::default(),
         ensemble: None,
         sequence: None,
         variable_lengths: Default::default(),

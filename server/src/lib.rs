@@ -28,6 +28,7 @@ pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod onnx;
+pub mod payload;
 pub mod repository;
 pub mod request;
 pub mod settings;

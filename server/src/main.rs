@@ -217,6 +217,21 @@ struct Flags {
     #[arg(long)]
     allow_model_file_upload: bool,
 
+    /// Folder for payload logs: models whose config sets `ferry.payload_log.rate` write sampled requests
+    /// and responses to `DIR/<model>/<version>/payload-<n>.jsonl`. Without it such models fail to load.
+    #[arg(long, value_name = "DIR")]
+    payload_log_dir: Option<PathBuf>,
+
+    /// Size at which a payload log file is fsynced and closed and the next one started.
+    #[arg(long, value_name = "BYTES", default_value_t = ferry_server::payload::DEFAULT_MAX_FILE_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    payload_log_max_file_bytes: u64,
+
+    /// Payload log files kept per model version; the oldest are deleted past it.
+    #[arg(long, value_name = "N", default_value_t = ferry_server::payload::DEFAULT_MAX_FILES,
+          value_parser = parse_max_files)]
+    payload_log_max_files: usize,
+
     /// Triton's restricted protocol groups: `<groups>:<key>=<value>` makes gRPC calls to the groups need the
     /// header `triton-grpc-protocol-<key>: <value>`. Groups: health, metadata, inference, shared-memory,
     /// model-config, model-repository, statistics, trace, logging. Repeatable; a group may be named in one
@@ -375,6 +390,14 @@ fn main() -> ExitCode {
         strict_readiness: flags.strict_readiness,
         limits: flags.limits,
         allow_model_file_upload: flags.allow_model_file_upload,
+        payload_log: flags
+            .payload_log_dir
+            .clone()
+            .map(|dir| ferry_server::payload::PayloadLogOptions {
+                dir,
+                max_file_bytes: flags.payload_log_max_file_bytes,
+                max_files: flags.payload_log_max_files,
+            }),
         response_cache,
         load_on_demand: flags.load_on_demand,
         load_on_demand_timeout: Duration::from_secs(flags.load_on_demand_timeout_secs),
@@ -614,5 +637,13 @@ impl Signals {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
         }
+    }
+}
+
+/// `--payload-log-max-files`: at least 1 (the file being written).
+fn parse_max_files(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number of at least 1, got '{text}'")),
     }
 }

@@ -425,3 +425,33 @@ fn a_report_that_cannot_be_written_exits_2_without_a_panic() {
         "ferry check: cannot write the report: No space left on device (os error 28)\n"
     );
 }
+
+/// A model that logs payloads (`ferry.payload_log.*`) used to fail the check for want of the server's
+/// `--payload-log-dir`, which the check has no reason to ask for; its parameters are still checked.
+#[test]
+fn a_model_that_logs_payloads_passes_and_its_bad_parameters_fail() {
+    let repository = repository(&["simple"]);
+    let config = repository.path().join("simple/config.pbtxt");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let with = |key: &str, value: &str| {
+        format!(
+            "{text}parameters {{ key: \"ferry.payload_log.{key}\" value {{ string_value: \"{value}\" }} }}\n"
+        )
+    };
+    std::fs::write(&config, with("rate", "1")).expect("write");
+    let output = check(&[repository.path().to_str().expect("utf-8")]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::write(&config, with("redact", "NOPE")).expect("write");
+    let output = check(&[repository.path().to_str().expect("utf-8")]);
+    assert!(!output.status.success());
+    assert!(
+        stdout(&output).contains("ferry.payload_log.redact") && stdout(&output).contains("'NOPE'"),
+        "{}",
+        stdout(&output)
+    );
+}

@@ -13,6 +13,7 @@
 
 use std::{
     net::SocketAddr,
+    path::Path,
     process::Stdio,
     sync::{
         Arc, Mutex,
@@ -611,4 +612,65 @@ async fn sigterm_while_models_load_exits_at_once_with_status_0() {
         !log.contains("listening"),
         "the signal came after loading:\n{log}"
     );
+}
+
+/// The payload log flags reach the server: a model whose config logs every request writes its records
+/// under `--payload-log-dir`, one file per `--payload-log-max-file-bytes`, keeping `--payload-log-max-files`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_log_flags_choose_the_folder_and_the_rotation() {
+    let repository = tempfile::tempdir().expect("temp dir");
+    let logs = tempfile::tempdir().expect("temp dir");
+    let simple = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/model_repository/simple");
+    let model = repository.path().join("logged");
+    std::fs::create_dir_all(model.join("1")).expect("mkdir");
+    std::fs::copy(simple.join("1/model.onnx"), model.join("1/model.onnx")).expect("model");
+    let config = std::fs::read_to_string(simple.join("config.pbtxt"))
+        .expect("config")
+        .replace("name: \"simple\"", "name: \"logged\"")
+        + "parameters { key: \"ferry.payload_log.rate\" value { string_value: \"1\" } }\n";
+    std::fs::write(model.join("config.pbtxt"), config).expect("config");
+    let ferry = Ferry::start(&[
+        "--model-repository",
+        repository.path().to_str().expect("utf-8"),
+        "--payload-log-dir",
+        logs.path().to_str().expect("utf-8"),
+        // One record per file (each is about 900 bytes), two files kept.
+        "--payload-log-max-file-bytes",
+        "100",
+        "--payload-log-max-files",
+        "2",
+    ])
+    .await;
+    let mut client = GrpcInferenceServiceClient::new(ferry.channel().await);
+    for call in 0..4 {
+        let request = ModelInferRequest {
+            model_name: "logged".into(),
+            ..add(&format!("call-{call}"))
+        };
+        client.model_infer(request).await.expect("answered");
+    }
+    let folder = logs.path().join("logged/1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let files = loop {
+        let mut files: Vec<String> = std::fs::read_dir(&folder)
+            .map(|entries| {
+                entries
+                    .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        let last = std::fs::read_to_string(folder.join("payload-3.jsonl")).unwrap_or_default();
+        if last.contains("call-3") || Instant::now() > deadline {
+            break files;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(files, ["payload-2.jsonl", "payload-3.jsonl"]);
+    let record = std::fs::read_to_string(folder.join("payload-2.jsonl")).expect("file");
+    assert!(
+        record.contains("\"id\":\"call-2\"") && record.lines().count() == 1,
+        "{record}"
+    );
+    ferry.terminate();
 }

@@ -57,6 +57,9 @@ pub fn run(options: &CheckOptions) -> Result<Report, String> {
     };
     names.sort();
     names.dedup();
+    // Models that log payloads load as they would on a server with --payload-log-dir; what the samples
+    // write goes to a scratch folder that goes when the check ends.
+    let scratch = Scratch(std::env::temp_dir().join(format!("ferry-check-payloads-{}", std::process::id())));
     let repository = RepositoryOptions {
         // Explicit mode loads exactly the models named, and reports a name no repository has.
         control_mode: if options.models.is_empty() {
@@ -66,6 +69,11 @@ pub fn run(options: &CheckOptions) -> Result<Report, String> {
         },
         startup_models: names.clone(),
         limits: options.limits.clone(),
+        payload_log: Some(crate::payload::PayloadLogOptions {
+            dir: scratch.0.clone(),
+            max_file_bytes: crate::payload::DEFAULT_MAX_FILE_BYTES,
+            max_files: 1,
+        }),
         ..RepositoryOptions::new(options.roots.clone())
     };
     let registry = Registry::start(environment, repository).map_err(|error| error.to_string())?;
@@ -100,6 +108,15 @@ pub fn run(options: &CheckOptions) -> Result<Report, String> {
         })
         .collect();
     Ok(Report::new(failures, models))
+}
+
+/// A folder removed, with what it holds, when the check ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The loaded repository and what runs samples against it.

@@ -16,6 +16,7 @@ mod complete;
 mod drift;
 mod ensemble;
 mod instances;
+mod payload;
 mod pbtxt;
 mod ragged;
 mod sequence;
@@ -43,6 +44,9 @@ pub use complete::{
 pub use drift::{DRIFT_PREFIX, DriftSettings, MAX_DRIFT_FEATURES, MAX_DRIFT_WINDOW};
 pub use ensemble::{ENSEMBLE_PLATFORM, EnsembleStep, MAX_ENSEMBLE_STEPS, MAX_ENSEMBLE_TENSORS, is_ensemble};
 pub use instances::{InstancePlan, Placement};
+pub use payload::{
+    MAX_PAYLOAD_LOG_NAMES, MAX_PAYLOAD_LOG_RECORD_BYTES, PAYLOAD_LOG_PREFIX, PayloadLogSettings,
+};
 pub use pbtxt::{model_config_descriptor, parse_model_config};
 pub use ragged::{BatchInputSpec, RaggedInputs, VariableLengths};
 pub(crate) use sequence::sequence_tensor_names;

@@ -14,6 +14,7 @@ use super::{
     drift::{DriftSettings, drift_settings},
     ensemble::{ENSEMBLE_PLATFORM, EnsembleStep, ensemble_steps, is_ensemble},
     instances::instance_plan,
+    payload::{PayloadLogSettings, payload_log_settings},
     ragged::{VariableLengths, ragged_inputs},
     sequence::{SequenceSpec, sequence_spec},
     source::ConfigSource,
@@ -54,6 +55,8 @@ pub struct ModelSpec {
     pub response_cache: bool,
     /// How the model's inputs are watched for drift (`ferry.drift.*` parameters; off by default).
     pub drift: DriftSettings,
+    /// Which requests are logged with their payloads (`ferry.payload_log.*` parameters; off by default).
+    pub payload_log: PayloadLogSettings,
     /// How quick this model's lone runs must be, on average, for a handler to run a lone request on its
     /// async worker (`ferry.lone_requests_on_worker`); `None`, the default, keeps every run on instances.
     pub lone_requests_on_worker: Option<std::time::Duration>,
@@ -174,6 +177,7 @@ impl ModelSpec {
         let instances = instance_plan(&config, source)?;
         let response_cache = Self::may_cache_responses(&config);
         let drift = drift_settings(&config, source)?;
+        let payload_log = payload_log_settings(&config, source)?;
         let lone_requests_on_worker = lone_requests_on_worker(&config, source)?;
         let model_filename = if config.default_model_filename.is_empty() {
             "model.onnx".to_owned()
@@ -197,6 +201,7 @@ impl ModelSpec {
             labels: OutputLabels::default(),
             response_cache,
             drift,
+            payload_log,
             lone_requests_on_worker,
             ensemble,
             sequence,

@@ -119,6 +119,12 @@ impl InferenceService {
             // here waits for the drift statistics.
             drift.offer(&parsed.inputs);
         }
+        // A sampled request is captured by refcount here (and given an id if it has none); everything else
+        // happens on the payload log's writer thread.
+        let mut payload = model.payload_log.as_ref().and_then(|log| {
+            log.sample(&mut parsed.id, &parsed.inputs, &model.spec)
+                .map(|c| (log, c))
+        });
         let id = parsed.id.clone();
         let mut classifications = std::mem::take(&mut parsed.classifications);
         // An ensemble runs its steps; any other model is answered by the response cache when it enables it,
@@ -150,21 +156,24 @@ impl InferenceService {
         };
         for output in outputs {
             let tensor = &model.spec.outputs[output.index];
+            // A classified output answers with strings, whatever the model's type.
+            let datatype = if classifications.iter().any(|c| c.output == output.index) {
+                crate::DataType::Bytes
+            } else {
+                tensor.data_type
+            };
+            if let Some((log, capture)) = &mut payload {
+                log.add_output(capture, &tensor.name, datatype, &output.shape, &output.data);
+            }
             // An output in shared memory keeps its place in raw_output_contents, empty, as in Triton, so
             // that clients still find the other outputs' bytes by position.
             let (parameters, raw) = match output_regions.write(&tensor.name, &output.data)? {
                 Some(parameters) => (parameters, Bytes::new()),
                 None => (HashMap::new(), output.data),
             };
-            // A classified output answers with strings, whatever the model's type.
-            let datatype = if classifications.iter().any(|c| c.output == output.index) {
-                crate::DataType::Bytes.wire_name()
-            } else {
-                tensor.data_type.wire_name()
-            };
             response.outputs.push(InferOutputTensor {
                 name: tensor.name.clone(),
-                datatype: datatype.to_owned(),
+                datatype: datatype.wire_name().to_owned(),
                 shape: output.shape,
                 parameters,
                 contents: None,
@@ -178,6 +187,9 @@ impl InferenceService {
                  (--grpc-max-message-bytes); request fewer rows or outputs, or use shared memory for outputs",
                 response.model_name, self.max_message_bytes
             )));
+        }
+        if let Some((log, capture)) = payload {
+            log.submit(capture, received.elapsed());
         }
         Ok(response)
     }

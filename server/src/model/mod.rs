@@ -74,6 +74,8 @@ pub struct ModelVersion {
     pub stats: Arc<VersionStats>,
     /// Input drift statistics, when the config turns them on ([`crate::drift`]).
     pub drift: Option<crate::drift::DriftMonitor>,
+    /// The sampled request/response log, when the config turns it on ([`crate::payload`]).
+    pub payload_log: Option<crate::payload::PayloadLog>,
     /// For an ensemble, the member specs (one per step) its last member check found fitting, so that a
     /// request finding the same members served skips the check (`repository::ensembles::unready_reason`).
     pub fitted_members: arc_swap::ArcSwap<Vec<Arc<ModelSpec>>>,
@@ -167,6 +169,7 @@ impl ModelVersion {
             memory_bytes: AtomicU64::new(0),
             warmup,
             drift,
+            payload_log: None,
             class_columns: Vec::new(),
             fitted_members: arc_swap::ArcSwap::default(),
             spec,
@@ -177,6 +180,7 @@ impl ModelVersion {
     /// Opens `spec.instances.count` sessions on `model_path` and checks the file against the spec. With an
     /// `idle_after` time, the instances start parked: each gets a thread when requests need it, which ends
     /// after the instance has idled that long; without, each runs a thread of its own from now on.
+    /// The version logs payloads under `payload_log` when its config asks for it.
     pub fn load(
         environment: &Environment,
         spec: Arc<ModelSpec>,
@@ -184,6 +188,7 @@ impl ModelVersion {
         model_path: &Path,
         threads: &Arc<ThreadBudget>,
         idle_after: Option<Duration>,
+        payload_log: Option<&crate::payload::PayloadLogOptions>,
     ) -> Result<Self, Error> {
         let reservation = threads
             .reserve(instance_threads(&spec.instances))
@@ -218,7 +223,9 @@ impl ModelVersion {
         // A stateful model's requests go to its sequence batcher, which starts no parked instance: its
         // instances keep their threads.
         let idle_after = idle_after.filter(|_| sequencer.is_none());
+        let payload_log = crate::payload::PayloadLog::start(&spec, version, payload_log)?;
         let mut model = Self::without_instances(spec, version, warmup, drift, sequencer, idle_after);
+        model.payload_log = payload_log;
         model.class_columns = class_columns;
         model.prepacked = prepacked;
         model.start_instance(first, reservation)?;

@@ -311,6 +311,7 @@ impl Registry {
             &current,
             &self.threads,
             self.options.limits.instance_idle(),
+            self.options.payload_log.as_ref(),
         );
         if let Some((version, reason)) = outcome.failed.iter().next() {
             let failure = LoadFailure::Version {

@@ -246,6 +246,7 @@ pub fn load_versions(
     current: &BTreeMap<u64, Current>,
     threads: &Arc<ThreadBudget>,
     idle_after: Option<Duration>,
+    payload_log: Option<&crate::payload::PayloadLogOptions>,
 ) -> LoadOutcome {
     let mut outcome = LoadOutcome::default();
     for (version, path, files) in &prepared.versions {
@@ -265,7 +266,15 @@ pub fn load_versions(
             outcome.ready.insert(*version, (Arc::clone(model), files.clone()));
             continue;
         }
-        match load_version(environment, prepared, *version, path, threads, idle_after) {
+        match load_version(
+            environment,
+            prepared,
+            *version,
+            path,
+            threads,
+            idle_after,
+            payload_log,
+        ) {
             Ok(model) => {
                 outcome.fresh += 1;
                 outcome.ready.insert(*version, (model, files.clone()));
@@ -286,13 +295,15 @@ fn load_version(
     path: &Path,
     threads: &Arc<ThreadBudget>,
     idle_after: Option<Duration>,
+    payload_log: Option<&crate::payload::PayloadLogOptions>,
 ) -> Result<Arc<ModelVersion>, String> {
     if prepared.spec.ensemble.is_some() {
         // An ensemble's version folder holds no model: its steps run on the members.
-        return Ok(Arc::new(ModelVersion::ensemble(
-            Arc::clone(&prepared.spec),
-            version,
-        )));
+        // Its requests are logged as the ensemble's, with its own inputs and outputs.
+        let mut model = ModelVersion::ensemble(Arc::clone(&prepared.spec), version);
+        model.payload_log = crate::payload::PayloadLog::start(&prepared.spec, version, payload_log)
+            .map_err(|error| error.to_string())?;
+        return Ok(Arc::new(model));
     }
     let path = files::contained_file(&prepared.dir, path)?;
     let before = super::management::resident_bytes();
@@ -303,6 +314,7 @@ fn load_version(
         &path,
         threads,
         idle_after,
+        payload_log,
     )
     .map_err(|e| e.to_string())?;
     // What the load took, at least the model file: the memory budget's measure of the version.

@@ -82,6 +82,9 @@ pub struct RepositoryOptions {
     pub load_on_demand_timeout: Duration,
     /// The most memory loaded models may take, in bytes (`--model-memory-budget`).
     pub memory_budget: Option<u64>,
+    /// Where versions whose config turns payload logging on write their records (`--payload-log-dir`);
+    /// `None` refuses such configs.
+    pub payload_log: Option<crate::payload::PayloadLogOptions>,
 }
 
 impl RepositoryOptions {
@@ -99,6 +102,7 @@ impl RepositoryOptions {
             load_on_demand: false,
             load_on_demand_timeout: Duration::from_secs(60),
             memory_budget: None,
+            payload_log: None,
         }
     }
 }

@@ -52,6 +52,7 @@ pub(super) fn spec(max_batch_size: usize, inputs: Vec<TensorSpec>) -> ModelSpec 
         response_cache: false,
         lone_requests_on_worker: None,
         drift: Default::default(),
+        payload_log: Default::default(),
         ensemble: None,
         sequence: None,
         variable_lengths: Default::default(),
