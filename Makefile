@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_JOBS ?= 1
 PEERS_ARGS ?=
 
-.PHONY: setup clients-setup serve test lint bench bench-serving bench-peers bench-cost bench-adaptive bench-pipelines soak models fuzz
+.PHONY: setup clients-setup serve test lint bench bench-serving bench-peers bench-cost bench-census bench-adaptive bench-pipelines soak models fuzz
 
 ## setup: create .venv with ONNX Runtime (libonnxruntime.so), onnx, numpy, tritonclient and pytest
 setup: $(VENV)/.installed
@@ -66,6 +66,14 @@ bench-cost: setup
 	@if [ -z "$(PEERS)" ]; then echo "bench-cost: set PEERS to the peers toolkit"; exit 2; fi
 	cargo build --release -p ferry-server --bin ferry
 	$(PYTHON) benches/peers/cost.py $(COST_ARGS)
+
+## bench-census: instructions (callgrind), system calls, futex calls and context switches (perf tracepoints) per
+## request on mlp_small at 32 in flight, Ferry vs the loopback limit: counts that a busy machine barely moves;
+## needs PEERS, valgrind, h2load and perf; prints a table; not in CI
+bench-census: setup
+	@if [ -z "$(PEERS)" ]; then echo "bench-census: set PEERS to the peers toolkit"; exit 2; fi
+	cargo build --release -p ferry-server --bin ferry
+	$(PYTHON) benches/peers/census.py $(CENSUS_ARGS)
 
 ## bench-adaptive: latency at 1 and throughput at 32 and 128 in flight for dynamic_batching { }, a fixed 500 µs delay
 ## and the adaptive 500 µs delay; writes benches/results/adaptive_delay.md

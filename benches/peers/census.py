@@ -3,7 +3,7 @@
 barely depend on what else the machine is doing.
 
     PEERS=$HOME/ferry-peers .venv/bin/python benches/peers/census.py [--ferry BIN] [--baseline BIN]
-                                                                     [--requests 400,1600]
+                                                    [--requests 200,800] [--kernel-requests 20000] [--no-limit]
 
 For mlp_small (the request-bound model of ../shared/bench/compare/make_models.py, `dynamic_batching { }`), for
 each server (Ferry, optionally an earlier Ferry, and the loopback limit), h2load sends a fixed number of
@@ -16,7 +16,7 @@ ModelInfer requests at 32 in flight (4 connections × 8 streams):
     the threads run one at a time, so batches form differently than on bare metal.
   - system calls, futex calls and context switches: the server runs natively while `perf stat` counts the
     kernel's tracepoints (`raw_syscalls:sys_enter`, `syscalls:sys_enter_futex`) and context switches over
-    the larger request count. These depend on how requests batch, so they move a little with load.
+    `--kernel-requests` requests. These depend on how requests batch, so they move a little with load.
 Prints a Markdown table; writes nothing else. Not part of `make test` or CI.
 """
 import argparse
@@ -115,7 +115,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ferry", default=str(ROOT / "target" / "release" / "ferry"))
     ap.add_argument("--baseline", help="an earlier ferry binary, counted alongside for a before/after table")
-    ap.add_argument("--requests", default="400,1600", help="the two request counts, comma-separated")
+    ap.add_argument("--requests", default="200,800", help="the two request counts, comma-separated")
+    ap.add_argument("--kernel-requests", type=int, default=20000,
+                    help="requests over which the kernel counts are taken (natively, so many are cheap)")
     ap.add_argument("--no-limit", action="store_true", help="skip the loopback limit server")
     args = ap.parse_args()
     low, high = (int(n) for n in args.requests.split(","))
@@ -150,12 +152,12 @@ def main():
         few = callgrind_run(cmd, python, body, low, work, f"{side}.{low}")
         many = callgrind_run(cmd, python, body, high, work, f"{side}.{high}")
         figures[side] = ((many - few) / (high - low),
-                         *kernel_counts(cmd, python, body, high, work, f"{side}.kernel"))
+                         *kernel_counts(cmd, python, body, args.kernel_requests, work, f"{side}.kernel"))
     heads = {"baseline": f"Ferry before ({args.baseline})", "ferry": f"Ferry ({args.ferry})",
              "limit": "loopback limit"}
     sides = [s for s in ("baseline", "ferry", "limit") if s in figures]
     print(f"mlp_small, 32 in flight, per request (instructions: the difference of {high} and {low} requests "
-          f"under callgrind; kernel counts: over {high} requests)\n")
+          f"under callgrind; kernel counts: over {args.kernel_requests} requests)\n")
     print("| per request | " + " | ".join(heads[s] for s in sides) + " |")
     print("|---|" + "---|" * len(sides))
     for i, (name, form) in enumerate([("instructions (user space)", "{:,.0f}"), ("system calls", "{:.2f}"),
