@@ -31,6 +31,7 @@ pub mod onnx;
 pub mod payload;
 pub mod repository;
 pub mod request;
+mod sampling;
 pub mod settings;
 pub mod shm;
 pub mod stats;

@@ -51,6 +51,7 @@ use crate::{
     DataType, Error,
     config::{DriftSettings, ModelSpec},
     request::{InputTensor, TensorData},
+    sampling::EvenSampler,
 };
 
 /// Sampled requests waiting for the statistics thread; more are dropped (and counted) rather than queued.
@@ -90,8 +91,8 @@ impl Sample {
 pub struct DriftMonitor {
     shared: Arc<Shared>,
     sender: SyncSender<Sample>,
-    /// Requests offered so far, for the sampling decision.
-    offered: AtomicU64,
+    /// Which of the requests offered are sampled.
+    sampler: EvenSampler,
 }
 
 impl std::fmt::Debug for DriftMonitor {
@@ -192,19 +193,16 @@ impl DriftMonitor {
             .spawn(move || worker.run(receiver))
             .map_err(|error| Error::ModelLoad(format!("starting the drift statistics thread: {error}")))?;
         Ok(Some(DriftMonitor {
+            sampler: EvenSampler::new(shared.settings.sample_rate),
             shared,
             sender,
-            offered: AtomicU64::new(0),
         }))
     }
 
     /// Called for every parsed request: samples it at the configured rate and hands its numeric inputs to
     /// the statistics thread without waiting. Nothing is allocated unless the request is sampled.
     pub fn offer(&self, inputs: &[InputTensor]) {
-        let rate = self.shared.settings.sample_rate;
-        let n = self.offered.fetch_add(1, Ordering::Relaxed) as f64;
-        // Every request whose count crosses a whole multiple of 1/rate: exactly the rate, evenly spread.
-        if ((n + 1.0) * rate).floor() <= (n * rate).floor() {
+        if !self.sampler.take() {
             return;
         }
         let batch_dims = usize::from(self.shared.batching);

@@ -34,6 +34,7 @@ use crate::{
     DataType, Error,
     config::{ModelSpec, PayloadLogSettings},
     request::{InputTensor, TensorData},
+    sampling::EvenSampler,
 };
 
 /// Records waiting for the writer thread; more are dropped (and counted) rather than queued.
@@ -99,8 +100,8 @@ struct Record {
 pub struct PayloadLog {
     shared: Arc<Shared>,
     sender: SyncSender<Record>,
-    /// Requests offered so far, for the sampling decision.
-    offered: AtomicU64,
+    /// Which of the requests offered are sampled.
+    sampler: EvenSampler,
 }
 
 impl std::fmt::Debug for PayloadLog {
@@ -162,19 +163,16 @@ impl PayloadLog {
             .spawn(move || writer::run(&worker, files, receiver))
             .map_err(|error| Error::ModelLoad(format!("starting the payload log writer: {error}")))?;
         Ok(Some(PayloadLog {
+            sampler: EvenSampler::new(shared.settings.rate),
             shared,
             sender,
-            offered: AtomicU64::new(0),
         }))
     }
 
     /// Called for every parsed request: decides whether it is sampled and, if so, captures its inputs
     /// (refcounts only) and gives it an id when it has none. Nothing is allocated unless it is sampled.
     pub fn sample(&self, id: &mut String, inputs: &[InputTensor], spec: &ModelSpec) -> Option<Capture> {
-        let rate = self.shared.settings.rate;
-        let n = self.offered.fetch_add(1, Ordering::Relaxed) as f64;
-        // Every request whose count crosses a whole multiple of 1/rate: exactly the rate, evenly spread.
-        if ((n + 1.0) * rate).floor() <= (n * rate).floor() {
+        if !self.sampler.take() {
             return None;
         }
         if id.is_empty() {
@@ -356,7 +354,7 @@ mod tests {
                 queued_bytes: AtomicUsize::new(0),
             }),
             sender,
-            offered: AtomicU64::new(0),
+            sampler: EvenSampler::new(1.0),
         };
         log.submit(capture(10), Duration::ZERO);
         log.submit(capture(10), Duration::ZERO);
