@@ -423,7 +423,9 @@ async fn sigterm_drains_then_finishes_accepted_requests_and_exits_0() {
     assert!(phases.is_sorted(), "phases logged out of order: {messages:#?}");
 }
 
-/// Sends a keep-alive GET for liveness, reads the (bodiless) answer and says whether it was 200.
+/// Sends a keep-alive GET for liveness, reads the answer (headers, then the `{"live": true}` body its
+/// Content-Length announces, so that the next answer on the connection starts clean) and says whether it
+/// was 200.
 async fn live(stream: &mut TcpStream) -> bool {
     let request = b"GET /v2/health/live HTTP/1.1\r\nhost: ferry\r\n\r\n";
     if stream.write_all(request).await.is_err() {
@@ -436,6 +438,16 @@ async fn live(stream: &mut TcpStream) -> bool {
             Ok(1) => answer.push(byte[0]),
             _ => return false,
         }
+    }
+    let head = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    if stream.read_exact(&mut body).await.is_err() {
+        return false;
     }
     answer.starts_with(b"HTTP/1.1 200")
 }
