@@ -4,7 +4,7 @@
 
 use ferry_proto::inference::ModelConfig;
 
-use super::source::ConfigSource;
+use super::{family::family, source::ConfigSource};
 use crate::Error;
 
 /// The prefix every drift parameter shares; any other key under it is refused.
@@ -56,49 +56,29 @@ impl DriftSettings {
 /// The drift settings of `config`, with the key, the expected and the given value in every error.
 pub(super) fn drift_settings(config: &ModelConfig, source: ConfigSource<'_>) -> Result<DriftSettings, Error> {
     let mut settings = DriftSettings::default();
-    let mut keys: Vec<&String> = config
-        .parameters
-        .keys()
-        .filter(|key| key.starts_with(DRIFT_PREFIX))
-        .collect();
-    keys.sort();
-    for key in keys {
-        let value = config.parameters[key].string_value.trim();
-        let error = |expected: &str| {
-            source.error(
-                &[key.as_str()],
-                format!("parameter {key} must be {expected}, got '{value}'"),
-            )
-        };
-        match &key[DRIFT_PREFIX.len()..] {
-            "sample_rate" => {
-                settings.sample_rate = value
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|rate| (0.0..=1.0).contains(rate))
-                    .ok_or_else(|| error("a number from 0 to 1"))?;
-            }
+    for parameter in family(config, DRIFT_PREFIX, source) {
+        let value = parameter.value;
+        match parameter.name {
+            "sample_rate" => settings.sample_rate = parameter.number_in(0.0..=1.0, "a number from 0 to 1")?,
             "max_features" => {
-                settings.max_features = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_DRIFT_FEATURES).contains(n))
-                    .ok_or_else(|| error(&format!("a whole number from 1 to {MAX_DRIFT_FEATURES}")))?;
+                settings.max_features = parameter.number_in(
+                    1..=MAX_DRIFT_FEATURES,
+                    format!("a whole number from 1 to {MAX_DRIFT_FEATURES}"),
+                )?;
             }
             "window" => {
-                settings.window = value
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| (1..=MAX_DRIFT_WINDOW).contains(n))
-                    .ok_or_else(|| error(&format!("a whole number from 1 to {MAX_DRIFT_WINDOW}")))?;
+                settings.window = parameter.number_in(
+                    1..=MAX_DRIFT_WINDOW,
+                    format!("a whole number from 1 to {MAX_DRIFT_WINDOW}"),
+                )?;
             }
             "psi_threshold" | "ks_threshold" => {
                 let threshold = value
                     .parse::<f64>()
                     .ok()
                     .filter(|t| t.is_finite() && *t > 0.0)
-                    .ok_or_else(|| error("a number above 0"))?;
-                if key.ends_with("psi_threshold") {
+                    .ok_or_else(|| parameter.refuse("a number above 0"))?;
+                if parameter.name == "psi_threshold" {
                     settings.psi_threshold = threshold;
                 } else {
                     settings.ks_threshold = threshold;
@@ -111,7 +91,7 @@ pub(super) fn drift_settings(config: &ModelConfig, source: ConfigSource<'_>) -> 
                     && value != ".."
                     && (value.ends_with(".npy") || value.ends_with(".npz"));
                 if !plain {
-                    return Err(error(&format!(
+                    return Err(parameter.refuse(&format!(
                         "the name of a .npy or .npz file in the model folder (no path, at most \
                          {MAX_BASELINE_NAME_BYTES} bytes)"
                     )));
@@ -119,13 +99,10 @@ pub(super) fn drift_settings(config: &ModelConfig, source: ConfigSource<'_>) -> 
                 settings.baseline = Some(value.to_owned());
             }
             _ => {
-                return Err(source.error(
-                    &[key.as_str()],
-                    format!(
-                        "unknown parameter {key}: the drift parameters are {DRIFT_PREFIX}sample_rate, \
-                         max_features, window, psi_threshold, ks_threshold and baseline"
-                    ),
-                ));
+                return Err(parameter.unknown(&format!(
+                    "the drift parameters are {DRIFT_PREFIX}sample_rate, max_features, window, psi_threshold, \
+                     ks_threshold and baseline"
+                )));
             }
         }
     }

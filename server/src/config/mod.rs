@@ -15,6 +15,7 @@ mod classes;
 mod complete;
 mod drift;
 mod ensemble;
+mod family;
 mod instances;
 mod payload;
 mod pbtxt;

@@ -5,7 +5,10 @@
 
 use ferry_proto::inference::ModelConfig;
 
-use super::source::ConfigSource;
+use super::{
+    family::{family, shown},
+    source::ConfigSource,
+};
 use crate::Error;
 
 /// The prefix every payload logging parameter shares; any other key under it is refused.
@@ -55,64 +58,38 @@ pub(super) fn payload_log_settings(
     source: ConfigSource<'_>,
 ) -> Result<PayloadLogSettings, Error> {
     let mut settings = PayloadLogSettings::default();
-    let mut keys: Vec<&String> = config
-        .parameters
-        .keys()
-        .filter(|key| key.starts_with(PAYLOAD_LOG_PREFIX))
-        .collect();
-    keys.sort();
-    for key in keys {
-        let value = config.parameters[key].string_value.trim();
-        let error = |expected: &str| {
-            source.error(
-                &[key.as_str()],
-                format!("parameter {key} must be {expected}, got '{value}'"),
-            )
-        };
+    for parameter in family(config, PAYLOAD_LOG_PREFIX, source) {
         let names = || {
-            let names: Vec<String> = value
+            let names: Vec<String> = parameter
+                .value
                 .split(',')
                 .map(str::trim)
                 .filter(|name| !name.is_empty())
                 .map(str::to_owned)
                 .collect();
             if names.len() > MAX_PAYLOAD_LOG_NAMES {
-                return Err(error(&format!(
+                return Err(parameter.refuse(&format!(
                     "a comma-separated list of at most {MAX_PAYLOAD_LOG_NAMES} tensor names"
                 )));
             }
             Ok(names)
         };
-        match &key[PAYLOAD_LOG_PREFIX.len()..] {
-            "rate" => {
-                settings.rate = value
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|rate| (0.0..=1.0).contains(rate))
-                    .ok_or_else(|| error("a number from 0 to 1"))?;
-            }
+        match parameter.name {
+            "rate" => settings.rate = parameter.number_in(0.0..=1.0, "a number from 0 to 1")?,
             "max_bytes" => {
-                settings.max_bytes = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n <= MAX_PAYLOAD_LOG_RECORD_BYTES)
-                    .ok_or_else(|| {
-                        error(&format!(
-                            "a whole number from 0 to {MAX_PAYLOAD_LOG_RECORD_BYTES}"
-                        ))
-                    })?;
+                settings.max_bytes = parameter.number_in(
+                    0..=MAX_PAYLOAD_LOG_RECORD_BYTES,
+                    format!("a whole number from 0 to {MAX_PAYLOAD_LOG_RECORD_BYTES}"),
+                )?;
             }
             "inputs" => settings.inputs = Some(names()?),
             "outputs" => settings.outputs = Some(names()?),
             "redact" => settings.redact = names()?,
             _ => {
-                return Err(source.error(
-                    &[key.as_str()],
-                    format!(
-                        "unknown parameter {key}: the payload logging parameters are {PAYLOAD_LOG_PREFIX}rate, \
-                         inputs, outputs, max_bytes and redact"
-                    ),
-                ));
+                return Err(parameter.unknown(&format!(
+                    "the payload logging parameters are {PAYLOAD_LOG_PREFIX}rate, inputs, outputs, max_bytes \
+                     and redact"
+                )));
             }
         }
     }
@@ -143,7 +120,10 @@ pub(super) fn payload_log_settings(
                 let key = format!("{PAYLOAD_LOG_PREFIX}{suffix}");
                 return Err(source.error(
                     &[key.as_str()],
-                    format!("parameter {key} names '{name}', which is not a tensor of the model"),
+                    format!(
+                        "parameter {key} names '{}', which is not a tensor of the model",
+                        shown(name)
+                    ),
                 ));
             }
         }
