@@ -269,8 +269,15 @@ impl ModelVersion {
     }
 
     /// Notes that a request routed to this version now: the memory budget evicts the least recently used.
+    ///
+    /// Every request calls it, from every worker: the time is stored only when its millisecond changed, so
+    /// that under load the cache line is read far more often than written instead of bouncing between cores
+    /// on each request.
     pub fn touch(&self) {
-        self.last_used.store(since_epoch(), Ordering::Relaxed);
+        let now = since_epoch();
+        if self.last_used.load(Ordering::Relaxed) != now {
+            self.last_used.store(now, Ordering::Relaxed);
+        }
     }
 
     /// When a request last routed to this version (or it loaded), in milliseconds since the process's epoch.
