@@ -382,17 +382,8 @@ fn main() -> anyhow::Result<()> {
     };
     // The server gets a runtime of its own, as it would in its own process; the load generator another.
     let server = Server::start(&options)?;
-    let server_runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let listener = server_runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let address = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = server_runtime.spawn(async move {
-        let _ = server
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    let loopback = ferry_benches::LoopbackServer::serve(server)?;
+    let address = loopback.address;
 
     let load_before = load_average();
     let client_runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -423,8 +414,7 @@ fn main() -> anyhow::Result<()> {
         ];
         anyhow::Ok((points, ensemble, cache))
     })?;
-    let _ = stop.send(());
-    let _ = server_runtime.block_on(serving);
+    loopback.stop();
     let load_after = load_average();
 
     let markdown = report(&points, &ensemble, &cache, seconds, (&load_before, &load_after));

@@ -79,17 +79,8 @@ fn main() -> anyhow::Result<()> {
             entry.spec.context("benchmark model failed to load")?.instances,
         );
     }
-    let server_runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let listener = server_runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let address = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = server_runtime.spawn(async move {
-        let _ = server
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    let loopback = ferry_benches::LoopbackServer::serve(server)?;
+    let address = loopback.address;
 
     let client_runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let points = client_runtime.block_on(async {
@@ -134,9 +125,7 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(points)
     })?;
-    let _ = stop.send(());
-    let _ = server_runtime.block_on(serving);
-    drop(server_runtime);
+    loopback.stop();
 
     // In-process ONNX Runtime at every batch size Ferry formed, and at batch 1 for latency.
     let environment = onnx::start(&onnxruntime).map_err(anyhow::Error::msg)?;

@@ -115,3 +115,42 @@ pub fn serving_request(model: &str, width: usize) -> ModelInferRequest {
         ..Default::default()
     }
 }
+
+/// A Ferry server serving loopback gRPC on a tokio runtime of its own, as it would in its own process, so
+/// that a benchmark's load generator, on another runtime, measures it from outside.
+pub struct LoopbackServer {
+    /// Where it listens.
+    pub address: std::net::SocketAddr,
+    runtime: tokio::runtime::Runtime,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl LoopbackServer {
+    /// Serves `server` on a free loopback port.
+    pub fn serve(server: ferry_server::Server) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let address = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = runtime.spawn(async move {
+            let _ = server
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(LoopbackServer {
+            address,
+            runtime,
+            stop,
+            serving,
+        })
+    }
+
+    /// Stops taking calls, waits for the server to finish, and drops its runtime.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.runtime.block_on(self.serving);
+    }
+}
