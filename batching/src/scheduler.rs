@@ -25,6 +25,10 @@ struct Shared<P> {
     /// a notify and the moment the woken instance takes the lock; the instance will find them all, so
     /// they skip their own notify (and its system call) instead of each waking an awake thread again.
     signalled: usize,
+    /// How many of the sleepers wait for a queued batch's delay to end rather than for a request. An arrival
+    /// that cannot complete a batch ([`BatcherState::may_send_before_delay`]) leaves them asleep: their
+    /// timeout is when that batch leaves, whatever arrives before.
+    delaying: usize,
     /// Instances whose thread ended after idling ([`Scheduler::next_batch_or_park`]), by id: the next
     /// request that finds no instance asleep hands one of them to the unpark hook.
     parked: Vec<usize>,
@@ -88,6 +92,7 @@ impl<P: Payload> Scheduler<P> {
                 closed: false,
                 sleeping: 0,
                 signalled: 0,
+                delaying: 0,
                 parked: Vec::new(),
             }),
             arrivals: Condvar::new(),
@@ -169,7 +174,8 @@ impl<P: Payload> Scheduler<P> {
         // A parked instance is idle too: its engine is free for the caller to run a lone request on.
         let idle = shared.sleeping > shared.signalled || !shared.parked.is_empty();
         let alone = may_run_here && idle && shared.state.len() == 1;
-        let notify = !alone && shared.signal();
+        let needed = shared.sleeping > shared.delaying || shared.state.may_send_before_delay();
+        let notify = !alone && needed && shared.signal();
         let start = if alone {
             None
         } else {
@@ -243,11 +249,13 @@ impl<P: Payload> Scheduler<P> {
                     idle_since = None;
                     let wait = at.saturating_duration_since(now);
                     shared.sleeping += 1;
+                    shared.delaying += 1;
                     shared = self
                         .arrivals
                         .wait_timeout(shared, wait)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
+                    shared.delaying -= 1;
                     shared.woke();
                 }
                 Next::Idle if shared.closed => break None,
@@ -386,9 +394,71 @@ mod tests {
         }
     }
 
+    fn delayed(max_batch_size: usize, delay: Duration) -> BatchingPolicy {
+        BatchingPolicy {
+            max_queue_delay: delay,
+            ..BatchingPolicy::greedy(max_batch_size)
+        }
+    }
+
+    #[test]
+    fn an_instance_waiting_out_a_delay_is_woken_only_by_the_request_that_fills_the_batch() {
+        let scheduler = Scheduler::<Item>::new(delayed(4, Duration::from_secs(60)));
+        assert!(scheduler.submit(request()).is_ok());
+        // As an instance asleep until that request's delay ends leaves it, without a thread.
+        {
+            let mut shared = scheduler.lock();
+            shared.sleeping = 1;
+            shared.delaying = 1;
+        }
+        for _ in 0..2 {
+            assert!(scheduler.submit(request()).is_ok());
+            assert_eq!(scheduler.lock().signalled, 0, "no full batch yet: left asleep");
+        }
+        assert!(scheduler.submit(request()).is_ok());
+        assert_eq!(scheduler.lock().signalled, 1, "the fourth row fills the batch");
+    }
+
+    #[test]
+    fn a_full_batch_leaves_long_before_its_delay_ends() {
+        let scheduler = Arc::new(Scheduler::<Item>::new(delayed(3, Duration::from_secs(600))));
+        let (sent, batch_size) = std::sync::mpsc::channel();
+        let instance = {
+            let scheduler = Arc::clone(&scheduler);
+            thread::spawn(move || {
+                let batch = scheduler.next_batch(&AtomicBool::new(false));
+                sent.send(batch.map(|b| b.items.len())).expect("test waiting");
+            })
+        };
+        assert!(scheduler.submit(request()).is_ok());
+        // Let the instance start waiting out the delay of the first request before the others arrive.
+        while scheduler.lock().delaying == 0 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert!(scheduler.submit(request()).is_ok());
+        assert!(scheduler.submit(request()).is_ok());
+        let left = batch_size.recv_timeout(Duration::from_secs(30));
+        scheduler.close();
+        assert_eq!(
+            left,
+            Ok(Some(3)),
+            "the full batch left without waiting out its delay"
+        );
+        instance.join().expect("instance");
+    }
+
     #[test]
     fn no_request_is_stranded_while_instances_sleep_and_wake_under_many_submitters() {
-        let scheduler = Arc::new(Scheduler::<Item>::new(BatchingPolicy::greedy(4)));
+        every_request_reaches_an_instance(BatchingPolicy::greedy(4));
+    }
+
+    #[test]
+    fn no_request_is_stranded_while_instances_wait_out_delays_under_many_submitters() {
+        every_request_reaches_an_instance(delayed(8, Duration::from_micros(300)));
+    }
+
+    fn every_request_reaches_an_instance(policy: BatchingPolicy) {
+        let scheduler = Arc::new(Scheduler::<Item>::new(policy));
         let retired = Arc::new(AtomicBool::new(false));
         let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let instances: Vec<_> = (0..2)

@@ -176,6 +176,40 @@ impl<P: Payload> BatcherState<P> {
         self.levels.iter().all(VecDeque::is_empty)
     }
 
+    /// Whether the request just queued may let a batch leave sooner than an instance that is waiting out a
+    /// delay was told: `false` only when the queue holds too few rows for the smallest preferred batch size
+    /// or a full batch, all at one priority level, so that the batch still leaves when the delay of the
+    /// oldest request it takes ends, and the instance asleep until then need not be woken. Rows of withdrawn
+    /// requests and of requests that cannot share a batch count too, which errs towards waking; it looks at
+    /// no more than `max_batch_size` requests, so its cost does not grow with the queue.
+    pub fn may_send_before_delay(&self) -> bool {
+        // The adaptive delay decides from arrivals themselves. With requests at several priority levels,
+        // an arrival above them all may pick a batch whose oldest request waited longer.
+        if !self.policy.dynamic
+            || self.policy.adaptive_delay
+            || self.levels.iter().filter(|level| !level.is_empty()).count() > 1
+        {
+            return true;
+        }
+        let enough = self
+            .policy
+            .preferred_batch_sizes
+            .iter()
+            .copied()
+            .chain([self.policy.max_batch_size])
+            .min()
+            .unwrap_or(1);
+        let mut rows = 0;
+        for entry in self.levels.iter().flatten().take(enough) {
+            rows += entry.rows;
+            // A request of no rows would let more requests than `enough` share a batch: do not count on it.
+            if rows >= enough || entry.rows == 0 {
+                return true;
+            }
+        }
+        false
+    }
+
     /// An instance began waiting for a batch. Under the adaptive delay, a request that finds an instance
     /// waiting and nothing queued arrives alone: it says nothing of a rate worth waiting for.
     pub fn instance_waiting(&mut self) {

@@ -310,6 +310,46 @@ fn delayed_requests_go_after_live_ones_of_their_level_but_before_lower_levels() 
 }
 
 #[test]
+fn an_arrival_below_the_batch_size_does_not_change_when_a_batch_leaves() {
+    let mut h = Harness::new(delayed(4, 10));
+    h.push(0, 2, 0, 0);
+    assert!(!h.state.may_send_before_delay(), "2 of 4 rows");
+    h.push(3, 1, 1, 0);
+    assert!(!h.state.may_send_before_delay(), "3 rows, one of another shape");
+    h.push(4, 1, 0, 0);
+    assert!(h.state.may_send_before_delay(), "4 rows may fill a batch");
+}
+
+#[test]
+fn an_arrival_at_a_higher_level_may_send_an_older_request_sooner() {
+    let policy = BatchingPolicy {
+        levels: vec![
+            QueuePolicy {
+                allow_timeout_override: true,
+                timeout_action: TimeoutAction::Delay,
+                ..QueuePolicy::default()
+            },
+            QueuePolicy::default(),
+        ],
+        ..delayed(8, 10)
+    };
+    let mut h = Harness::new(policy);
+    h.push(0, 1, 7, 2); // level 2, shape 7: could leave at 10, but waits behind level 1
+    h.push_with(2, 1, 9, 1, Some(ms(1))).expect("queued"); // level 1, shape 9: delayed at 3
+    let Next::WaitUntil(told) = h.next(4) else {
+        panic!("one row of 8 waits")
+    };
+    assert_eq!(told, h.at(12), "the delayed level-1 request's own delay");
+    h.push(5, 1, 7, 1); // level 1 again, on time, shape 7: it batches with the level-2 request of 0
+    assert!(h.state.may_send_before_delay());
+    assert_eq!(
+        h.batch(10),
+        [2, 0],
+        "leaves at 10, before the 12 the instance was told"
+    );
+}
+
+#[test]
 fn withdrawn_requests_are_never_batched() {
     let mut h = Harness::new(BatchingPolicy::greedy(8));
     let (_, gone) = h.push(0, 1, 0, 0);
@@ -737,6 +777,48 @@ mod properties {
                     TicketState::Taken => prop_assert!(ran.contains(id)),
                     TicketState::Withdrawn | TicketState::Expired => prop_assert!(!ran.contains(id)),
                     TicketState::Queued => prop_assert!(false, "request {} was never decided", id),
+                }
+            }
+        }
+
+        /// An arrival that `may_send_before_delay` says cannot speed anything up never lets a batch leave
+        /// before the moment an instance was told to wait until: leaving that instance asleep loses nothing.
+        #[test]
+        fn an_arrival_that_cannot_fill_a_batch_never_brings_its_departure_forward(
+            steps in proptest::collection::vec(step(), 1..120),
+            reject in any::<bool>(),
+            preferred in proptest::collection::vec(1usize..=6, 0..3),
+        ) {
+            let action = if reject { TimeoutAction::Reject } else { TimeoutAction::Delay };
+            let mut h = Harness::new(policy(action, 5, preferred, false));
+            let mut clock = 0u64;
+            let mut queued: Vec<Ticket> = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Arrive { rows, shape, priority, timeout_ms } => {
+                        let before = h.next(clock);
+                        let Ok((_, ticket)) = h.push_with(clock, rows, shape, priority, timeout_ms.map(ms)) else {
+                            continue;
+                        };
+                        queued.push(ticket);
+                        if let (Next::WaitUntil(told), false) = (before, h.state.may_send_before_delay()) {
+                            match h.next(clock) {
+                                Next::WaitUntil(at) => prop_assert!(at >= told, "departure brought forward"),
+                                Next::Batch(_) => prop_assert!(false, "a batch left at an arrival said not to matter"),
+                                Next::Idle => prop_assert!(false, "a queued request vanished"),
+                            }
+                        }
+                    }
+                    Step::Cancel(n) => {
+                        queued.retain(Ticket::is_queued);
+                        if let Some(ticket) = queued.get(n) {
+                            ticket.withdraw();
+                        }
+                    }
+                    Step::Wait(n) => clock += n,
+                    Step::Batch | Step::Finish => {
+                        let _ = h.next(clock);
+                    }
                 }
             }
         }
