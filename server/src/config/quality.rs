@@ -177,15 +177,20 @@ pub(super) fn quality_settings(
         } else {
             "a numeric output"
         };
-        return Err(source.error(
-            &[key],
+        let (name, datatype) = (shown(&tensor.name), tensor.data_type.wire_name());
+        let message = if key == metric_key {
             format!(
-                "parameter {metric_key} '{}' needs {expected}, but output '{}' is {}",
-                metric.name(),
-                shown(&tensor.name),
-                tensor.data_type.wire_name()
-            ),
-        ));
+                "parameter {metric_key} '{}' needs {expected}, but the model's output '{name}' is {datatype}",
+                metric.name()
+            )
+        } else {
+            format!(
+                "parameter {key} '{name}' names an output of type {datatype}, but {metric_key} '{}' needs \
+                 {expected}",
+                metric.name()
+            )
+        };
+        return Err(source.error(&[key], message));
     }
     settings.output = index;
     Ok(settings)
@@ -193,9 +198,23 @@ pub(super) fn quality_settings(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::testing::{config_error, spec_from};
-
     use super::QualityMetric;
+    use crate::{
+        DataType,
+        config::{
+            ModelSignature, ModelTensor,
+            testing::{config_error, spec_from, spec_with_signature},
+        },
+    };
+
+    fn tensor(name: &str, data_type: DataType) -> ModelTensor {
+        ModelTensor {
+            name: name.into(),
+            data_type: Some(data_type),
+            shape: vec![-1, 4],
+            form: Default::default(),
+        }
+    }
 
     fn parameter(key: &str, value: &str) -> String {
         format!("parameters {{ key: \"{key}\" value {{ string_value: \"{value}\" }} }}\n")
@@ -253,6 +272,29 @@ mod tests {
                 "{message}"
             );
         }
+        // An output that cannot hold what the metric reads.
+        let signature = ModelSignature {
+            inputs: vec![tensor("x", DataType::Fp32)],
+            outputs: vec![tensor("p", DataType::Fp32), tensor("label", DataType::Int64)],
+        };
+        let text =
+            parameter("ferry.quality.metric", "log_loss") + &parameter("ferry.quality.output", "label");
+        let message = spec_with_signature(&text, &signature)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            message.contains("ferry.quality.output 'label'")
+                && message.contains("INT64")
+                && message.contains("floating-point"),
+            "{message}"
+        );
+        let message = spec_with_signature(&parameter("ferry.quality.metric", "mae"), &signature)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            message.contains("needs ferry.quality.output") && message.contains("2 outputs"),
+            "{message}"
+        );
         let (_, message) = config_error(&parameter("ferry.quality.metrc", "mae"));
         assert!(
             message.contains("ferry.quality.metrc") && message.contains("metric"),
