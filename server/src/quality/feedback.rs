@@ -137,3 +137,75 @@ impl ItemStatus {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(result: Result<FeedbackItem, Error>) -> String {
+        match result {
+            Err(Error::InvalidRequest(message)) => message,
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn items_are_parsed_within_their_bounds_naming_the_field() {
+        let item = FeedbackItem::parse(0, "r".into(), vec![2], Vec::new(), Vec::new()).expect("valid");
+        assert_eq!(item.truth, PostedTruth::Classes(vec![2]));
+        let cases = [
+            (
+                FeedbackItem::parse(3, String::new(), vec![0], Vec::new(), Vec::new()),
+                "feedback item 3: 'request_id' must be 1 to 256 bytes, got 0 bytes",
+            ),
+            (
+                FeedbackItem::parse(0, "x".repeat(257), vec![0], Vec::new(), Vec::new()),
+                "got 257 bytes",
+            ),
+            (
+                FeedbackItem::parse(1, "r".into(), Vec::new(), Vec::new(), Vec::new()),
+                "exactly one of 'classes', 'labels' and 'values', got 0",
+            ),
+            (
+                FeedbackItem::parse(1, "r".into(), vec![0], vec!["a".into()], Vec::new()),
+                "got 2",
+            ),
+            (
+                FeedbackItem::parse(
+                    0,
+                    "r".into(),
+                    vec![0; MAX_FEEDBACK_ROWS + 1],
+                    Vec::new(),
+                    Vec::new(),
+                ),
+                "gives 4097 rows, over the 4096",
+            ),
+            (
+                FeedbackItem::parse(0, "r".into(), Vec::new(), vec!["l".repeat(1025)], Vec::new()),
+                "label of 1025 bytes, over the 1024",
+            ),
+            (
+                FeedbackItem::parse(0, "r".into(), Vec::new(), Vec::new(), vec![f64::NAN]),
+                "'values' must hold finite numbers, got NaN",
+            ),
+            (
+                FeedbackItem::parse(0, "r".into(), vec![-1], Vec::new(), Vec::new()),
+                "class indices from 0, got -1",
+            ),
+        ];
+        for (result, expected) in cases {
+            let message = refused(result);
+            assert!(message.contains(expected), "{message}");
+        }
+        assert!(FeedbackItem::check_count(1000).is_ok());
+        for count in [0, 1001] {
+            let error = FeedbackItem::check_count(count).expect_err("refused");
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("1 to 1000 items, got {count}")),
+                "{error}"
+            );
+        }
+    }
+}
