@@ -315,3 +315,47 @@ def test_a_model_without_quality_answers_not_found(triton, feedback):
     with pytest.raises(grpclib.RpcError) as refused:
         feedback.PostFeedback(pb.PostFeedbackRequest(model="mlp_plain", items=[pb.FeedbackItem(request_id="a", classes=[0])]))
     assert refused.value.code() == grpclib.StatusCode.NOT_FOUND
+
+
+def test_truths_without_a_version_go_to_the_version_holding_their_prediction(triton):
+    # Two versions of one classifier scoring accuracy: each truth posted without a version joins the
+    # version that answered its request; an unknown id waits in the highest version.
+    name = "mlp_two"
+    _add(name, {"ferry.quality.metric": "accuracy", "ferry.quality.output": "probabilities"})
+    folder = REPOSITORY / name
+    (folder / "2").mkdir(exist_ok=True)
+    shutil.copy(MLP / "1/model.onnx", folder / "2/model.onnx")
+    config = (folder / "config.pbtxt").read_text()
+    (folder / "config.pbtxt").write_text(config + "version_policy { all {} }\n")
+    triton.load_model(name)
+    rng = np.random.default_rng(5)
+    answered = {}
+    for version in ("1", "2"):
+        for i in range(3):
+            features = rng.standard_normal((1, 32)).astype(np.float32)
+            tensor = grpcclient.InferInput("features", [1, 32], "FP32")
+            tensor.set_data_from_numpy(features)
+            request_id = f"v{version}-{i}"
+            result = triton.infer(name, [tensor], model_version=version, request_id=request_id)
+            answered[request_id] = (version, int(np.argmax(result.as_numpy("probabilities")[0])))
+    # Right for the first of each version, wrong for the others.
+    truths = {i: (top if i.endswith("-0") else (top + 1) % 10) for i, (_, top) in answered.items()}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        _, body = _rest("GET", f"/v2/models/{name}/quality")
+        if sum(v["predictions_waiting"] for v in body["versions"]) == len(answered):
+            break
+        time.sleep(0.02)
+    items = [{"request_id": i, "classes": [t]} for i, t in truths.items()] + [{"request_id": "nobody", "classes": [0]}]
+    status, body = _rest("POST", f"/v2/models/{name}/feedback", {"items": items})
+    assert status == 200, body
+    expected = [{"request_id": i, "status": "joined", "version": answered[i][0]} for i in truths]
+    assert body["results"] == expected + [{"request_id": "nobody", "status": "waiting", "version": "2"}], body
+    status, body = _rest("GET", f"/v2/models/{name}/quality")
+    assert status == 200, body
+    reports = {v["version"]: v for v in body["versions"]}
+    assert set(reports) == {"1", "2"}
+    for version in ("1", "2"):
+        assert reports[version]["metric"] == "accuracy" and reports[version]["rows"] == 3
+        assert math.isclose(reports[version]["value"], 1 / 3, rel_tol=1e-12), reports[version]
+    assert (reports["1"]["feedback_waiting"], reports["2"]["feedback_waiting"]) == (0, 1)

@@ -4,7 +4,9 @@
 //! reload meanwhile), sends predictions through tritonclient over gRPC, posts their true classes through
 //! Ferry's `ferry.feedback.v1.Feedback` gRPC service and its REST route out of order, and checks the
 //! quality RPC, the REST report and `/metrics` against log-loss, accuracy and calibration computed by the
-//! suite itself from the probabilities the server returned.
+//! suite itself from the probabilities the server returned. It also serves two versions of the classifier
+//! scoring accuracy, where truths posted without a version must join the version that answered, and
+//! checks the bounds of a post and the answers for a model that keeps no quality.
 
 use ferry_server::{
     payload::PayloadLogOptions,
