@@ -40,6 +40,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from grpc_tools import protoc
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 
@@ -277,6 +278,13 @@ def test_truths_posted_out_of_order_match_a_hand_computation(triton, feedback):
     assert [b["count"] for b in report["calibration"]] == [b[0] for b in buckets]
 
     text = _metrics()
+    # The exposition parses, and each quality family has the type the docs give it.
+    types = {family.name: family.type for family in text_string_to_metric_families(text)}
+    for family in ("ferry_quality_metric", "ferry_quality_feedback_waiting", "ferry_quality_calibration_count"):
+        assert types[family] == "gauge", types
+    for family in ("ferry_quality_feedback_joined", "ferry_quality_rows", "ferry_quality_score"):
+        assert types[family] == "counter", types
+    assert math.isclose(_series(text, "ferry_quality_score_total"), sum(losses), rel_tol=1e-9)
     assert math.isclose(_series(text, "ferry_quality_metric"), expected, rel_tol=1e-9)
     assert _series(text, "ferry_quality_feedback_joined_total") == len(predicted)
     assert _series(text, "ferry_quality_rows_total") == len(losses)

@@ -183,7 +183,7 @@ const SERIES: [Series; 12] = [
         r.rows as f64
     }),
     (
-        "ferry_quality_score_sum",
+        "ferry_quality_score_total",
         "counter",
         "The metric summed over the rows scored: rows right, negative log-likelihood or absolute error",
         |r| r.sum,
