@@ -107,6 +107,8 @@ struct Shared {
     model: String,
     version: u64,
     metric: QualityMetric,
+    /// Whether rows are probabilities, and so calibrated: a classification metric on a floating-point output.
+    calibrates: bool,
     settings: QualitySettings,
     /// The name of the output read.
     output: String,
@@ -138,7 +140,13 @@ impl QualityMonitor {
         let Some(metric) = settings.metric else {
             return Ok(None);
         };
-        let output = spec.outputs[settings.output].name.clone();
+        let output = &spec.outputs[settings.output];
+        let calibrates = metric.classifies()
+            && matches!(
+                output.data_type,
+                DataType::Fp16 | DataType::Bf16 | DataType::Fp32 | DataType::Fp64
+            );
+        let output = output.name.clone();
         let mut labels = HashMap::new();
         if let Some(file) = spec.labels.of(settings.output) {
             for class in 0..file.len() {
@@ -160,6 +168,7 @@ impl QualityMonitor {
             model: spec.name.clone(),
             version,
             metric,
+            calibrates,
             output,
             labels,
             counters: Counters::default(),

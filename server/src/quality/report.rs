@@ -49,7 +49,8 @@ pub struct QualityReport {
     pub feedback_rejected: u64,
     /// Truths dropped without their prediction.
     pub feedback_unmatched: u64,
-    /// Calibration buckets (classification metrics on probabilities; empty for MAE).
+    /// Calibration buckets (classification metrics on probabilities; empty for MAE and for an integer
+    /// class output).
     pub calibration: Vec<CalibrationBucket>,
 }
 
@@ -75,7 +76,7 @@ pub(super) fn version_report(shared: &Shared, state: &State) -> QualityReport {
     let read = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
     let accumulator = &state.accumulator;
     let count = accumulator.buckets.len();
-    let calibration = if shared.metric.classifies() {
+    let calibration = if shared.calibrates {
         accumulator
             .buckets
             .iter()
