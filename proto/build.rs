@@ -5,10 +5,11 @@ use std::{env, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: [&str; 4] = [
+const PROTOS: [&str; 5] = [
     "inference/grpc_service.proto",
     "inference/model_config.proto",
     "ferry/drift.proto",
+    "ferry/feedback.proto",
     "ferry/traffic.proto",
 ];
 

@@ -48,6 +48,7 @@ pub fn fp32_spec(width: i64, max_batch_size: usize) -> ModelSpec {
         lone_requests_on_worker: None,
         drift: Default::default(),
         payload_log: Default::default(),
+        quality: Default::default(),
         ensemble: None,
         sequence: None,
         variable_lengths: Default::default(),

@@ -26,6 +26,7 @@ mod credentials;
 mod drift;
 mod element;
 mod error;
+mod feedback;
 mod request;
 mod response;
 mod tls;
@@ -36,9 +37,12 @@ pub use credentials::Credentials;
 pub use drift::DriftStub;
 pub use element::TensorElement;
 pub use error::ClientError;
+pub use feedback::FeedbackStub;
 pub use ferry_proto::GrpcInferenceServiceClient;
 /// The messages of Ferry's drift service (`ferry.drift.v1`), which Triton does not have.
 pub use ferry_proto::ferry::drift::v1 as drift_proto;
+/// The messages of Ferry's feedback service (`ferry.feedback.v1`), which Triton does not have.
+pub use ferry_proto::ferry::feedback::v1 as feedback_proto;
 /// The generated messages of the `inference` protobuf package, for fields and RPCs the typed client
 /// does not surface.
 pub use ferry_proto::inference as proto;

@@ -116,6 +116,9 @@ enum Command {
     /// Show a model's input drift scores per version, input and feature (Ferry's drift service), or
     /// replace a version's baseline.
     Drift(DriftArgs),
+    /// Show a model's live quality per version (Ferry's feedback service): the metric over the truths
+    /// joined so far, the feedback counters and the calibration buckets.
+    Quality(ModelArgs),
 }
 
 #[derive(Debug, Args)]
@@ -257,6 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Infer(args) => infer(&connect().await?, args).await,
         Command::Bench(args) => bench(cli.url.clone(), tls, credentials, args).await,
         Command::Drift(args) => drift(&connect().await?, &args).await,
+        Command::Quality(args) => quality(&connect().await?, &args).await,
         Command::Traffic(command) => cli::traffic::run(&connect().await?, command).await,
     }
 }
@@ -311,6 +315,47 @@ async fn drift(client: &Client, args: &DriftArgs) -> anyhow::Result<()> {
             "NAN",
             "DRIFTING",
         ];
+        println!("{}", table::render("  ", header, &rows));
+    }
+    Ok(())
+}
+
+async fn quality(client: &Client, args: &ModelArgs) -> anyhow::Result<()> {
+    let report = client.model_quality(&args.model, args.version.as_deref()).await?;
+    let number = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.4}"));
+    for version in report.versions {
+        println!(
+            "version {}: {} {} over {} rows ({} truths joined, {} waiting, {} unmatched, {} duplicate, {} \
+             rejected; {} predictions waiting, {} expired, {} dropped)",
+            version.version,
+            version.metric,
+            number(version.value),
+            version.rows,
+            version.feedback_joined,
+            version.feedback_waiting,
+            version.feedback_unmatched,
+            version.feedback_duplicate,
+            version.feedback_rejected,
+            version.predictions_waiting,
+            version.predictions_expired,
+            version.predictions_dropped,
+        );
+        if version.calibration.is_empty() {
+            continue;
+        }
+        let rows: Vec<[String; 4]> = version
+            .calibration
+            .iter()
+            .map(|bucket| {
+                [
+                    format!("{:.2}-{:.2}", bucket.lower, bucket.upper),
+                    bucket.count.to_string(),
+                    number(bucket.mean_predicted),
+                    number(bucket.observed_frequency),
+                ]
+            })
+            .collect();
+        let header = ["BUCKET", "COUNT", "MEAN_PREDICTED", "OBSERVED"];
         println!("{}", table::render("  ", header, &rows));
     }
     Ok(())

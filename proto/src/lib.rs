@@ -20,6 +20,15 @@ pub mod ferry {
             include!(concat!(env!("OUT_DIR"), "/ferry.drift.v1.rs"));
         }
     }
+    /// True outcomes posted for earlier requests, and the live quality kept from them
+    /// (`ferry.feedback.v1.Feedback`).
+    pub mod feedback {
+        /// Messages and service stubs of the `ferry.feedback.v1` package.
+        #[allow(missing_docs, clippy::all, clippy::pedantic, unused_qualifications)]
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/ferry.feedback.v1.rs"));
+        }
+    }
     /// Version labels, traffic splits, shadow traffic, promotion, rollback and their history
     /// (`ferry.traffic.v1.Traffic`).
     pub mod traffic {

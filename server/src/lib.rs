@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod model;
 pub mod onnx;
 pub mod payload;
+pub mod quality;
 pub mod repository;
 pub mod request;
 mod sampling;
@@ -146,7 +147,7 @@ impl Server {
     }
 
     /// Serves gRPC on `listener` until `shutdown` completes: Triton's inference service, Ferry's drift
-    /// service ([`drift::grpc`]), gRPC health checking and server reflection; over TLS when [`Server::with_tls`] gave the gRPC port an acceptor.
+    /// service ([`drift::grpc`]), its feedback service ([`quality::grpc`]), its traffic service, gRPC health checking and server reflection; over TLS when [`Server::with_tls`] gave the gRPC port an acceptor.
     pub async fn serve(
         &self,
         listener: TcpListener,
@@ -202,6 +203,12 @@ impl Server {
                 ferry_proto::ferry::drift::v1::drift_service_server::DriftServiceServer::new(
                     drift::grpc::DriftGrpc(self.inference_service()),
                 ),
+            )
+            .add_service(
+                ferry_proto::ferry::feedback::v1::feedback_server::FeedbackServer::new(
+                    quality::grpc::FeedbackGrpc(self.inference_service()),
+                )
+                .max_decoding_message_size(self.max_message_bytes),
             )
             .add_service(traffic)
             .add_service(health)

@@ -268,6 +268,7 @@ pub fn render_registry(registry: &Registry) -> String {
     let mut out = render(&metrics);
     out.push_str(&crate::drift::render_metrics(&versions));
     crate::payload::render_metrics(&versions, &mut out);
+    crate::quality::render_metrics(&versions, &mut out);
     crate::traffic::render_metrics(registry.traffic(), &mut out);
     registry.render_management_metrics(&mut out);
     if let Some(cache) = cache {

@@ -105,6 +105,8 @@ fn the_dashboard_shows_the_split_latency_and_errors_per_version_and_drift() {
         "ferry_shadow_requests_total",
         "ferry_input_drift_psi",
         "ferry_input_drift_ks",
+        "ferry_quality_score_total",
+        "ferry_quality_rows_total",
     ] {
         assert!(
             used.contains(family),

@@ -140,12 +140,15 @@ async fn grpcurl_calls_ferry_through_reflection_without_proto_files() {
         "inference.GRPCInferenceService",
         "ferry.drift.v1.DriftService",
         "ferry.traffic.v1.Traffic",
+        "ferry.feedback.v1.Feedback",
         "grpc.health.v1.Health",
     ] {
         assert!(services.contains(service), "{services}");
     }
     let described = grpcurl(&server, &[], &["describe", "inference.ModelInferRequest"]);
     assert!(described.contains("raw_input_contents"), "{described}");
+    let described = grpcurl(&server, &[], &["describe", "ferry.feedback.v1.FeedbackItem"]);
+    assert!(described.contains("request_id"), "{described}");
     let metadata = grpcurl(
         &server,
         &["-d", r#"{"name": "mlp_classifier"}"#],

@@ -103,6 +103,18 @@ const DRIFT_BASELINE: Action = audited(
     TritonGroup::ModelRepository,
     Scope::Repository,
 );
+/// Ferry's feedback post (`POST .../feedback`): the outcome of inferences, so the `infer` scope.
+const POST_FEEDBACK: Action = action(
+    crate::core::POST_FEEDBACK,
+    TritonGroup::Inference,
+    Some(Scope::Infer),
+);
+/// Ferry's live quality report (`GET .../quality`): statistics, so the `stats` scope.
+const MODEL_QUALITY: Action = action(
+    crate::core::MODEL_QUALITY,
+    TritonGroup::Statistics,
+    Some(Scope::Stats),
+);
 /// Every RPC of Ferry's own `ferry.traffic.v1.Traffic`: model administration, so the `repository` scope
 /// and Triton's model-repository group; the changes are audited.
 const TRAFFIC_RPCS: &[Action] = &[
@@ -137,6 +149,9 @@ pub fn grpc_action(path: &str) -> Option<Action> {
             .into_iter()
             .find(|action| action.name == method),
         "ferry.traffic.v1.Traffic" => traffic_rpc(method),
+        "ferry.feedback.v1.Feedback" => [POST_FEEDBACK, MODEL_QUALITY]
+            .into_iter()
+            .find(|action| action.name == method),
         _ => None,
     }
 }
@@ -169,6 +184,8 @@ pub fn http_action(path: &str) -> Option<Action> {
                 ["infer"] => rpc("ModelInfer"),
                 ["drift"] => Some(DRIFT_REPORT),
                 ["drift", "baseline"] => Some(DRIFT_BASELINE),
+                ["feedback"] => Some(POST_FEEDBACK),
+                ["quality"] => Some(MODEL_QUALITY),
                 // One path serves GET and PUT; the layer does not see the method, so a refused read is
                 // audited as the write it could have been, rather than a refused write going unaudited.
                 ["traffic"] => traffic_rpc("SetTraffic"),
@@ -232,6 +249,14 @@ mod tests {
             Some(DRIFT_REPORT)
         );
         assert_eq!(grpc_action("/ferry.drift.v1.DriftService/Nope"), None);
+        assert_eq!(
+            grpc_action("/ferry.feedback.v1.Feedback/PostFeedback").and_then(|a| a.scope),
+            Some(Scope::Infer)
+        );
+        assert_eq!(
+            grpc_action("/ferry.feedback.v1.Feedback/ModelQuality").and_then(|a| a.scope),
+            Some(Scope::Stats)
+        );
     }
 
     #[test]
@@ -248,6 +273,8 @@ mod tests {
             ("/v2/models/simple/stats", "ModelStatistics"),
             ("/v2/models/simple/versions/1/infer", "ModelInfer"),
             ("/v2/models/simple/drift", "DriftReport"),
+            ("/v2/models/simple/feedback", "PostFeedback"),
+            ("/v2/models/simple/versions/1/quality", "ModelQuality"),
             ("/v2/models/simple/versions/1/drift/baseline", "DriftBaseline"),
             ("/v2/repository/index", "RepositoryIndex"),
             ("/v2/models/simple/traffic", "SetTraffic"),

@@ -3,7 +3,7 @@
 //!
 //! `pbtxt` parses the text, `complete` fills in what the model file says, and `spec` validates the whole into
 //! a [`ModelSpec`], with one module per part of the config: `tensors`, `versions`, `instances` (with the
-//! ONNX Runtime `session` options), `batching`, `drift`, `ensemble`, `sequence`, and `ragged` and `buckets` for
+//! ONNX Runtime `session` options), `batching`, `drift`, `payload`, `quality`, `ensemble`, `sequence`, and `ragged` and `buckets` for
 //! inputs whose length varies.
 //! `signature` then checks the spec against the model file. Every part names the file and line of a mistake
 //! through [`ConfigSource`] (`source`), which depends on nothing else here.
@@ -19,6 +19,7 @@ mod family;
 mod instances;
 mod payload;
 mod pbtxt;
+mod quality;
 mod ragged;
 mod sequence;
 mod session;
@@ -49,6 +50,10 @@ pub use payload::{
     MAX_PAYLOAD_LOG_NAMES, MAX_PAYLOAD_LOG_RECORD_BYTES, PAYLOAD_LOG_PREFIX, PayloadLogSettings,
 };
 pub use pbtxt::{model_config_descriptor, parse_model_config};
+pub use quality::{
+    MAX_QUALITY_AGE_SECONDS, MAX_QUALITY_BUCKETS, MAX_QUALITY_PENDING, QUALITY_PREFIX, QualityMetric,
+    QualitySettings,
+};
 pub use ragged::{BatchInputSpec, RaggedInputs, VariableLengths};
 pub(crate) use sequence::sequence_tensor_names;
 pub use sequence::{

@@ -15,6 +15,7 @@ use super::{
     ensemble::{ENSEMBLE_PLATFORM, EnsembleStep, ensemble_steps, is_ensemble},
     instances::instance_plan,
     payload::{PayloadLogSettings, payload_log_settings},
+    quality::{QualitySettings, quality_settings},
     ragged::{VariableLengths, ragged_inputs},
     sequence::{SequenceSpec, sequence_spec},
     source::ConfigSource,
@@ -57,6 +58,9 @@ pub struct ModelSpec {
     pub drift: DriftSettings,
     /// Which requests are logged with their payloads (`ferry.payload_log.*` parameters; off by default).
     pub payload_log: PayloadLogSettings,
+    /// How predictions are joined with their true outcome and scored (`ferry.quality.*` parameters; off
+    /// by default).
+    pub quality: QualitySettings,
     /// How quick this model's lone runs must be, on average, for a handler to run a lone request on its
     /// async worker (`ferry.lone_requests_on_worker`); `None`, the default, keeps every run on instances.
     pub lone_requests_on_worker: Option<std::time::Duration>,
@@ -178,6 +182,7 @@ impl ModelSpec {
         let response_cache = Self::may_cache_responses(&config);
         let drift = drift_settings(&config, source)?;
         let payload_log = payload_log_settings(&config, source)?;
+        let quality = quality_settings(&config, &outputs, source)?;
         let lone_requests_on_worker = lone_requests_on_worker(&config, source)?;
         let model_filename = if config.default_model_filename.is_empty() {
             "model.onnx".to_owned()
@@ -202,6 +207,7 @@ impl ModelSpec {
             response_cache,
             drift,
             payload_log,
+            quality,
             lone_requests_on_worker,
             ensemble,
             sequence,

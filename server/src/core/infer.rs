@@ -125,6 +125,10 @@ impl InferenceService {
             log.sample(&mut parsed.id, &parsed.inputs, &model.spec)
                 .map(|c| (log, c))
         });
+        // A version that keeps live quality joins truths by id: every request has one.
+        if let Some(quality) = &model.quality {
+            quality.ensure_id(&mut parsed.id);
+        }
         let id = parsed.id.clone();
         let mut classifications = std::mem::take(&mut parsed.classifications);
         // An ensemble runs its steps; any other model is answered by the response cache when it enables it,
@@ -154,6 +158,8 @@ impl InferenceService {
             outputs: Vec::with_capacity(outputs.len()),
             raw_output_contents: Vec::with_capacity(outputs.len()),
         };
+        // The prediction live quality reads: its place in the response and a refcount of its bytes.
+        let mut prediction = None;
         for output in outputs {
             let tensor = &model.spec.outputs[output.index];
             // A classified output answers with strings, whatever the model's type.
@@ -164,6 +170,11 @@ impl InferenceService {
             };
             if let Some((log, capture)) = &mut payload {
                 log.add_output(capture, &tensor.name, datatype, &output.shape, &output.data);
+            }
+            if let Some(quality) = &model.quality
+                && quality.output() == output.index
+            {
+                prediction = Some((quality, datatype, response.outputs.len(), output.data.clone()));
             }
             // An output in shared memory keeps its place in raw_output_contents, empty, as in Triton, so
             // that clients still find the other outputs' bytes by position.
@@ -190,6 +201,10 @@ impl InferenceService {
         }
         if let Some((log, capture)) = payload {
             log.submit(capture, received.elapsed());
+        }
+        if let Some((quality, datatype, position, data)) = prediction {
+            // A refcount and a non-blocking send: the monitor's thread reads the values.
+            quality.record(&response.id, datatype, &response.outputs[position].shape, &data);
         }
         Ok(response)
     }

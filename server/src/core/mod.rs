@@ -14,12 +14,15 @@
 //! - `shared_memory`: system and CUDA shared memory regions (status, register, unregister).
 //! - `settings`: trace and log settings.
 //! - `drift`: a version's input drift report, and its baseline ([`crate::drift`]).
+//! - `quality`: truths posted for earlier requests, and the live quality kept from them
+//!   ([`crate::quality`]).
 //! - `traffic`: version labels and traffic policies (get, set, label, promote, rollback, history).
 //! - `access`: the caller each request acts for, and the per-model checks of [`crate::auth`].
 
 mod access;
 mod drift;
 mod infer;
+mod quality;
 mod repository;
 mod server;
 mod settings;
@@ -31,6 +34,7 @@ use std::sync::Arc;
 
 pub use drift::{BaselineChange, DRIFT_BASELINE, DRIFT_REPORT};
 pub use infer::{ROUTE_PARAMETER, ROUTING_KEY_PARAMETER, check_routing_key, give_routing_key};
+pub use quality::{FeedbackOutcome, MODEL_QUALITY, POST_FEEDBACK};
 pub use server::{EXTENSIONS, MAX_SERVER_NAME_BYTES, SERVER_NAME, ServerName};
 
 use crate::{repository::Registry, shm::SharedMemoryRegistry};

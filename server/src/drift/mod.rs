@@ -376,7 +376,7 @@ impl Shared {
 }
 
 /// The elements of a fixed-size payload of `data_type` as numbers; nothing for BYTES.
-fn values(data_type: DataType, bytes: &Bytes) -> impl Iterator<Item = f64> + '_ {
+pub(crate) fn values(data_type: DataType, bytes: &Bytes) -> impl Iterator<Item = f64> + '_ {
     let size = data_type.element_size().unwrap_or(usize::MAX);
     bytes.chunks_exact(size).map(move |b| match data_type {
         DataType::Bool => f64::from(u8::from(b[0] != 0)),

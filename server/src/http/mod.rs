@@ -12,6 +12,7 @@
 //! - [`infer`]: an inference request body to `ModelInferRequest`, and the response back.
 //! - [`tensor`]: JSON tensor data to raw little-endian bytes and back.
 //! - [`binary`]: the binary tensor data extension (`Inference-Header-Content-Length`).
+//! - `quality`: Ferry's feedback and live quality routes (`/v2/models/{model}/feedback`, `.../quality`).
 //! - `drift`: Ferry's input drift report and baseline routes (`/v2/models/{model}/drift`).
 //! - `shm`: the shared memory endpoints (`/v2/systemsharedmemory/...`, `/v2/cudasharedmemory/...`).
 //! - [`encoding`]: gzip and deflate inference requests and answers (`Content-Encoding`, `Accept-Encoding`).
@@ -24,6 +25,7 @@ pub mod encoding;
 pub mod error;
 pub mod infer;
 pub mod json;
+mod quality;
 pub mod routes;
 mod shm;
 pub mod tensor;

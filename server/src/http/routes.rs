@@ -52,6 +52,7 @@ pub fn router(service: InferenceService, max_body_bytes: usize) -> Router {
             .route(&format!("{base}/stats"), get(statistics))
             .route(&format!("{base}/infer"), post(model_infer));
         router = super::drift::routes(router, base);
+        router = super::quality::routes(router, base);
     }
     for base in ["/v2/repository", "/v2/repository/{repository}"] {
         router = router

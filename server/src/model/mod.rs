@@ -76,6 +76,9 @@ pub struct ModelVersion {
     pub drift: Option<crate::drift::DriftMonitor>,
     /// The sampled request/response log, when the config turns it on ([`crate::payload`]).
     pub payload_log: Option<crate::payload::PayloadLog>,
+    /// Predictions joined with their posted truth, when the config turns live quality on
+    /// ([`crate::quality`]); shared with the version's earlier load when that measured the same way.
+    pub quality: Option<Arc<crate::quality::QualityMonitor>>,
     /// For an ensemble, the member specs (one per step) its last member check found fitting, so that a
     /// request finding the same members served skips the check (`repository::ensembles::unready_reason`).
     pub fitted_members: arc_swap::ArcSwap<Vec<Arc<ModelSpec>>>,
@@ -170,6 +173,7 @@ impl ModelVersion {
             warmup,
             drift,
             payload_log: None,
+            quality: None,
             class_columns: Vec::new(),
             fitted_members: arc_swap::ArcSwap::default(),
             spec,

@@ -276,7 +276,7 @@ fn selected(names: Option<&[String]>, name: &str) -> bool {
 }
 
 /// A fresh request id: 128 bits from the process's random hash keys, the time and a counter, in hex.
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = SystemTime::now()

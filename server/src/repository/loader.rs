@@ -266,7 +266,13 @@ pub fn load_versions(
             outcome.ready.insert(*version, (Arc::clone(model), files.clone()));
             continue;
         }
-        match load_version(
+        // A version loaded again keeps its live quality (waiting predictions, running metric) when it
+        // measures the same way.
+        let previous = current.get(version).and_then(|c| match &c.state {
+            VersionState::Ready { model, .. } => model.quality.clone(),
+            _ => None,
+        });
+        let loaded = load_version(
             environment,
             prepared,
             *version,
@@ -274,7 +280,14 @@ pub fn load_versions(
             threads,
             idle_after,
             payload_log,
-        ) {
+        )
+        .and_then(|mut model| {
+            model.quality =
+                crate::quality::QualityMonitor::start(&prepared.spec, *version, previous.as_ref())
+                    .map_err(|error| error.to_string())?;
+            Ok(Arc::new(model))
+        });
+        match loaded {
             Ok(model) => {
                 outcome.fresh += 1;
                 outcome.ready.insert(*version, (model, files.clone()));
@@ -296,14 +309,14 @@ fn load_version(
     threads: &Arc<ThreadBudget>,
     idle_after: Option<Duration>,
     payload_log: Option<&crate::payload::PayloadLogOptions>,
-) -> Result<Arc<ModelVersion>, String> {
+) -> Result<ModelVersion, String> {
     if prepared.spec.ensemble.is_some() {
         // An ensemble's version folder holds no model: its steps run on the members.
         // Its requests are logged as the ensemble's, with its own inputs and outputs.
         let mut model = ModelVersion::ensemble(Arc::clone(&prepared.spec), version);
         model.payload_log = crate::payload::PayloadLog::start(&prepared.spec, version, payload_log)
             .map_err(|error| error.to_string())?;
-        return Ok(Arc::new(model));
+        return Ok(model);
     }
     let path = files::contained_file(&prepared.dir, path)?;
     let before = super::management::resident_bytes();
@@ -320,7 +333,7 @@ fn load_version(
     // What the load took, at least the model file: the memory budget's measure of the version.
     let grown = super::management::resident_bytes().saturating_sub(before);
     model.set_memory_bytes(grown.max(file_bytes(&path)));
-    Ok(Arc::new(model))
+    Ok(model)
 }
 
 /// A model file's size; 0 when it cannot be read (its load then fails anyway).

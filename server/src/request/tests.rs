@@ -53,6 +53,7 @@ pub(super) fn spec(max_batch_size: usize, inputs: Vec<TensorSpec>) -> ModelSpec 
         lone_requests_on_worker: None,
         drift: Default::default(),
         payload_log: Default::default(),
+        quality: Default::default(),
         ensemble: None,
         sequence: None,
         variable_lengths: Default::default(),
