@@ -125,3 +125,95 @@ async fn instance_threads_start_on_demand_and_end_when_idle() {
         server.stop().await;
     }
 }
+
+/// A repository with copies of Triton's `simple` under `names`, each config given the
+/// `ferry.load_on_demand` value paired with it (none for `None`).
+fn repository_of_simples(models: &[(&str, Option<&str>)]) -> tempfile::TempDir {
+    let repository = tempfile::tempdir().expect("temp dir");
+    let simple = example_repository().join("simple");
+    let config = std::fs::read_to_string(simple.join("config.pbtxt")).expect("simple's config");
+    for (name, on_demand) in models {
+        let folder = repository.path().join(name);
+        std::fs::create_dir_all(folder.join("1")).expect("version folder");
+        std::fs::copy(simple.join("1/model.onnx"), folder.join("1/model.onnx")).expect("model file");
+        let mut text = config.replace("name: \"simple\"", &format!("name: \"{name}\""));
+        if let Some(value) = on_demand {
+            text.push_str(&format!(
+                "parameters {{ key: \"ferry.load_on_demand\" value {{ string_value: \"{value}\" }} }}\n"
+            ));
+        }
+        std::fs::write(folder.join("config.pbtxt"), text).expect("config");
+    }
+    repository
+}
+
+/// Ferry's own key (Triton loads only what it is asked to): `ferry.load_on_demand` overrides the server's
+/// `--load-on-demand` for one model, both ways. Under `--load-model=*` a model marked `"true"` is left for
+/// its first request, which loads it; under `--load-on-demand` a model marked `"false"` loads at start, and
+/// once unloaded a request does not load it again (NOT_FOUND, Triton's "has no available versions").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_config_key_overrides_the_servers_load_on_demand_for_its_model() {
+    for server_on_demand in [false, true] {
+        let repository =
+            repository_of_simples(&[("plain", None), ("lazy", Some("true")), ("eager", Some("false"))]);
+        let options = RepositoryOptions {
+            control_mode: ControlMode::Explicit,
+            // Without the flag, everything loads at start but what asks not to.
+            startup_models: if server_on_demand {
+                Vec::new()
+            } else {
+                vec!["*".to_owned()]
+            },
+            load_on_demand: server_on_demand,
+            strict_readiness: false,
+            ..RepositoryOptions::new(vec![repository.path().to_owned()])
+        };
+        let server = TestServer::start_with(options, ferry_server::MAX_MESSAGE_BYTES)
+            .await
+            .expect("server");
+        let registry = server.registry();
+        let ready = |name: &str| registry.resolve(name, "").is_ok();
+        let case = format!("--load-on-demand {server_on_demand}");
+        assert!(
+            !ready("lazy"),
+            "{case}: a model marked on demand waits for its first request"
+        );
+        assert!(
+            ready("eager"),
+            "{case}: a model marked not on demand loads at start"
+        );
+        assert_eq!(
+            ready("plain"),
+            !server_on_demand,
+            "{case}: an unmarked model follows the server"
+        );
+        let mut client = server.raw_client().await.expect("client");
+        let infer = |model: &str| ModelInferRequest {
+            model_name: model.into(),
+            ..simple_request(2)
+        };
+        for model in ["lazy", "plain"] {
+            let answer = client
+                .model_infer(infer(model))
+                .await
+                .expect("loaded on its request");
+            let first = i32::from_le_bytes(
+                answer.into_inner().raw_output_contents[0][..4]
+                    .try_into()
+                    .expect("4 bytes"),
+            );
+            assert_eq!(first, 3, "{case}: {model}");
+        }
+        assert!(ready("lazy"), "{case}");
+        let eager = ferry_server::repository::ModelName::parse("eager".to_owned()).expect("name");
+        registry.unload_request(&eager, false).expect("unloaded");
+        let refused = client
+            .model_infer(infer("eager"))
+            .await
+            .expect_err("not loaded on demand");
+        assert_eq!(refused.code(), tonic::Code::NotFound, "{case}: {refused:?}");
+        assert!(!ready("eager"), "{case}");
+        drop(client);
+        server.stop().await;
+    }
+}
