@@ -44,12 +44,7 @@ impl ModelName {
     /// `.` or `..`, and not hidden (a leading `.`, which repository scans skip). The names Triton refuses
     /// (`ValidateModelName`: empty, only whitespace, `/` or `..` anywhere) get Triton's text.
     pub fn parse(name: String) -> Result<Self, Error> {
-        if name.len() > MAX_MODEL_NAME_BYTES {
-            return Err(Error::invalid(format!(
-                "model name is {} bytes long; the most is {MAX_MODEL_NAME_BYTES}",
-                name.len()
-            )));
-        }
+        crate::limits::check_string_length("model name", &name, MAX_MODEL_NAME_BYTES)?;
         if name.is_empty() {
             return Err(Error::invalid("model name must not be empty"));
         }
