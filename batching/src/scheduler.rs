@@ -119,6 +119,16 @@ impl<P: Payload> Scheduler<P> {
         self.start(start);
     }
 
+    /// Registers an instance like [`Scheduler::add_parked`], but as the last one to start: one that is slower
+    /// to start than the others (its session is not open yet) runs only when they are all busy.
+    pub fn add_parked_last(&self, id: usize) {
+        let mut shared = self.lock();
+        shared.parked.insert(0, id);
+        let start = self.unpark_if_needed(&mut shared);
+        drop(shared);
+        self.start(start);
+    }
+
     /// Forgets a parked instance being removed; false when it is not parked (its thread runs, or a
     /// request is starting one for it).
     pub fn forget_parked(&self, id: usize) -> bool {

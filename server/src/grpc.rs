@@ -198,5 +198,8 @@ fn routing_key(metadata: &tonic::metadata::MetadataMap) -> Result<Option<&str>, 
             crate::core::ROUTING_KEY_HEADER
         ))
     })?;
-    Ok(Some(crate::core::check_routing_key(key)?))
+    Ok(Some(crate::core::check_routing_key(
+        crate::core::ROUTING_KEY_HEADER_FIELD,
+        key,
+    )?))
 }

@@ -185,6 +185,20 @@ pub const BYTES_ELEMENT_COST: usize = 72;
 /// 10 MB model name or config string cannot become a 10 MB `grpc-message` header or index entry.
 pub const MAX_ECHOED_MESSAGE_BYTES: usize = 1024;
 
+/// Refuses a string a client sent (`field`: what the client calls it, e.g. "parameter 'sequence_id'") when it
+/// is longer than `limit` bytes: INVALID_ARGUMENT naming the field, the limit and the length given, never the
+/// string itself. One rule for every such string, so that a client gets the same status and form for an
+/// over-long sequence id, routing key, region name or model name.
+pub fn check_string_length(field: &str, value: &str, limit: usize) -> Result<(), crate::Error> {
+    if value.len() > limit {
+        return Err(crate::Error::invalid(format!(
+            "{field} is {} bytes long; the most is {limit}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
 /// `message`, cut to [`MAX_ECHOED_MESSAGE_BYTES`] at a character boundary with a note of its real length.
 pub fn bounded_message(message: String) -> String {
     if message.len() <= MAX_ECHOED_MESSAGE_BYTES {

@@ -125,3 +125,199 @@ async fn instance_threads_start_on_demand_and_end_when_idle() {
         server.stop().await;
     }
 }
+
+/// A repository with copies of Triton's `simple` under `names`, each config given the
+/// `ferry.load_on_demand` value paired with it (none for `None`).
+fn repository_of_simples(models: &[(&str, Option<&str>)]) -> tempfile::TempDir {
+    let repository = tempfile::tempdir().expect("temp dir");
+    let simple = example_repository().join("simple");
+    let config = std::fs::read_to_string(simple.join("config.pbtxt")).expect("simple's config");
+    for (name, on_demand) in models {
+        let folder = repository.path().join(name);
+        std::fs::create_dir_all(folder.join("1")).expect("version folder");
+        std::fs::copy(simple.join("1/model.onnx"), folder.join("1/model.onnx")).expect("model file");
+        let mut text = config.replace("name: \"simple\"", &format!("name: \"{name}\""));
+        if let Some(value) = on_demand {
+            text.push_str(&format!(
+                "parameters {{ key: \"ferry.load_on_demand\" value {{ string_value: \"{value}\" }} }}\n"
+            ));
+        }
+        std::fs::write(folder.join("config.pbtxt"), text).expect("config");
+    }
+    repository
+}
+
+/// Ferry's own key (Triton loads only what it is asked to): `ferry.load_on_demand` overrides the server's
+/// `--load-on-demand` for one model, both ways. Under `--load-model=*` a model marked `"true"` is left for
+/// its first request, which loads it; under `--load-on-demand` a model marked `"false"` loads at start, and
+/// once unloaded a request does not load it again (NOT_FOUND, Triton's "has no available versions").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_config_key_overrides_the_servers_load_on_demand_for_its_model() {
+    for server_on_demand in [false, true] {
+        let repository =
+            repository_of_simples(&[("plain", None), ("lazy", Some("true")), ("eager", Some("false"))]);
+        let options = RepositoryOptions {
+            control_mode: ControlMode::Explicit,
+            // Without the flag, everything loads at start but what asks not to.
+            startup_models: if server_on_demand {
+                Vec::new()
+            } else {
+                vec!["*".to_owned()]
+            },
+            load_on_demand: server_on_demand,
+            strict_readiness: false,
+            ..RepositoryOptions::new(vec![repository.path().to_owned()])
+        };
+        let server = TestServer::start_with(options, ferry_server::MAX_MESSAGE_BYTES)
+            .await
+            .expect("server");
+        let registry = server.registry();
+        let ready = |name: &str| registry.resolve(name, "").is_ok();
+        let case = format!("--load-on-demand {server_on_demand}");
+        assert!(
+            !ready("lazy"),
+            "{case}: a model marked on demand waits for its first request"
+        );
+        assert!(
+            ready("eager"),
+            "{case}: a model marked not on demand loads at start"
+        );
+        assert_eq!(
+            ready("plain"),
+            !server_on_demand,
+            "{case}: an unmarked model follows the server"
+        );
+        let mut client = server.raw_client().await.expect("client");
+        let infer = |model: &str| ModelInferRequest {
+            model_name: model.into(),
+            ..simple_request(2)
+        };
+        for model in ["lazy", "plain"] {
+            let answer = client
+                .model_infer(infer(model))
+                .await
+                .expect("loaded on its request");
+            let first = i32::from_le_bytes(
+                answer.into_inner().raw_output_contents[0][..4]
+                    .try_into()
+                    .expect("4 bytes"),
+            );
+            assert_eq!(first, 3, "{case}: {model}");
+        }
+        assert!(ready("lazy"), "{case}");
+        let eager = ferry_server::repository::ModelName::parse("eager".to_owned()).expect("name");
+        registry.unload_request(&eager, false).expect("unloaded");
+        let refused = client
+            .model_infer(infer("eager"))
+            .await
+            .expect_err("not loaded on demand");
+        assert_eq!(refused.code(), tonic::Code::NotFound, "{case}: {refused:?}");
+        assert!(!ready("eager"), "{case}");
+        drop(client);
+        server.stop().await;
+    }
+}
+
+/// Writes into `repository` the model `slow`: Y = X·W·W for X of [512, 512] (W = 1/512 everywhere, so a
+/// matrix of ones comes back as ones), some 0.5 GFLOP a request: tens of milliseconds, so that a request
+/// sent with another finds the instance running that one busy. Two CPU instances.
+fn write_slow_model(repository: &std::path::Path) {
+    let folder = repository.join("slow");
+    std::fs::create_dir_all(folder.join("1")).expect("version folder");
+    let script = "import sys, numpy as np\n\
+        from onnx import TensorProto, helper, numpy_helper\n\
+        n = 512\n\
+        w = numpy_helper.from_array(np.full((n, n), 1.0 / n, np.float32), 'W')\n\
+        g = helper.make_graph([helper.make_node('MatMul', ['X', 'W'], ['A']), helper.make_node('MatMul', ['A', 'W'], ['Y'])], 'slow',\n\
+        \x20   [helper.make_tensor_value_info('X', TensorProto.FLOAT, ['b', n, n])],\n\
+        \x20   [helper.make_tensor_value_info('Y', TensorProto.FLOAT, ['b', n, n])], [w])\n\
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)])\n\
+        m.ir_version = 8\n\
+        open(sys.argv[1], 'wb').write(m.SerializeToString())\n";
+    let status = std::process::Command::new(ferry_tests::repo_root().join(".venv/bin/python"))
+        .args(["-c", script])
+        .arg(folder.join("1/model.onnx"))
+        .status()
+        .expect("python starts");
+    assert!(status.success(), "writing the slow model failed");
+    std::fs::write(
+        folder.join("config.pbtxt"),
+        "max_batch_size: 1\n\
+         input [ { name: \"X\", data_type: TYPE_FP32, dims: [ 512, 512 ] } ]\n\
+         output [ { name: \"Y\", data_type: TYPE_FP32, dims: [ 512, 512 ] } ]\n\
+         instance_group [ { count: 2, kind: KIND_CPU } ]\n",
+    )
+    .expect("config");
+}
+
+/// Ferry's own (Triton opens every instance's session at load): with parked instances a version opens
+/// only its first instance's session at load, and the second when concurrent requests first need two
+/// instances; every request is answered either way. With `--instance-idle-ms 0` both open at load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_versions_second_instance_opens_its_session_on_first_concurrent_demand() {
+    let repository = tempfile::tempdir().expect("temp dir");
+    write_slow_model(repository.path());
+    for idle_ms in [5_000, 0] {
+        let options = RepositoryOptions {
+            limits: ResourceLimits {
+                instance_idle_ms: idle_ms,
+                ..ResourceLimits::default()
+            },
+            ..RepositoryOptions::new(vec![repository.path().to_owned()])
+        };
+        let server = TestServer::start_with(options, ferry_server::MAX_MESSAGE_BYTES)
+            .await
+            .expect("server");
+        let model = server.registry().resolve("slow", "1").expect("slow serves");
+        assert_eq!(model.instance_count(), 2);
+        let at_load = if idle_ms == 0 { 2 } else { 1 };
+        assert_eq!(model.opened_instances(), at_load, "idle {idle_ms} ms, at load");
+        let client = server.raw_client().await.expect("client");
+        let request = || ModelInferRequest {
+            model_name: "slow".into(),
+            inputs: vec![InferInputTensor {
+                name: "X".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 512, 512],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![1f32.to_le_bytes().repeat(512 * 512).into()],
+            ..Default::default()
+        };
+        let answered = |answer: ferry_proto::inference::ModelInferResponse| {
+            let first = f32::from_le_bytes(answer.raw_output_contents[0][..4].try_into().expect("4 bytes"));
+            assert!((first - 1.0).abs() < 1e-4, "Y = ones, got {first}");
+        };
+        answered(
+            client
+                .clone()
+                .model_infer(request())
+                .await
+                .expect("answered")
+                .into_inner(),
+        );
+        assert_eq!(
+            model.opened_instances(),
+            at_load,
+            "one request at a time needs one instance"
+        );
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let mut client = client.clone();
+                let request = request();
+                tokio::spawn(async move { client.model_infer(request).await })
+            })
+            .collect();
+        for task in tasks {
+            answered(task.await.expect("task").expect("answered").into_inner());
+        }
+        assert_eq!(
+            model.opened_instances(),
+            2,
+            "idle {idle_ms} ms: concurrent requests opened the second"
+        );
+        assert_eq!(model.instance_count(), 2);
+        drop((model, client));
+        server.stop().await;
+    }
+}

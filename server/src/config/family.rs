@@ -89,6 +89,31 @@ impl FamilyParameter<'_> {
     }
 }
 
+/// A `parameters` key that switches something on or off: `None` when the config does not set it, otherwise
+/// `1`/`true` or `0`/`false` (trimmed, any case); any other value is refused with an error naming the key and
+/// the value given, cut short.
+pub(super) fn switch(
+    config: &ModelConfig,
+    key: &str,
+    source: ConfigSource<'_>,
+) -> Result<Option<bool>, Error> {
+    let Some(value) = config.parameters.get(key) else {
+        return Ok(None);
+    };
+    let value = value.string_value.trim();
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" => Ok(Some(true)),
+        "0" | "false" => Ok(Some(false)),
+        _ => Err(source.error(
+            &[key],
+            format!(
+                "parameter {key} must be 0, 1, true or false, got '{}'",
+                shown(value)
+            ),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::testing::config_error;

@@ -13,6 +13,7 @@ mod batching;
 mod buckets;
 mod classes;
 mod complete;
+mod demand;
 mod drift;
 mod ensemble;
 mod family;
@@ -43,6 +44,7 @@ pub use complete::{
     DEFAULT_MAX_BATCH_SIZE, ModelSignature, ModelTensor, ONNX_BACKEND, complete_config, complete_config_with,
     needs_signature,
 };
+pub use demand::{LOAD_ON_DEMAND, load_on_demand};
 pub use drift::{DRIFT_PREFIX, DriftSettings, MAX_DRIFT_FEATURES, MAX_DRIFT_WINDOW};
 pub use ensemble::{ENSEMBLE_PLATFORM, EnsembleStep, MAX_ENSEMBLE_STEPS, MAX_ENSEMBLE_TENSORS, is_ensemble};
 pub use instances::{InstancePlan, Placement};

@@ -4,7 +4,7 @@
 
 use ferry_proto::inference::ModelConfig;
 
-use super::source::ConfigSource;
+use super::{family::switch, source::ConfigSource};
 use crate::Error;
 
 /// The `parameters` key that lets ONNX Runtime's intra-op threads spin while they wait for work.
@@ -45,19 +45,7 @@ pub(super) fn session_options(
     config: &ModelConfig,
     source: ConfigSource<'_>,
 ) -> Result<SessionOptions, Error> {
-    let flag = |key: &str| -> Result<Option<bool>, Error> {
-        let Some(value) = config.parameters.get(key) else {
-            return Ok(None);
-        };
-        match value.string_value.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" => Ok(Some(true)),
-            "0" | "false" => Ok(Some(false)),
-            other => Err(source.error(
-                &[key],
-                format!("parameter {key} must be 0, 1, true or false, got '{other}'"),
-            )),
-        }
-    };
+    let flag = |key: &str| switch(config, key, source);
     let parallel_execution = match config.parameters.get("execution_mode") {
         None => false,
         Some(value) => match value.string_value.trim() {

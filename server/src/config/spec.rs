@@ -184,6 +184,8 @@ impl ModelSpec {
         let payload_log = payload_log_settings(&config, source)?;
         let quality = quality_settings(&config, &outputs, source)?;
         let lone_requests_on_worker = lone_requests_on_worker(&config, source)?;
+        // Read by the repository before the model loads; checked here so that a bad value fails the load.
+        super::load_on_demand(&config, source)?;
         let model_filename = if config.default_model_filename.is_empty() {
             "model.onnx".to_owned()
         } else {

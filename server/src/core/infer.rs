@@ -57,7 +57,9 @@ impl InferenceService {
         decode: impl FnOnce() -> Result<(pb::ModelInferRequest, T), Error>,
     ) -> Result<(pb::ModelInferResponse, T), Error> {
         self.authorize("ModelInfer", Scope::Infer, Target::Model(name))?;
-        let header = header.map(check_routing_key).transpose()?;
+        let header = header
+            .map(|key| check_routing_key(ROUTING_KEY_HEADER_FIELD, key))
+            .transpose()?;
         let mut routed = self
             .registry
             .route_or_load(name, version, Routing::Split(header))
@@ -223,7 +225,9 @@ fn routing_key(parameters: &HashMap<String, pb::InferParameter>) -> Result<Optio
     }
     match parameters.get(ROUTING_KEY_PARAMETER).map(|p| &p.parameter_choice) {
         None => Ok(None),
-        Some(Some(ParameterChoice::StringParam(key))) => check_routing_key(key).map(Some),
+        Some(Some(ParameterChoice::StringParam(key))) => {
+            check_routing_key("parameter 'routing_key'", key).map(Some)
+        }
         Some(_) => Err(Error::invalid(format!(
             "invalid value type for '{ROUTING_KEY_PARAMETER}' parameter, expected string_param."
         ))),
@@ -242,17 +246,15 @@ pub fn give_routing_key(request: &mut pb::ModelInferRequest, key: &str) {
         });
 }
 
-/// A routing key within its bound, checked before a front end copies it.
-pub fn check_routing_key(key: &str) -> Result<&str, Error> {
-    if key.len() > crate::traffic::MAX_ROUTING_KEY_BYTES {
-        return Err(Error::invalid(format!(
-            "a routing key is at most {} bytes, got {} bytes",
-            crate::traffic::MAX_ROUTING_KEY_BYTES,
-            key.len()
-        )));
-    }
+/// A routing key within its bound, checked before a front end copies it; `field` is where it came from (the
+/// header or the parameter), for the error.
+pub fn check_routing_key<'k>(field: &str, key: &'k str) -> Result<&'k str, Error> {
+    crate::limits::check_string_length(field, key, crate::traffic::MAX_ROUTING_KEY_BYTES)?;
     Ok(key)
 }
+
+/// How the `x-ferry-routing-key` header is named in errors.
+pub const ROUTING_KEY_HEADER_FIELD: &str = "header 'x-ferry-routing-key'";
 
 /// Counts a request under the rule that routed it, if one did, before it runs (so failures count too).
 fn count(routed: &Routed) {

@@ -33,7 +33,9 @@ mod traffic;
 use std::sync::Arc;
 
 pub use drift::{BaselineChange, DRIFT_BASELINE, DRIFT_REPORT};
-pub use infer::{ROUTE_PARAMETER, ROUTING_KEY_PARAMETER, check_routing_key, give_routing_key};
+pub use infer::{
+    ROUTE_PARAMETER, ROUTING_KEY_HEADER_FIELD, ROUTING_KEY_PARAMETER, check_routing_key, give_routing_key,
+};
 pub use quality::{FeedbackOutcome, MODEL_QUALITY, POST_FEEDBACK};
 pub use server::{EXTENSIONS, MAX_SERVER_NAME_BYTES, SERVER_NAME, ServerName};
 

@@ -8,8 +8,9 @@
 
 use std::{
     panic::AssertUnwindSafe,
+    path::PathBuf,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex, OnceLock, PoisonError,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread,
@@ -17,11 +18,18 @@ use std::{
 };
 
 use ferry_batching::{Batch, Scheduler};
-use ort::session::Session;
+use ort::{
+    environment::Environment,
+    session::{Session, builder::PrepackedWeights},
+};
 
-use super::{InferJob, lone::LoneRuns};
+use super::{InferJob, lone::LoneRuns, warmup::Warmup};
 use crate::{
-    Error, config::ModelSpec, limits::ThreadReservation, onnx::BatchRunner, request::InferRequest,
+    Error,
+    config::{InstancePlan, ModelSpec},
+    limits::ThreadReservation,
+    onnx::{self, BatchRunner, ClassColumns, OpenedSession},
+    request::InferRequest,
     stats::VersionStats,
 };
 
@@ -32,12 +40,25 @@ pub(super) struct Engine {
     pub(super) runner: BatchRunner,
 }
 
+/// Where an instance's engine is, once its session is open: at load for the first instance of a version,
+/// and for the others when a request first needs them ([`Deferred`]).
+pub(super) type EngineSlot = Arc<OnceLock<Arc<Mutex<Engine>>>>;
+
+/// What the instances of a version whose sessions open on first use need to open one on their own thread:
+/// the same file, plan and shared prepacked weights as the instance opened at load.
+pub(super) struct Deferred {
+    pub(super) environment: Environment,
+    pub(super) model_path: PathBuf,
+    pub(super) plan: InstancePlan,
+    pub(super) prepacked: PrepackedWeights,
+}
+
 /// An instance as its version sees it, running or parked.
 pub(super) struct InstanceHandle {
     /// Its name in the scheduler's list of parked instances.
     pub(super) id: usize,
     pub(super) retired: Arc<AtomicBool>,
-    pub(super) engine: Arc<Mutex<Engine>>,
+    pub(super) engine: EngineSlot,
     /// The instance's share of the server's thread budget, given back when it is removed.
     pub(super) _threads: ThreadReservation,
 }
@@ -57,21 +78,60 @@ pub(super) struct Runs {
     pub(super) idle_after: Option<Duration>,
     /// Instance threads running now.
     pub(super) awake: AtomicUsize,
+    /// Requests every new instance runs before it takes traffic.
+    pub(super) warmup: Warmup,
+    /// For each output of the spec served from a `ZipMap`, the column of each class.
+    pub(super) class_columns: Vec<Option<Arc<ClassColumns>>>,
+    /// Set when instances after the first open their sessions on first use.
+    pub(super) deferred: OnceLock<Deferred>,
+}
+
+/// Makes an engine of a freshly opened session: warms it up with the config's `model_warmup` requests (or
+/// Ferry's one zero-filled request). Like Triton, warm-up runs on the instance itself, not through the
+/// queue, so it neither waits for batching delays nor shows in the statistics.
+pub(super) fn make_engine(runs: &Runs, opened: OpenedSession) -> Result<Engine, Error> {
+    let mut runner = BatchRunner::for_device(opened.device)?.with_class_columns(runs.class_columns.clone());
+    let mut session = opened.session;
+    // A stateful model's requests need their sequence's control and state inputs: no warm-up.
+    let warmup = if runs.sequencer.is_some() {
+        &[][..]
+    } else {
+        &runs.warmup.requests[..]
+    };
+    'warmup: for (request, count) in warmup {
+        for _ in 0..*count {
+            let started = Instant::now();
+            match runner.run(&mut session, &runs.spec, &[request]) {
+                Ok(_) => runs.lone.record(started.elapsed()),
+                Err(error) if runs.warmup.required => {
+                    return Err(Error::ModelLoad(format!("warm-up failed: {error}")));
+                }
+                Err(error) => {
+                    tracing::info!(model = %runs.spec.name, %error, "Ferry's own zero warm-up request failed; serving without it");
+                    break 'warmup;
+                }
+            }
+        }
+    }
+    Ok(Engine { session, runner })
 }
 
 /// One model instance's thread: its engine, and the loop that runs batches on it.
 struct Instance {
     id: usize,
-    engine: Arc<Mutex<Engine>>,
+    engine: EngineSlot,
     runs: Arc<Runs>,
     retired: Arc<AtomicBool>,
 }
 
 impl Instance {
     fn serve(self) {
+        let Some(engine) = self.engine() else {
+            return;
+        };
         if let Some(sequencer) = &self.runs.sequencer {
             while let Some(rows) = sequencer.next(&self.retired) {
-                let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut engine = engine.lock().unwrap_or_else(PoisonError::into_inner);
                 sequencer.run(&mut engine, rows, &self.runs.stats);
             }
             self.runs.awake.fetch_sub(1, Ordering::Relaxed);
@@ -80,10 +140,48 @@ impl Instance {
         let park = self.runs.idle_after.map(|after| (self.id, after));
         while let Some(batch) = self.runs.scheduler.next_batch_or_park(&self.retired, park) {
             // Held by a request handler only while it runs a lone request, which is short.
-            let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut engine = engine.lock().unwrap_or_else(PoisonError::into_inner);
             run_batch(&mut engine, batch, &self.runs);
         }
         self.runs.awake.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The instance's engine, its session opened here first when it loaded without one. When that fails the
+    /// instance is removed (the version serves on its others, which include the one opened at load) and the
+    /// requests it was started for are handed on.
+    fn engine(&self) -> Option<Arc<Mutex<Engine>>> {
+        if let Some(engine) = self.engine.get() {
+            return Some(Arc::clone(engine));
+        }
+        let opened = match self.runs.deferred.get() {
+            Some(deferred) => onnx::open_session(
+                &deferred.environment,
+                &deferred.model_path,
+                &deferred.plan,
+                self.id,
+                Some(&deferred.prepacked),
+            )
+            .and_then(|opened| make_engine(&self.runs, opened)),
+            None => Err(Error::Internal(
+                "an instance has neither a session nor the means to open one".to_owned(),
+            )),
+        };
+        match opened {
+            Ok(engine) => Some(Arc::clone(
+                self.engine.get_or_init(|| Arc::new(Mutex::new(engine))),
+            )),
+            Err(error) => {
+                tracing::error!(model = %self.runs.spec.name, instance = self.id, %error, "cannot open the session of an instance on first use; the version serves on its other instances");
+                self.runs
+                    .instances
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|handle| handle.id != self.id);
+                self.runs.awake.fetch_sub(1, Ordering::Relaxed);
+                self.runs.scheduler.wake_for_queued();
+                None
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 use std::{
     path::Path,
     sync::{
-        Arc, PoisonError,
+        Arc, OnceLock, PoisonError,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -21,7 +21,7 @@ use crate::{
     Error,
     config::{InstancePlan, ModelSignature, ModelSpec, RaggedInputs, TensorForm},
     limits::{ThreadBudget, ThreadReservation},
-    onnx::{self, BatchRunner, OutputTensor},
+    onnx::{self, OutputTensor},
     request::InferRequest,
     stats::{FailureReason, VersionStats},
 };
@@ -32,7 +32,7 @@ mod lone;
 mod sequence;
 mod warmup;
 
-use instance::{Engine, InstanceHandle, Runs, run_batch, start_thread};
+use instance::{Deferred, InstanceHandle, Runs, make_engine, run_batch, start_thread};
 pub use lone::LONE_RUN_LIMIT;
 use lone::LoneRuns;
 use sequence::Sequencer;
@@ -87,10 +87,6 @@ pub struct ModelVersion {
     next_instance: AtomicUsize,
     lone: Arc<LoneRuns>,
     runs: Arc<Runs>,
-    /// Requests every new instance runs before it takes traffic.
-    warmup: warmup::Warmup,
-    /// For each output of the spec served from a `ZipMap`, the column of each class.
-    class_columns: Vec<Option<Arc<onnx::ClassColumns>>>,
     /// The weights ONNX Runtime repacks for its kernels, one copy for all the version's instances.
     prepacked: PrepackedWeights,
     /// When a request last routed to this version, in milliseconds since [`epoch`].
@@ -123,7 +119,15 @@ impl ModelVersion {
     /// The version of an ensemble: no session and no instance of its own; its requests run as requests of
     /// its members (`crate::ensemble::run`), and `stats` count them as the ensemble's.
     pub fn ensemble(spec: Arc<ModelSpec>, version: u64) -> Self {
-        Self::without_instances(spec, version, warmup::Warmup::default(), None, None, None)
+        Self::without_instances(
+            spec,
+            version,
+            warmup::Warmup::default(),
+            Vec::new(),
+            None,
+            None,
+            None,
+        )
     }
 
     /// A version with its scheduler and statistics and no instance yet.
@@ -131,6 +135,7 @@ impl ModelVersion {
         spec: Arc<ModelSpec>,
         version: u64,
         warmup: warmup::Warmup,
+        class_columns: Vec<Option<Arc<onnx::ClassColumns>>>,
         drift: Option<crate::drift::DriftMonitor>,
         sequencer: Option<Sequencer>,
         idle_after: Option<Duration>,
@@ -148,6 +153,9 @@ impl ModelVersion {
             instances: Default::default(),
             idle_after,
             awake: AtomicUsize::new(0),
+            warmup,
+            class_columns,
+            deferred: OnceLock::new(),
         });
         if idle_after.is_some() {
             // Weak: the scheduler lives in `runs`.
@@ -170,20 +178,22 @@ impl ModelVersion {
             prepacked: PrepackedWeights::new(),
             last_used: AtomicU64::new(since_epoch()),
             memory_bytes: AtomicU64::new(0),
-            warmup,
             drift,
             payload_log: None,
             quality: None,
-            class_columns: Vec::new(),
             fitted_members: arc_swap::ArcSwap::default(),
             spec,
             version,
         }
     }
 
-    /// Opens `spec.instances.count` sessions on `model_path` and checks the file against the spec. With an
-    /// `idle_after` time, the instances start parked: each gets a thread when requests need it, which ends
-    /// after the instance has idled that long; without, each runs a thread of its own from now on.
+    /// Opens the first of `spec.instances.count` sessions on `model_path` and checks the file against the
+    /// spec. With an `idle_after` time, the instances start parked: each gets a thread when requests need
+    /// it, which ends after the instance has idled that long, and on the CPU the instances after the first
+    /// open their sessions then too, on their own thread, when concurrent requests first need more than one
+    /// instance: a thousand models of two instances each open a thousand sessions at load, not two
+    /// thousand. Without `idle_after`, and on GPUs, every session opens now and each instance runs a
+    /// thread of its own from now on.
     /// The version logs payloads under `payload_log` when its config asks for it.
     pub fn load(
         environment: &Environment,
@@ -228,9 +238,20 @@ impl ModelVersion {
         // instances keep their threads.
         let idle_after = idle_after.filter(|_| sequencer.is_none());
         let payload_log = crate::payload::PayloadLog::start(&spec, version, payload_log)?;
-        let mut model = Self::without_instances(spec, version, warmup, drift, sequencer, idle_after);
+        // On the CPU (`KIND_CPU`, or `KIND_AUTO` without a GPU ONNX Runtime can use), where a session opens
+        // in milliseconds; a GPU session opens at load, as before.
+        let defer = idle_after.is_some() && first.device.is_none();
+        let mut model =
+            Self::without_instances(spec, version, warmup, class_columns, drift, sequencer, idle_after);
         model.payload_log = payload_log;
-        model.class_columns = class_columns;
+        if defer {
+            let _ = model.runs.deferred.set(Deferred {
+                environment: environment.clone(),
+                model_path: model_path.to_owned(),
+                plan: model.spec.instances,
+                prepacked: prepacked.clone(),
+            });
+        }
         model.prepacked = prepacked;
         model.start_instance(first, reservation)?;
         model.set_instances(environment, model_path, model.spec.instances, threads)?;
@@ -265,6 +286,10 @@ impl ModelVersion {
             let reservation = threads
                 .reserve(instance_threads(&plan))
                 .map_err(Error::TooLarge)?;
+            if self.runs.deferred.get().is_some() {
+                self.add_deferred_instance(reservation);
+                continue;
+            }
             let session =
                 onnx::open_session(environment, model_path, &plan, instance, Some(&self.prepacked))?;
             self.start_instance(session, reservation)?;
@@ -308,6 +333,18 @@ impl ModelVersion {
             .len()
     }
 
+    /// Instances whose sessions are open: all of them, or, when sessions open on first use, the first and
+    /// those that requests have needed since.
+    pub fn opened_instances(&self) -> usize {
+        self.runs
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|instance| instance.engine.get().is_some())
+            .count()
+    }
+
     /// Instance threads running now: at most the instance count, and none once every instance has idled
     /// for `--instance-idle-ms`.
     pub fn awake_instances(&self) -> usize {
@@ -325,38 +362,14 @@ impl ModelVersion {
     }
 
     /// Warms a new session up with the config's `model_warmup` requests (or one zero-filled request) and
-    /// starts its thread, or parks it when instances idle without one. Like Triton, warm-up runs on the instance itself, not through the queue, so it
-    /// neither waits for batching delays nor shows in the statistics.
+    /// starts its thread, or parks it when instances idle without one.
     fn start_instance(&self, opened: onnx::OpenedSession, threads: ThreadReservation) -> Result<(), Error> {
-        let mut runner =
-            BatchRunner::for_device(opened.device)?.with_class_columns(self.class_columns.clone());
-        let mut session = opened.session;
-        // A stateful model's requests need their sequence's control and state inputs: no warm-up.
-        let warmup = if self.runs.sequencer.is_some() {
-            &[][..]
-        } else {
-            &self.warmup.requests[..]
-        };
-        'warmup: for (request, count) in warmup {
-            for _ in 0..*count {
-                let started = Instant::now();
-                match runner.run(&mut session, &self.spec, &[request]) {
-                    Ok(_) => self.lone.record(started.elapsed()),
-                    Err(error) if self.warmup.required => {
-                        return Err(Error::ModelLoad(format!("warm-up failed: {error}")));
-                    }
-                    Err(error) => {
-                        tracing::info!(model = %self.spec.name, %error, "Ferry's own zero warm-up request failed; serving without it");
-                        break 'warmup;
-                    }
-                }
-            }
-        }
+        let engine = make_engine(&self.runs, opened)?;
         let id = self.next_instance.fetch_add(1, Ordering::Relaxed);
         let handle = InstanceHandle {
             id,
             retired: Arc::new(AtomicBool::new(false)),
-            engine: Arc::new(std::sync::Mutex::new(Engine { session, runner })),
+            engine: Arc::new(OnceLock::from(Arc::new(std::sync::Mutex::new(engine)))),
             _threads: threads,
         };
         self.runs
@@ -375,6 +388,24 @@ impl ModelVersion {
                 .unwrap_or_else(PoisonError::into_inner)
                 .retain(|handle| handle.id != id);
         })
+    }
+
+    /// Adds a parked instance whose session opens on its own thread when a request first starts it
+    /// ([`Deferred`]). It is started only after the parked instances whose sessions are open, so that a
+    /// lone request never waits for a session to open.
+    fn add_deferred_instance(&self, threads: ThreadReservation) {
+        let id = self.next_instance.fetch_add(1, Ordering::Relaxed);
+        self.runs
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(InstanceHandle {
+                id,
+                retired: Arc::new(AtomicBool::new(false)),
+                engine: Arc::default(),
+                _threads: threads,
+            });
+        self.scheduler.add_parked_last(id);
     }
 
     /// Queues a validated request and waits for its outputs.
@@ -473,8 +504,9 @@ impl ModelVersion {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .find(|instance| instance.engine.try_lock().is_ok())
-            .map(|instance| Arc::clone(&instance.engine));
+            .filter_map(|instance| instance.engine.get())
+            .find(|engine| engine.try_lock().is_ok())
+            .map(Arc::clone);
         if let Some(engine) = idle
             && let Ok(mut engine) = engine.try_lock()
             && let Some(batch) = self.scheduler.take_ready()
@@ -568,7 +600,7 @@ fn instance_threads(plan: &InstancePlan) -> usize {
 
 /// The process's clock for [`ModelVersion::last_used`].
 fn since_epoch() -> u64 {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
     u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -10,7 +10,10 @@ use std::{
     sync::Mutex,
 };
 
-use ort::environment::{Environment, GlobalThreadPoolOptions};
+use ort::{
+    environment::{Environment, GlobalThreadPoolOptions},
+    logging::LogLevel,
+};
 
 /// What to do when no ONNX Runtime library can be found; printed as the single line `ferry` exits with.
 pub const MISSING_LIBRARY_HELP: &str = "ONNX Runtime was not found: run `make setup` (or `pip install onnxruntime`, \
@@ -143,8 +146,29 @@ pub fn start(source: &LibrarySource) -> Result<Environment, String> {
         .with_global_thread_pool(shared)
         .build()
         .map_err(|error| format!("starting ONNX Runtime: {error}"))?;
+    environment.set_log_level(log_level());
     *started = Some(environment.clone());
     Ok(environment)
+}
+
+/// The most detailed ONNX Runtime messages the process's log shows. The `ort` crate starts ONNX Runtime
+/// at its most verbose level and leaves filtering to `tracing`; ONNX Runtime then formats every verbose
+/// message (dozens for each session it opens) only for it to be dropped, which took about a fifth of the
+/// CPU time of loading a thousand small models. Asked once, at start: a log level raised later (the
+/// logging API) shows ONNX Runtime's messages from this level up.
+fn log_level() -> LogLevel {
+    use tracing::Level;
+    // The target of the events `ort` turns ONNX Runtime's messages into.
+    const TARGET: &str = "ort::logging";
+    if tracing::enabled!(target: TARGET, Level::TRACE) {
+        LogLevel::Verbose
+    } else if tracing::enabled!(target: TARGET, Level::INFO) {
+        LogLevel::Info
+    } else if tracing::enabled!(target: TARGET, Level::WARN) {
+        LogLevel::Warning
+    } else {
+        LogLevel::Error
+    }
 }
 
 #[cfg(test)]

@@ -4,14 +4,19 @@
 
 use std::{
     collections::HashMap,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError},
     time::Instant,
 };
 
 use tokio::sync::watch;
 
-use super::{LoadRequest, ModelName, Registry, Routed, Routing, scan::Fingerprint};
-use crate::{Error, model::ModelVersion};
+use super::{ControlMode, LoadRequest, ModelName, Registry, Routed, Routing, files, scan::Fingerprint};
+use crate::{
+    Error,
+    config::{ConfigSource, LOAD_ON_DEMAND, load_on_demand, parse_model_config},
+    model::ModelVersion,
+};
 
 /// What one load on demand came to: the versions it made ready, held until each request that waited for
 /// them has been routed, so that no eviction takes them away in between; or why it failed.
@@ -48,8 +53,9 @@ impl OnDemand {
 }
 
 impl Registry {
-    /// Routes a request like [`Registry::route`]; with `--load-on-demand`, a model that is in a repository
-    /// but has no version serving is loaded first, the request waiting at most the load timeout
+    /// Routes a request like [`Registry::route`]; in explicit mode, a model that is in a repository but has
+    /// no version serving and loads on demand (its config's `ferry.load_on_demand`, else
+    /// `--load-on-demand`) is loaded first, the request waiting at most the load timeout
     /// (`--load-on-demand-timeout-secs`). Concurrent requests for the model share one load.
     pub async fn route_or_load(
         self: &Arc<Self>,
@@ -64,7 +70,18 @@ impl Registry {
             }
             Err(error) => error,
         };
-        if !self.options.load_on_demand || !self.loadable(name) {
+        if self.options.control_mode != ControlMode::Explicit {
+            return Err(refused);
+        }
+        let Some(dir) = self.loadable(name) else {
+            return Err(refused);
+        };
+        let server_default = self.options.load_on_demand;
+        // Reading the config is file work: off the async workers.
+        let on_demand = tokio::task::spawn_blocking(move || marked_on_demand(&dir).unwrap_or(server_default))
+            .await
+            .unwrap_or(false);
+        if !on_demand {
             return Err(refused);
         }
         let _loaded = self.load_on_demand(name).await?;
@@ -73,17 +90,21 @@ impl Registry {
         Ok(routed)
     }
 
-    /// Whether `name` is a model folder of the repositories with no version serving. One that is loading
-    /// is: its request joins the load on demand under way, or waits for the load request's to end.
-    fn loadable(&self, name: &str) -> bool {
+    /// The folder of `name` when it is a model folder of the repositories with no version serving. One that
+    /// is loading is: its request joins the load on demand under way, or waits for the load request's to end.
+    fn loadable(&self, name: &str) -> Option<PathBuf> {
         if let Some(entry) = self.models.load().get(name)
             && entry.ready_versions().next().is_some()
         {
-            return false;
+            return None;
         }
         // Checked as a folder name first: a request's model name never becomes a path outside the roots.
-        ModelName::parse(name.to_owned()).is_ok()
-            && self.options.roots.iter().any(|root| root.join(name).is_dir())
+        ModelName::parse(name.to_owned()).ok()?;
+        self.options
+            .roots
+            .iter()
+            .map(|root| root.join(name))
+            .find(|dir| dir.is_dir())
     }
 
     /// Loads `name` for the requests that need it, or joins the load already under way.
@@ -182,6 +203,24 @@ impl Registry {
             }
         }
     }
+}
+
+/// What the config in the model folder `dir` says about loading the model on demand
+/// (`ferry.load_on_demand`), read without loading the model: `None` when it says nothing, and also when the
+/// config cannot be read or the value is not a switch; the model's own load then fails with the reason.
+pub(super) fn marked_on_demand(dir: &Path) -> Option<bool> {
+    let text = files::read_text(dir, "config.pbtxt", files::MAX_CONFIG_BYTES).ok()??;
+    // Most configs never name the key: they are not parsed here.
+    if !text.contains(LOAD_ON_DEMAND) {
+        return None;
+    }
+    let path = dir.join("config.pbtxt").display().to_string();
+    let config = parse_model_config(&text, &path).ok()?;
+    let source = ConfigSource {
+        path: &path,
+        text: Some(&text),
+    };
+    load_on_demand(&config, source).ok()?
 }
 
 fn load_gone(name: &str) -> Error {

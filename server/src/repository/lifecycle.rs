@@ -44,12 +44,7 @@ impl ModelName {
     /// `.` or `..`, and not hidden (a leading `.`, which repository scans skip). The names Triton refuses
     /// (`ValidateModelName`: empty, only whitespace, `/` or `..` anywhere) get Triton's text.
     pub fn parse(name: String) -> Result<Self, Error> {
-        if name.len() > MAX_MODEL_NAME_BYTES {
-            return Err(Error::invalid(format!(
-                "model name is {} bytes long; the most is {MAX_MODEL_NAME_BYTES}",
-                name.len()
-            )));
-        }
+        crate::limits::check_string_length("model name", &name, MAX_MODEL_NAME_BYTES)?;
         if name.is_empty() {
             return Err(Error::invalid("model name must not be empty"));
         }
@@ -119,8 +114,9 @@ impl Registry {
         let folders = model_folders(&options.roots).map_err(Error::ModelLoad)?;
         let wanted: Vec<String> = match options.control_mode {
             ControlMode::Explicit if options.startup_models.iter().any(|m| m == "*") => {
-                folders.keys().cloned().collect()
+                startup_models(&options, &folders)
             }
+            ControlMode::Explicit if options.load_on_demand => startup_models(&options, &folders),
             ControlMode::Explicit => options.startup_models.clone(),
             ControlMode::None | ControlMode::Poll => folders.keys().cloned().collect(),
         };
@@ -518,6 +514,29 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.remove_uploads();
     }
+}
+
+/// The models explicit mode loads at start: those named by `--load-model`, then each other folder whose
+/// config's `ferry.load_on_demand` says `"false"` (under `--load-on-demand`, such a model loads at start
+/// instead), and with `--load-model=*` each other folder whose config does not say `"true"` (such a model
+/// waits for its first request).
+fn startup_models(options: &RepositoryOptions, folders: &BTreeMap<String, Vec<PathBuf>>) -> Vec<String> {
+    let everything = options.startup_models.iter().any(|m| m == "*");
+    let named: BTreeSet<&String> = options.startup_models.iter().filter(|m| *m != "*").collect();
+    let mut wanted: Vec<String> = named.iter().map(|m| (*m).clone()).collect();
+    for (name, paths) in folders {
+        if named.contains(name) {
+            continue;
+        }
+        let marked = match paths.as_slice() {
+            [dir] => super::demand::marked_on_demand(dir),
+            _ => None,
+        };
+        if marked.map_or(everything, |on_demand| !on_demand) {
+            wanted.push(name.clone());
+        }
+    }
+    wanted
 }
 
 /// Where a registry writes uploaded model files: a folder of its own under the temporary directory, so

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use ferry_batching::CorrelationId;
 use ferry_proto::inference::{InferParameter, infer_parameter::ParameterChoice};
 
-use crate::Error;
+use crate::{Error, limits::check_string_length};
 
 /// The longest string `sequence_id` Ferry takes, in bytes.
 pub const MAX_CORRELATION_ID_BYTES: usize = 256;
@@ -42,12 +42,7 @@ pub(super) fn sequence_flags(
         Some(Some(ParameterChoice::Uint64Param(id))) => CorrelationId::Number(*id),
         Some(Some(ParameterChoice::StringParam(id))) if id.is_empty() => return Ok(None),
         Some(Some(ParameterChoice::StringParam(id))) => {
-            if id.len() > MAX_CORRELATION_ID_BYTES {
-                return Err(Error::TooLarge(format!(
-                    "a string sequence_id is at most {MAX_CORRELATION_ID_BYTES} bytes, got {} bytes",
-                    id.len()
-                )));
-            }
+            check_string_length("parameter 'sequence_id'", id, MAX_CORRELATION_ID_BYTES)?;
             CorrelationId::Text(id.clone())
         }
         Some(_) => {
@@ -128,6 +123,12 @@ mod tests {
         assert!(wrong.to_string().contains("'sequence_start'"), "{wrong}");
         let long = "x".repeat(MAX_CORRELATION_ID_BYTES + 1);
         let refused = read(&[("sequence_id", ParameterChoice::StringParam(long))]).expect_err("refused");
-        assert!(matches!(refused, Error::TooLarge(_)), "{refused}");
+        // Like every over-long string a client sends (docs/limits.md): INVALID_ARGUMENT, not
+        // RESOURCE_EXHAUSTED, naming the field, the limit and the length.
+        assert!(matches!(refused, Error::InvalidRequest(_)), "{refused}");
+        assert_eq!(
+            refused.to_string(),
+            "parameter 'sequence_id' is 257 bytes long; the most is 256"
+        );
     }
 }

@@ -141,12 +141,7 @@ impl CudaSharedMemoryRegistry {
         byte_size: u64,
         system: &SharedMemoryRegistry,
     ) -> Result<(), Error> {
-        if name.len() > MAX_REGION_NAME_BYTES {
-            return Err(Error::invalid(format!(
-                "shared memory region name is {} bytes long; the most is {MAX_REGION_NAME_BYTES}",
-                name.len()
-            )));
-        }
+        crate::limits::check_string_length("shared memory region name", name, MAX_REGION_NAME_BYTES)?;
         if name.is_empty() {
             return Err(Error::invalid(
                 "a CUDA shared memory region needs a name; 'name' is empty",

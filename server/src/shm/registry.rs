@@ -218,13 +218,7 @@ impl Slice {
 
 /// Refuses a region name longer than [`MAX_REGION_NAME_BYTES`], before anything is opened or stored.
 fn check_name_length(name: &str) -> Result<(), Error> {
-    if name.len() > MAX_REGION_NAME_BYTES {
-        return Err(Error::invalid(format!(
-            "shared memory region name is {} bytes long; the most is {MAX_REGION_NAME_BYTES}",
-            name.len()
-        )));
-    }
-    Ok(())
+    crate::limits::check_string_length("shared memory region name", name, MAX_REGION_NAME_BYTES)
 }
 
 fn already_registered(existing: &Region) -> Error {
