@@ -11,7 +11,9 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{ControlMode, LoadRequest, ModelName, Registry, Routed, Routing, files, scan::Fingerprint};
+use super::{
+    ControlMode, LoadRequest, ModelName, Registry, Routed, Routing, background, files, scan::Fingerprint,
+};
 use crate::{
     Error,
     config::{ConfigSource, LOAD_ON_DEMAND, load_on_demand, parse_model_config},
@@ -120,19 +122,25 @@ impl Registry {
                 None => {
                     let (sender, receiver) = watch::channel(None);
                     pending.insert(name.to_owned(), receiver.clone());
-                    let registry = Arc::clone(self);
-                    let name = name.to_owned();
-                    // Loading opens files and sessions: off the async workers.
-                    tokio::task::spawn_blocking(move || {
-                        let outcome = registry.load_once(&name);
-                        sender.send_replace(Some(outcome));
-                        registry
-                            .on_demand
-                            .pending
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&name);
-                    });
+                    let (loader, finisher) = (Arc::clone(self), Arc::clone(self));
+                    let (load_name, done_name) = (name.to_owned(), name.to_owned());
+                    // Loading opens files and sessions: off the async workers, and below the threads that
+                    // serve loaded models (`background`).
+                    let started = background::spawn(
+                        "ferry-demand-load",
+                        move || loader.load_once(&load_name),
+                        move |outcome| {
+                            sender.send_replace(Some(outcome));
+                            finisher.forget_pending(&done_name);
+                        },
+                    );
+                    if let Err(error) = started {
+                        pending.remove(name);
+                        return Err(Error::Overloaded(format!(
+                            "model '{name}' cannot be loaded on demand now: no thread to load it on ({error}); \
+                             retry later"
+                        )));
+                    }
                     receiver
                 }
             }
@@ -147,6 +155,15 @@ impl Registry {
                 timeout.as_secs()
             ))),
         }
+    }
+
+    /// Ends the load of `name` in progress, so that the next request that misses it starts another.
+    fn forget_pending(&self, name: &str) {
+        self.on_demand
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
     }
 
     /// Loads `name` once, on a blocking thread: at once fails as before when its last load failed and its

@@ -4,6 +4,7 @@
 //! it in whole, so a request sees either the old or the new set of versions, never a half-made one. A
 //! replaced or removed version is freed when its last request ends.
 
+mod background;
 mod demand;
 mod ensembles;
 pub(crate) mod files;
