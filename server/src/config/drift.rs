@@ -111,11 +111,7 @@ pub(super) fn drift_settings(config: &ModelConfig, source: ConfigSource<'_>) -> 
 
 #[cfg(test)]
 mod tests {
-    use crate::config::testing::{config_error, spec_from};
-
-    fn parameter(key: &str, value: &str) -> String {
-        format!("parameters {{ key: \"{key}\" value {{ string_value: \"{value}\" }} }}\n")
-    }
+    use crate::config::testing::{assert_each_refused, config_error, parameter, spec_from};
 
     #[test]
     fn drift_is_off_by_default_and_parameters_set_it() {
@@ -153,16 +149,7 @@ mod tests {
             ("ferry.drift.baseline", "../data.npy", ".npy or .npz"),
             ("ferry.drift.baseline", "data.csv", ".npy or .npz"),
         ];
-        for (key, value, expected) in cases {
-            let (line, message) = config_error(&format!("\n{}", parameter(key, value)));
-            assert_eq!(line, 2, "{message}");
-            assert!(
-                message.contains(key)
-                    && message.contains(expected)
-                    && message.contains(&format!("'{value}'")),
-                "{message}"
-            );
-        }
+        assert_each_refused(&cases);
     }
 
     #[test]

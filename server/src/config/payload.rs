@@ -133,11 +133,7 @@ pub(super) fn payload_log_settings(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::testing::{config_error, spec_from};
-
-    fn parameter(key: &str, value: &str) -> String {
-        format!("parameters {{ key: \"{key}\" value {{ string_value: \"{value}\" }} }}\n")
-    }
+    use crate::config::testing::{assert_each_refused, config_error, parameter, spec_from};
 
     #[test]
     fn logging_is_off_by_default_and_parameters_set_it() {
@@ -165,16 +161,7 @@ mod tests {
             ("ferry.payload_log.max_bytes", "-1", "from 0 to"),
             ("ferry.payload_log.max_bytes", "99999999999", "from 0 to"),
         ];
-        for (key, value, expected) in cases {
-            let (line, message) = config_error(&format!("\n{}", parameter(key, value)));
-            assert_eq!(line, 2, "{message}");
-            assert!(
-                message.contains(key)
-                    && message.contains(expected)
-                    && message.contains(&format!("'{value}'")),
-                "{message}"
-            );
-        }
+        assert_each_refused(&cases);
     }
 
     #[test]

@@ -203,7 +203,7 @@ mod tests {
         DataType,
         config::{
             ModelSignature, ModelTensor,
-            testing::{config_error, spec_from, spec_with_signature},
+            testing::{assert_each_refused, config_error, parameter, spec_from, spec_with_signature},
         },
     };
 
@@ -214,10 +214,6 @@ mod tests {
             shape: vec![-1, 4],
             form: Default::default(),
         }
-    }
-
-    fn parameter(key: &str, value: &str) -> String {
-        format!("parameters {{ key: \"{key}\" value {{ string_value: \"{value}\" }} }}\n")
     }
 
     #[test]
@@ -262,16 +258,7 @@ mod tests {
             ("ferry.quality.feedback_wait_seconds", "soon", "from 1 to"),
             ("ferry.quality.buckets", "101", "from 1 to 100"),
         ];
-        for (key, value, expected) in cases {
-            let (line, message) = config_error(&format!("\n{}", parameter(key, value)));
-            assert_eq!(line, 2, "{message}");
-            assert!(
-                message.contains(key)
-                    && message.contains(expected)
-                    && message.contains(&format!("'{value}'")),
-                "{message}"
-            );
-        }
+        assert_each_refused(&cases);
         // An output that cannot hold what the metric reads.
         let signature = ModelSignature {
             inputs: vec![tensor("x", DataType::Fp32)],

@@ -46,3 +46,21 @@ pub(super) fn config_error(text: &str) -> (usize, String) {
         other => panic!("expected a config error, got {other:?}"),
     }
 }
+
+/// A `parameters` entry of config text: `key` set to the string `value`.
+pub(super) fn parameter(key: &str, value: &str) -> String {
+    format!("parameters {{ key: \"{key}\" value {{ string_value: \"{value}\" }} }}\n")
+}
+
+/// Checks that each `(key, value, expected)` alone fails the load on its own line, with a message naming
+/// the key, the value as given and `expected` (what the key takes).
+pub(super) fn assert_each_refused(cases: &[(&str, &str, &str)]) {
+    for (key, value, expected) in cases {
+        let (line, message) = config_error(&format!("\n{}", parameter(key, value)));
+        assert_eq!(line, 2, "{message}");
+        assert!(
+            message.contains(key) && message.contains(expected) && message.contains(&format!("'{value}'")),
+            "{message}"
+        );
+    }
+}
