@@ -31,6 +31,12 @@ fn batch(args: &[&str]) -> Output {
         .expect("ferry runs")
 }
 
+/// `ferry batch` of `model` from `input` into `output`, with `extra` flags.
+fn batch_of(model: &str, input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let (input, output) = (input.to_str().expect("path"), output.to_str().expect("path"));
+    batch(&[&["--model", model, "--input", input, "--output", output], extra].concat())
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -106,16 +112,7 @@ fn npz_rows_run_through_the_batcher_in_order() {
     let dir = tempfile::tempdir().expect("temp dir");
     let input = simple_npz(dir.path(), 37);
     let out = dir.path().join("out.jsonl");
-    let run = batch(&[
-        "--model",
-        "simple",
-        "--input",
-        input.to_str().expect("path"),
-        "--output",
-        out.to_str().expect("path"),
-        "--concurrency",
-        "3",
-    ]);
+    let run = batch_of("simple", &input, &out, &["--concurrency", "3"]);
     assert!(run.status.success(), "{}", stderr(&run));
     let summary = summary(&run);
     // 37 rows in requests of max_batch_size (8) rows: 5 requests, the last of 5 rows.
@@ -136,14 +133,7 @@ fn npz_rows_run_through_the_batcher_in_order() {
     assert_eq!(lines.len(), 38);
     assert_simple_rows(&lines[1..]);
     // Run again: everything is there already, nothing runs.
-    let again = batch(&[
-        "--model",
-        "simple",
-        "--input",
-        input.to_str().expect("path"),
-        "--output",
-        out.to_str().expect("path"),
-    ]);
+    let again = batch_of("simple", &input, &out, &[]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(self::summary(&again)["written"], 0);
     assert_eq!(self::summary(&again)["skipped"], 37);
@@ -205,16 +195,7 @@ fn outputs_match_onnxruntime_on_the_same_npy_file() {
         &[&input],
     );
     let out = dir.path().join("out.jsonl");
-    let run = batch(&[
-        "--model",
-        "mlp_classifier",
-        "--input",
-        input.to_str().expect("path"),
-        "--output",
-        out.to_str().expect("path"),
-        "--rows-per-request",
-        "16",
-    ]);
+    let run = batch_of("mlp_classifier", &input, &out, &["--rows-per-request", "16"]);
     assert!(run.status.success(), "{}", stderr(&run));
     assert_eq!(summary(&run)["version"], 2);
     // The same file through onnxruntime's own Python API, version 2's model file.
@@ -253,14 +234,7 @@ fn json_lines_rows_are_converted_to_the_models_types() {
     // No final newline on the last line.
     std::fs::write(&input, format!("{}\n{}\n{}", row(0), row(1), row(2))).expect("write");
     let out = dir.path().join("out.jsonl");
-    let run = batch(&[
-        "--model",
-        "simple",
-        "--input",
-        input.to_str().expect("path"),
-        "--output",
-        out.to_str().expect("path"),
-    ]);
+    let run = batch_of("simple", &input, &out, &[]);
     assert!(run.status.success(), "{}", stderr(&run));
     assert_eq!(summary(&run)["requests"], 1);
     assert_simple_rows(&lines(&out)[1..]);
@@ -274,17 +248,7 @@ fn json_lines_rows_are_converted_to_the_models_types() {
     text.push_str(&row(4));
     std::fs::write(&bad, &text).expect("write");
     let out = dir.path().join("bad_out.jsonl");
-    let args = [
-        "--model",
-        "simple",
-        "--input",
-        bad.to_str().expect("path"),
-        "--output",
-        out.to_str().expect("path"),
-        "--rows-per-request",
-        "1",
-    ];
-    let run = batch(&args);
+    let run = batch_of("simple", &bad, &out, &["--rows-per-request", "1"]);
     assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
     assert!(
         stderr(&run).contains("row 3: input 'INPUT0': INT32 values, got 1.5"),
@@ -302,7 +266,7 @@ fn json_lines_rows_are_converted_to_the_models_types() {
         format!("{}\n{}\n{}\n{}\n{}\n", row(0), row(1), row(2), row(3), row(4)),
     )
     .expect("write");
-    let run = batch(&args);
+    let run = batch_of("simple", &bad, &out, &["--rows-per-request", "1"]);
     assert!(run.status.success(), "{}", stderr(&run));
     assert_eq!(summary(&run)["skipped"], 3);
     assert_eq!(summary(&run)["written"], 2);
@@ -313,16 +277,9 @@ fn json_lines_rows_are_converted_to_the_models_types() {
 fn bad_files_and_requests_are_refused_naming_what_is_wrong() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out.jsonl");
-    let out = out.to_str().expect("path");
+    let out = out.as_path();
     let refused = |input: &Path, model: &str, expected: &str, code: i32| {
-        let run = batch(&[
-            "--model",
-            model,
-            "--input",
-            input.to_str().expect("path"),
-            "--output",
-            out,
-        ]);
+        let run = batch_of(model, input, out, &[]);
         assert_eq!(run.status.code(), Some(code), "{expected}: {}", stderr(&run));
         assert!(
             stderr(&run).contains(expected),
@@ -408,14 +365,7 @@ fn bad_files_and_requests_are_refused_naming_what_is_wrong() {
         "{\"ferry_batch\":1,\"model\":\"simple\",\"rows\":5,\"input\":\"x\"}\n",
     )
     .expect("write");
-    let run = batch(&[
-        "--model",
-        "simple",
-        "--input",
-        input.to_str().expect("path"),
-        "--output",
-        out,
-    ]);
+    let run = batch_of("simple", &input, out, &[]);
     assert_eq!(run.status.code(), Some(2));
     assert!(
         stderr(&run)
@@ -428,14 +378,7 @@ fn bad_files_and_requests_are_refused_naming_what_is_wrong() {
         "{\"ferry_batch\":1,\"model\":\"simple\",\"rows\":4,\"input\":\"x\"}\n{\"row\":1}\n",
     )
     .expect("write");
-    let run = batch(&[
-        "--model",
-        "simple",
-        "--input",
-        input.to_str().expect("path"),
-        "--output",
-        out,
-    ]);
+    let run = batch_of("simple", &input, out, &[]);
     assert_eq!(run.status.code(), Some(2));
     assert!(stderr(&run).contains("line 2 is not row 0"), "{}", stderr(&run));
 }
