@@ -206,7 +206,7 @@ impl InferenceService {
         }
         if let Some((quality, datatype, position, data)) = prediction {
             // A refcount and a non-blocking send: the monitor's thread reads the values.
-            quality.record(&response.id, datatype, &response.outputs[position].shape, &data);
+            quality.record(&response.id, datatype, &response.outputs[position].shape, data);
         }
         Ok(response)
     }

@@ -214,7 +214,7 @@ impl QualityMonitor {
     /// Hands the answered request `id`'s prediction, output `data` of `data_type` and `shape`, to the
     /// monitor's thread without waiting: dropped and counted when the queue is full or holds too many
     /// bytes, or when the id is over [`MAX_REQUEST_ID_BYTES`] (no truth could name it).
-    pub fn record(&self, id: &str, data_type: DataType, shape: &[i64], data: &Bytes) {
+    pub fn record(&self, id: &str, data_type: DataType, shape: &[i64], data: Bytes) {
         let counters = &self.shared.counters;
         if id.len() > MAX_REQUEST_ID_BYTES || data_type == DataType::Bytes {
             counters.predictions_dropped.fetch_add(1, Ordering::Relaxed);
@@ -230,7 +230,7 @@ impl QualityMonitor {
                     id: id.to_owned(),
                     data_type,
                     last,
-                    data: data.clone(),
+                    data,
                 })
                 .is_ok();
         if !sent {

@@ -285,12 +285,12 @@ fn predictions_recorded_on_the_request_path_are_joined_off_it() {
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();
-    monitor.record("two-rows", DataType::Fp32, &[2, 4], &Bytes::from(values));
+    monitor.record("two-rows", DataType::Fp32, &[2, 4], Bytes::from(values));
     monitor.record(
         &"x".repeat(MAX_REQUEST_ID_BYTES + 1),
         DataType::Fp32,
         &[1, 4],
-        &Bytes::new(),
+        Bytes::new(),
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !(monitor.settled() && monitor.holds("two-rows")) {

@@ -2,34 +2,62 @@
 //! cores that requests to loaded models leave idle, so that on a busy machine one client's cold model does
 //! not slow every other client's hot one.
 
-use std::thread;
+use std::{
+    sync::{Arc, Mutex, PoisonError, mpsc},
+    thread,
+};
 
 /// How much lower than the serving threads background work runs: Linux's nice value, from 0 (the default)
 /// to 19. At +10 a busy thread gets about a tenth of the CPU time a default one gets when both want a core.
 const NICENESS: libc::c_int = 10;
 
-/// Runs `work` on a thread of its own at lower priority, then `done` with its result on the same thread.
-/// A thread of its own because Linux lets an unprivileged process lower a thread's priority but not raise it
-/// again: a pooled thread would stay low for whatever it ran next. Fails only when no thread can be started.
-pub(super) fn spawn<T: Send + 'static>(
-    name: &str,
-    work: impl FnOnce() -> T + Send + 'static,
-    done: impl FnOnce(T) + Send + 'static,
-) -> std::io::Result<()> {
-    thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            lower_this_threads_priority();
-            done(work());
-        })
-        .map(drop)
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of threads, each at lower priority for its whole life, that run the jobs handed to them in
+/// turn. Fixed, so that however many models clients ask for at once, loads never take more threads; and
+/// for life, because Linux lets an unprivileged process lower a thread's priority but not raise it again,
+/// so a pooled thread shared with other work would stay low for that work too.
+#[derive(Debug)]
+pub(super) struct Pool {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Pool {
+    /// Starts `threads` (at least one) threads named `name`. They end once the pool is dropped and their
+    /// queue is empty.
+    pub(super) fn start(name: &str, threads: usize) -> std::io::Result<Pool> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..threads.max(1) {
+            let queue = Arc::clone(&queue);
+            thread::Builder::new().name(name.to_owned()).spawn(move || {
+                lower_this_threads_priority();
+                loop {
+                    // The lock is held only while this thread waits for the next job, never while it runs.
+                    let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    match next {
+                        Ok(job) => job(),
+                        Err(mpsc::RecvError) => break,
+                    }
+                }
+            })?;
+        }
+        Ok(Pool { jobs })
+    }
+
+    /// Queues `job` for the first thread that is free. The queue holds as many jobs as callers hand it; the
+    /// caller bounds them (one load per model folder at a time).
+    pub(super) fn run(&self, job: impl FnOnce() + Send + 'static) {
+        // The threads live as long as the pool, which is borrowed here: the send cannot fail.
+        let _ = self.jobs.send(Box::new(job));
+    }
 }
 
 /// Lowers the calling thread's priority by [`NICENESS`]; where that is refused, the work runs at the
 /// ordinary priority, as it did before, with a debug line.
 fn lower_this_threads_priority() {
     // SAFETY: `setpriority` takes plain integers and no pointer. With `PRIO_PROCESS` and 0 it changes the
-    // calling thread only (Linux keeps the nice value per thread), which is this short-lived thread.
+    // calling thread only (Linux keeps the nice value per thread), which is one of the pool's own.
     let refused = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICENESS) } != 0;
     if refused {
         tracing::debug!(
@@ -41,8 +69,6 @@ fn lower_this_threads_priority() {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc;
-
     use super::*;
 
     /// The nice value of the calling thread, read back as Linux reports it.
@@ -55,19 +81,28 @@ mod tests {
     }
 
     #[test]
-    fn background_work_runs_below_the_caller_and_leaves_the_caller_as_it_was() {
+    fn jobs_run_below_the_caller_on_the_pools_threads_and_leave_the_caller_as_it_was() {
         let before = niceness();
+        let pool = Pool::start("ferry-test-bg", 2).expect("threads start");
         let (sent, received) = mpsc::channel();
-        spawn("ferry-test-bg", niceness, move |inside| {
-            sent.send(inside).expect("test waits")
-        })
-        .expect("a thread starts");
-        let inside = received.recv().expect("the work ran");
-        assert_eq!(
-            inside,
-            (before + NICENESS).min(19),
-            "the work ran at lower priority"
-        );
+        for _ in 0..5 {
+            let sent = sent.clone();
+            pool.run(move || {
+                sent.send((niceness(), thread::current().id()))
+                    .expect("test waits")
+            });
+        }
+        let ran: Vec<_> = (0..5).map(|_| received.recv().expect("every job ran")).collect();
+        for (inside, thread) in &ran {
+            assert_eq!(
+                *inside,
+                (before + NICENESS).min(19),
+                "the job ran at lower priority"
+            );
+            assert_ne!(*thread, thread::current().id(), "on a thread of the pool");
+        }
+        let threads: std::collections::HashSet<_> = ran.iter().map(|(_, thread)| thread).collect();
+        assert!(threads.len() <= 2, "no more threads than the pool has");
         assert_eq!(niceness(), before, "the calling thread keeps its priority");
     }
 }

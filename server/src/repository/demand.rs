@@ -32,6 +32,8 @@ pub(super) struct OnDemand {
     /// Models whose last load on demand failed, with their folder's fingerprint then and the failure: a
     /// request finds the same failure until the files change. At most one entry per model folder.
     failed: Mutex<HashMap<String, (Fingerprint, Error)>>,
+    /// The threads loads on demand run on, below the serving threads; started by the first load.
+    loaders: std::sync::OnceLock<background::Pool>,
 }
 
 impl OnDemand {
@@ -120,27 +122,35 @@ impl Registry {
             match pending.get(name) {
                 Some(receiver) => receiver.clone(),
                 None => {
+                    let loaders = match self.on_demand.loaders.get() {
+                        Some(loaders) => loaders,
+                        // The pending lock is held: no other request starts a pool meanwhile.
+                        None => match background::Pool::start("ferry-demand-load", load_threads()) {
+                            Ok(started) => self.on_demand.loaders.get_or_init(|| started),
+                            Err(error) => {
+                                return Err(Error::Overloaded(format!(
+                                    "model '{name}' cannot be loaded on demand now: no thread to load it on \
+                                     ({error}); retry later"
+                                )));
+                            }
+                        },
+                    };
                     let (sender, receiver) = watch::channel(None);
                     pending.insert(name.to_owned(), receiver.clone());
-                    let (loader, finisher) = (Arc::clone(self), Arc::clone(self));
-                    let (load_name, done_name) = (name.to_owned(), name.to_owned());
+                    let registry = Arc::clone(self);
+                    let name = name.to_owned();
                     // Loading opens files and sessions: off the async workers, and below the threads that
                     // serve loaded models (`background`).
-                    let started = background::spawn(
-                        "ferry-demand-load",
-                        move || loader.load_once(&load_name),
-                        move |outcome| {
-                            sender.send_replace(Some(outcome));
-                            finisher.forget_pending(&done_name);
-                        },
-                    );
-                    if let Err(error) = started {
-                        pending.remove(name);
-                        return Err(Error::Overloaded(format!(
-                            "model '{name}' cannot be loaded on demand now: no thread to load it on ({error}); \
-                             retry later"
-                        )));
-                    }
+                    loaders.run(move || {
+                        let outcome = registry.load_once(&name);
+                        sender.send_replace(Some(outcome));
+                        registry
+                            .on_demand
+                            .pending
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&name);
+                    });
                     receiver
                 }
             }
@@ -155,15 +165,6 @@ impl Registry {
                 timeout.as_secs()
             ))),
         }
-    }
-
-    /// Ends the load of `name` in progress, so that the next request that misses it starts another.
-    fn forget_pending(&self, name: &str) {
-        self.on_demand
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(name);
     }
 
     /// Loads `name` once, on a blocking thread: at once fails as before when its last load failed and its
@@ -244,4 +245,9 @@ fn load_gone(name: &str) -> Error {
     Error::Internal(format!(
         "the load on demand of model '{name}' stopped without an answer"
     ))
+}
+
+/// Threads that load on demand at once: one per core, as many as loads can keep busy.
+fn load_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
