@@ -7,13 +7,14 @@
 //! integers), so the same repository still serves on Triton.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output},
 };
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+#[path = "support/bundled.rs"]
+mod bundled;
+
+use bundled::{repo_root, repository};
 
 /// `ferry check` with `args`, run from the repository root so that ONNX Runtime is found in `.venv` as
 /// the server finds it.
@@ -28,33 +29,6 @@ fn check(args: &[&str]) -> Output {
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// A temporary repository holding copies of `models` (from the example or the test repository).
-fn repository(models: &[&str]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for model in models {
-        let source = ["examples/model_repository", "tests/model_repository"]
-            .iter()
-            .map(|repository| repo_root().join(repository).join(model))
-            .find(|path| path.is_dir())
-            .expect("a bundled model");
-        copy(&source, &dir.path().join(model));
-    }
-    dir
-}
-
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
 }
 
 fn write(path: &Path, text: &str) {

@@ -4,7 +4,6 @@
 
 use std::{
     future::Future,
-    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -15,36 +14,10 @@ use std::{
 use ferry_server::engine::{Engine, EngineOptions, Request};
 use tonic::Code;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+#[path = "support/bundled.rs"]
+mod bundled;
 
-/// A temporary repository holding copies of `models` (from the example or the test repository).
-fn repository(models: &[&str]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for model in models {
-        let source = ["examples/model_repository", "tests/model_repository"]
-            .iter()
-            .map(|repository| repo_root().join(repository).join(model))
-            .find(|path| path.is_dir())
-            .expect("a bundled model");
-        copy(&source, &dir.path().join(model));
-    }
-    dir
-}
-
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
-}
+use bundled::{repo_root, repository};
 
 fn simple_request(a: &[i32], b: &[i32]) -> Request {
     let rows = (a.len() / 16) as i64;
