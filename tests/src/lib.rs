@@ -334,3 +334,33 @@ pub async fn run_pytest(file: &str, env: &[(&str, String)]) -> std::process::Exi
         .await
         .expect("pytest starts")
 }
+
+/// The access rules of a server whose only callers are API keys: `grants` holds each caller's identity,
+/// key and scopes. The keys file and policy are written, as an operator would, to a folder that is gone once
+/// they are loaded.
+pub fn access_for_keys(grants: &[(&str, &str, &[&str])]) -> Access {
+    use std::fmt::Write;
+
+    let files = tempfile::tempdir().expect("temp dir");
+    let (keys, policy) = (files.path().join("keys"), files.path().join("policy.toml"));
+    let (mut key_lines, mut policy_text) = (String::new(), String::new());
+    for (identity, key, scopes) in grants {
+        let hash = ferry_server::auth::keys::hash_key(key.as_bytes());
+        writeln!(key_lines, "{identity} {hash}").expect("string");
+        let scopes: Vec<String> = scopes.iter().map(|scope| format!("{scope:?}")).collect();
+        writeln!(
+            policy_text,
+            "[[grant]]\nidentity = {identity:?}\nscopes = [{}]\n",
+            scopes.join(", ")
+        )
+        .expect("string");
+    }
+    std::fs::write(&keys, key_lines).expect("keys");
+    std::fs::write(&policy, policy_text).expect("policy");
+    Access::load(&ferry_server::auth::AccessOptions {
+        api_keys_file: Some(keys),
+        policy_file: Some(policy),
+        ..ferry_server::auth::AccessOptions::default()
+    })
+    .expect("access")
+}

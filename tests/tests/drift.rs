@@ -20,12 +20,10 @@ use ferry_proto::{
     },
     inference::{ModelInferRequest, model_infer_request::InferInputTensor},
 };
-use ferry_server::{
-    ServerOptions,
-    auth::{Access, AccessOptions, keys::hash_key},
-    repository::RepositoryOptions,
+use ferry_server::{ServerOptions, repository::RepositoryOptions};
+use ferry_tests::{
+    HttpFrontEnd, TestServer, access_for_keys, repo_root, rest_request, rest_request_with_headers,
 };
-use ferry_tests::{HttpFrontEnd, TestServer, repo_root, rest_request, rest_request_with_headers};
 use serde_json::Value;
 
 /// Rows per request (the model's `max_batch_size`).
@@ -438,26 +436,10 @@ async fn memory_stays_flat_over_many_sampled_requests() {
 async fn an_identity_with_only_the_infer_scope_cannot_change_a_baseline() {
     let _shared = ALONE.read().await;
     let root = repository(1_000);
-    let files = tempfile::tempdir().expect("dir");
-    let (keys, policy) = (files.path().join("keys"), files.path().join("policy.toml"));
-    let entries = format!(
-        "ops {}\nclient {}\n",
-        hash_key(b"ops-key-0123456789"),
-        hash_key(b"client-key-0123456789")
-    );
-    std::fs::write(&keys, entries).expect("keys");
-    std::fs::write(
-        &policy,
-        "[[grant]]\nidentity = \"ops\"\nscopes = [\"infer\", \"stats\", \"repository\"]\n\n\
-         [[grant]]\nidentity = \"client\"\nscopes = [\"infer\"]\n",
-    )
-    .expect("policy");
-    let access = Access::load(&AccessOptions {
-        api_keys_file: Some(keys),
-        policy_file: Some(policy),
-        ..AccessOptions::default()
-    })
-    .expect("access");
+    let access = access_for_keys(&[
+        ("ops", "ops-key-0123456789", &["infer", "stats", "repository"]),
+        ("client", "client-key-0123456789", &["infer"]),
+    ]);
     let options: ServerOptions = TestServer::options(
         RepositoryOptions::new(vec![root.path().to_path_buf()]),
         ferry_server::MAX_MESSAGE_BYTES,

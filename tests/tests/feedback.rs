@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 use ferry_client::{Client, Credentials, feedback_proto::FeedbackItem};
 use ferry_server::{
     ServerOptions,
-    auth::{Access, AccessOptions, keys::hash_key},
     payload::PayloadLogOptions,
     repository::{ControlMode, RepositoryOptions},
 };
-use ferry_tests::{TestServer, rest_request_with_headers, run_pytest, test_repository};
+use ferry_tests::{TestServer, access_for_keys, rest_request_with_headers, run_pytest, test_repository};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truths_posted_out_of_order_match_a_hand_computation() {
@@ -74,26 +73,10 @@ async fn posting_needs_the_infer_scope_and_reading_quality_the_stats_scope() {
         + "parameters { key: \"ferry.quality.metric\" value { string_value: \"accuracy\" } }\n\
            parameters { key: \"ferry.quality.output\" value { string_value: \"label\" } }\n";
     std::fs::write(dir.join("config.pbtxt"), config).expect("config");
-    let files = tempfile::tempdir().expect("dir");
-    let (keys, policy) = (files.path().join("keys"), files.path().join("policy.toml"));
-    let entries = format!(
-        "client {}\nwatcher {}\n",
-        hash_key(b"client-key-0123456789"),
-        hash_key(b"watcher-key-0123456789")
-    );
-    std::fs::write(&keys, entries).expect("keys");
-    std::fs::write(
-        &policy,
-        "[[grant]]\nidentity = \"client\"\nscopes = [\"infer\"]\n\n\
-         [[grant]]\nidentity = \"watcher\"\nscopes = [\"stats\"]\n",
-    )
-    .expect("policy");
-    let access = Access::load(&AccessOptions {
-        api_keys_file: Some(keys),
-        policy_file: Some(policy),
-        ..AccessOptions::default()
-    })
-    .expect("access");
+    let access = access_for_keys(&[
+        ("client", "client-key-0123456789", &["infer"]),
+        ("watcher", "watcher-key-0123456789", &["stats"]),
+    ]);
     let options: ServerOptions = TestServer::options(
         RepositoryOptions::new(vec![root.path().to_path_buf()]),
         ferry_server::MAX_MESSAGE_BYTES,
