@@ -22,6 +22,7 @@ mod error;
 pub mod gpu;
 pub mod grpc;
 pub mod grpc_traffic;
+mod handoff;
 pub mod health;
 pub mod http;
 pub mod limits;

@@ -31,8 +31,8 @@ mod stats;
 use std::{
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-        mpsc::{self, Receiver, SyncSender, TrySendError},
+        atomic::{AtomicU64, Ordering},
+        mpsc::{self, Receiver, SyncSender},
     },
     time::{Duration, Instant},
 };
@@ -50,6 +50,7 @@ pub use self::{
 use crate::{
     DataType, Error,
     config::{DriftSettings, ModelSpec},
+    handoff::QueuedBytes,
     request::{InputTensor, TensorData},
     sampling::EvenSampler,
 };
@@ -118,7 +119,7 @@ struct Shared {
     /// Samples the statistics thread has taken in.
     absorbed: AtomicU64,
     /// Payload bytes of the samples in the queue.
-    queued_bytes: AtomicUsize,
+    queued: QueuedBytes,
     /// Warnings logged: a feature crossing a threshold, and a feature coming back below.
     alerts_raised: AtomicU64,
     alerts_cleared: AtomicU64,
@@ -173,7 +174,7 @@ impl DriftMonitor {
             sampled: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             absorbed: AtomicU64::new(0),
-            queued_bytes: AtomicUsize::new(0),
+            queued: QueuedBytes::new(MAX_QUEUED_BYTES),
             alerts_raised: AtomicU64::new(0),
             alerts_cleared: AtomicU64::new(0),
             state: Mutex::new(State {
@@ -230,16 +231,9 @@ impl DriftMonitor {
         }
         let sample = Sample(sample);
         let size = sample.bytes();
-        let queued = self.shared.queued_bytes.fetch_add(size, Ordering::Relaxed);
-        let sent = queued.saturating_add(size) <= MAX_QUEUED_BYTES
-            && match self.sender.try_send(sample) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-            };
-        if sent {
+        if self.shared.queued.try_send(&self.sender, sample, size) {
             self.shared.sampled.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.shared.queued_bytes.fetch_sub(size, Ordering::Relaxed);
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -309,7 +303,7 @@ impl Shared {
                 })
                 .collect();
             drop(sample);
-            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            self.queued.taken(size);
             let mut state = self.lock();
             let state = &mut *state;
             // A baseline replaced meanwhile has other buckets: the sample's histograms mean nothing there.

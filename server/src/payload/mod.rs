@@ -22,7 +22,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
         mpsc::{self, SyncSender},
     },
     time::{Duration, SystemTime},
@@ -33,6 +33,7 @@ use bytes::Bytes;
 use crate::{
     DataType, Error,
     config::{ModelSpec, PayloadLogSettings},
+    handoff::QueuedBytes,
     request::{InputTensor, TensorData},
     sampling::EvenSampler,
 };
@@ -122,7 +123,7 @@ struct Shared {
     written: AtomicU64,
     dropped: AtomicU64,
     /// Payload bytes of the records in the queue.
-    queued_bytes: AtomicUsize,
+    queued: QueuedBytes,
 }
 
 impl PayloadLog {
@@ -153,7 +154,7 @@ impl PayloadLog {
             settings,
             written: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            queued_bytes: AtomicUsize::new(0),
+            queued: QueuedBytes::new(MAX_QUEUED_BYTES),
         });
         let files = writer::Files::open(options, &spec.name, version)?;
         let (sender, receiver) = mpsc::sync_channel(RECORD_QUEUE);
@@ -248,11 +249,11 @@ impl PayloadLog {
     /// when the queue is full, or holds too many bytes, the record is dropped and counted.
     pub fn submit(&self, capture: Capture, latency: Duration) {
         let size = capture.held;
-        let queued = self.shared.queued_bytes.fetch_add(size, Ordering::Relaxed);
-        let sent = queued.saturating_add(size) <= MAX_QUEUED_BYTES
-            && self.sender.try_send(Record { capture, latency }).is_ok();
-        if !sent {
-            self.shared.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+        if !self
+            .shared
+            .queued
+            .try_send(&self.sender, Record { capture, latency }, size)
+        {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -351,7 +352,7 @@ mod tests {
                 settings: PayloadLogSettings::default(),
                 written: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
-                queued_bytes: AtomicUsize::new(0),
+                queued: QueuedBytes::new(MAX_QUEUED_BYTES),
             }),
             sender,
             sampler: EvenSampler::new(1.0),
@@ -359,13 +360,13 @@ mod tests {
         log.submit(capture(10), Duration::ZERO);
         log.submit(capture(10), Duration::ZERO);
         assert_eq!(log.shared.dropped.load(Ordering::Relaxed), 1);
-        assert_eq!(log.shared.queued_bytes.load(Ordering::Relaxed), 10);
+        assert_eq!(log.shared.queued.get(), 10);
         drop(receiver.recv().expect("the first record is queued"));
-        log.shared.queued_bytes.store(0, Ordering::Relaxed);
+        log.shared.queued.taken(10);
         // Room in the queue, but not in the bytes it may hold.
         log.submit(capture(MAX_QUEUED_BYTES + 1), Duration::ZERO);
         assert_eq!(log.shared.dropped.load(Ordering::Relaxed), 2);
-        assert_eq!(log.shared.queued_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(log.shared.queued.get(), 0);
         assert!(receiver.try_recv().is_err());
     }
 

@@ -144,9 +144,7 @@ pub(super) fn run(shared: &Shared, mut files: Files, receiver: Receiver<Record>)
     while let Ok(first) = receiver.recv() {
         let mut next = Some(first);
         while let Some(record) = next {
-            shared
-                .queued_bytes
-                .fetch_sub(record.capture.held, Ordering::Relaxed);
+            shared.queued.taken(record.capture.held);
             let mut line =
                 serde_json::to_vec(&super::record::to_json(&shared.model, shared.version, &record))
                     .unwrap_or_default();

@@ -25,7 +25,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
         mpsc::{self, Receiver, SyncSender},
     },
     time::{Duration, Instant},
@@ -48,6 +48,7 @@ use self::{
 use crate::{
     DataType, Error,
     config::{ModelSpec, QualityMetric, QualitySettings},
+    handoff::QueuedBytes,
 };
 
 /// Answered requests waiting for the monitor's thread; more are dropped (and counted) rather than queued.
@@ -115,7 +116,7 @@ struct Shared {
     /// Its class labels (line of its label file, or its class labels parameter) to their columns.
     labels: HashMap<Vec<u8>, i64>,
     counters: Counters,
-    queued_bytes: AtomicUsize,
+    queued: QueuedBytes,
     state: Mutex<State>,
 }
 
@@ -172,7 +173,7 @@ impl QualityMonitor {
             output,
             labels,
             counters: Counters::default(),
-            queued_bytes: AtomicUsize::new(0),
+            queued: QueuedBytes::new(MAX_QUEUED_BYTES),
             state: Mutex::new(State {
                 predictions: Retained::new(
                     settings.max_pending,
@@ -221,20 +222,14 @@ impl QualityMonitor {
             return;
         }
         let size = data.len();
-        let queued = self.shared.queued_bytes.fetch_add(size, Ordering::Relaxed);
         let last = shape.last().map_or(1, |&last| usize::try_from(last).unwrap_or(1));
-        let sent = queued.saturating_add(size) <= MAX_QUEUED_BYTES
-            && self
-                .sender
-                .try_send(Capture {
-                    id: id.to_owned(),
-                    data_type,
-                    last,
-                    data,
-                })
-                .is_ok();
-        if !sent {
-            self.shared.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+        let capture = Capture {
+            id: id.to_owned(),
+            data_type,
+            last,
+            data,
+        };
+        if !self.shared.queued.try_send(&self.sender, capture, size) {
             counters.predictions_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -264,7 +259,7 @@ impl QualityMonitor {
 
     /// Whether every prediction handed over has been taken in by the monitor's thread (for tests).
     pub fn settled(&self) -> bool {
-        self.shared.queued_bytes.load(Ordering::Relaxed) == 0
+        self.shared.queued.get() == 0
     }
 }
 
@@ -302,7 +297,7 @@ impl Shared {
                 ),
             };
             let prediction = Prediction::read(self.metric, values, capture.last);
-            self.queued_bytes.fetch_sub(capture.data.len(), Ordering::Relaxed);
+            self.queued.taken(capture.data.len());
             drop(capture.data);
             let now = Instant::now();
             let mut state = self.lock();
