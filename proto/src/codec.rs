@@ -4,7 +4,8 @@
 //! bytes on the wire and a few hundred bytes once decoded, so a 256 MiB message of them would ask for tens of
 //! gigabytes before any handler could refuse it. The decoder first walks the message's wire format and
 //! estimates what decoding it takes; a message that would take more than [`MAX_EXPANSION`] times its own
-//! size (plus [`EXPANSION_ALLOWANCE`]) is refused with `RESOURCE_EXHAUSTED` and never decoded. Ordinary
+//! size (plus [`EXPANSION_ALLOWANCE`]) is refused with `RESOURCE_EXHAUSTED` and never decoded; a message too
+//! short to break that bound whatever it holds (a few kilobytes) is not walked. Ordinary
 //! requests (tensors in `raw_input_contents`, or typed contents) stay well under that.
 
 use std::{any::TypeId, marker::PhantomData};
@@ -86,6 +87,11 @@ pub fn check_expansion(wire: &[u8]) -> Result<(), Status> {
         .len()
         .saturating_mul(MAX_EXPANSION)
         .saturating_add(EXPANSION_ALLOWANCE);
+    // Most requests are a few hundred bytes: even at the worst cost per byte they fit, and the walk (a
+    // second parse of the message) is skipped.
+    if wire.len().saturating_mul(MAX_COST_PER_WIRE_BYTE) <= allowed {
+        return Ok(());
+    }
     let cost = decoded_cost(wire, Shape::Request, allowed);
     if cost > allowed {
         return Err(Status::resource_exhausted(format!(
@@ -113,6 +119,11 @@ const MESSAGE_COST: usize = 384;
 const MAP_ENTRY_COST: usize = 128;
 /// What one `bytes` or `string` element costs besides its bytes.
 const SLICE_COST: usize = 32;
+/// The most [`decoded_cost`] charges per byte on the wire. The dearest field is an empty nested message:
+/// a key byte and a zero length byte for [`MESSAGE_COST`]; every other field charges less per byte it
+/// spans (a truncated fixed-size field, 8 for its key byte; packed varints, 8 per byte), and a nested
+/// message's own fields are charged no more per byte than its parent's.
+const MAX_COST_PER_WIRE_BYTE: usize = MESSAGE_COST / 2;
 
 /// Estimates what decoding `wire` as `shape` takes, stopping once past `limit`. A malformed message gets a
 /// partial figure: prost refuses it anyway.
@@ -276,6 +287,71 @@ mod tests {
             ..Default::default()
         };
         check_expansion(&empty_raw.encode_to_vec()).expect_err("empty raw contents");
+    }
+
+    /// The shortcut in [`check_expansion`] holds only if no message costs more per byte than
+    /// [`MAX_COST_PER_WIRE_BYTE`]: arbitrary bytes (most of them malformed) and the dearest well-formed
+    /// shapes stay within it.
+    #[test]
+    fn no_message_costs_more_per_byte_than_the_shortcut_assumes() {
+        let bound = |wire: &[u8]| wire.len() * MAX_COST_PER_WIRE_BYTE;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = usize::try_from(seed % 64).expect("small");
+            // Bytes drawn from the ones that make fields dear: keys of nested messages and maps, zero
+            // lengths, fixed-size wire types and varint continuations.
+            let wire: Vec<u8> = (0..len)
+                .map(|i| {
+                    let pick = (seed >> (i % 56)) % 8;
+                    [0x2a, 0x32, 0x22, 0x00, 0x09, 0x0d, 0x80, 0x1a][usize::try_from(pick).expect("small")]
+                })
+                .collect();
+            let cost = decoded_cost(&wire, Shape::Request, usize::MAX);
+            assert!(cost <= bound(&wire), "{wire:x?} costs {cost}");
+        }
+        let nested = ModelInferRequest {
+            inputs: vec![
+                InferInputTensor {
+                    contents: Some(InferTensorContents::default()),
+                    ..Default::default()
+                };
+                100
+            ],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let cost = decoded_cost(&nested, Shape::Request, usize::MAX);
+        assert!(cost <= bound(&nested), "empty inputs with empty contents: {cost}");
+        assert!(
+            cost * 2 > bound(&nested),
+            "the bound is near the dearest shape, not loose: {cost} of {}",
+            bound(&nested)
+        );
+    }
+
+    /// The largest message the shortcut lets through unwalked can never be refused by the walk.
+    #[test]
+    fn the_shortcut_passes_only_messages_the_walk_would_pass() {
+        let largest = EXPANSION_ALLOWANCE / (MAX_COST_PER_WIRE_BYTE - MAX_EXPANSION);
+        let empty_inputs = ModelInferRequest {
+            inputs: vec![InferInputTensor::default(); largest / 2],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert!(empty_inputs.len() <= largest);
+        let allowed = empty_inputs.len() * MAX_EXPANSION + EXPANSION_ALLOWANCE;
+        assert!(decoded_cost(&empty_inputs, Shape::Request, usize::MAX) <= allowed);
+        let over = ModelInferRequest {
+            inputs: vec![InferInputTensor::default(); largest],
+            ..Default::default()
+        };
+        assert!(
+            check_expansion(&over.encode_to_vec()).is_err(),
+            "twice as many empty inputs go past the shortcut and are refused"
+        );
     }
 
     #[test]

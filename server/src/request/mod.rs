@@ -120,7 +120,7 @@ impl InferRequest {
         let timeout = unsigned_parameter(&parameters, "timeout")?.map(Duration::from_micros);
         let sequence = sequence::sequence_flags(&parameters)?;
         let at = Context {
-            tag: request_tag(&id),
+            tag: RequestTag(&id),
             model: &spec.name,
         };
         if let Some(twice) = wire_inputs
@@ -228,15 +228,20 @@ impl InferRequest {
 /// What messages about one request carry: Triton's request tag and the model's name.
 struct Context<'a> {
     /// `[request id: <id>] `, as Triton's core starts its messages about a request (`LogRequest`).
-    tag: String,
+    tag: RequestTag<'a>,
     /// The model the request is for.
     model: &'a str,
 }
 
-/// Triton's tag for messages about the request with id `id`; `<id_unknown>` when it has none.
-fn request_tag(id: &str) -> String {
-    let id = if id.is_empty() { "<id_unknown>" } else { id };
-    format!("[request id: {id}] ")
+/// Triton's tag for messages about the request with this id, `<id_unknown>` when it has none; written out
+/// only when a message needs it, so that a request that passes costs no string.
+struct RequestTag<'a>(&'a str);
+
+impl std::fmt::Display for RequestTag<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = if self.0.is_empty() { "<id_unknown>" } else { self.0 };
+        write!(f, "[request id: {id}] ")
+    }
 }
 
 /// The memory an input takes once decoded: its elements for fixed-size types; for BYTES, the `given` bytes
