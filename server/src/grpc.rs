@@ -68,7 +68,7 @@ impl GrpcInferenceService for InferenceService {
         // The call's routing key applies to each of the stream's requests that carries none of its own.
         let key = routing_key(request.metadata())?.map(str::to_owned);
         Ok(Response::new(crate::stream::serve(
-            self.acting_for(request.extensions()),
+            self.acting_for(request.extensions()).into_owned(),
             request.into_inner(),
             grpc_errors,
             key,

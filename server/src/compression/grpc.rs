@@ -120,11 +120,10 @@ pub struct CompressionService<S> {
 impl<S, ResponseBody> tower::Service<Request<TonicBody>> for CompressionService<S>
 where
     S: tower::Service<Request<TonicBody>, Response = Response<ResponseBody>>,
-    S::Future: Send + 'static,
 {
     type Response = Response<Transcoded<ResponseBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = Answered<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -152,24 +151,48 @@ where
             }
             None => request,
         };
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            let (mut parts, body) = response.into_parts();
+        Answered {
+            inner: self.inner.call(request),
+            answer,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of a call through [`CompressionService`], whose messages are compressed with `answer`
+    /// when one was chosen. A plain future rather than a boxed one: every gRPC call passes here.
+    pub struct Answered<F> {
+        #[pin]
+        inner: F,
+        answer: Option<Encoding>,
+    }
+}
+
+impl<F, ResponseBody, E> Future for Answered<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, E>>,
+{
+    type Output = Result<Response<Transcoded<ResponseBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let (mut parts, body) = ready!(this.inner.poll(cx))?.into_parts();
+        parts
+            .headers
+            .entry(ACCEPT_ENCODING)
+            .or_insert(HeaderValue::from_static(ACCEPTED));
+        // A trailers-only answer (an error before any message) has no messages to compress.
+        let answer = this
+            .answer
+            .take()
+            .filter(|_| !parts.headers.contains_key("grpc-status"));
+        if let Some(encoding) = answer {
             parts
                 .headers
-                .entry(ACCEPT_ENCODING)
-                .or_insert(HeaderValue::from_static(ACCEPTED));
-            // A trailers-only answer (an error before any message) has no messages to compress.
-            let answer = answer.filter(|_| !parts.headers.contains_key("grpc-status"));
-            if let Some(encoding) = answer {
-                parts
-                    .headers
-                    .insert(ENCODING, HeaderValue::from_static(encoding.name()));
-            }
-            let body = Transcoded::new(body, answer.map(Mode::Compress));
-            Ok(Response::from_parts(parts, body))
-        })
+                .insert(ENCODING, HeaderValue::from_static(encoding.name()));
+        }
+        let body = Transcoded::new(body, answer.map(Mode::Compress));
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
 }
 

@@ -256,11 +256,10 @@ pub struct TrackRequests<S> {
 impl<S, RequestBody, ResponseBody> tower::Service<http::Request<RequestBody>> for TrackRequests<S>
 where
     S: tower::Service<http::Request<RequestBody>, Response = http::Response<ResponseBody>>,
-    S::Future: Send + 'static,
 {
     type Response = http::Response<TrackedBody<ResponseBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = Tracked<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -277,14 +276,37 @@ where
             }
             InFlight::start(&info.activity)
         });
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            Ok(response.map(|body| TrackedBody {
-                inner: body,
-                _in_flight: in_flight,
-            }))
-        })
+        Tracked {
+            inner: self.inner.call(request),
+            in_flight,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of a tracked request: its body takes over the request's place in flight. A plain future
+    /// rather than a boxed one: every request on every port passes here.
+    pub struct Tracked<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F, ResponseBody, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<http::Response<ResponseBody>, E>>,
+{
+    type Output = Result<http::Response<TrackedBody<ResponseBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let in_flight = this.in_flight.take();
+        Poll::Ready(Ok(response.map(|body| TrackedBody {
+            inner: body,
+            _in_flight: in_flight,
+        })))
     }
 }
 

@@ -20,14 +20,20 @@ impl InferenceService {
         &self.access
     }
 
-    /// A copy of the service acting for the caller the auth layer left in a request's `extensions`: an
-    /// anonymous caller when it left none, so that a request that reached a handler without passing the
-    /// layer gets nothing a caller without credentials would not.
-    pub fn acting_for(&self, extensions: &http::Extensions) -> Self {
-        Self {
-            caller: extensions.get::<Identity>().cloned().unwrap_or_default(),
-            ..self.clone()
+    /// The service acting for the caller the auth layer left in a request's `extensions`: an anonymous
+    /// caller when it left none, so that a request that reached a handler without passing the layer gets
+    /// nothing a caller without credentials would not. This service itself when it already acts for that
+    /// caller (every request of an open server): a copy would cost each request a few shared reference
+    /// counts, bumped and dropped by every worker.
+    pub fn acting_for(&self, extensions: &http::Extensions) -> std::borrow::Cow<'_, Self> {
+        let caller = extensions.get::<Identity>();
+        if caller.unwrap_or(&Identity::Anonymous) == &self.caller {
+            return std::borrow::Cow::Borrowed(self);
         }
+        std::borrow::Cow::Owned(Self {
+            caller: caller.cloned().unwrap_or_default(),
+            ..self.clone()
+        })
     }
 
     /// The caller this copy acts for.

@@ -79,7 +79,7 @@ impl FromRequestParts<Shared> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Self, Self::Rejection> {
         Ok(Caller(Shared {
-            service: shared.service.acting_for(&parts.extensions),
+            service: shared.service.acting_for(&parts.extensions).into_owned(),
             max_body_bytes: shared.max_body_bytes,
         }))
     }
