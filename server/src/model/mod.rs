@@ -317,7 +317,8 @@ impl ModelVersion {
     }
 
     /// The memory the version takes, in bytes, as the memory budget counts it: what it took when it loaded,
-    /// plus what each of its instances that opened its session since took ([`memory`] says how).
+    /// plus what each of its instances that opened its session since took (measured as the `memory` module
+    /// says).
     pub fn memory_bytes(&self) -> u64 {
         self.runs.memory.total()
     }
