@@ -146,8 +146,8 @@ struct Flags {
     #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     load_on_demand_timeout_secs: u64,
 
-    /// The most memory loaded models may take, in bytes (each version's resident memory measured at load,
-    /// at least its model file's size); a load that would pass it first unloads the least recently used
+    /// The most memory loaded models may take, in bytes (each version's resident memory measured at load
+    /// and as each later instance opens its session, at least its model file's size each); a load that would pass it first unloads the least recently used
     /// idle models that are not pinned (`ferry.pinned`), or fails with RESOURCE_EXHAUSTED.
     #[arg(long, value_name = "BYTES")]
     model_memory_budget: Option<u64>,

@@ -335,6 +335,42 @@ pub async fn run_pytest(file: &str, env: &[(&str, String)]) -> std::process::Exi
         .expect("pytest starts")
 }
 
+/// Writes into `repository` the model `name`: Y = X·W·W for X of [`rows`, `n`] (W of [`n`, `n`], 1/`n`
+/// everywhere, so that a matrix of ones comes back as ones), `4·n²` bytes of weights and some
+/// `4·rows·n²` floating-point operations a request: at 512 by 512, tens of milliseconds, so that a request
+/// sent with another finds the instance running that one busy. Batches of one, two CPU instances.
+pub fn write_matmul_model(repository: &Path, name: &str, n: usize, rows: usize) {
+    let folder = repository.join(name);
+    std::fs::create_dir_all(folder.join("1")).expect("version folder");
+    let script = "import sys, numpy as np\n\
+        from onnx import TensorProto, helper, numpy_helper\n\
+        n, rows = int(sys.argv[2]), int(sys.argv[3])\n\
+        w = numpy_helper.from_array(np.full((n, n), 1.0 / n, np.float32), 'W')\n\
+        g = helper.make_graph([helper.make_node('MatMul', ['X', 'W'], ['A']), helper.make_node('MatMul', ['A', 'W'], ['Y'])], 'matmul',\n\
+        \x20   [helper.make_tensor_value_info('X', TensorProto.FLOAT, ['b', rows, n])],\n\
+        \x20   [helper.make_tensor_value_info('Y', TensorProto.FLOAT, ['b', rows, n])], [w])\n\
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)])\n\
+        m.ir_version = 8\n\
+        open(sys.argv[1], 'wb').write(m.SerializeToString())\n";
+    let status = std::process::Command::new(repo_root().join(".venv/bin/python"))
+        .args(["-c", script])
+        .arg(folder.join("1/model.onnx"))
+        .args([n.to_string(), rows.to_string()])
+        .status()
+        .expect("python starts");
+    assert!(status.success(), "writing the model {name} failed");
+    std::fs::write(
+        folder.join("config.pbtxt"),
+        format!(
+            "max_batch_size: 1\n\
+             input [ {{ name: \"X\", data_type: TYPE_FP32, dims: [ {rows}, {n} ] }} ]\n\
+             output [ {{ name: \"Y\", data_type: TYPE_FP32, dims: [ {rows}, {n} ] }} ]\n\
+             instance_group [ {{ count: 2, kind: KIND_CPU }} ]\n"
+        ),
+    )
+    .expect("config");
+}
+
 /// The access rules of a server whose only callers are API keys: `grants` holds each caller's identity,
 /// key and scopes. The keys file and policy are written, as an operator would, to a folder that is gone once
 /// they are loaded.

@@ -218,45 +218,14 @@ async fn the_config_key_overrides_the_servers_load_on_demand_for_its_model() {
     }
 }
 
-/// Writes into `repository` the model `slow`: Y = X·W·W for X of [512, 512] (W = 1/512 everywhere, so a
-/// matrix of ones comes back as ones), some 0.5 GFLOP a request: tens of milliseconds, so that a request
-/// sent with another finds the instance running that one busy. Two CPU instances.
-fn write_slow_model(repository: &std::path::Path) {
-    let folder = repository.join("slow");
-    std::fs::create_dir_all(folder.join("1")).expect("version folder");
-    let script = "import sys, numpy as np\n\
-        from onnx import TensorProto, helper, numpy_helper\n\
-        n = 512\n\
-        w = numpy_helper.from_array(np.full((n, n), 1.0 / n, np.float32), 'W')\n\
-        g = helper.make_graph([helper.make_node('MatMul', ['X', 'W'], ['A']), helper.make_node('MatMul', ['A', 'W'], ['Y'])], 'slow',\n\
-        \x20   [helper.make_tensor_value_info('X', TensorProto.FLOAT, ['b', n, n])],\n\
-        \x20   [helper.make_tensor_value_info('Y', TensorProto.FLOAT, ['b', n, n])], [w])\n\
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)])\n\
-        m.ir_version = 8\n\
-        open(sys.argv[1], 'wb').write(m.SerializeToString())\n";
-    let status = std::process::Command::new(ferry_tests::repo_root().join(".venv/bin/python"))
-        .args(["-c", script])
-        .arg(folder.join("1/model.onnx"))
-        .status()
-        .expect("python starts");
-    assert!(status.success(), "writing the slow model failed");
-    std::fs::write(
-        folder.join("config.pbtxt"),
-        "max_batch_size: 1\n\
-         input [ { name: \"X\", data_type: TYPE_FP32, dims: [ 512, 512 ] } ]\n\
-         output [ { name: \"Y\", data_type: TYPE_FP32, dims: [ 512, 512 ] } ]\n\
-         instance_group [ { count: 2, kind: KIND_CPU } ]\n",
-    )
-    .expect("config");
-}
-
 /// Ferry's own (Triton opens every instance's session at load): with parked instances a version opens
 /// only its first instance's session at load, and the second when concurrent requests first need two
-/// instances; every request is answered either way. With `--instance-idle-ms 0` both open at load.
+/// instances, which then counts in the version's memory; every request is answered either way. With
+/// `--instance-idle-ms 0` both open at load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_versions_second_instance_opens_its_session_on_first_concurrent_demand() {
     let repository = tempfile::tempdir().expect("temp dir");
-    write_slow_model(repository.path());
+    ferry_tests::write_matmul_model(repository.path(), "slow", 512, 512);
     for idle_ms in [5_000, 0] {
         let options = RepositoryOptions {
             limits: ResourceLimits {
@@ -272,6 +241,11 @@ async fn a_versions_second_instance_opens_its_session_on_first_concurrent_demand
         assert_eq!(model.instance_count(), 2);
         let at_load = if idle_ms == 0 { 2 } else { 1 };
         assert_eq!(model.opened_instances(), at_load, "idle {idle_ms} ms, at load");
+        let bytes_at_load = model.memory_bytes();
+        let file_bytes = std::fs::metadata(repository.path().join("slow/1/model.onnx"))
+            .expect("model file")
+            .len();
+        assert!(bytes_at_load >= file_bytes, "at least the file: {bytes_at_load}");
         let client = server.raw_client().await.expect("client");
         let request = || ModelInferRequest {
             model_name: "slow".into(),
@@ -317,6 +291,18 @@ async fn a_versions_second_instance_opens_its_session_on_first_concurrent_demand
             "idle {idle_ms} ms: concurrent requests opened the second"
         );
         assert_eq!(model.instance_count(), 2);
+        // The second instance's session counts against the memory budget once it opens: at least the
+        // file's size, at most what the load took (`ferry_server::model`'s `memory` module).
+        let bytes_now = model.memory_bytes();
+        if idle_ms == 0 {
+            assert_eq!(bytes_now, bytes_at_load, "both opened at load, and counted then");
+        } else {
+            assert!(
+                bytes_now >= bytes_at_load + file_bytes && bytes_now <= 2 * bytes_at_load,
+                "the second instance's session counts: {bytes_at_load} at load, {bytes_now} now"
+            );
+        }
+        assert_eq!(server.registry().model_memory_bytes(), bytes_now);
         drop((model, client));
         server.stop().await;
     }

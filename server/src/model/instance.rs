@@ -51,6 +51,8 @@ pub(super) struct Deferred {
     pub(super) model_path: PathBuf,
     pub(super) plan: InstancePlan,
     pub(super) prepacked: PrepackedWeights,
+    /// The model file's size: the least an instance's session counts against the memory budget.
+    pub(super) file_bytes: u64,
 }
 
 /// An instance as its version sees it, running or parked.
@@ -59,6 +61,9 @@ pub(super) struct InstanceHandle {
     pub(super) id: usize,
     pub(super) retired: Arc<AtomicBool>,
     pub(super) engine: EngineSlot,
+    /// What the instance counts in its version's memory, when its session opened after the load; given
+    /// back when it is removed.
+    pub(super) opened_later: u64,
     /// The instance's share of the server's thread budget, given back when it is removed.
     pub(super) _threads: ThreadReservation,
 }
@@ -84,6 +89,8 @@ pub(super) struct Runs {
     pub(super) class_columns: Vec<Option<Arc<ClassColumns>>>,
     /// Set when instances after the first open their sessions on first use.
     pub(super) deferred: OnceLock<Deferred>,
+    /// The memory the version counts against the budget.
+    pub(super) memory: super::memory::VersionMemory,
 }
 
 /// Makes an engine of a freshly opened session: warms it up with the config's `model_warmup` requests (or
@@ -154,22 +161,35 @@ impl Instance {
             return Some(Arc::clone(engine));
         }
         let opened = match self.runs.deferred.get() {
-            Some(deferred) => onnx::open_session(
-                &deferred.environment,
-                &deferred.model_path,
-                &deferred.plan,
-                self.id,
-                Some(&deferred.prepacked),
-            )
-            .and_then(|opened| make_engine(&self.runs, opened)),
+            Some(deferred) => {
+                let before = super::resident_bytes();
+                onnx::open_session(
+                    &deferred.environment,
+                    &deferred.model_path,
+                    &deferred.plan,
+                    self.id,
+                    Some(&deferred.prepacked),
+                )
+                .and_then(|opened| make_engine(&self.runs, opened))
+                .map(|engine| {
+                    let grown = super::resident_bytes().saturating_sub(before);
+                    (
+                        engine,
+                        self.runs.memory.later_instance(grown, deferred.file_bytes),
+                    )
+                })
+            }
             None => Err(Error::Internal(
                 "an instance has neither a session nor the means to open one".to_owned(),
             )),
         };
         match opened {
-            Ok(engine) => Some(Arc::clone(
-                self.engine.get_or_init(|| Arc::new(Mutex::new(engine))),
-            )),
+            Ok((engine, bytes)) => {
+                self.count_memory(bytes);
+                Some(Arc::clone(
+                    self.engine.get_or_init(|| Arc::new(Mutex::new(engine))),
+                ))
+            }
             Err(error) => {
                 tracing::error!(model = %self.runs.spec.name, instance = self.id, %error, "cannot open the session of an instance on first use; the version serves on its other instances");
                 self.runs
@@ -181,6 +201,19 @@ impl Instance {
                 self.runs.scheduler.wake_for_queued();
                 None
             }
+        }
+    }
+
+    /// Adds what the instance's session took to its version's memory, so that the budget and
+    /// `ferry_model_memory_bytes` see it; unless the instance was removed while its session opened (an
+    /// `instance_group` that shrank), whose removal gave back nothing. Under the instance list's lock, as
+    /// removals are: each instance's figure is added and given back once. A version unloaded or evicted
+    /// meanwhile counts it too, but is no longer in the table whose versions the budget sums.
+    fn count_memory(&self, bytes: u64) {
+        let mut instances = self.runs.instances.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = instances.iter_mut().find(|handle| handle.id == self.id) {
+            handle.opened_later = bytes;
+            self.runs.memory.add(bytes);
         }
     }
 }

@@ -29,12 +29,14 @@ use crate::{
 mod buckets;
 mod instance;
 mod lone;
+mod memory;
 mod sequence;
 mod warmup;
 
 use instance::{Deferred, InstanceHandle, Runs, make_engine, run_batch, start_thread};
 pub use lone::LONE_RUN_LIMIT;
 use lone::LoneRuns;
+pub(crate) use memory::resident_bytes;
 use sequence::Sequencer;
 
 /// A queued request with the channel its answer goes back on.
@@ -91,8 +93,6 @@ pub struct ModelVersion {
     prepacked: PrepackedWeights,
     /// When a request last routed to this version, in milliseconds since [`epoch`].
     last_used: AtomicU64,
-    /// The memory the version took when it loaded, in bytes (`--model-memory-budget`).
-    memory_bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for ModelVersion {
@@ -156,6 +156,7 @@ impl ModelVersion {
             warmup,
             class_columns,
             deferred: OnceLock::new(),
+            memory: memory::VersionMemory::default(),
         });
         if idle_after.is_some() {
             // Weak: the scheduler lives in `runs`.
@@ -177,7 +178,6 @@ impl ModelVersion {
             next_instance: AtomicUsize::new(0),
             prepacked: PrepackedWeights::new(),
             last_used: AtomicU64::new(since_epoch()),
-            memory_bytes: AtomicU64::new(0),
             drift,
             payload_log: None,
             quality: None,
@@ -250,6 +250,7 @@ impl ModelVersion {
                 model_path: model_path.to_owned(),
                 plan: model.spec.instances,
                 prepacked: prepacked.clone(),
+                file_bytes: std::fs::metadata(model_path).map_or(0, |meta| meta.len()),
             });
         }
         model.prepacked = prepacked;
@@ -277,6 +278,7 @@ impl ModelVersion {
             let mut instances = self.runs.instances.lock().unwrap_or_else(PoisonError::into_inner);
             for retired in instances.drain(plan.count..) {
                 retired.retired.store(true, Ordering::Release);
+                self.runs.memory.remove(retired.opened_later);
                 self.scheduler.forget_parked(retired.id);
             }
             drop(instances);
@@ -314,14 +316,17 @@ impl ModelVersion {
         self.last_used.load(Ordering::Relaxed)
     }
 
-    /// The memory the version took when it loaded, in bytes.
+    /// The memory the version takes, in bytes, as the memory budget counts it: what it took when it loaded,
+    /// plus what each of its instances that opened its session since took (measured as the `memory` module
+    /// says).
     pub fn memory_bytes(&self) -> u64 {
-        self.memory_bytes.load(Ordering::Relaxed)
+        self.runs.memory.total()
     }
 
-    /// Records the memory the version took when it loaded.
+    /// Records the memory the version took when it loaded; instances that open their sessions later add
+    /// theirs on top.
     pub fn set_memory_bytes(&self, bytes: u64) {
-        self.memory_bytes.store(bytes, Ordering::Relaxed);
+        self.runs.memory.set_at_load(bytes);
     }
 
     /// How many instances run now.
@@ -370,6 +375,7 @@ impl ModelVersion {
             id,
             retired: Arc::new(AtomicBool::new(false)),
             engine: Arc::new(OnceLock::from(Arc::new(std::sync::Mutex::new(engine)))),
+            opened_later: 0,
             _threads: threads,
         };
         self.runs
@@ -403,6 +409,7 @@ impl ModelVersion {
                 id,
                 retired: Arc::new(AtomicBool::new(false)),
                 engine: Arc::default(),
+                opened_later: 0,
                 _threads: threads,
             });
         self.scheduler.add_parked_last(id);

@@ -319,7 +319,7 @@ fn load_version(
         return Ok(model);
     }
     let path = files::contained_file(&prepared.dir, path)?;
-    let before = super::management::resident_bytes();
+    let before = crate::model::resident_bytes();
     let model = ModelVersion::load(
         environment,
         Arc::clone(&prepared.spec),
@@ -331,7 +331,7 @@ fn load_version(
     )
     .map_err(|e| e.to_string())?;
     // What the load took, at least the model file: the memory budget's measure of the version.
-    let grown = super::management::resident_bytes().saturating_sub(before);
+    let grown = crate::model::resident_bytes().saturating_sub(before);
     model.set_memory_bytes(grown.max(file_bytes(&path)));
     Ok(model)
 }

@@ -2,10 +2,11 @@
 //! latency of loads on demand and the memory each loaded version takes.
 //!
 //! Each version's memory is measured when it loads: the growth of the process's resident memory while it
-//! loaded, and at least its model file's size. A load that would take the models past the budget first
-//! unloads the least recently used models that are idle (no request queued, running or routed, no load on
-//! demand waiting to use them) and not pinned (`ferry.pinned: "true"`); when those cannot make room, the load
-//! fails with RESOURCE_EXHAUSTED naming the budget.
+//! loaded, and at least its model file's size; an instance that opens its session after the load adds what
+//! it took, measured the same way (`crate::model`'s `memory` module). A load that would take the models past
+//! the budget first unloads the least recently used models that are idle (no request queued, running or
+//! routed, no load on demand waiting to use them) and not pinned (`ferry.pinned: "true"`); when those cannot
+//! make room, the load fails with RESOURCE_EXHAUSTED naming the budget.
 
 use std::{
     collections::BTreeMap,
@@ -114,26 +115,14 @@ fn pinned_value(value: Option<&str>) -> Result<bool, String> {
     }
 }
 
-/// The process's resident memory now, in bytes; 0 where `/proc` cannot tell.
-pub(super) fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// The memory a model's served versions take, as measured at their loads.
+/// The memory a model's served versions take, as measured at their loads and their later instances' opening.
 fn entry_bytes(entry: &ModelEntry) -> u64 {
     entry.ready_versions().map(|model| model.memory_bytes()).sum()
 }
 
 impl Registry {
-    /// The memory every loaded version takes now, as measured at their loads.
+    /// The memory every loaded version takes now, as measured at their loads and their later instances'
+    /// opening.
     pub fn model_memory_bytes(&self) -> u64 {
         self.models.load().values().map(|entry| entry_bytes(entry)).sum()
     }
@@ -225,7 +214,7 @@ impl Registry {
         declare(
             out,
             name,
-            "Memory a loaded model version took when it loaded: resident memory growth, at least its model file's size",
+            "Memory a loaded model version takes: resident memory growth while it loaded and while each later instance opened its session, at least its model file's size each",
             "gauge",
         );
         for (model, entry) in self.models.load().iter() {
@@ -267,20 +256,5 @@ mod tests {
         }
         let refused = pinned_value(Some("yes")).expect_err("not a bool");
         assert!(refused.contains(PINNED) && refused.contains("'yes'"), "{refused}");
-    }
-
-    #[test]
-    fn resident_memory_is_read_from_proc() {
-        let before = resident_bytes();
-        assert!(
-            before > 1024 * 1024,
-            "a test process holds more than 1 MiB: {before}"
-        );
-        let block = vec![1u8; 64 * 1024 * 1024];
-        assert!(
-            resident_bytes() >= before + 32 * 1024 * 1024,
-            "64 MiB touched shows"
-        );
-        drop(block);
     }
 }
