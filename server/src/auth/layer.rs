@@ -162,7 +162,11 @@ where
             Ok(in_flight) => in_flight,
             Err(response) => return Either::Right(ready(Ok(response))),
         };
-        request.extensions_mut().insert(identity);
+        // Handlers take a request without an identity for an anonymous caller
+        // ([`crate::core::InferenceService::acting_for`]): an open server inserts nothing.
+        if identity != Identity::Anonymous {
+            request.extensions_mut().insert(identity);
+        }
         let inner = self.inner.call(request);
         match in_flight {
             None => Either::Left(Either::Left(inner)),

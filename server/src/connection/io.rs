@@ -246,8 +246,11 @@ impl<S> tower::Layer<S> for TrackRequestsLayer {
 }
 
 /// Marks each request in flight on its connection until its response body ends, so that a connection
-/// waiting on a slow inference or an open stream is never taken for idle. Also puts the connection's peer
-/// address ([`TcpConnectInfo`]) and, under mutual TLS, its [`ClientCertificate`] in the request's extensions.
+/// waiting on a slow inference or an open stream is never taken for idle. Also puts, under mutual TLS, the
+/// connection's [`ClientCertificate`] in the request's extensions. The peer's address is in the
+/// [`ConnectionInfo`] tonic leaves there, not copied into a [`TcpConnectInfo`] of its own for
+/// `Request::remote_addr`: nothing in Ferry asks for it, and each extension costs every request an
+/// allocation.
 #[derive(Debug, Clone)]
 pub struct TrackRequests<S> {
     inner: S,
@@ -268,8 +271,6 @@ where
     fn call(&mut self, mut request: http::Request<RequestBody>) -> Self::Future {
         let info = request.extensions().get::<ConnectionInfo>().cloned();
         let in_flight = info.map(|info| {
-            // Where tonic's `Request::remote_addr` looks for the peer's address.
-            request.extensions_mut().insert(info.tcp);
             // The caller's identity under mutual TLS, for the layers and handlers inside.
             if let Some(certificate) = info.client_certificate {
                 request.extensions_mut().insert(certificate);
