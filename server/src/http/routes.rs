@@ -87,11 +87,16 @@ impl FromRequestParts<Shared> for Caller {
 }
 
 /// The names a path carries; empty when the path has none (an empty version means the policy's choice).
+/// One extractor for every route, Triton's and Ferry's own, so that each path is read the same way.
 #[derive(Debug, Default)]
 pub(super) struct Names {
     pub(super) model: String,
     pub(super) version: String,
     pub(super) repository: String,
+    /// A traffic label (`.../traffic/labels/{label}`).
+    pub(super) label: String,
+    /// A shared memory region (`.../region/{region}`).
+    pub(super) region: String,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Names {
@@ -108,7 +113,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Names {
             let slot = match key {
                 "model" => &mut names.model,
                 "version" => &mut names.version,
-                _ => &mut names.repository,
+                "repository" => &mut names.repository,
+                "label" => &mut names.label,
+                "region" => &mut names.region,
+                // The routes declare no other name.
+                _ => continue,
             };
             *slot = value.to_owned();
         }
