@@ -137,40 +137,29 @@ def _weights(seed: int, *shapes) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- models
 
 
-def simple() -> onnx.ModelProto:
-    """Triton's classic `simple` model: element-wise sum and difference of two INT32 vectors."""
+def _add_sub(name: str, element: int) -> onnx.ModelProto:
+    """The `simple` graph (OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1) on vectors of `element`."""
     shape = ["batch", 16]
     graph = helper.make_graph(
         [
             helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"], name="add"),
             helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"], name="sub"),
         ],
-        "simple",
-        inputs=[
-            helper.make_tensor_value_info("INPUT0", TensorProto.INT32, shape),
-            helper.make_tensor_value_info("INPUT1", TensorProto.INT32, shape),
-        ],
-        outputs=[
-            helper.make_tensor_value_info("OUTPUT0", TensorProto.INT32, shape),
-            helper.make_tensor_value_info("OUTPUT1", TensorProto.INT32, shape),
-        ],
+        name,
+        inputs=[helper.make_tensor_value_info(n, element, shape) for n in ("INPUT0", "INPUT1")],
+        outputs=[helper.make_tensor_value_info(n, element, shape) for n in ("OUTPUT0", "OUTPUT1")],
     )
     return _model(graph)
+
+
+def simple() -> onnx.ModelProto:
+    """Triton's classic `simple` model: element-wise sum and difference of two INT32 vectors."""
+    return _add_sub("simple", TensorProto.INT32)
 
 
 def simple_int8() -> onnx.ModelProto:
     """Triton's `simple_int8`: the `simple` graph on INT8 vectors (ONNX Runtime's Add and Sub wrap around)."""
-    shape = ["batch", 16]
-    graph = helper.make_graph(
-        [
-            helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"], name="add"),
-            helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"], name="sub"),
-        ],
-        "simple_int8",
-        inputs=[helper.make_tensor_value_info(n, TensorProto.INT8, shape) for n in ("INPUT0", "INPUT1")],
-        outputs=[helper.make_tensor_value_info(n, TensorProto.INT8, shape) for n in ("OUTPUT0", "OUTPUT1")],
-    )
-    return _model(graph)
+    return _add_sub("simple_int8", TensorProto.INT8)
 
 
 def simple_string() -> onnx.ModelProto:

@@ -371,6 +371,26 @@ pub fn write_matmul_model(repository: &Path, name: &str, n: usize, rows: usize) 
     .expect("config");
 }
 
+/// A one-row request for `model`, a copy of Triton's `simple` (INT32 INPUT0 and INPUT1 of [1, 16]; OUTPUT0 is
+/// their sum, OUTPUT1 their difference), with every element of INPUT0 `a` and of INPUT1 `b`.
+pub fn simple_request(model: &str, a: i32, b: i32) -> ferry_proto::inference::ModelInferRequest {
+    use ferry_proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
+
+    let row = |value: i32| value.to_le_bytes().repeat(16);
+    let input = |name: &str| InferInputTensor {
+        name: name.into(),
+        datatype: "INT32".into(),
+        shape: vec![1, 16],
+        ..Default::default()
+    };
+    ModelInferRequest {
+        model_name: model.into(),
+        inputs: vec![input("INPUT0"), input("INPUT1")],
+        raw_input_contents: vec![row(a).into(), row(b).into()],
+        ..Default::default()
+    }
+}
+
 /// The access rules of a server whose only callers are API keys: `grants` holds each caller's identity,
 /// key and scopes. The keys file and policy are written, as an operator would, to a folder that is gone once
 /// they are loaded.

@@ -7,10 +7,9 @@
 
 use std::{path::Path, time::Duration};
 
-use bytes::Bytes;
 use ferry_proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
 use ferry_server::repository::{ControlMode, RepositoryOptions};
-use ferry_tests::{TestServer, example_repository, repo_root, write_matmul_model};
+use ferry_tests::{TestServer, example_repository, repo_root, simple_request, write_matmul_model};
 
 const BUDGET: u64 = 128 * 1024 * 1024;
 
@@ -50,23 +49,6 @@ fn file_bytes(repository: &Path, name: &str) -> u64 {
     std::fs::metadata(repository.join(name).join("1/model.onnx"))
         .expect("model file")
         .len()
-}
-
-/// A request to a copy of `simple` (OUTPUT0 = INPUT0 + INPUT1) of one row.
-fn simple_request(model: &str) -> ModelInferRequest {
-    let row: Bytes = 2i32.to_le_bytes().repeat(16).into();
-    let input = |name: &str| InferInputTensor {
-        name: name.into(),
-        datatype: "INT32".into(),
-        shape: vec![1, 16],
-        ..Default::default()
-    };
-    ModelInferRequest {
-        model_name: model.into(),
-        inputs: vec![input("INPUT0"), input("INPUT1")],
-        raw_input_contents: vec![row.clone(), row],
-        ..Default::default()
-    }
 }
 
 fn wide_request() -> ModelInferRequest {
@@ -124,7 +106,7 @@ async fn an_instance_opened_after_load_counts_against_the_budget_of_the_next_loa
         write_padded_simple(repo, "lru", wide_at_load, lru_pinned);
         client
             .clone()
-            .model_infer(simple_request("lru"))
+            .model_infer(simple_request("lru", 2, 2))
             .await
             .expect("lru loads on its first request");
         let before_growth = registry.model_memory_bytes();
@@ -165,7 +147,7 @@ async fn an_instance_opened_after_load_counts_against_the_budget_of_the_next_loa
             before_growth + next_file <= BUDGET - wide_file / 4 && after_growth + next_file > BUDGET,
             "{case}: next ({next_file} bytes) fits beside {before_growth} bytes, not beside {after_growth}"
         );
-        let answer = client.clone().model_infer(simple_request("next")).await;
+        let answer = client.clone().model_infer(simple_request("next", 2, 2)).await;
         let lru_ready = registry.resolve("lru", "1").is_ok();
         if lru_pinned {
             let refused = answer.expect_err("no room, and nothing to evict");

@@ -7,13 +7,12 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use ferry_proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
 use ferry_server::{
     limits::ResourceLimits,
     repository::{ControlMode, RepositoryOptions},
 };
-use ferry_tests::{TestServer, example_repository, run_pytest};
+use ferry_tests::{TestServer, example_repository, run_pytest, simple_request};
 
 /// Room for at most twelve of the suite's models (4 MiB files, the floor of what each takes), so that its sixteen
 /// LRU models must evict.
@@ -49,28 +48,6 @@ async fn models_load_on_first_request_and_are_evicted_under_the_budget() {
     assert!(status.success(), "the model management suite failed: {status}");
 }
 
-/// A request to Triton's `simple` (OUTPUT0 = INPUT0 + INPUT1) of one row.
-fn simple_request(a: i32) -> ModelInferRequest {
-    let row = |value: i32| -> Bytes {
-        (0..16)
-            .flat_map(|_| value.to_le_bytes())
-            .collect::<Vec<u8>>()
-            .into()
-    };
-    let input = |name: &str| InferInputTensor {
-        name: name.into(),
-        datatype: "INT32".into(),
-        shape: vec![1, 16],
-        ..Default::default()
-    };
-    ModelInferRequest {
-        model_name: "simple".into(),
-        inputs: vec![input("INPUT0"), input("INPUT1")],
-        raw_input_contents: vec![row(a), row(1)],
-        ..Default::default()
-    }
-}
-
 /// A version loads with its instances parked: no instance thread until requests come, and none again once
 /// they have idled for `--instance-idle-ms`; requests after that start one again. With 0, every instance
 /// runs a thread from load on, as before.
@@ -97,7 +74,7 @@ async fn instance_threads_start_on_demand_and_end_when_idle() {
             let tasks: Vec<_> = (0..16)
                 .map(|i| {
                     let mut client = client.clone();
-                    tokio::spawn(async move { client.model_infer(simple_request(i)).await })
+                    tokio::spawn(async move { client.model_infer(simple_request("simple", i, 1)).await })
                 })
                 .collect();
             for (i, task) in tasks.into_iter().enumerate() {
@@ -188,10 +165,7 @@ async fn the_config_key_overrides_the_servers_load_on_demand_for_its_model() {
             "{case}: an unmarked model follows the server"
         );
         let mut client = server.raw_client().await.expect("client");
-        let infer = |model: &str| ModelInferRequest {
-            model_name: model.into(),
-            ..simple_request(2)
-        };
+        let infer = |model: &str| simple_request(model, 2, 1);
         for model in ["lazy", "plain"] {
             let answer = client
                 .model_infer(infer(model))

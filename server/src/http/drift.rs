@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::{
     HttpError,
     error::json_response,
-    routes::{Caller, Names, Shared, body, object_body},
+    routes::{Caller, Names, Shared, body, no_unknown_field, object_body, report_json, versions_answer},
     tensor::kind,
 };
 use crate::{Error, core::BaselineChange};
@@ -30,12 +30,7 @@ pub(super) fn routes(router: Router<Shared>, base: &str) -> Router<Shared> {
 
 async fn report(Caller(shared): Caller, names: Names) -> Result<Response, HttpError> {
     let reports = shared.service.drift_report(&names.model, &names.version)?;
-    let versions = serde_json::to_value(&reports)
-        .map_err(|error| Error::Internal(format!("writing the drift report: {error}")))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({"model": names.model, "versions": versions}),
-    ))
+    versions_answer(&names.model, &reports, "drift report")
 }
 
 async fn baseline(
@@ -59,17 +54,12 @@ async fn baseline(
             .into());
         }
     };
-    if let Some(key) = object.keys().next() {
-        return Err(Error::invalid(format!(
-            "the drift baseline request has an unknown field '{}', expected only 'source'",
-            key.chars().take(64).collect::<String>()
-        ))
-        .into());
-    }
+    no_unknown_field(&object, "drift baseline", "'source'")?;
     let report = shared
         .service
         .change_drift_baseline(&names.model, &names.version, change)?;
-    let report = serde_json::to_value(&report)
-        .map_err(|error| Error::Internal(format!("writing the drift report: {error}")))?;
-    Ok(json_response(StatusCode::OK, &report))
+    Ok(json_response(
+        StatusCode::OK,
+        &report_json(&report, "drift report")?,
+    ))
 }

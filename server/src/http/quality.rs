@@ -21,7 +21,7 @@ use super::{
     HttpError,
     error::json_response,
     json::parse_json,
-    routes::{Caller, Names, Shared, body},
+    routes::{Caller, Names, Shared, body, no_unknown_field, versions_answer},
     tensor::kind,
 };
 use crate::{Error, quality::FeedbackItem};
@@ -66,13 +66,7 @@ async fn feedback(
         }
         None => return Err(Error::invalid("the feedback request has no 'items'").into()),
     };
-    if let Some(key) = object.keys().next() {
-        return Err(Error::invalid(format!(
-            "the feedback request has an unknown field '{}', expected only 'items'",
-            key.chars().take(64).collect::<String>()
-        ))
-        .into());
-    }
+    no_unknown_field(&object, "feedback", "'items'")?;
     FeedbackItem::check_count(items.len())?;
     let items = items
         .into_iter()
@@ -105,10 +99,5 @@ async fn feedback(
 
 async fn quality(Caller(shared): Caller, names: Names) -> Result<Response, HttpError> {
     let reports = shared.service.model_quality(&names.model, &names.version)?;
-    let versions = serde_json::to_value(&reports)
-        .map_err(|error| Error::Internal(format!("writing the quality report: {error}")))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"model": names.model, "versions": versions}),
-    ))
+    versions_answer(&names.model, &reports, "quality report")
 }

@@ -16,6 +16,7 @@ use axum::{
 use bytes::Bytes;
 use ferry_proto::inference as pb;
 use http::{HeaderMap, StatusCode, request::Parts};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
@@ -86,11 +87,16 @@ impl FromRequestParts<Shared> for Caller {
 }
 
 /// The names a path carries; empty when the path has none (an empty version means the policy's choice).
+/// One extractor for every route, Triton's and Ferry's own, so that each path is read the same way.
 #[derive(Debug, Default)]
 pub(super) struct Names {
     pub(super) model: String,
     pub(super) version: String,
     pub(super) repository: String,
+    /// A traffic label (`.../traffic/labels/{label}`).
+    pub(super) label: String,
+    /// A shared memory region (`.../region/{region}`).
+    pub(super) region: String,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Names {
@@ -107,7 +113,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Names {
             let slot = match key {
                 "model" => &mut names.model,
                 "version" => &mut names.version,
-                _ => &mut names.repository,
+                "repository" => &mut names.repository,
+                "label" => &mut names.label,
+                "region" => &mut names.region,
+                // The routes declare no other name.
+                _ => continue,
             };
             *slot = value.to_owned();
         }
@@ -143,6 +153,37 @@ pub(super) fn object_body(body: &[u8], what: &str) -> Result<Map<String, Value>,
             kind(&other)
         ))),
     }
+}
+
+/// Refuses a body `object` that still holds a field once its handler has taken out those it knows, so that
+/// a misspelt field is reported rather than ignored. `what` names the request, `expected` its fields.
+pub(super) fn no_unknown_field(object: &Map<String, Value>, what: &str, expected: &str) -> Result<(), Error> {
+    match object.keys().next() {
+        Some(key) => Err(Error::invalid(format!(
+            "the {what} request has an unknown field '{}', expected only {expected}",
+            key.chars().take(64).collect::<String>()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// One of Ferry's own reports as JSON. Reports are plain data, so a failure here is Ferry's bug, answered
+/// as an internal error that names the report (`what`) rather than a panic.
+pub(super) fn report_json(report: &impl Serialize, what: &str) -> Result<Value, Error> {
+    serde_json::to_value(report).map_err(|error| Error::Internal(format!("writing the {what}: {error}")))
+}
+
+/// 200 with `{"model": ..., "versions": [...]}`: the answer of Ferry's per-version report routes (drift,
+/// quality), one report per version the path named (or per ready version).
+pub(super) fn versions_answer(
+    model: &str,
+    reports: &impl Serialize,
+    what: &str,
+) -> Result<Response, HttpError> {
+    let versions = report_json(reports, what)?;
+    Ok(ok_json(
+        &serde_json::json!({"model": model, "versions": versions}),
+    ))
 }
 
 /// The `parameters` of a load body, as protobuf parameters. Triton's `HandleRepositoryControl` reads them

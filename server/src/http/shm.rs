@@ -10,20 +10,20 @@
 
 use axum::{
     Router,
-    extract::{FromRequestParts, RawPathParams, rejection::BytesRejection},
+    extract::rejection::BytesRejection,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use bytes::Bytes;
 use ferry_proto::inference as pb;
-use http::{StatusCode, request::Parts};
+use http::StatusCode;
 use serde_json::{Map, Value, json};
 
 use super::{
     HttpError,
     error::json_response,
     json::parse_json,
-    routes::{Caller, Shared, body},
+    routes::{Caller, Names, Shared, body},
     tensor::kind,
 };
 use crate::Error;
@@ -45,27 +45,10 @@ pub(super) fn routes(mut router: Router<Shared>) -> Router<Shared> {
     router
 }
 
-/// The region a path names; empty for the paths without `region/<name>`.
-struct Region(String);
-
-impl<S: Send + Sync> FromRequestParts<S> for Region {
-    type Rejection = HttpError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, HttpError> {
-        match RawPathParams::from_request_parts(parts, state).await {
-            Ok(params) => Ok(Region(
-                params
-                    .iter()
-                    .find(|(key, _)| *key == "region")
-                    .map(|(_, value)| value.to_owned())
-                    .unwrap_or_default(),
-            )),
-            Err(rejection) => Err(Error::invalid(rejection.body_text()).into()),
-        }
-    }
-}
-
-async fn system_status(Caller(shared): Caller, Region(name): Region) -> Result<Response, HttpError> {
+async fn system_status(
+    Caller(shared): Caller,
+    Names { region: name, .. }: Names,
+) -> Result<Response, HttpError> {
     let status = shared.service.system_regions(&name)?;
     let mut regions: Vec<_> = status.regions.into_values().collect();
     regions.sort_unstable_by(|a, b| a.name.cmp(&b.name));
@@ -78,7 +61,7 @@ async fn system_status(Caller(shared): Caller, Region(name): Region) -> Result<R
 
 async fn system_register(
     Caller(shared): Caller,
-    Region(name): Region,
+    Names { region: name, .. }: Names,
     payload: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
     let request = system_register_request(name, &body(payload, &shared)?)?;
@@ -115,12 +98,18 @@ fn system_register_request(
     })
 }
 
-async fn system_unregister(Caller(shared): Caller, Region(name): Region) -> Result<Response, HttpError> {
+async fn system_unregister(
+    Caller(shared): Caller,
+    Names { region: name, .. }: Names,
+) -> Result<Response, HttpError> {
     shared.service.unregister_system_region(&name)?;
     Ok(StatusCode::OK.into_response())
 }
 
-async fn cuda_status(Caller(shared): Caller, Region(name): Region) -> Result<Response, HttpError> {
+async fn cuda_status(
+    Caller(shared): Caller,
+    Names { region: name, .. }: Names,
+) -> Result<Response, HttpError> {
     let status = shared.service.cuda_regions(&name)?;
     let mut regions: Vec<_> = status.regions.into_values().collect();
     regions.sort_unstable_by(|a, b| a.name.cmp(&b.name));
@@ -134,7 +123,7 @@ async fn cuda_status(Caller(shared): Caller, Region(name): Region) -> Result<Res
 /// Asks the core, which decides whether CUDA regions can be registered at all.
 async fn cuda_register(
     Caller(shared): Caller,
-    Region(name): Region,
+    Names { region: name, .. }: Names,
     payload: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
     let request = cuda_register_request(name, &body(payload, &shared)?)?;
@@ -183,7 +172,10 @@ fn cuda_register_request(name: String, body: &[u8]) -> Result<pb::CudaSharedMemo
     })
 }
 
-async fn cuda_unregister(Caller(shared): Caller, Region(name): Region) -> Result<Response, HttpError> {
+async fn cuda_unregister(
+    Caller(shared): Caller,
+    Names { region: name, .. }: Names,
+) -> Result<Response, HttpError> {
     shared.service.unregister_cuda_region(&name)?;
     Ok(StatusCode::OK.into_response())
 }

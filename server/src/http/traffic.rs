@@ -10,19 +10,19 @@
 
 use axum::{
     Router,
-    extract::{FromRequestParts, RawPathParams, rejection::BytesRejection},
+    extract::rejection::BytesRejection,
     response::Response,
     routing::{get, post, put},
 };
 use bytes::Bytes;
-use http::{StatusCode, request::Parts};
+use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
     HttpError,
     error::json_response,
-    routes::{Caller, Shared, body},
+    routes::{Caller, Names, Shared, body},
 };
 use crate::{
     Error,
@@ -41,33 +41,6 @@ pub(super) fn routes(router: Router<Shared>) -> Router<Shared> {
         .route(&format!("{BASE}/promote"), post(promote))
         .route(&format!("{BASE}/rollback"), post(rollback))
         .route(&format!("{BASE}/history"), get(history))
-}
-
-/// The model and label a traffic path names.
-struct Names {
-    model: String,
-    label: String,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Names {
-    type Rejection = HttpError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, HttpError> {
-        let params = RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(|rejection| Error::invalid(rejection.body_text()))?;
-        let find = |name: &str| {
-            params
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| value.to_owned())
-                .unwrap_or_default()
-        };
-        Ok(Names {
-            model: find("model"),
-            label: find("label"),
-        })
-    }
 }
 
 /// A JSON body as `T`, strictly; an empty body is `T`'s default. Bodies are bounded as `traffic.json` is,

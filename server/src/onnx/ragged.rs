@@ -135,13 +135,14 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_request_without_an_optional_source_counts_nothing() {
-        let request = |shape: Option<Vec<i64>>| InferRequest {
+    /// A request of batch size 1 whose only input, if any, is input `index` of `shape` (with no data: the
+    /// batch inputs read shapes alone).
+    fn request(input: Option<(usize, Vec<i64>)>) -> InferRequest {
+        InferRequest {
             id: String::new(),
-            inputs: shape
-                .map(|shape| crate::request::InputTensor {
-                    index: 1,
+            inputs: input
+                .map(|(index, shape)| crate::request::InputTensor {
+                    index,
                     model_shape: shape.clone(),
                     shape,
                     data: crate::request::TensorData::Fixed(bytes::Bytes::new()),
@@ -154,8 +155,12 @@ mod tests {
             timeout: None,
             classifications: Vec::new(),
             sequence: None,
-        };
-        let (with, without) = (request(Some(vec![1, 3])), request(None));
+        }
+    }
+
+    #[test]
+    fn a_request_without_an_optional_source_counts_nothing() {
+        let (with, without) = (request(Some((1, vec![1, 3]))), request(None));
         let shapes = source_shapes(1, &[&with, &without, &with]);
         assert_eq!(
             batch_input_values(Kind::BatchAccumulatedElementCount, &shapes).1,
@@ -172,23 +177,8 @@ mod tests {
             data_type: DataType::Fp32,
             source: 0,
         };
-        let request = |elements: i64| InferRequest {
-            id: String::new(),
-            inputs: vec![crate::request::InputTensor {
-                index: 0,
-                shape: vec![1, elements],
-                model_shape: vec![1, elements],
-                data: crate::request::TensorData::Fixed(bytes::Bytes::new()),
-            }],
-            outputs: vec![0],
-            batch_size: 1,
-            priority: 0,
-            timeout: None,
-            classifications: Vec::new(),
-            sequence: None,
-        };
         // Checked before any tensor is built, so no ONNX Runtime is needed here.
-        let too_many = request((1 << 24) + 1);
+        let too_many = request(Some((0, vec![1, (1 << 24) + 1])));
         let Err(error) = batch_input_tensors(std::slice::from_ref(&spec), &[&too_many]) else {
             panic!("2^24 + 1 is not exact in FP32");
         };
