@@ -413,7 +413,17 @@ mod tests {
 
     #[test]
     fn an_instance_waiting_out_a_delay_is_woken_only_by_the_request_that_fills_the_batch() {
-        let scheduler = Scheduler::<Item>::new(delayed(4, Duration::from_secs(60)));
+        for adaptive_delay in [false, true] {
+            let policy = BatchingPolicy {
+                adaptive_delay,
+                ..delayed(4, Duration::from_secs(60))
+            };
+            only_the_filling_request_wakes(&Scheduler::<Item>::new(policy));
+        }
+    }
+
+    /// Under either delay, the adaptive one included (asleep until the time it chose to wait for more).
+    fn only_the_filling_request_wakes(scheduler: &Scheduler<Item>) {
         assert!(scheduler.submit(request()).is_ok());
         // As an instance asleep until that request's delay ends leaves it, without a thread.
         {
