@@ -56,6 +56,11 @@ impl VersionMemory {
     }
 }
 
+/// A model file's size in bytes, the least a session reading it counts; 0 where it cannot be read.
+pub(crate) fn file_bytes(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |meta| meta.len())
+}
+
 /// The process's resident memory now, in bytes; 0 where `/proc` cannot tell.
 pub(crate) fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -36,7 +36,7 @@ mod warmup;
 use instance::{Deferred, InstanceHandle, Runs, make_engine, run_batch, start_thread};
 pub use lone::LONE_RUN_LIMIT;
 use lone::LoneRuns;
-pub(crate) use memory::resident_bytes;
+pub(crate) use memory::{file_bytes, resident_bytes};
 use sequence::Sequencer;
 
 /// A queued request with the channel its answer goes back on.
@@ -250,7 +250,7 @@ impl ModelVersion {
                 model_path: model_path.to_owned(),
                 plan: model.spec.instances,
                 prepacked: prepacked.clone(),
-                file_bytes: std::fs::metadata(model_path).map_or(0, |meta| meta.len()),
+                file_bytes: file_bytes(model_path),
             });
         }
         model.prepacked = prepacked;

@@ -257,7 +257,7 @@ impl Registry {
                 .map(|(version, path, _)| {
                     self.management
                         .measured(name, *version)
-                        .unwrap_or_else(|| loader::file_bytes(path))
+                        .unwrap_or_else(|| crate::model::file_bytes(path))
                 })
                 .sum();
             if let Err(error) = self.make_room(name, needed) {

@@ -332,13 +332,8 @@ fn load_version(
     .map_err(|e| e.to_string())?;
     // What the load took, at least the model file: the memory budget's measure of the version.
     let grown = crate::model::resident_bytes().saturating_sub(before);
-    model.set_memory_bytes(grown.max(file_bytes(&path)));
+    model.set_memory_bytes(grown.max(crate::model::file_bytes(&path)));
     Ok(model)
-}
-
-/// A model file's size; 0 when it cannot be read (its load then fails anyway).
-pub fn file_bytes(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |meta| meta.len())
 }
 
 #[cfg(test)]
