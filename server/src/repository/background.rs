@@ -40,9 +40,11 @@ impl Pool {
                 loop {
                     // The lock is held only while this thread waits for the next job, never while it runs.
                     let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                    match next {
-                        Ok(job) => job(),
-                        Err(mpsc::RecvError) => break,
+                    let Ok(job) = next else { break };
+                    // A job that panics ends itself, not the thread: the pool keeps its size for the
+                    // jobs behind it. Jobs report their own failures; this only keeps the thread.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                        tracing::error!("a background job panicked; its thread goes on with the next");
                     }
                 }
             })?;
@@ -155,5 +157,24 @@ mod tests {
         let threads: std::collections::HashSet<_> = ran.iter().map(|(_, thread)| thread).collect();
         assert!(threads.len() <= 2, "no more threads than the pool has");
         assert_eq!(priority(), before, "the calling thread keeps its priority");
+    }
+
+    #[test]
+    fn a_job_that_panics_leaves_its_thread_to_the_jobs_behind_it() {
+        let pool = Pool::start("ferry-test-bg", 1).expect("thread starts");
+        let (sent, received) = mpsc::channel();
+        pool.run(|| panic!("a job that fails unexpectedly"));
+        for i in 0..3 {
+            let sent = sent.clone();
+            pool.run(move || sent.send(i).expect("test waits"));
+        }
+        let ran: Vec<i32> = (0..3)
+            .map(|_| {
+                received
+                    .recv_timeout(std::time::Duration::from_secs(30))
+                    .expect("the one thread ran the jobs after the panic")
+            })
+            .collect();
+        assert_eq!(ran, [0, 1, 2]);
     }
 }

@@ -142,7 +142,12 @@ impl Registry {
                     // Loading opens files and sessions: off the async workers, and below the threads that
                     // serve loaded models (`background`).
                     loaders.run(move || {
-                        let outcome = registry.load_once(&name);
+                        // A panic in the load still answers its waiters and ends the pending entry, so
+                        // that the next request starts a new load instead of finding this one for ever.
+                        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            registry.load_once(&name)
+                        }))
+                        .unwrap_or_else(|_| Err(load_gone(&name)));
                         sender.send_replace(Some(outcome));
                         registry
                             .on_demand
@@ -241,6 +246,7 @@ pub(super) fn marked_on_demand(dir: &Path) -> Option<bool> {
     load_on_demand(&config, source).ok()?
 }
 
+/// What the waiters of a load on demand get when it ended without an outcome (its thread panicked).
 fn load_gone(name: &str) -> Error {
     Error::Internal(format!(
         "the load on demand of model '{name}' stopped without an answer"
