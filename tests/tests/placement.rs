@@ -2,12 +2,12 @@
 //! them when they are missing; `KIND_AUTO` (and a config without instance groups) runs on a GPU when there is
 //! one and falls back to the CPU otherwise. Both outcomes are checked against what this machine has.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use bytes::Bytes;
 use ferry_proto::inference::{
-    ModelInferRequest, RepositoryIndexRequest, grpc_inference_service_client::GrpcInferenceServiceClient,
-    model_infer_request::InferInputTensor,
+    ModelConfigRequest, ModelInferRequest, RepositoryIndexRequest,
+    grpc_inference_service_client::GrpcInferenceServiceClient, model_infer_request::InferInputTensor,
 };
 use ferry_server::onnx;
 use ferry_tests::{TestServer, repo_root};
@@ -209,5 +209,77 @@ async fn session_options_from_the_config_open_working_sessions() {
         assert_eq!(state, "UNAVAILABLE", "{name}");
         assert!(words.iter().all(|w| reason.contains(w)), "{name}: {reason}");
     }
+    server.stop().await;
+}
+
+/// The thread trial at load (issue 10): a CPU model whose config sets no thread parameter is timed on ONNX
+/// Runtime's shared pool and on 1 intra-op thread, and runs on what the trial chose, while `ModelConfig`
+/// still shows the config as written; a model whose config sets thread parameters is never tried.
+#[tokio::test]
+async fn a_thread_trial_chooses_the_threads_of_models_that_set_none() {
+    let parameter = |key: &str, value: &str| {
+        format!("parameters {{ key: \"{key}\" value {{ string_value: \"{value}\" }} }}\n")
+    };
+    let repository = tempfile::tempdir().expect("temp dir");
+    let two = "instance_group [ { count: 2, kind: KIND_CPU } ]\n";
+    model(repository.path(), "plain", two);
+    model(
+        repository.path(),
+        "configured",
+        &format!("{two}{}", parameter("intra_op_thread_count", "1")),
+    );
+    model(
+        repository.path(),
+        "spinning",
+        &format!("{two}{}", parameter("ferry.intra_op_spinning", "true")),
+    );
+    let server = TestServer::start(vec![repository.path().to_path_buf()])
+        .await
+        .expect("server");
+    let mut client = server.raw_client().await.expect("client");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let plain = server.registry().resolve("plain", "").expect("plain serves");
+    match plain.thread_trial() {
+        Some(trial) => {
+            assert_eq!(trial.rows, 4, "the trial runs batches of max_batch_size rows");
+            assert!(
+                trial.shared > Duration::ZERO && trial.own > Duration::ZERO,
+                "{trial:?}"
+            );
+            assert_eq!(
+                trial.one_thread,
+                trial.own.as_secs_f64() <= trial.shared.as_secs_f64() * 0.9,
+                "1 thread is kept only when at least 10% faster: {trial:?}"
+            );
+            assert_eq!(
+                plain.intra_op_threads(),
+                trial.one_thread.then_some(1),
+                "{trial:?}"
+            );
+        }
+        None => assert_eq!(cores, 1, "add_1 is quick: a machine of {cores} cores tries it"),
+    }
+    assert_eq!(plain.instance_count(), 2);
+    for name in ["configured", "spinning"] {
+        let version = server.registry().resolve(name, "").expect("serves");
+        assert_eq!(version.thread_trial(), None, "{name} sets thread parameters");
+    }
+    let configured = server.registry().resolve("configured", "").expect("serves");
+    assert_eq!(configured.intra_op_threads(), Some(1));
+    for name in ["plain", "configured", "spinning"] {
+        assert_eq!(first_output(&mut client, name).await, 3.0, "{name}");
+    }
+    // The trial's choice is the version's, not the config's.
+    let config = client
+        .model_config(ModelConfigRequest {
+            name: "plain".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("config")
+        .into_inner()
+        .config
+        .expect("a config");
+    assert!(config.parameters.is_empty(), "{:?}", config.parameters);
     server.stop().await;
 }
