@@ -11,6 +11,7 @@
 
 use std::{
     path::Path,
+    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -27,10 +28,11 @@ use crate::{
 const QUICK_RUN: Duration = Duration::from_millis(2);
 
 /// The most time the timed runs of a trial take, past the warm-up runs.
-const TRIAL_TIME: Duration = Duration::from_millis(30);
+const TRIAL_TIME: Duration = Duration::from_millis(25);
 
-/// The most timed runs of each side.
-const MAX_PAIRS: usize = 40;
+/// The most timed runs of each side: enough for medians that a few preempted runs do not move (mlp_small's
+/// 200 pairs at batch 32 take about 25 ms).
+const MAX_PAIRS: usize = 200;
 
 /// Timed runs of each side that a decision needs at least.
 const MIN_PAIRS: usize = 3;
@@ -105,6 +107,10 @@ impl Trial<'_> {
     /// outcome with the 1-thread session when the version should keep it. `None`, logged, when the model
     /// is not quick or a run fails: the version keeps the shared pool.
     fn run(&self, shared: &mut OpenedSession) -> Option<(ThreadTrial, Option<OpenedSession>)> {
+        // One trial at a time in the process: versions load in parallel, and two trials timing their runs
+        // on the same pool would each measure the other.
+        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+        let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         let name = &self.spec.name;
         let rows = self.rows();
         let batch = vec![self.request; rows];
@@ -149,8 +155,8 @@ impl Trial<'_> {
         tracing::info!(
             model = %name,
             rows,
-            shared_us = trial.shared.as_secs_f64() * 1e6,
-            one_thread_us = trial.own.as_secs_f64() * 1e6,
+            shared_us = trial.shared.as_micros() as u64,
+            one_thread_us = trial.own.as_micros() as u64,
             runs = shared_times.len(),
             "thread trial: {}",
             if trial.one_thread {
