@@ -212,11 +212,12 @@ async fn session_options_from_the_config_open_working_sessions() {
     server.stop().await;
 }
 
-/// The thread trial at load (issue 10): a CPU model whose config sets no thread parameter is timed on ONNX
-/// Runtime's shared pool and on 1 intra-op thread, and runs on what the trial chose, while `ModelConfig`
-/// still shows the config as written; a model whose config sets thread parameters is never tried.
+/// The thread check at load (issue 10): a small CPU model whose config sets no thread parameter opens on 1
+/// intra-op thread and stays there when a batch of `max_batch_size` rows runs quickly on it, while
+/// `ModelConfig` still shows the config as written; a model whose config sets thread parameters is never
+/// checked.
 #[tokio::test]
-async fn a_thread_trial_chooses_the_threads_of_models_that_set_none() {
+async fn a_thread_check_puts_quick_models_that_set_no_threads_on_one_thread() {
     let parameter = |key: &str, value: &str| {
         format!("parameters {{ key: \"{key}\" value {{ string_value: \"{value}\" }} }}\n")
     };
@@ -226,7 +227,7 @@ async fn a_thread_trial_chooses_the_threads_of_models_that_set_none() {
     model(
         repository.path(),
         "configured",
-        &format!("{two}{}", parameter("intra_op_thread_count", "1")),
+        &format!("{two}{}", parameter("intra_op_thread_count", "2")),
     );
     model(
         repository.path(),
@@ -241,23 +242,20 @@ async fn a_thread_trial_chooses_the_threads_of_models_that_set_none() {
     let plain = server.registry().resolve("plain", "").expect("plain serves");
     match plain.thread_trial() {
         Some(trial) => {
-            assert_eq!(trial.rows, 4, "the trial runs batches of max_batch_size rows");
-            assert!(
-                trial.shared > Duration::ZERO && trial.own > Duration::ZERO,
-                "{trial:?}"
-            );
-            assert_eq!(
-                trial.one_thread,
-                trial.own.as_secs_f64() <= trial.shared.as_secs_f64() * 0.9,
-                "1 thread is kept only when at least 10% faster: {trial:?}"
-            );
+            assert_eq!(trial.rows, 4, "the check runs batches of max_batch_size rows");
+            assert!(trial.one_thread_run > Duration::ZERO, "{trial:?}");
             assert_eq!(
                 plain.intra_op_threads(),
                 trial.one_thread.then_some(1),
                 "{trial:?}"
             );
+            // add_1 runs a batch of 4 in microseconds; only a machine too busy to run it within the
+            // limit keeps it on the pool.
+            if trial.one_thread_run < Duration::from_micros(100) {
+                assert!(trial.one_thread, "{trial:?}");
+            }
         }
-        None => assert_eq!(cores, 1, "add_1 is quick: a machine of {cores} cores tries it"),
+        None => assert_eq!(cores, 1, "add_1 is small: a machine of {cores} cores checks it"),
     }
     assert_eq!(plain.instance_count(), 2);
     for name in ["configured", "spinning"] {
@@ -265,7 +263,7 @@ async fn a_thread_trial_chooses_the_threads_of_models_that_set_none() {
         assert_eq!(version.thread_trial(), None, "{name} sets thread parameters");
     }
     let configured = server.registry().resolve("configured", "").expect("serves");
-    assert_eq!(configured.intra_op_threads(), Some(1));
+    assert_eq!(configured.intra_op_threads(), Some(2));
     for name in ["plain", "configured", "spinning"] {
         assert_eq!(first_output(&mut client, name).await, 3.0, "{name}");
     }

@@ -95,8 +95,8 @@ pub struct ModelVersion {
     prepacked: PrepackedWeights,
     /// When a request last routed to this version, in milliseconds since [`epoch`].
     last_used: AtomicU64,
-    /// What the thread trial at load measured and chose, when the version had one ([`threads`]); every
-    /// instance's plan follows it ([`Self::plan`]).
+    /// How the thread check at load came out, when the version had one ([`threads`]); every instance's
+    /// plan follows it ([`Self::plan`]).
     thread_trial: Option<ThreadTrial>,
 }
 
@@ -214,9 +214,18 @@ impl ModelVersion {
             .reserve(threads::instance_threads(&spec.instances))
             .map_err(Error::TooLarge)?;
         let prepacked = PrepackedWeights::new();
-        let mut first = onnx::open_session(environment, model_path, &spec.instances, 0, Some(&prepacked))?;
+        // A small model opens on 1 intra-op thread, and on the shared pool only when it is not quick there.
+        let candidate = threads::Candidate::of(&spec, model_path);
+        let first_plan = match candidate {
+            Some(_) => threads::Candidate::first_plan(&spec),
+            None => spec.instances,
+        };
+        let mut first = onnx::open_session(environment, model_path, &first_plan, 0, Some(&prepacked))?;
         let signature = onnx::signature(&first.session, model_path)?;
         spec.check_signature(&signature, &model_path.display().to_string())?;
+        let thread_trial = candidate
+            .map(|candidate| candidate.check(environment, &spec, model_path, &prepacked, &mut first))
+            .transpose()?;
         let class_columns = spec
             .outputs
             .iter()
@@ -243,12 +252,6 @@ impl ModelVersion {
         // A stateful model's requests go to its sequence batcher, which starts no parked instance: its
         // instances keep their threads.
         let idle_after = idle_after.filter(|_| sequencer.is_none());
-        let thread_trial =
-            if sequencer.is_none() && first.device.is_none() && onnx::shares_threads(&spec.instances) {
-                threads::try_threads(environment, &spec, model_path, &prepacked, &mut first)
-            } else {
-                None
-            };
         let payload_log = crate::payload::PayloadLog::start(&spec, version, payload_log)?;
         // On the CPU (`KIND_CPU`, or `KIND_AUTO` without a GPU ONNX Runtime can use), where a session opens
         // in milliseconds; a GPU session opens at load, as before.
@@ -313,22 +316,22 @@ impl ModelVersion {
         Ok(())
     }
 
-    /// `plan` as this version runs it: with 1 intra-op thread per instance when its thread trial chose
+    /// `plan` as this version runs it: with 1 intra-op thread per instance when its thread check chose
     /// that ([`ThreadTrial`]), otherwise as configured. The config (and `ModelConfig`) keeps what was asked.
     fn plan(&self, plan: InstancePlan) -> InstancePlan {
         threads::apply(plan, self.thread_trial)
     }
 
-    /// What the thread trial at load measured and chose; `None` when the version had none: its config sets
-    /// thread parameters, it runs on a GPU or the machine has one core, it is stateful, no zero request
-    /// can be made up for it (BYTES or variable-size inputs), or it is not quick.
+    /// How the thread check at load came out; `None` when the version had none: its config sets thread
+    /// parameters, it is not a `KIND_CPU` model or the machine has one core, it is stateful, its model
+    /// file is large, or no zero request can be made up for it (BYTES or variable-size inputs).
     pub fn thread_trial(&self) -> Option<ThreadTrial> {
         self.thread_trial
     }
 
     /// The intra-op threads of each instance's own pool, or `None` when the instances run on ONNX
     /// Runtime's shared pool: the configured count, the cores shared out between the instances, or 1 when
-    /// the thread trial chose it.
+    /// the thread check chose it.
     pub fn intra_op_threads(&self) -> Option<usize> {
         let plan = self.plan(self.spec.instances);
         (!onnx::shares_threads(&plan)).then(|| onnx::intra_threads(&plan))
