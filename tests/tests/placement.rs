@@ -2,12 +2,12 @@
 //! them when they are missing; `KIND_AUTO` (and a config without instance groups) runs on a GPU when there is
 //! one and falls back to the CPU otherwise. Both outcomes are checked against what this machine has.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use bytes::Bytes;
 use ferry_proto::inference::{
-    ModelInferRequest, RepositoryIndexRequest, grpc_inference_service_client::GrpcInferenceServiceClient,
-    model_infer_request::InferInputTensor,
+    ModelConfigRequest, ModelInferRequest, RepositoryIndexRequest,
+    grpc_inference_service_client::GrpcInferenceServiceClient, model_infer_request::InferInputTensor,
 };
 use ferry_server::onnx;
 use ferry_tests::{TestServer, repo_root};
@@ -209,5 +209,75 @@ async fn session_options_from_the_config_open_working_sessions() {
         assert_eq!(state, "UNAVAILABLE", "{name}");
         assert!(words.iter().all(|w| reason.contains(w)), "{name}: {reason}");
     }
+    server.stop().await;
+}
+
+/// The thread check at load (issue 10): a small CPU model whose config sets no thread parameter opens on 1
+/// intra-op thread and stays there when a batch of `max_batch_size` rows runs quickly on it, while
+/// `ModelConfig` still shows the config as written; a model whose config sets thread parameters is never
+/// checked.
+#[tokio::test]
+async fn a_thread_check_puts_quick_models_that_set_no_threads_on_one_thread() {
+    let parameter = |key: &str, value: &str| {
+        format!("parameters {{ key: \"{key}\" value {{ string_value: \"{value}\" }} }}\n")
+    };
+    let repository = tempfile::tempdir().expect("temp dir");
+    let two = "instance_group [ { count: 2, kind: KIND_CPU } ]\n";
+    model(repository.path(), "plain", two);
+    model(
+        repository.path(),
+        "configured",
+        &format!("{two}{}", parameter("intra_op_thread_count", "2")),
+    );
+    model(
+        repository.path(),
+        "spinning",
+        &format!("{two}{}", parameter("ferry.intra_op_spinning", "true")),
+    );
+    let server = TestServer::start(vec![repository.path().to_path_buf()])
+        .await
+        .expect("server");
+    let mut client = server.raw_client().await.expect("client");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let plain = server.registry().resolve("plain", "").expect("plain serves");
+    match plain.thread_trial() {
+        Some(trial) => {
+            assert_eq!(trial.rows, 4, "the check runs batches of max_batch_size rows");
+            assert!(trial.one_thread_run > Duration::ZERO, "{trial:?}");
+            assert_eq!(
+                plain.intra_op_threads(),
+                trial.one_thread.then_some(1),
+                "{trial:?}"
+            );
+            // add_1 runs a batch of 4 in microseconds; only a machine too busy to run it within the
+            // limit keeps it on the pool.
+            if trial.one_thread_run < Duration::from_micros(100) {
+                assert!(trial.one_thread, "{trial:?}");
+            }
+        }
+        None => assert_eq!(cores, 1, "add_1 is small: a machine of {cores} cores checks it"),
+    }
+    assert_eq!(plain.instance_count(), 2);
+    for name in ["configured", "spinning"] {
+        let version = server.registry().resolve(name, "").expect("serves");
+        assert_eq!(version.thread_trial(), None, "{name} sets thread parameters");
+    }
+    let configured = server.registry().resolve("configured", "").expect("serves");
+    assert_eq!(configured.intra_op_threads(), Some(2));
+    for name in ["plain", "configured", "spinning"] {
+        assert_eq!(first_output(&mut client, name).await, 3.0, "{name}");
+    }
+    // The trial's choice is the version's, not the config's.
+    let config = client
+        .model_config(ModelConfigRequest {
+            name: "plain".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("config")
+        .into_inner()
+        .config
+        .expect("a config");
+    assert!(config.parameters.is_empty(), "{:?}", config.parameters);
     server.stop().await;
 }

@@ -574,9 +574,10 @@ async fn instances_and_threads_are_bounded() {
             status.message()
         );
     }
-    // Two instances of 1 + 1 intra-op threads each: 4 of the 8 threads.
+    // Two instances of 2 threads each (its own, and the one more that an intra-op pool of 2 starts): 4 of
+    // the 8 threads.
     let two = format!(
-        r#"{}, "parameters": {{"intra_op_thread_count": {{"string_value": "1"}}}}"#,
+        r#"{}, "parameters": {{"intra_op_thread_count": {{"string_value": "2"}}}}"#,
         group(2)
     );
     upload_with("first", &two).await.expect("fits");

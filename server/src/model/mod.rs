@@ -31,6 +31,7 @@ mod instance;
 mod lone;
 mod memory;
 mod sequence;
+mod threads;
 mod warmup;
 
 use instance::{Deferred, InstanceHandle, Runs, make_engine, run_batch, start_thread};
@@ -38,6 +39,7 @@ pub use lone::LONE_RUN_LIMIT;
 use lone::LoneRuns;
 pub(crate) use memory::{file_bytes, resident_bytes};
 use sequence::Sequencer;
+pub use threads::ThreadTrial;
 
 /// A queued request with the channel its answer goes back on.
 struct InferJob {
@@ -93,6 +95,9 @@ pub struct ModelVersion {
     prepacked: PrepackedWeights,
     /// When a request last routed to this version, in milliseconds since [`epoch`].
     last_used: AtomicU64,
+    /// How the thread check at load came out, when the version had one ([`threads`]); every instance's
+    /// plan follows it ([`Self::plan`]).
+    thread_trial: Option<ThreadTrial>,
 }
 
 impl std::fmt::Debug for ModelVersion {
@@ -178,6 +183,7 @@ impl ModelVersion {
             next_instance: AtomicUsize::new(0),
             prepacked: PrepackedWeights::new(),
             last_used: AtomicU64::new(since_epoch()),
+            thread_trial: None,
             drift,
             payload_log: None,
             quality: None,
@@ -205,12 +211,21 @@ impl ModelVersion {
         payload_log: Option<&crate::payload::PayloadLogOptions>,
     ) -> Result<Self, Error> {
         let reservation = threads
-            .reserve(instance_threads(&spec.instances))
+            .reserve(threads::instance_threads(&spec.instances))
             .map_err(Error::TooLarge)?;
         let prepacked = PrepackedWeights::new();
-        let first = onnx::open_session(environment, model_path, &spec.instances, 0, Some(&prepacked))?;
+        // A small model opens on 1 intra-op thread, and on the shared pool only when it is not quick there.
+        let candidate = threads::Candidate::of(&spec, model_path);
+        let first_plan = match candidate {
+            Some(_) => threads::Candidate::first_plan(&spec),
+            None => spec.instances,
+        };
+        let mut first = onnx::open_session(environment, model_path, &first_plan, 0, Some(&prepacked))?;
         let signature = onnx::signature(&first.session, model_path)?;
         spec.check_signature(&signature, &model_path.display().to_string())?;
+        let thread_trial = candidate
+            .map(|candidate| candidate.check(environment, &spec, model_path, &prepacked, &mut first))
+            .transpose()?;
         let class_columns = spec
             .outputs
             .iter()
@@ -244,11 +259,12 @@ impl ModelVersion {
         let mut model =
             Self::without_instances(spec, version, warmup, class_columns, drift, sequencer, idle_after);
         model.payload_log = payload_log;
+        model.thread_trial = thread_trial;
         if defer {
             let _ = model.runs.deferred.set(Deferred {
                 environment: environment.clone(),
                 model_path: model_path.to_owned(),
-                plan: model.spec.instances,
+                plan: model.plan(model.spec.instances),
                 prepacked: prepacked.clone(),
                 file_bytes: file_bytes(model_path),
             });
@@ -268,6 +284,7 @@ impl ModelVersion {
         plan: InstancePlan,
         threads: &Arc<ThreadBudget>,
     ) -> Result<(), Error> {
+        let plan = self.plan(plan);
         let running = self
             .runs
             .instances
@@ -286,7 +303,7 @@ impl ModelVersion {
         }
         for instance in running..plan.count {
             let reservation = threads
-                .reserve(instance_threads(&plan))
+                .reserve(threads::instance_threads(&plan))
                 .map_err(Error::TooLarge)?;
             if self.runs.deferred.get().is_some() {
                 self.add_deferred_instance(reservation);
@@ -297,6 +314,27 @@ impl ModelVersion {
             self.start_instance(session, reservation)?;
         }
         Ok(())
+    }
+
+    /// `plan` as this version runs it: with 1 intra-op thread per instance when its thread check chose
+    /// that ([`ThreadTrial`]), otherwise as configured. The config (and `ModelConfig`) keeps what was asked.
+    fn plan(&self, plan: InstancePlan) -> InstancePlan {
+        threads::apply(plan, self.thread_trial)
+    }
+
+    /// How the thread check at load came out; `None` when the version had none: its config sets thread
+    /// parameters, it is not a `KIND_CPU` model or the machine has one core, it is stateful, its model
+    /// file is large, or no zero request can be made up for it (BYTES or variable-size inputs).
+    pub fn thread_trial(&self) -> Option<ThreadTrial> {
+        self.thread_trial
+    }
+
+    /// The intra-op threads of each instance's own pool, or `None` when the instances run on ONNX
+    /// Runtime's shared pool: the configured count, the cores shared out between the instances, or 1 when
+    /// the thread check chose it.
+    pub fn intra_op_threads(&self) -> Option<usize> {
+        let plan = self.plan(self.spec.instances);
+        (!onnx::shares_threads(&plan)).then(|| onnx::intra_threads(&plan))
     }
 
     /// Notes that a request routed to this version now: the memory budget evicts the least recently used.
@@ -593,16 +631,6 @@ impl Drop for WithdrawOnDrop {
     fn drop(&mut self) {
         self.0.withdraw();
     }
-}
-
-/// The threads one instance of `plan` may run: its own and, unless it shares ONNX Runtime's global pool
-/// ([`onnx::shares_threads`]), its intra-op threads (the configured count, or the share of the cores
-/// `open_session` gives it) and inter-op threads when configured.
-fn instance_threads(plan: &InstancePlan) -> usize {
-    if onnx::shares_threads(plan) {
-        return 1;
-    }
-    1 + onnx::intra_threads(plan) + plan.inter_op_threads.unwrap_or(0)
 }
 
 /// The process's clock for [`ModelVersion::last_used`].

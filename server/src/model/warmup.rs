@@ -55,9 +55,22 @@ pub struct Warmup {
 
 /// Ferry's own warm-up request, when one can be made up safely.
 fn default_request(spec: &ModelSpec) -> Option<(InferRequest, u32)> {
+    match zero_request(spec) {
+        Ok((request, _)) => Some((request, 1)),
+        Err(reason) => {
+            tracing::info!(model = %spec.name, %reason, "no default warm-up");
+            None
+        }
+    }
+}
+
+/// One zero-filled request of batch 1 with the model's required inputs (variable dimensions taken as 1),
+/// with the bytes its inputs take; or why none can be made up safely: a BYTES input, whose empty strings
+/// many models reject, or inputs larger than the request memory limit.
+pub(super) fn zero_request(spec: &ModelSpec) -> Result<(InferRequest, usize), String> {
     let required: Vec<&TensorSpec> = spec.inputs.iter().filter(|t| !t.optional).collect();
     if required.iter().any(|t| t.data_type == DataType::Bytes) {
-        return None;
+        return Err("a BYTES input takes no made-up zeros".to_owned());
     }
     let mut total = 0usize;
     for tensor in &required {
@@ -65,10 +78,7 @@ fn default_request(spec: &ModelSpec) -> Option<(InferRequest, u32)> {
             elements(&fixed_dims(&tensor.dims)).and_then(|n| n.checked_mul(tensor.data_type.element_size()?));
         total = match bytes.and_then(|b| total.checked_add(b)) {
             Some(total) if total <= spec.max_request_bytes => total,
-            _ => {
-                tracing::info!(model = %spec.name, "no default warm-up: a zero request would be too large");
-                return None;
-            }
+            _ => return Err("a zero request would be too large".to_owned()),
         };
     }
     let wire = ModelInferRequest {
@@ -86,13 +96,9 @@ fn default_request(spec: &ModelSpec) -> Option<(InferRequest, u32)> {
             .collect(),
         ..Default::default()
     };
-    match InferRequest::parse(wire, spec) {
-        Ok(request) => Some((request, 1)),
-        Err(error) => {
-            tracing::info!(model = %spec.name, %error, "no default warm-up");
-            None
-        }
-    }
+    InferRequest::parse(wire, spec)
+        .map(|request| (request, total))
+        .map_err(|error| error.to_string())
 }
 
 /// One `model_warmup` entry as a request, its sizes checked against the request memory limit before any
