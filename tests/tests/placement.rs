@@ -240,19 +240,19 @@ async fn a_thread_check_puts_quick_models_that_set_no_threads_on_one_thread() {
     let mut client = server.raw_client().await.expect("client");
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let plain = server.registry().resolve("plain", "").expect("plain serves");
-    match plain.thread_trial() {
-        Some(trial) => {
-            assert_eq!(trial.rows, 4, "the check runs batches of max_batch_size rows");
-            assert!(trial.one_thread_run > Duration::ZERO, "{trial:?}");
+    match plain.thread_check() {
+        Some(check) => {
+            assert_eq!(check.rows, 4, "the check runs batches of max_batch_size rows");
+            assert!(check.one_thread_run > Duration::ZERO, "{check:?}");
             assert_eq!(
                 plain.intra_op_threads(),
-                trial.one_thread.then_some(1),
-                "{trial:?}"
+                check.one_thread.then_some(1),
+                "{check:?}"
             );
             // add_1 runs a batch of 4 in microseconds; only a machine too busy to run it within the
             // limit keeps it on the pool.
-            if trial.one_thread_run < Duration::from_micros(100) {
-                assert!(trial.one_thread, "{trial:?}");
+            if check.one_thread_run < Duration::from_micros(100) {
+                assert!(check.one_thread, "{check:?}");
             }
         }
         None => assert_eq!(cores, 1, "add_1 is small: a machine of {cores} cores checks it"),
@@ -260,14 +260,14 @@ async fn a_thread_check_puts_quick_models_that_set_no_threads_on_one_thread() {
     assert_eq!(plain.instance_count(), 2);
     for name in ["configured", "spinning"] {
         let version = server.registry().resolve(name, "").expect("serves");
-        assert_eq!(version.thread_trial(), None, "{name} sets thread parameters");
+        assert_eq!(version.thread_check(), None, "{name} sets thread parameters");
     }
     let configured = server.registry().resolve("configured", "").expect("serves");
     assert_eq!(configured.intra_op_threads(), Some(2));
     for name in ["plain", "configured", "spinning"] {
         assert_eq!(first_output(&mut client, name).await, 3.0, "{name}");
     }
-    // The trial's choice is the version's, not the config's.
+    // The check's choice is the version's, not the config's.
     let config = client
         .model_config(ModelConfigRequest {
             name: "plain".into(),

@@ -39,7 +39,7 @@ pub use lone::LONE_RUN_LIMIT;
 use lone::LoneRuns;
 pub(crate) use memory::{file_bytes, resident_bytes};
 use sequence::Sequencer;
-pub use threads::ThreadTrial;
+pub use threads::ThreadCheck;
 
 /// A queued request with the channel its answer goes back on.
 struct InferJob {
@@ -97,7 +97,7 @@ pub struct ModelVersion {
     last_used: AtomicU64,
     /// How the thread check at load came out, when the version had one ([`threads`]); every instance's
     /// plan follows it ([`Self::plan`]).
-    thread_trial: Option<ThreadTrial>,
+    thread_check: Option<ThreadCheck>,
 }
 
 impl std::fmt::Debug for ModelVersion {
@@ -183,7 +183,7 @@ impl ModelVersion {
             next_instance: AtomicUsize::new(0),
             prepacked: PrepackedWeights::new(),
             last_used: AtomicU64::new(since_epoch()),
-            thread_trial: None,
+            thread_check: None,
             drift,
             payload_log: None,
             quality: None,
@@ -223,7 +223,7 @@ impl ModelVersion {
         let mut first = onnx::open_session(environment, model_path, &first_plan, 0, Some(&prepacked))?;
         let signature = onnx::signature(&first.session, model_path)?;
         spec.check_signature(&signature, &model_path.display().to_string())?;
-        let thread_trial = candidate
+        let thread_check = candidate
             .map(|candidate| candidate.check(environment, &spec, model_path, &prepacked, &mut first))
             .transpose()?;
         let class_columns = spec
@@ -259,7 +259,7 @@ impl ModelVersion {
         let mut model =
             Self::without_instances(spec, version, warmup, class_columns, drift, sequencer, idle_after);
         model.payload_log = payload_log;
-        model.thread_trial = thread_trial;
+        model.thread_check = thread_check;
         if defer {
             let _ = model.runs.deferred.set(Deferred {
                 environment: environment.clone(),
@@ -317,16 +317,16 @@ impl ModelVersion {
     }
 
     /// `plan` as this version runs it: with 1 intra-op thread per instance when its thread check chose
-    /// that ([`ThreadTrial`]), otherwise as configured. The config (and `ModelConfig`) keeps what was asked.
+    /// that ([`ThreadCheck`]), otherwise as configured. The config (and `ModelConfig`) keeps what was asked.
     fn plan(&self, plan: InstancePlan) -> InstancePlan {
-        threads::apply(plan, self.thread_trial)
+        threads::apply(plan, self.thread_check)
     }
 
     /// How the thread check at load came out; `None` when the version had none: its config sets thread
     /// parameters, it is not a `KIND_CPU` model or the machine has one core, it is stateful, its model
     /// file is large, or no zero request can be made up for it (BYTES or variable-size inputs).
-    pub fn thread_trial(&self) -> Option<ThreadTrial> {
-        self.thread_trial
+    pub fn thread_check(&self) -> Option<ThreadCheck> {
+        self.thread_check
     }
 
     /// The intra-op threads of each instance's own pool, or `None` when the instances run on ONNX

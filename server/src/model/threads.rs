@@ -36,7 +36,7 @@ const QUICK_RUN: Duration = Duration::from_micros(500);
 
 /// How a version's thread check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ThreadTrial {
+pub struct ThreadCheck {
     /// The rows of each run: `max_batch_size` (1 for a model that does not batch), fewer when that many
     /// rows would pass the request memory limit.
     pub rows: usize,
@@ -47,19 +47,19 @@ pub struct ThreadTrial {
 }
 
 /// Whether a model whose quicker run of `rows` rows on 1 thread took `run` stays on 1 thread.
-pub fn decide(rows: usize, run: Duration) -> ThreadTrial {
-    ThreadTrial {
+pub fn decide(rows: usize, run: Duration) -> ThreadCheck {
+    ThreadCheck {
         rows,
         one_thread_run: run,
         one_thread: run <= QUICK_RUN,
     }
 }
 
-/// `plan` as a version whose check came to `trial` runs it: 1 intra-op thread per instance when the check
+/// `plan` as a version whose check came to `check` runs it: 1 intra-op thread per instance when the check
 /// chose it and the plan still sets no thread parameter; otherwise unchanged.
-pub fn apply(plan: InstancePlan, trial: Option<ThreadTrial>) -> InstancePlan {
-    match trial {
-        Some(trial) if trial.one_thread && onnx::shares_threads(&plan) => one_thread(plan),
+pub fn apply(plan: InstancePlan, check: Option<ThreadCheck>) -> InstancePlan {
+    match check {
+        Some(check) if check.one_thread && onnx::shares_threads(&plan) => one_thread(plan),
         _ => plan,
     }
 }
@@ -117,7 +117,7 @@ impl Candidate {
         model_path: &Path,
         prepacked: &PrepackedWeights,
         first: &mut OpenedSession,
-    ) -> Result<ThreadTrial, crate::Error> {
+    ) -> Result<ThreadCheck, crate::Error> {
         let rows = self.rows(spec);
         let batch = vec![&self.request; rows];
         let quickest = BatchRunner::new().ok().and_then(|mut runner| {
@@ -129,22 +129,22 @@ impl Candidate {
             }
             Some(quickest)
         });
-        let trial = decide(rows, quickest.unwrap_or(Duration::MAX));
-        if !trial.one_thread {
+        let check = decide(rows, quickest.unwrap_or(Duration::MAX));
+        if !check.one_thread {
             *first = onnx::open_session(environment, model_path, &spec.instances, 0, Some(prepacked))?;
         }
         tracing::info!(
             model = %spec.name,
             rows,
-            one_thread_run_us = u64::try_from(trial.one_thread_run.as_micros()).unwrap_or(u64::MAX),
+            one_thread_run_us = u64::try_from(check.one_thread_run.as_micros()).unwrap_or(u64::MAX),
             "{}",
-            if trial.one_thread {
+            if check.one_thread {
                 "quick on 1 thread: each instance runs its operators on its own thread"
             } else {
                 "not quick on 1 thread: the instances run on ONNX Runtime's shared pool"
             }
         );
-        Ok(trial)
+        Ok(check)
     }
 
     /// The rows of each run: the model's largest batch, bounded by the request memory limit.
@@ -179,7 +179,7 @@ mod tests {
         let big = decide(64, Duration::from_millis(25));
         assert_eq!(
             big,
-            ThreadTrial {
+            ThreadCheck {
                 rows: 64,
                 one_thread_run: Duration::from_millis(25),
                 one_thread: false
@@ -227,7 +227,7 @@ mod tests {
             tensorrt: None,
         };
         let chose = |one_thread| {
-            Some(ThreadTrial {
+            Some(ThreadCheck {
                 rows: 1,
                 one_thread_run: Duration::from_micros(40),
                 one_thread,
