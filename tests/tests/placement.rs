@@ -10,7 +10,7 @@ use ferry_proto::inference::{
     grpc_inference_service_client::GrpcInferenceServiceClient, model_infer_request::InferInputTensor,
 };
 use ferry_server::onnx;
-use ferry_tests::{TestServer, repo_root};
+use ferry_tests::{TestServer, repo_root, write_matmul_model};
 use tonic::transport::Channel;
 
 const TENSORS: &str = "max_batch_size: 4\n\
@@ -279,5 +279,57 @@ async fn a_thread_check_puts_quick_models_that_set_no_threads_on_one_thread() {
         .config
         .expect("a config");
     assert!(config.parameters.is_empty(), "{:?}", config.parameters);
+    server.stop().await;
+}
+
+/// The other side of the thread check: a model whose file is small but whose operators are heavy (a 256 KB
+/// weight matrix applied to 512 rows, over 100 million floating-point operations a request) takes far over
+/// 500 µs on 1 thread, so its session is opened again on ONNX Runtime's shared pool, and that session serves.
+#[tokio::test]
+async fn a_small_model_with_heavy_operators_moves_to_the_shared_pool_and_serves_there() {
+    const N: usize = 256;
+    const ROWS: usize = 512;
+    let repository = tempfile::tempdir().expect("temp dir");
+    write_matmul_model(repository.path(), "heavy", N, ROWS);
+    let server = TestServer::start(vec![repository.path().to_path_buf()])
+        .await
+        .expect("server");
+    let heavy = server.registry().resolve("heavy", "").expect("heavy serves");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    match heavy.thread_check() {
+        Some(check) => {
+            assert!(!check.one_thread, "{check:?}");
+            assert!(check.one_thread_run > Duration::from_micros(500), "{check:?}");
+            assert_eq!(heavy.intra_op_threads(), None, "the shared pool");
+        }
+        None => assert_eq!(
+            cores, 1,
+            "a 256 KB model is checked on a machine of {cores} cores"
+        ),
+    }
+    let answer = server
+        .raw_client()
+        .await
+        .expect("client")
+        .model_infer(ModelInferRequest {
+            model_name: "heavy".into(),
+            inputs: vec![InferInputTensor {
+                name: "X".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, ROWS as i64, N as i64],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![Bytes::from(1f32.to_le_bytes().repeat(ROWS * N))],
+            ..Default::default()
+        })
+        .await
+        .expect("answered")
+        .into_inner();
+    let values = &answer.raw_output_contents[0];
+    assert_eq!(values.len(), ROWS * N * 4);
+    for value in values.chunks_exact(4) {
+        let value = f32::from_le_bytes(value.try_into().expect("4 bytes"));
+        assert!((value - 1.0).abs() < 1e-4, "Y = ones, got {value}");
+    }
     server.stop().await;
 }
