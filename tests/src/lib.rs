@@ -371,6 +371,25 @@ pub fn write_matmul_model(repository: &Path, name: &str, n: usize, rows: usize) 
     .expect("config");
 }
 
+/// A one-row request for a model of [`write_matmul_model`] with `n` columns and `rows` rows: X all ones, so
+/// that Y comes back all ones.
+pub fn matmul_request(model: &str, n: usize, rows: usize) -> ferry_proto::inference::ModelInferRequest {
+    use ferry_proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
+
+    let dim = |d: usize| i64::try_from(d).expect("a test dimension fits i64");
+    ModelInferRequest {
+        model_name: model.into(),
+        inputs: vec![InferInputTensor {
+            name: "X".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, dim(rows), dim(n)],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![1f32.to_le_bytes().repeat(rows * n).into()],
+        ..Default::default()
+    }
+}
+
 /// A one-row request for `model`, a copy of Triton's `simple` (INT32 INPUT0 and INPUT1 of [1, 16]; OUTPUT0 is
 /// their sum, OUTPUT1 their difference), with every element of INPUT0 `a` and of INPUT1 `b`.
 pub fn simple_request(model: &str, a: i32, b: i32) -> ferry_proto::inference::ModelInferRequest {

@@ -7,9 +7,11 @@
 
 use std::{path::Path, time::Duration};
 
-use ferry_proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
+use ferry_proto::inference::ModelInferRequest;
 use ferry_server::repository::{ControlMode, RepositoryOptions};
-use ferry_tests::{TestServer, example_repository, repo_root, simple_request, write_matmul_model};
+use ferry_tests::{
+    TestServer, example_repository, matmul_request, repo_root, simple_request, write_matmul_model,
+};
 
 const BUDGET: u64 = 128 * 1024 * 1024;
 
@@ -52,17 +54,7 @@ fn file_bytes(repository: &Path, name: &str) -> u64 {
 }
 
 fn wide_request() -> ModelInferRequest {
-    ModelInferRequest {
-        model_name: "wide".into(),
-        inputs: vec![InferInputTensor {
-            name: "X".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, ROWS as i64, N as i64],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![1f32.to_le_bytes().repeat(ROWS * N).into()],
-        ..Default::default()
-    }
+    matmul_request("wide", N, ROWS)
 }
 
 /// `wide` (two CPU instances, the second opening its session when concurrent requests first need it) and

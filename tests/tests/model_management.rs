@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use ferry_proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
 use ferry_server::{
     limits::ResourceLimits,
     repository::{ControlMode, RepositoryOptions},
@@ -221,17 +220,7 @@ async fn a_versions_second_instance_opens_its_session_on_first_concurrent_demand
             .len();
         assert!(bytes_at_load >= file_bytes, "at least the file: {bytes_at_load}");
         let client = server.raw_client().await.expect("client");
-        let request = || ModelInferRequest {
-            model_name: "slow".into(),
-            inputs: vec![InferInputTensor {
-                name: "X".into(),
-                datatype: "FP32".into(),
-                shape: vec![1, 512, 512],
-                ..Default::default()
-            }],
-            raw_input_contents: vec![1f32.to_le_bytes().repeat(512 * 512).into()],
-            ..Default::default()
-        };
+        let request = || ferry_tests::matmul_request("slow", 512, 512);
         let answered = |answer: ferry_proto::inference::ModelInferResponse| {
             let first = f32::from_le_bytes(answer.raw_output_contents[0][..4].try_into().expect("4 bytes"));
             assert!((first - 1.0).abs() < 1e-4, "Y = ones, got {first}");

@@ -10,7 +10,7 @@ use ferry_proto::inference::{
     grpc_inference_service_client::GrpcInferenceServiceClient, model_infer_request::InferInputTensor,
 };
 use ferry_server::onnx;
-use ferry_tests::{TestServer, repo_root, write_matmul_model};
+use ferry_tests::{TestServer, matmul_request, repo_root, write_matmul_model};
 use tonic::transport::Channel;
 
 const TENSORS: &str = "max_batch_size: 4\n\
@@ -311,17 +311,7 @@ async fn a_small_model_with_heavy_operators_moves_to_the_shared_pool_and_serves_
         .raw_client()
         .await
         .expect("client")
-        .model_infer(ModelInferRequest {
-            model_name: "heavy".into(),
-            inputs: vec![InferInputTensor {
-                name: "X".into(),
-                datatype: "FP32".into(),
-                shape: vec![1, ROWS as i64, N as i64],
-                ..Default::default()
-            }],
-            raw_input_contents: vec![Bytes::from(1f32.to_le_bytes().repeat(ROWS * N))],
-            ..Default::default()
-        })
+        .model_infer(matmul_request("heavy", N, ROWS))
         .await
         .expect("answered")
         .into_inner();

@@ -11,7 +11,8 @@
 //! and runs its own zero request, batched to `max_batch_size` rows, twice (once when the first run takes
 //! over [`CLEARLY_NOT_QUICK`]); when the quicker run takes longer than [`QUICK_RUN`] its operators are large
 //! enough for the pool, and the session is opened again on the shared pool. A small model therefore pays two
-//! runs at load, and no second session: a thousand of them load about as fast as before. A model whose file is large uses the shared pool without a check.
+//! runs at load, and no second session: a thousand of them load about as fast as before. A model whose file
+//! is large uses the shared pool without a check.
 
 use std::{
     path::Path,
